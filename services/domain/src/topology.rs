@@ -1,0 +1,437 @@
+//! The topology as data: clusters and their sites, logistics partners, topics
+//! and the roles that read and write them. `Topology::check` reports every
+//! problem at once; the files live in `topology/` and are embedded in the binary.
+
+use crate::catalog::Catalog;
+use crate::ids::{ClusterId, PartnerId, SiteId, check_slug};
+use crate::Invalid;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransportMode {
+    Road,
+    Rail,
+    River,
+    Sea,
+}
+
+impl TransportMode {
+    pub const ALL: [TransportMode; 4] = [TransportMode::Road, TransportMode::Rail, TransportMode::River, TransportMode::Sea];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportMode::Road => "ROAD",
+            TransportMode::Rail => "RAIL",
+            TransportMode::River => "RIVER",
+            TransportMode::Sea => "SEA",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: SiteId,
+    pub name: String,
+    pub name_zh: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub modes: Vec<TransportMode>,
+    /// What the site does: mine, concentrator, refinery, smelter, processor, port, consumer.
+    pub kind: String,
+    /// Filled from the enclosing cluster when loaded.
+    #[serde(default, skip_deserializing)]
+    pub cluster: Option<ClusterId>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub id: ClusterId,
+    pub name: String,
+    pub name_zh: String,
+    /// Product families the cluster produces (its capacity side).
+    pub families: Vec<String>,
+    #[serde(rename = "site")]
+    pub sites: Vec<Site>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partner {
+    pub id: PartnerId,
+    pub name: String,
+    pub name_zh: String,
+    /// The carrier id that shipment events name for this partner.
+    pub carrier_id: String,
+    pub modes: Vec<TransportMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CleanupPolicy {
+    Delete,
+    Compact,
+}
+
+impl CleanupPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// Production replication; a local single broker caps it at the broker count.
+    pub replication_factor: i32,
+    pub cleanup_policy: CleanupPolicy,
+    /// -1 keeps forever.
+    pub retention_ms: i64,
+    /// What the key is: `family`, `site_id/product_code`, `shipment_id`, `source topic`, ...
+    pub key: String,
+    /// Full name of the Avro value record, or `none` for internal topics whose values are not Avro.
+    pub value: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl TopicSpec {
+    /// The topic configs the broker should hold for this spec.
+    pub fn configs(&self) -> BTreeMap<&'static str, String> {
+        let mut c = BTreeMap::new();
+        c.insert("cleanup.policy", self.cleanup_policy.as_str().to_owned());
+        c.insert("retention.ms", self.retention_ms.to_string());
+        c
+    }
+    pub fn is_avro(&self) -> bool {
+        self.value != "none"
+    }
+    pub fn subject(&self) -> String {
+        format!("{}-value", self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleSpec {
+    pub name: String,
+    pub description: String,
+    #[serde(default)]
+    pub reads: Vec<String>,
+    #[serde(default)]
+    pub writes: Vec<String>,
+    /// Consumer group id prefix the role may use.
+    #[serde(default)]
+    pub group_prefix: Option<String>,
+    /// Transactional id prefix, for exactly-once roles.
+    #[serde(default)]
+    pub transactional_id_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClustersFile {
+    #[serde(rename = "cluster")]
+    clusters: Vec<Cluster>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartnersFile {
+    /// Spec of every `orelink.shipments.partner.<id>.v1` topic; the name is derived.
+    partner_topic: PartnerTopicTemplate,
+    #[serde(rename = "partner")]
+    partners: Vec<Partner>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartnerTopicTemplate {
+    partitions: i32,
+    replication_factor: i32,
+    retention_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicsFile {
+    #[serde(rename = "topic")]
+    topics: Vec<TopicSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesFile {
+    #[serde(rename = "role")]
+    roles: Vec<RoleSpec>,
+}
+
+/// The text of the four topology files.
+#[derive(Debug, Clone, Copy)]
+pub struct TopologySources<'a> {
+    pub clusters: &'a str,
+    pub partners: &'a str,
+    pub topics: &'a str,
+    pub roles: &'a str,
+}
+
+impl TopologySources<'static> {
+    pub const EMBEDDED: TopologySources<'static> = TopologySources {
+        clusters: include_str!("../../../topology/clusters.toml"),
+        partners: include_str!("../../../topology/partners.toml"),
+        topics: include_str!("../../../topology/topics.toml"),
+        roles: include_str!("../../../topology/roles.toml"),
+    };
+}
+
+/// The contract's topic names; `check` insists each is declared.
+pub mod topics {
+    pub const ORDERS: &str = "orelink.orders.v1";
+    pub const CAPACITY: &str = "orelink.capacity.v1";
+    pub const INVENTORY: &str = "orelink.inventory.v1";
+    pub const SHIPMENTS: &str = "orelink.shipments.v1";
+    pub const ALLOCATIONS: &str = "orelink.allocations.v1";
+    pub const SHARED_ORDERS: &str = "orelink.shared-orders.v1";
+    pub const DLQ: &str = "orelink.dlq.v1";
+    pub const CONTRACT: [&str; 7] = [ORDERS, CAPACITY, INVENTORY, SHIPMENTS, ALLOCATIONS, SHARED_ORDERS, DLQ];
+
+    pub fn partner(partner_id: &str) -> String {
+        format!("orelink.shipments.partner.{partner_id}.v1")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    pub clusters: Vec<Cluster>,
+    pub partners: Vec<Partner>,
+    /// Declared topics followed by one topic per partner.
+    pub topics: Vec<TopicSpec>,
+    pub roles: Vec<RoleSpec>,
+    sites: BTreeMap<SiteId, Site>,
+}
+
+impl Topology {
+    /// Parses the four files. Parse errors of all files are reported together;
+    /// semantic problems come from `check`.
+    pub fn parse(src: TopologySources<'_>) -> Result<Topology, Vec<Invalid>> {
+        fn parse_one<T: serde::de::DeserializeOwned>(file: &str, text: &str, errs: &mut Vec<Invalid>) -> Option<T> {
+            toml::from_str(text).map_err(|e| errs.push(Invalid::new(format!("topology/{file}"), e.to_string().trim_end()))).ok()
+        }
+        let mut errs = Vec::new();
+        let clusters: Option<ClustersFile> = parse_one("clusters.toml", src.clusters, &mut errs);
+        let partners: Option<PartnersFile> = parse_one("partners.toml", src.partners, &mut errs);
+        let topics: Option<TopicsFile> = parse_one("topics.toml", src.topics, &mut errs);
+        let roles: Option<RolesFile> = parse_one("roles.toml", src.roles, &mut errs);
+        let (Some(clusters), Some(partners), Some(topics), Some(roles)) = (clusters, partners, topics, roles) else {
+            return Err(errs);
+        };
+        let mut clusters = clusters.clusters;
+        let mut sites = BTreeMap::new();
+        for c in &mut clusters {
+            for s in &mut c.sites {
+                s.cluster = Some(c.id.clone());
+                sites.entry(s.id.clone()).or_insert_with(|| s.clone());
+            }
+        }
+        let mut all_topics = topics.topics;
+        let t = &partners.partner_topic;
+        for p in &partners.partners {
+            all_topics.push(TopicSpec {
+                name: topics::partner(p.id.as_str()),
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                cleanup_policy: CleanupPolicy::Delete,
+                retention_ms: t.retention_ms,
+                key: "shipment_id".into(),
+                value: "orelink.v1.ShipmentEvent".into(),
+                description: format!("Shipments carried by {}; readable only by that partner.", p.name),
+            });
+        }
+        Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, sites })
+    }
+
+    pub fn embedded() -> Topology {
+        Self::parse(TopologySources::EMBEDDED).expect("the embedded topology is checked by its tests")
+    }
+
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        // SiteId is a transparent String, so a borrowed lookup by &str is sound via a temporary.
+        SiteId::parse(id).ok().and_then(|s| self.sites.get(&s))
+    }
+
+    pub fn sites(&self) -> impl Iterator<Item = &Site> {
+        self.sites.values()
+    }
+
+    pub fn cluster(&self, id: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.id.as_str() == id)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicSpec> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+
+    pub fn partner_by_carrier(&self, carrier_id: &str) -> Option<&Partner> {
+        self.partners.iter().find(|p| p.carrier_id == carrier_id)
+    }
+
+    pub fn role(&self, name: &str) -> Option<&RoleSpec> {
+        self.roles.iter().find(|r| r.name == name)
+    }
+
+    /// Every semantic problem, each with where it is. `records` are the full
+    /// names of the Avro records the schemas define.
+    pub fn check(&self, catalog: &Catalog, records: &BTreeSet<String>) -> Vec<Invalid> {
+        let mut p = Vec::new();
+        let mut cluster_ids = BTreeSet::new();
+        let mut site_ids = BTreeSet::new();
+        for c in &self.clusters {
+            let here = format!("cluster {}", c.id);
+            if !cluster_ids.insert(c.id.clone()) {
+                p.push(Invalid::new(&here, "declared twice"));
+            }
+            if c.sites.is_empty() {
+                p.push(Invalid::new(&here, "has no sites"));
+            }
+            for f in &c.families {
+                if !catalog.has_family(f) {
+                    p.push(Invalid::new(&here, format!("family {f} is not in the catalog")));
+                }
+            }
+            for s in &c.sites {
+                let here = format!("site {}", s.id);
+                if !site_ids.insert(s.id.clone()) {
+                    p.push(Invalid::new(&here, "declared twice"));
+                }
+                // Guangxi and its neighbours: a coordinate outside is a typo or swapped lat/lon.
+                if !(20.0..=27.0).contains(&s.lat) || !(104.0..=113.0).contains(&s.lon) {
+                    p.push(Invalid::new(&here, format!("({}, {}) lies outside Guangxi (lat 20..27, lon 104..113)", s.lat, s.lon)));
+                }
+                if s.modes.is_empty() {
+                    p.push(Invalid::new(&here, "has no transport modes"));
+                }
+            }
+        }
+        let mut partner_ids = BTreeSet::new();
+        let mut carriers = BTreeSet::new();
+        for partner in &self.partners {
+            let here = format!("partner {}", partner.id);
+            if !partner_ids.insert(partner.id.clone()) {
+                p.push(Invalid::new(&here, "declared twice"));
+            }
+            if !carriers.insert(partner.carrier_id.clone()) {
+                p.push(Invalid::new(&here, format!("carrier id {} is used by another partner", partner.carrier_id)));
+            }
+            if partner.modes.is_empty() {
+                p.push(Invalid::new(&here, "has no transport modes"));
+            }
+        }
+        let mut names = BTreeSet::new();
+        for t in &self.topics {
+            let here = format!("topic {}", t.name);
+            if !names.insert(t.name.as_str()) {
+                p.push(Invalid::new(&here, "declared twice"));
+            }
+            let legal = !t.name.is_empty()
+                && t.name.len() <= 249
+                && t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !legal {
+                p.push(Invalid::new(&here, "is not a legal Kafka topic name"));
+            }
+            if t.partitions < 1 {
+                p.push(Invalid::new(&here, format!("partitions is {}, at least 1 needed", t.partitions)));
+            }
+            if t.replication_factor < 1 {
+                p.push(Invalid::new(&here, format!("replication_factor is {}, at least 1 needed", t.replication_factor)));
+            }
+            if t.retention_ms == 0 || t.retention_ms < -1 {
+                p.push(Invalid::new(&here, format!("retention_ms is {}; use -1 (forever) or a positive number", t.retention_ms)));
+            }
+            if t.is_avro() && !records.contains(&t.value) {
+                p.push(Invalid::new(&here, format!("value record {} is not defined in schemas/", t.value)));
+            }
+        }
+        for required in topics::CONTRACT {
+            if !names.contains(required) {
+                p.push(Invalid::new(format!("topic {required}"), "is in the contract but not declared"));
+            }
+        }
+        if let Some(inv) = self.topic(topics::INVENTORY) {
+            if inv.cleanup_policy != CleanupPolicy::Compact {
+                p.push(Invalid::new("topic orelink.inventory.v1", "must be compacted (contract)"));
+            }
+        }
+        let mut role_names = BTreeSet::new();
+        for r in &self.roles {
+            let here = format!("role {}", r.name);
+            if let Err(e) = check_slug("role", &r.name) {
+                p.push(Invalid::new(&here, e.message));
+            }
+            if !role_names.insert(r.name.as_str()) {
+                p.push(Invalid::new(&here, "declared twice"));
+            }
+            for t in r.reads.iter().chain(&r.writes) {
+                let covered = names.contains(t.as_str())
+                    || (t == "orelink.shipments.partner.*.v1" && !self.partners.is_empty());
+                if !covered {
+                    p.push(Invalid::new(&here, format!("uses topic {t}, which is not declared")));
+                }
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records() -> BTreeSet<String> {
+        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter"]
+            .iter()
+            .map(|r| format!("orelink.v1.{r}"))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_topology_is_clean() {
+        let t = Topology::embedded();
+        assert_eq!(t.check(&Catalog::embedded(), &records()), vec![]);
+        for c in ["baise", "hechi", "fangchenggang", "nanning"] {
+            assert!(t.cluster(c).is_some(), "cluster {c} missing");
+        }
+        for p in &t.partners {
+            assert!(t.topic(&topics::partner(p.id.as_str())).is_some());
+        }
+        let site = t.site("baise-pingguo-smelter").expect("Pingguo smelter");
+        assert_eq!(site.cluster.as_ref().unwrap().as_str(), "baise");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let clusters = TopologySources::EMBEDDED.clusters.replace("lat = 23.", "lat = 3.").replace("\"AL-INGOT\"", "\"AU-BAR\"");
+        let topics = TopologySources::EMBEDDED.topics.replace("orelink.allocations.v1", "orelink.allocation.v1");
+        let src = TopologySources { clusters: &clusters, topics: &topics, ..TopologySources::EMBEDDED };
+        let t = Topology::parse(src).unwrap();
+        let problems = t.check(&Catalog::embedded(), &records());
+        let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("outside Guangxi"), "{text}");
+        assert!(text.contains("AU-BAR is not in the catalog"), "{text}");
+        assert!(text.contains("orelink.allocations.v1 is in the contract but not declared") || text.contains("topic orelink.allocations.v1: is in the contract"), "{text}");
+        assert!(text.contains("uses topic orelink.allocations.v1, which is not declared"), "{text}");
+    }
+
+    #[test]
+    fn parse_errors_of_several_files_are_reported_together() {
+        let src = TopologySources { clusters: "[[cluster]]\nid = 3", roles: "nonsense = ", ..TopologySources::EMBEDDED };
+        let errs = Topology::parse(src).unwrap_err();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].field.contains("clusters.toml") && errs[1].field.contains("roles.toml"));
+    }
+}

@@ -1,1 +1,274 @@
-//! placeholder
+//! orelink-codec: the one place that turns contract records into Kafka bytes
+//! and back, through the schema registry (Confluent wire format: magic byte 0,
+//! 4-byte big-endian schema id, Avro binary; subjects `<topic>-value`).
+//!
+//! Decoding resolves the writer's schema (fetched by id, cached) against the
+//! hub's own reader schema, so producers on any compatible version are read;
+//! then the record is validated into domain types. Anything that cannot be
+//! decoded or validated comes back as a [`Refusal`] carrying the error class
+//! for its dead letter; a registry that cannot be reached is [`DecodeError::Retry`],
+//! never a dead letter. Nothing here panics on input.
+
+mod schemas;
+
+pub use schemas::{Schemas, SchemaProblem};
+
+use apache_avro::types::Value;
+use orelink_domain::events::{wire, Reference, Rejection};
+use orelink_domain::topology::topics;
+use orelink_domain::*;
+use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::schema_registry_common::{SchemaType, SubjectNameStrategy, SuppliedSchema};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A decoded, validated record of one of the contract's topics.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Order(OrderEvent),
+    Capacity(CapacityEvent),
+    Inventory(InventoryEvent),
+    Shipment(ShipmentEvent),
+    Allocation(wire::Allocation),
+    SharedOrder(wire::SharedOrder),
+    DeadLetter(wire::DeadLetter),
+}
+
+/// Why an event cannot be used; it goes to the dead-letter topic.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {reason}", class.as_str())]
+pub struct Refusal {
+    pub class: ErrorClass,
+    pub reason: String,
+}
+
+impl From<Rejection> for Refusal {
+    fn from(r: Rejection) -> Self {
+        Refusal { class: r.class, reason: r.reason() }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DecodeError {
+    /// The event itself is bad: dead-letter it and go on.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The registry could not be asked right now: try the same event again later.
+    #[error("schema registry unavailable: {0}")]
+    Retry(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EncodeError {
+    /// The registry refused or could not be reached; `retriable` says whether trying again may help.
+    #[error("schema registry: {message}")]
+    Registry { message: String, retriable: bool },
+    /// The value does not fit the schema: a bug in the hub, never retriable.
+    #[error("value does not fit schema {record}: {message}")]
+    Schema { record: String, message: String },
+    #[error("topic {0} is not declared in the topology or carries no Avro value")]
+    UnknownTopic(String),
+}
+
+impl EncodeError {
+    pub fn retriable(&self) -> bool {
+        matches!(self, EncodeError::Registry { retriable: true, .. })
+    }
+}
+
+/// Connection settings for the registry.
+pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, EncodeError> {
+    SrSettings::new_builder(url.trim_end_matches('/').to_owned())
+        .no_proxy()
+        .set_timeout(timeout)
+        .build()
+        .map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: false })
+}
+
+pub struct Codec {
+    decoder: AvroDecoder,
+    encoder: AvroEncoder,
+    schemas: Arc<Schemas>,
+    catalog: Arc<Catalog>,
+    topology: Arc<Topology>,
+}
+
+impl Codec {
+    pub fn new(settings: SrSettings, schemas: Arc<Schemas>, catalog: Arc<Catalog>, topology: Arc<Topology>) -> Self {
+        Codec {
+            decoder: AvroDecoder::new(settings.clone()),
+            encoder: AvroEncoder::new(settings),
+            schemas,
+            catalog,
+            topology,
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn reference(&self) -> Reference<'_> {
+        Reference { catalog: &self.catalog, topology: &self.topology }
+    }
+
+    /// The Avro record a topic carries, from the topology.
+    fn record_of(&self, topic: &str) -> Option<&str> {
+        self.topology.topic(topic).filter(|t| t.is_avro()).map(|t| t.value.as_str())
+    }
+
+    /// Decodes and validates one value of `topic`.
+    pub async fn decode(&self, topic: &str, payload: Option<&[u8]>) -> Result<Record, DecodeError> {
+        let refuse = |class, reason: String| DecodeError::Refused(Refusal { class, reason });
+        let record = self
+            .record_of(topic)
+            .ok_or_else(|| refuse(ErrorClass::WrongRecord, format!("topic {topic} carries no contract record")))?;
+        let bytes = payload.ok_or_else(|| refuse(ErrorClass::Undecodable, "the value is empty (tombstone)".into()))?;
+        let (id, body) = split_wire(bytes).map_err(|reason| refuse(ErrorClass::Undecodable, reason))?;
+        let writer = match self.decoder.get_schema(id).await {
+            Ok(s) => s,
+            Err(e) if e.retriable => return Err(DecodeError::Retry(e.to_string())),
+            Err(e) => return Err(refuse(ErrorClass::UnknownSchema, format!("schema id {id} could not be fetched: {}", e.error))),
+        };
+        let writer_name = match &writer.parsed {
+            apache_avro::Schema::Record(r) => r.name.fullname(None),
+            other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)),
+        };
+        if writer_name != record {
+            return Err(refuse(
+                ErrorClass::WrongRecord,
+                format!("schema id {id} is {writer_name}, but {topic} carries {record}"),
+            ));
+        }
+        let reader = self.schemas.get(record).expect("topology check ensures every topic record has a schema");
+        let mut cursor = body;
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer.parsed)
+            .reader_schema(&reader.parsed)
+            .build()
+            .and_then(|r| r.read_value(&mut cursor))
+            .map_err(|e| refuse(ErrorClass::Undecodable, format!("Avro body does not decode with schema id {id}: {e}")))?;
+        if !cursor.is_empty() {
+            return Err(refuse(ErrorClass::Undecodable, format!("{} bytes left over after the record", cursor.len())));
+        }
+        self.to_record(record, value).map_err(DecodeError::Refused)
+    }
+
+    fn to_record(&self, record: &str, value: Value) -> Result<Record, Refusal> {
+        fn de<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refusal> {
+            apache_avro::from_value(&v).map_err(|e| Refusal { class: ErrorClass::Undecodable, reason: e.to_string() })
+        }
+        let r = self.reference();
+        Ok(match record {
+            "orelink.v1.OrderEvent" => Record::Order(OrderEvent::validate(&de(value)?, &r)?),
+            "orelink.v1.CapacityEvent" => Record::Capacity(CapacityEvent::validate(&de(value)?, &r)?),
+            "orelink.v1.InventoryEvent" => Record::Inventory(InventoryEvent::validate(&de(value)?, &r)?),
+            "orelink.v1.ShipmentEvent" => Record::Shipment(ShipmentEvent::validate(&de(value)?, &r)?),
+            "orelink.v1.Allocation" => {
+                let w: wire::Allocation = de(value)?;
+                orelink_domain::events::validate_allocation(&w, &r)?;
+                Record::Allocation(w)
+            }
+            "orelink.v1.SharedOrder" => {
+                let w: wire::SharedOrder = de(value)?;
+                orelink_domain::events::validate_shared_order(&w, &r)?;
+                Record::SharedOrder(w)
+            }
+            "orelink.v1.DeadLetter" => Record::DeadLetter(de(value)?),
+            other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
+        })
+    }
+
+    /// Encodes a wire record for `topic` with the hub's schema, registering it
+    /// under `<topic>-value` if the registry does not have it yet.
+    pub async fn encode<T: serde::Serialize>(&self, topic: &str, value: &T) -> Result<Vec<u8>, EncodeError> {
+        let record = self.record_of(topic).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
+        let schema = self.schemas.get(record).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
+        // Check the value against our schema first, so a bug reads as a schema error, not a registry one.
+        let v = apache_avro::to_value(value)
+            .and_then(|v| v.resolve(&schema.parsed))
+            .map_err(|e| EncodeError::Schema { record: record.to_owned(), message: e.to_string() })?;
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            topic.to_owned(),
+            false,
+            SuppliedSchema::new(None, SchemaType::Avro, schema.text.clone()),
+        );
+        let Value::Record(fields) = v else {
+            return Err(EncodeError::Schema { record: record.to_owned(), message: "not a record".into() });
+        };
+        let fields: Vec<(&str, Value)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        self.encoder
+            .encode(fields, strategy)
+            .await
+            .map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: e.retriable })
+    }
+
+    /// The wire form of a dead letter for `topic`'s event, ready for [`Codec::encode`] on the DLQ.
+    pub fn dead_letter(
+        source: &SourceRef<'_>,
+        refusal: &Refusal,
+        failed_at: Millis,
+        role: &str,
+    ) -> wire::DeadLetter {
+        wire::DeadLetter {
+            source_topic: source.topic.to_owned(),
+            source_partition: source.partition,
+            source_offset: source.offset,
+            key: source.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: source.value.map(|v| v.to_vec()),
+            error_class: refusal.class,
+            reason: refusal.reason.clone(),
+            failed_at: failed_at.0,
+            role: role.to_owned(),
+        }
+    }
+
+    pub const DLQ_TOPIC: &'static str = topics::DLQ;
+}
+
+/// Where an event came from, for its dead letter.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// Splits Confluent wire format into schema id and Avro body.
+pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), body)),
+        [m, ..] if bytes.len() >= 5 => Err(format!("magic byte is {m}, not 0: not Confluent wire format")),
+        _ => Err(format!("{} bytes is too short for Confluent wire format (5-byte header)", bytes.len())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn wire_header_is_checked() {
+        assert_eq!(split_wire(&[0, 0, 0, 1, 2, 9, 9]).unwrap(), (258, &[9u8, 9][..]));
+        assert!(split_wire(&[1, 0, 0, 0, 1]).unwrap_err().contains("magic byte"));
+        assert!(split_wire(&[0, 0]).unwrap_err().contains("too short"));
+        assert!(split_wire(&[]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn split_wire_is_total(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            match split_wire(&bytes) {
+                Ok((_, body)) => prop_assert_eq!(body.len() + 5, bytes.len()),
+                Err(_) => prop_assert!(bytes.len() < 5 || bytes[0] != 0),
+            }
+        }
+    }
+}

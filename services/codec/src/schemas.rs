@@ -79,8 +79,8 @@ impl Schemas {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     #![allow(deprecated)] // the one-shot datum helpers read most plainly in a test
+    use super::*;
     use apache_avro::{from_avro_datum, from_value, to_avro_datum, to_value};
     use orelink_domain::events::*;
     use orelink_domain::{Catalog, Topology};

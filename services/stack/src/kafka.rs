@@ -1,0 +1,235 @@
+//! Apache Kafka from Maven Central, run with the machine's Java in KRaft combined mode.
+
+use crate::process::{Managed, listening, spawn_detached};
+use crate::{Progress, StackConfig, StackError, io_err, wait_until};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const KAFKA_VERSION: &str = "4.1.1";
+const LOG4J_VERSION: &str = "2.24.3";
+const SLF4J_VERSION: &str = "2.0.17";
+
+/// The Maven project whose dependencies are the Kafka distribution: the broker
+/// (kafka_2.13), the tools (perf tests, ACLs, storage), and a log4j2 binding
+/// with an slf4j 2 API (Maven would otherwise pick the 1.7 API the broker names).
+fn pom() -> String {
+    format!(
+        r#"<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.orelink</groupId>
+  <artifactId>kafka-dist</artifactId>
+  <version>{KAFKA_VERSION}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{KAFKA_VERSION}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>{KAFKA_VERSION}</version></dependency>
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId><version>{SLF4J_VERSION}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId><version>{LOG4J_VERSION}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>{LOG4J_VERSION}</version></dependency>
+  </dependencies>
+</project>
+"#
+    )
+}
+
+const LOG4J2: &str = "status = warn
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+";
+
+pub fn dist_dir(cfg: &StackConfig) -> PathBuf {
+    cfg.cache_dir.join(format!("kafka-{KAFKA_VERSION}"))
+}
+
+/// The classpath of the cached distribution, fetching it first if needed.
+pub fn ensure_jars(cfg: &StackConfig, progress: Progress<'_>) -> Result<PathBuf, StackError> {
+    let dir = dist_dir(cfg);
+    let libs = dir.join("libs");
+    let done = dir.join(".complete");
+    if done.exists() {
+        return Ok(libs);
+    }
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    std::fs::write(dir.join("pom.xml"), pom()).map_err(io_err("writing the Kafka pom"))?;
+    progress(&format!("kafka: fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {} (once)", dir.display()));
+    let mut child = Command::new("mvn")
+        .args(["-B", "--no-transfer-progress", "dependency:copy-dependencies", "-Dmdep.overWriteReleases=false"])
+        .arg(format!("-DoutputDirectory={}", libs.display()))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| StackError::Missing(format!("cannot run mvn ({e}); install Maven (apt-get install maven)")))?;
+    let mut tail: Vec<String> = Vec::new();
+    let mut copied = 0usize;
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        if line.contains("Copying ") {
+            copied += 1;
+            if copied % 10 == 0 {
+                progress(&format!("kafka: {copied} jars in place"));
+            }
+        }
+        tail.push(line);
+        if tail.len() > 30 {
+            tail.remove(0);
+        }
+    }
+    let status = child.wait().map_err(io_err("waiting for mvn"))?;
+    if !status.success() {
+        return Err(StackError::Fetch(format!("mvn could not fetch Kafka {KAFKA_VERSION}:\n{}", tail.join("\n"))));
+    }
+    // Maven may still copy the broker's own slf4j 1.7 API; two APIs on one classpath break logging.
+    if let Ok(entries) = std::fs::read_dir(&libs) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("slf4j-api-1.") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    std::fs::write(&done, KAFKA_VERSION).map_err(io_err("marking the Kafka cache complete"))?;
+    progress(&format!("kafka: {copied} jars fetched"));
+    Ok(libs)
+}
+
+fn server_properties(cfg: &StackConfig, log_dirs: &Path) -> String {
+    let (h, p, c) = (&cfg.host, cfg.kafka_port, cfg.controller_port);
+    format!(
+        "# Written by `orelink stack up`; a single KRaft node acting as broker and controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{h}:{c}
+listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}
+advertised.listeners=PLAINTEXT://{h}:{p}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={}
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.check.interval.ms=60000
+",
+        log_dirs.display()
+    )
+}
+
+fn java(libs: &Path, log4j: &Path) -> Command {
+    let mut cmd = Command::new("java");
+    cmd.arg(format!("-Dlog4j2.configurationFile={}", log4j.display())).arg("-cp").arg(format!("{}/*", libs.display()));
+    cmd
+}
+
+pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed, StackError> {
+    if listening(&cfg.kafka_bootstrap()).await {
+        return Err(StackError::Missing(format!(
+            "something listens on {} but does not answer as Kafka; stop it or change the port",
+            cfg.kafka_bootstrap()
+        )));
+    }
+    let libs = {
+        let cfg = cfg.clone();
+        // The fetch blocks on mvn; progress lines are collected and printed as they come.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let handle = std::thread::spawn(move || ensure_jars(&cfg, &move |s: &str| drop(tx.send(s.to_owned()))));
+        for line in rx {
+            progress(&line);
+        }
+        handle.join().map_err(|_| StackError::Fetch("the fetch thread panicked".into()))??
+    };
+    let dir = cfg.data_dir.join("kafka");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
+    let props = dir.join("server.properties");
+    std::fs::write(&props, server_properties(cfg, &data)).map_err(io_err("writing server.properties"))?;
+    let log4j = dir.join("log4j2.properties");
+    std::fs::write(&log4j, LOG4J2).map_err(io_err("writing log4j2.properties"))?;
+
+    if !data.join("meta.properties").exists() {
+        progress("kafka: formatting KRaft storage");
+        let cluster_id = base64_uuid();
+        let out = java(&libs, &log4j)
+            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
+            .arg(&props)
+            .output()
+            .map_err(|e| StackError::Missing(format!("cannot run java ({e}); install a Java 17 runtime")))?;
+        if !out.status.success() {
+            return Err(StackError::Fetch(format!(
+                "formatting Kafka storage failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+    }
+    let mut cmd = java(&libs, &log4j);
+    cmd.args([
+        &format!("-Xmx{}", cfg.kafka_heap),
+        &format!("-Xms{}", cfg.kafka_heap),
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        &format!("-Dkafka.logs.dir={}", dir.join("logs").display()),
+        "kafka.Kafka",
+    ])
+    .arg(&props);
+    let log = dir.join("kafka.log");
+    progress(&format!("kafka: starting {KAFKA_VERSION} on {} (log {})", cfg.kafka_bootstrap(), log.display()));
+    spawn_detached("kafka", cmd, &log, &props.display().to_string())
+}
+
+/// A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+fn base64_uuid() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+}
+
+pub async fn wait(cfg: &StackConfig, progress: Progress<'_>) -> Result<(), StackError> {
+    let limit = Duration::from_secs(120);
+    if wait_until(limit, || healthy(cfg)).await {
+        progress(&format!("kafka: healthy on {}", cfg.kafka_bootstrap()));
+        Ok(())
+    } else {
+        Err(StackError::Unhealthy {
+            component: "kafka",
+            waited: limit,
+            log: cfg.data_dir.join("kafka/kafka.log").display().to_string(),
+        })
+    }
+}
+
+/// Healthy = answers a metadata request with at least one broker.
+pub async fn healthy(cfg: &StackConfig) -> bool {
+    let bootstrap = cfg.kafka_bootstrap();
+    if !listening(&bootstrap).await {
+        return false;
+    }
+    tokio::task::spawn_blocking(move || {
+        let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("log_level", "2")
+            .create();
+        consumer
+            .and_then(|c| c.fetch_metadata(None, Duration::from_secs(3)))
+            .map(|m| !m.brokers().is_empty())
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}

@@ -92,17 +92,30 @@ pub struct Codec {
     schemas: Arc<Schemas>,
     catalog: Arc<Catalog>,
     topology: Arc<Topology>,
+    namespace: String,
 }
 
 impl Codec {
-    pub fn new(settings: SrSettings, schemas: Arc<Schemas>, catalog: Arc<Catalog>, topology: Arc<Topology>) -> Self {
+    /// `namespace` is the prefix every topic name carries in this deployment
+    /// (empty for none); records are looked up by the contract name behind it.
+    pub fn new(settings: SrSettings, schemas: Arc<Schemas>, catalog: Arc<Catalog>, topology: Arc<Topology>, namespace: &str) -> Self {
         Codec {
             decoder: AvroDecoder::new(settings.clone()),
             encoder: AvroEncoder::new(settings),
             schemas,
             catalog,
             topology,
+            namespace: namespace.to_owned(),
         }
+    }
+
+    /// The deployed name of a contract topic.
+    pub fn topic(&self, contract: &str) -> String {
+        format!("{}{contract}", self.namespace)
+    }
+
+    pub fn schemas(&self) -> &Schemas {
+        &self.schemas
     }
 
     pub fn topology(&self) -> &Topology {
@@ -119,7 +132,8 @@ impl Codec {
 
     /// The Avro record a topic carries, from the topology.
     fn record_of(&self, topic: &str) -> Option<&str> {
-        self.topology.topic(topic).filter(|t| t.is_avro()).map(|t| t.value.as_str())
+        let contract = topic.strip_prefix(self.namespace.as_str())?;
+        self.topology.topic(contract).filter(|t| t.is_avro()).map(|t| t.value.as_str())
     }
 
     /// Decodes and validates one value of `topic`.
@@ -227,7 +241,10 @@ impl Codec {
         }
     }
 
-    pub const DLQ_TOPIC: &'static str = topics::DLQ;
+    /// The deployed name of the dead-letter topic.
+    pub fn dlq_topic(&self) -> String {
+        self.topic(topics::DLQ)
+    }
 }
 
 /// Where an event came from, for its dead letter.

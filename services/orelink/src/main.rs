@@ -1,1 +1,257 @@
-fn main() {}
+//! `orelink`: every role and tool of the hub behind one binary, so one
+//! container image serves every Deployment. See `orelink --help`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use orelink_platform::config::{Config, Sources};
+use orelink_platform::registry_client::RegistryClient;
+use orelink_platform::{Reference, apply, telemetry};
+use orelink_stack::StackConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "orelink", version, about = "Event-streaming hub for Guangxi's nonferrous-metals supply chain")]
+struct Cli {
+    /// Config file (TOML); ORELINK_CONFIG also names one. ORELINK__SECTION__KEY env vars override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local stack (Kafka, Redis, schema registry) without Docker.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+    /// Check, show or apply the topology (topics, schemas, clusters, partners).
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+    /// Run a role.
+    Run { role: Role },
+    /// Check the configuration and print it (secrets hidden).
+    Config,
+}
+
+#[derive(Subcommand)]
+enum StackAction {
+    /// Start what is not running and wait until every part is healthy.
+    Up,
+    /// Stop what `up` started.
+    Down {
+        /// Also remove all local data (Kafka logs, registry topic, Redis dir).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Endpoints and health.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopologyAction {
+    /// Validate topology/ and schemas/ under ROOT; every problem is reported.
+    Check {
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Print clusters, sites, partners and topics.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create or update topics and register schemas; a second apply changes nothing.
+    Apply {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Role {
+    /// The Confluent-compatible schema registry.
+    Registry,
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config> {
+    Config::load(&Sources::from_process(path)).map_err(|e| anyhow!("{e}"))
+}
+
+fn reference(cfg: &Config) -> Result<Reference> {
+    Reference::from_config(cfg).map_err(|p| anyhow!("{} topology problem(s):\n  - {}", p.len(), p.join("\n  - ")))
+}
+
+/// Cancelled on SIGINT or SIGTERM: roles drain, commit and return.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Stack { action } => stack(action).await,
+        Command::Topology { action } => topology(action, cli.config).await,
+        Command::Run { role } => run(role, cli.config).await,
+        Command::Config => {
+            let cfg = load_config(cli.config)?;
+            println!("{cfg:#?}");
+            Ok(())
+        }
+    }
+}
+
+async fn stack(action: StackAction) -> Result<()> {
+    let cfg = StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?);
+    let progress = |line: &str| eprintln!("[stack] {line}");
+    match action {
+        StackAction::Up => {
+            let started = orelink_stack::up(&cfg, &progress).await?;
+            let status = orelink_stack::status(&cfg).await;
+            print_status(&status);
+            if started.is_empty() {
+                eprintln!("[stack] everything was already up");
+            }
+        }
+        StackAction::Down { purge } => {
+            orelink_stack::down(&cfg, purge, &progress).await?;
+            eprintln!("[stack] stopped what `stack up` started{}", if purge { "; local data removed" } else { "" });
+        }
+        StackAction::Status { json } => {
+            let status = orelink_stack::status(&cfg).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+            if !status.healthy() {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_status(s: &orelink_stack::StackStatus) {
+    for (name, c) in [("kafka", &s.kafka), ("redis", &s.redis), ("registry", &s.registry)] {
+        let health = if c.healthy { "healthy" } else { "DOWN" };
+        let who = match (c.managed, c.pid) {
+            (true, Some(pid)) => format!("started by orelink, pid {pid}"),
+            _ if c.healthy => "found running".to_owned(),
+            _ => "not running".to_owned(),
+        };
+        println!("{name:<9} {:<24} {health:<8} {who}  ({})", c.endpoint, c.detail);
+    }
+    println!("data      {}", s.data_dir);
+    println!("cache     {}", s.cache_dir);
+}
+
+async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()> {
+    match action {
+        TopologyAction::Check { root } => {
+            let r = Reference::load(&root).map_err(|p| anyhow!("{} problem(s):\n  - {}", p.len(), p.join("\n  - ")))?;
+            println!(
+                "ok: {} clusters, {} sites, {} partners, {} topics, {} schemas, {} product families",
+                r.topology.clusters.len(),
+                r.topology.sites().count(),
+                r.topology.partners.len(),
+                r.topology.topics.len(),
+                r.schemas.names().len(),
+                r.catalog.families().len()
+            );
+            Ok(())
+        }
+        TopologyAction::Show { json } => {
+            let cfg = load_config(config)?;
+            let r = reference(&cfg)?;
+            let t = &r.topology;
+            if json {
+                let doc = serde_json::json!({
+                    "namespace": cfg.namespace,
+                    "clusters": t.clusters,
+                    "partners": t.partners,
+                    "topics": t.topics.iter().map(|s| {
+                        let mut v = serde_json::to_value(s).expect("serialises");
+                        v["name"] = serde_json::Value::String(format!("{}{}", cfg.namespace, s.name));
+                        v
+                    }).collect::<Vec<_>>(),
+                    "roles": t.roles,
+                    "catalog": r.catalog.families(),
+                });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                for c in &t.clusters {
+                    println!("cluster {} — {} ({})", c.id, c.name, c.name_zh);
+                    for s in &c.sites {
+                        let modes: Vec<_> = s.modes.iter().map(|m| m.as_str()).collect();
+                        println!("  site {:<32} {:>6.2}N {:>7.2}E  {:<10} {}", s.id, s.lat, s.lon, s.kind, modes.join("/"));
+                    }
+                }
+                for p in &t.partners {
+                    println!("partner {} — {} ({})", p.id, p.name, p.name_zh);
+                }
+                for s in &t.topics {
+                    println!("topic {}{}: {} partitions, {}, key {}", cfg.namespace, s.name, s.partitions, s.cleanup_policy.as_str(), s.key);
+                }
+            }
+            Ok(())
+        }
+        TopologyAction::Apply { dry_run } => {
+            let cfg = load_config(config)?;
+            telemetry::init(&cfg.log);
+            let r = reference(&cfg)?;
+            let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
+            let result = apply::apply(&cfg.kafka.client_config("admin"), &registry, &r, &cfg.namespace, dry_run).await;
+            let applied = match result {
+                Ok(a) => a,
+                Err(e) => bail!("topology apply: {e}"),
+            };
+            for n in &applied.notes {
+                println!("! {n}");
+            }
+            if applied.changes.is_empty() {
+                println!("no changes");
+            }
+            for c in &applied.changes {
+                println!("{c}");
+            }
+            if dry_run && !applied.changes.is_empty() {
+                println!("(dry run: nothing was changed)");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
+    let cfg = load_config(config)?;
+    telemetry::init(&cfg.log);
+    let cancel = shutdown_token();
+    match role {
+        Role::Registry => {
+            let listen = cfg.registry.listen.parse().context("registry.listen")?;
+            let topic = format!("{}_schemas", cfg.namespace);
+            orelink_registry::serve(orelink_registry::RegistryConfig { kafka: cfg.kafka.client_config("registry"), topic, listen }, cancel).await?;
+        }
+    }
+    Ok(())
+}

@@ -70,7 +70,7 @@ async fn ensure_topic(base: &ClientConfig, topic: &str) -> Result<(), LogError> 
     };
     let new = NewTopic::new(topic, 1, TopicReplication::Fixed(brokers.min(3)))
         .set("cleanup.policy", "compact")
-        .set("min.compaction.lag.ms", "0");
+        .set("retention.ms", "-1");
     let res = admin.create_topics([&new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
     for r in res {
         match r {

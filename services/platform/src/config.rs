@@ -1,0 +1,323 @@
+//! Configuration: embedded defaults, then a file, then `ORELINK__` environment
+//! variables. Unknown keys, wrong types and invalid values are all collected
+//! and reported together at start-up.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+const DEFAULTS: &str = include_str!("defaults.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub security_protocol: String,
+    pub sasl_mechanism: String,
+    pub username: String,
+    pub password: Secret,
+    pub client_id: String,
+    pub message_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    pub url: String,
+    pub listen: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySettings {
+    pub dir: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+}
+
+/// A string that never shows in Debug or Display output.
+#[derive(Clone, Deserialize, Default, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub namespace: String,
+    pub kafka: KafkaSettings,
+    pub registry: RegistrySettings,
+    pub redis: RedisSettings,
+    pub topology: TopologySettings,
+    pub log: LogSettings,
+    pub consumer: ConsumerSettings,
+}
+
+/// Every problem found, one line each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration problem(s):", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where the settings come from; `load` reads the process's own.
+pub struct Sources {
+    pub file: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Sources {
+    pub fn from_process(file: Option<PathBuf>) -> Sources {
+        let file = file.or_else(|| std::env::var_os("ORELINK_CONFIG").map(PathBuf::from));
+        Sources { file, env: std::env::vars().filter(|(k, _)| k.starts_with("ORELINK__")).collect() }
+    }
+}
+
+impl Config {
+    pub fn load(src: &Sources) -> Result<Config, ConfigErrors> {
+        let defaults: toml::Table = toml::from_str(DEFAULTS).expect("embedded defaults parse");
+        let mut merged = defaults.clone();
+        let mut errors = Vec::new();
+
+        if let Some(path) = &src.file {
+            match read_file(path) {
+                Ok(table) => merge(&defaults, &mut merged, table, &mut Vec::new(), &format!("{}", path.display()), &mut errors),
+                Err(e) => errors.push(e),
+            }
+        }
+        for (name, raw) in &src.env {
+            let Some(rest) = name.strip_prefix("ORELINK__") else { continue };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            match lookup(&defaults, &path) {
+                None => errors.push(format!("{name}: unknown setting {}", path.join("."))),
+                Some(default) => match typed(default, raw) {
+                    Ok(v) => set(&mut merged, &path, v),
+                    Err(e) => errors.push(format!("{name}: {e}")),
+                },
+            }
+        }
+
+        fn section<T: for<'de> Deserialize<'de>>(merged: &toml::Table, name: &str, errors: &mut Vec<String>) -> Option<T> {
+            let value = merged.get(name).cloned().unwrap_or(toml::Value::Table(Default::default()));
+            T::deserialize(value).map_err(|e| errors.push(format!("[{name}]: {}", e.to_string().trim()))).ok()
+        }
+        let namespace = merged.get("namespace").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        let kafka = section::<KafkaSettings>(&merged, "kafka", &mut errors);
+        let registry = section::<RegistrySettings>(&merged, "registry", &mut errors);
+        let redis = section::<RedisSettings>(&merged, "redis", &mut errors);
+        let topology = section::<TopologySettings>(&merged, "topology", &mut errors);
+        let log = section::<LogSettings>(&merged, "log", &mut errors);
+        let consumer = section::<ConsumerSettings>(&merged, "consumer", &mut errors);
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer)) = (kafka, registry, redis, topology, log, consumer) else {
+            return Err(ConfigErrors(errors));
+        };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer };
+        errors.extend(cfg.validate());
+        if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Semantic checks, each problem reported.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let ns_ok = self.namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ns_ok || self.namespace.len() > 100 {
+            p.push(format!("namespace {:?}: only letters, digits, '.', '_' and '-', at most 100", self.namespace));
+        }
+        if self.kafka.brokers.split(',').any(|b| b.trim().rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none()) {
+            p.push(format!("kafka.brokers {:?}: expected host:port[,host:port...]", self.kafka.brokers));
+        }
+        let sasl = match self.kafka.security_protocol.as_str() {
+            "plaintext" | "ssl" => false,
+            "sasl_plaintext" | "sasl_ssl" => true,
+            other => {
+                p.push(format!("kafka.security_protocol {other:?}: expected plaintext, ssl, sasl_plaintext or sasl_ssl"));
+                false
+            }
+        };
+        if sasl && (self.kafka.username.is_empty() || self.kafka.password.is_empty()) {
+            p.push("kafka.username and kafka.password are required with a SASL security_protocol".into());
+        }
+        if !["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"].contains(&self.kafka.sasl_mechanism.as_str()) {
+            p.push(format!("kafka.sasl_mechanism {:?}: expected SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN", self.kafka.sasl_mechanism));
+        }
+        if !(self.registry.url.starts_with("http://") || self.registry.url.starts_with("https://")) {
+            p.push(format!("registry.url {:?}: expected an http:// or https:// URL", self.registry.url));
+        }
+        if self.registry.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!("registry.listen {:?}: expected ip:port", self.registry.listen));
+        }
+        if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
+            p.push(format!("redis.url {:?}: expected a redis:// URL", self.redis.url));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            p.push(format!("log.format {:?}: expected text or json", self.log.format));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            p.push(format!("log.level {:?}: not a tracing filter", self.log.level));
+        }
+        if !self.topology.dir.is_empty() && !Path::new(&self.topology.dir).is_dir() {
+            p.push(format!("topology.dir {:?}: not a directory", self.topology.dir));
+        }
+        if self.consumer.retry_backoff_ms == 0 || self.consumer.retry_backoff_max_ms < self.consumer.retry_backoff_ms {
+            p.push("consumer.retry_backoff_ms must be > 0 and at most consumer.retry_backoff_max_ms".into());
+        }
+        p
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.to_string().trim()))
+}
+
+/// Merges `src` into `dst`, reporting every key the defaults do not have.
+fn merge(defaults: &toml::Table, dst: &mut toml::Table, src: toml::Table, path: &mut Vec<String>, origin: &str, errors: &mut Vec<String>) {
+    for (k, v) in src {
+        path.push(k.clone());
+        match (defaults.get(&k), v) {
+            (None, _) => errors.push(format!("{origin}: unknown setting {}", path.join("."))),
+            (Some(toml::Value::Table(d)), toml::Value::Table(t)) => {
+                let slot = dst.entry(k).or_insert_with(|| toml::Value::Table(Default::default()));
+                if let toml::Value::Table(slot) = slot {
+                    merge(d, slot, t, path, origin, errors);
+                }
+            }
+            (Some(toml::Value::Table(_)), _) => errors.push(format!("{origin}: {} must be a table", path.join("."))),
+            (Some(_), v) => {
+                dst.insert(k, v);
+            }
+        }
+        path.pop();
+    }
+}
+
+fn lookup<'a>(t: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let v = t.get(first)?;
+    if rest.is_empty() {
+        return if v.is_table() { None } else { Some(v) };
+    }
+    lookup(v.as_table()?, rest)
+}
+
+fn set(t: &mut toml::Table, path: &[String], v: toml::Value) {
+    let (first, rest) = path.split_first().expect("non-empty path");
+    if rest.is_empty() {
+        t.insert(first.clone(), v);
+    } else if let Some(toml::Value::Table(inner)) = t.get_mut(first) {
+        set(inner, rest, v);
+    }
+}
+
+/// Reads an environment value as the type its default has.
+fn typed(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    match default {
+        toml::Value::Integer(_) => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| format!("{raw:?} is not a whole number")),
+        toml::Value::Boolean(_) => raw.trim().parse::<bool>().map(toml::Value::Boolean).map_err(|_| format!("{raw:?} is not true or false")),
+        toml::Value::Float(_) => raw.trim().parse::<f64>().map(toml::Value::Float).map_err(|_| format!("{raw:?} is not a number")),
+        _ => Ok(toml::Value::String(raw.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load_clean() {
+        let c = Config::load(&Sources { file: None, env: vec![] }).unwrap();
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.namespace, "");
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = std::env::temp_dir().join(format!("orelink-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[kafka]\nbrokers = \"k1:9092\"\nclient_id = \"from-file\"\n").unwrap();
+        let c = Config::load(&Sources { file: Some(f), env: env(&[("ORELINK__KAFKA__CLIENT_ID", "from-env"), ("ORELINK__REGISTRY__TIMEOUT_MS", "99")]) }).unwrap();
+        assert_eq!(c.kafka.brokers, "k1:9092");
+        assert_eq!(c.kafka.client_id, "from-env");
+        assert_eq!(c.registry.timeout_ms, 99);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = std::env::temp_dir().join(format!("orelink-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("c.toml");
+        std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
+        let errs = Config::load(&Sources {
+            file: Some(f),
+            env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1")]),
+        })
+        .unwrap_err();
+        let text = errs.to_string();
+        for needle in [
+            "unknown setting kafka.brokerz",
+            "unknown setting nonsense",
+            "ORELINK__CONSUMER__RETRY_BACKOFF_MS: \"soon\" is not a whole number",
+            "ORELINK__NOPE: unknown setting nope",
+            "username and kafka.password are required",
+            "redis.url",
+            "log.format",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        assert_eq!(errs.0.len(), 7, "{text}");
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Config::load(&Sources { file: None, env: env(&[("ORELINK__KAFKA__PASSWORD", "hunter2")]) }).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.kafka.password.expose(), "hunter2");
+    }
+}

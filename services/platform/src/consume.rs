@@ -1,0 +1,181 @@
+//! The consume loop every at-least-once role shares: receive, decode through
+//! the registry, dead-letter what cannot be used, hand the rest to the role,
+//! and store the offset only once the role (or the DLQ) has the event.
+//!
+//! Delivery: at least once. A role that must not double its output makes
+//! its handling idempotent (by `event_id`) or uses the transactional loop.
+//! Shutdown (the cancellation token) stops receiving, lets the event in hand
+//! finish, and commits the stored offsets before returning.
+
+use crate::dlq::{DeadLetterError, DeadLetters};
+use crate::trace::TraceContext;
+use orelink_codec::{Codec, DecodeError, Record, SourceRef};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
+
+/// One decoded, validated event for a role.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub record: Record,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// This hop's span: a child of the producer's context, or a new root.
+    pub trace: TraceContext,
+    /// The producer's span, if the event carried one.
+    pub parent: Option<TraceContext>,
+}
+
+/// What a role's handler may answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Try the same event again after a backoff (a dependency is down).
+    #[error("retriable: {0}")]
+    Retriable(String),
+    /// Stop the loop; the event's offset is not stored, so it is read again after a restart.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+pub trait Handler: Send {
+    fn handle(&mut self, event: Inbound) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("handler: {0}")]
+    Handler(String),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoopStats {
+    pub delivered: u64,
+    pub dead_lettered: u64,
+}
+
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+pub struct ConsumeLoop {
+    consumer: StreamConsumer,
+    codec: Arc<Codec>,
+    dead_letters: DeadLetters,
+    backoff: Backoff,
+}
+
+enum Outcome {
+    Done(bool),
+    Cancelled,
+}
+
+impl ConsumeLoop {
+    pub fn new(consumer: StreamConsumer, codec: Arc<Codec>, dead_letters: DeadLetters, backoff: Backoff) -> Self {
+        ConsumeLoop { consumer, codec, dead_letters, backoff }
+    }
+
+    pub fn consumer(&self) -> &StreamConsumer {
+        &self.consumer
+    }
+
+    pub async fn run<H: Handler>(self, handler: &mut H, cancel: CancellationToken) -> Result<LoopStats, LoopError> {
+        let mut stats = LoopStats::default();
+        let result = loop {
+            let msg = tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                m = self.consumer.recv() => m,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    // Broker-side errors surface here and librdkafka recovers from them itself.
+                    tracing::warn!(error = %e, "consume error");
+                    continue;
+                }
+            };
+            let parent = TraceContext::from_headers(msg.headers());
+            let trace = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
+            let span = tracing::info_span!(
+                "consume",
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                trace_id = %trace.trace_id_hex(),
+                span_id = %trace.span_id_hex(),
+                parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
+            );
+            match self.process(&msg, trace, parent, handler, &cancel).instrument(span).await {
+                Ok(Outcome::Done(dead)) => {
+                    if dead {
+                        stats.dead_lettered += 1;
+                    } else {
+                        stats.delivered += 1;
+                    }
+                    self.consumer.store_offset_from_message(&msg)?;
+                }
+                Ok(Outcome::Cancelled) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        // Commit what was stored; a failure here only means some events are read twice.
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::info!(error = %e, "final commit skipped");
+        }
+        result.map(|()| stats)
+    }
+
+    async fn process<H: Handler>(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        trace: TraceContext,
+        parent: Option<TraceContext>,
+        handler: &mut H,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, LoopError> {
+        let mut delay = self.backoff.initial;
+        loop {
+            let attempt = match self.codec.decode(msg.topic(), msg.payload()).await {
+                Ok(record) => {
+                    let inbound = Inbound {
+                        record,
+                        topic: msg.topic().to_owned(),
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        key: msg.key().map(<[u8]>::to_vec),
+                        trace,
+                        parent,
+                    };
+                    match handler.handle(inbound).await {
+                        Ok(()) => return Ok(Outcome::Done(false)),
+                        Err(HandleError::Fatal(e)) => return Err(LoopError::Handler(e)),
+                        Err(HandleError::Retriable(e)) => e,
+                    }
+                }
+                Err(DecodeError::Refused(refusal)) => {
+                    let source = SourceRef { topic: msg.topic(), partition: msg.partition(), offset: msg.offset(), key: msg.key(), value: msg.payload() };
+                    match self.dead_letters.send(&source, &refusal, &trace).await {
+                        Ok(()) => return Ok(Outcome::Done(true)),
+                        Err(e @ DeadLetterError::Encode(_)) if !e.retriable() => return Err(LoopError::Handler(e.to_string())),
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(DecodeError::Retry(e)) => e,
+            };
+            tracing::warn!(error = %attempt, retry_in_ms = delay.as_millis() as u64, "event not processed yet; retrying");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Outcome::Cancelled),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.backoff.max);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! W3C trace context (`traceparent`) carried in Kafka headers, so one order's
+//! path through the hub is one trace: each hop is a child span of the event
+//! that caused it.
+
+use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use std::fmt::Write;
+
+pub const HEADER: &str = "traceparent";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub sampled: bool,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != N * 2 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl TraceContext {
+    /// A new trace, for events that arrive without one.
+    pub fn root() -> Self {
+        let mut trace_id: [u8; 16] = rand::random();
+        if trace_id == [0; 16] {
+            trace_id[15] = 1;
+        }
+        TraceContext { trace_id, span_id: Self::new_span_id(), sampled: true }
+    }
+
+    fn new_span_id() -> [u8; 8] {
+        let id: [u8; 8] = rand::random();
+        if id == [0; 8] { [0, 0, 0, 0, 0, 0, 0, 1] } else { id }
+    }
+
+    /// A span inside the same trace whose parent is `self`.
+    pub fn child(&self) -> Self {
+        TraceContext { trace_id: self.trace_id, span_id: Self::new_span_id(), sampled: self.sampled }
+    }
+
+    /// Parses version 00 of `traceparent`; all-zero ids are invalid per the spec.
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        if version != "00" || parts.next().is_some() {
+            return None;
+        }
+        let trace_id = unhex::<16>(trace)?;
+        let span_id = unhex::<8>(span)?;
+        let flags = unhex::<1>(flags)?;
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(TraceContext { trace_id, span_id, sampled: flags[0] & 1 == 1 })
+    }
+
+    pub fn header_value(&self) -> String {
+        format!("00-{}-{}-{:02x}", hex(&self.trace_id), hex(&self.span_id), self.sampled as u8)
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        hex(&self.trace_id)
+    }
+
+    pub fn span_id_hex(&self) -> String {
+        hex(&self.span_id)
+    }
+
+    pub fn from_headers(headers: Option<&BorrowedHeaders>) -> Option<Self> {
+        let h = headers?;
+        (0..h.count())
+            .map(|i| h.get(i))
+            .find(|h| h.key == HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(Self::parse)
+    }
+
+    pub fn to_headers(&self) -> OwnedHeaders {
+        OwnedHeaders::new().insert(Header { key: HEADER, value: Some(&self.header_value()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_the_spec_example() {
+        let t = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        assert_eq!(t.trace_id_hex(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(t.span_id_hex(), "b7ad6b7169203331");
+        assert!(t.sampled);
+        assert!(TraceContext::parse("00-00000000000000000000000000000000-b7ad6b7169203331-01").is_none());
+        assert!(TraceContext::parse("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").is_none());
+        assert!(TraceContext::parse("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01").is_none());
+    }
+
+    #[test]
+    fn a_child_keeps_the_trace_and_gets_a_new_span() {
+        let parent = TraceContext::root();
+        let child = parent.child();
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.span_id, parent.span_id);
+    }
+
+    proptest! {
+        #[test]
+        fn header_round_trips(t in any::<[u8; 16]>(), s in any::<[u8; 8]>(), sampled in any::<bool>()) {
+            prop_assume!(t != [0; 16] && s != [0; 8]);
+            let ctx = TraceContext { trace_id: t, span_id: s, sampled };
+            prop_assert_eq!(TraceContext::parse(&ctx.header_value()), Some(ctx));
+        }
+
+        #[test]
+        fn parse_is_total(s in "\\PC{0,80}") {
+            let _ = TraceContext::parse(&s);
+        }
+    }
+}

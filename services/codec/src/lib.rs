@@ -31,7 +31,7 @@ pub enum Record {
     Inventory(InventoryEvent),
     Shipment(ShipmentEvent),
     Allocation(wire::Allocation),
-    SharedOrder(wire::SharedOrder),
+    SharedOrder(SharedOrder),
     DeadLetter(wire::DeadLetter),
 }
 
@@ -187,11 +187,7 @@ impl Codec {
                 orelink_domain::events::validate_allocation(&w, &r)?;
                 Record::Allocation(w)
             }
-            "orelink.v1.SharedOrder" => {
-                let w: wire::SharedOrder = de(value)?;
-                orelink_domain::events::validate_shared_order(&w, &r)?;
-                Record::SharedOrder(w)
-            }
+            "orelink.v1.SharedOrder" => Record::SharedOrder(SharedOrder::validate(&de(value)?, &r)?),
             "orelink.v1.DeadLetter" => Record::DeadLetter(de(value)?),
             other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
         })

@@ -9,7 +9,9 @@
 
 pub mod catalog;
 pub mod events;
+pub mod freight;
 pub mod ids;
+pub mod matching;
 pub mod quantity;
 pub mod topology;
 

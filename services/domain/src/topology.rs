@@ -5,6 +5,7 @@
 use crate::catalog::Catalog;
 use crate::ids::{ClusterId, PartnerId, SiteId, check_slug};
 use crate::Invalid;
+use crate::freight::FreightTable;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -172,13 +173,14 @@ struct RolesFile {
     roles: Vec<RoleSpec>,
 }
 
-/// The text of the four topology files.
+/// The text of the topology files.
 #[derive(Debug, Clone, Copy)]
 pub struct TopologySources<'a> {
     pub clusters: &'a str,
     pub partners: &'a str,
     pub topics: &'a str,
     pub roles: &'a str,
+    pub freight: &'a str,
 }
 
 impl TopologySources<'static> {
@@ -187,6 +189,7 @@ impl TopologySources<'static> {
         partners: include_str!("../../../topology/partners.toml"),
         topics: include_str!("../../../topology/topics.toml"),
         roles: include_str!("../../../topology/roles.toml"),
+        freight: include_str!("../../../topology/freight.toml"),
     };
 }
 
@@ -213,6 +216,7 @@ pub struct Topology {
     /// Declared topics followed by one topic per partner.
     pub topics: Vec<TopicSpec>,
     pub roles: Vec<RoleSpec>,
+    pub freight: FreightTable,
     sites: BTreeMap<SiteId, Site>,
 }
 
@@ -228,7 +232,8 @@ impl Topology {
         let partners: Option<PartnersFile> = parse_one("partners.toml", src.partners, &mut errs);
         let topics: Option<TopicsFile> = parse_one("topics.toml", src.topics, &mut errs);
         let roles: Option<RolesFile> = parse_one("roles.toml", src.roles, &mut errs);
-        let (Some(clusters), Some(partners), Some(topics), Some(roles)) = (clusters, partners, topics, roles) else {
+        let freight: Option<FreightTable> = parse_one("freight.toml", src.freight, &mut errs);
+        let (Some(clusters), Some(partners), Some(topics), Some(roles), Some(freight)) = (clusters, partners, topics, roles, freight) else {
             return Err(errs);
         };
         let mut clusters = clusters.clusters;
@@ -253,7 +258,7 @@ impl Topology {
                 description: format!("Shipments carried by {}; readable only by that partner.", p.name),
             });
         }
-        Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, sites })
+        Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, freight, sites })
     }
 
     pub fn embedded() -> Topology {
@@ -313,10 +318,13 @@ impl Topology {
                 if !(20.0..=27.0).contains(&s.lat) || !(104.0..=113.0).contains(&s.lon) {
                     p.push(Invalid::new(&here, format!("({}, {}) lies outside Guangxi (lat 20..27, lon 104..113)", s.lat, s.lon)));
                 }
-                if s.modes.is_empty() {
-                    p.push(Invalid::new(&here, "has no transport modes"));
+                if !s.modes.contains(&TransportMode::Road) {
+                    p.push(Invalid::new(&here, "must be reachable by ROAD (the freight model's fallback)"));
                 }
             }
+        }
+        if self.clusters.len() > 64 {
+            p.push(Invalid::new("topology", format!("{} clusters; the matcher supports at most 64", self.clusters.len())));
         }
         let mut partner_ids = BTreeSet::new();
         let mut carriers = BTreeSet::new();
@@ -367,6 +375,7 @@ impl Topology {
                 p.push(Invalid::new("topic orelink.inventory.v1", "must be compacted (contract)"));
             }
         }
+        p.extend(self.freight.check());
         let mut role_names = BTreeSet::new();
         for r in &self.roles {
             let here = format!("role {}", r.name);

@@ -1,0 +1,560 @@
+//! Scenario and property tests of the matching engine.
+
+use super::*;
+use crate::events::{Reference, wire};
+use crate::topology::Topology;
+use crate::{Catalog, TransportMode};
+use proptest::prelude::*;
+
+const T0: i64 = 1_795_000_000_000;
+const HOUR: i64 = 3_600_000;
+
+struct World {
+    catalog: Catalog,
+    topology: Topology,
+    net: Arc<Network>,
+}
+
+impl World {
+    fn new() -> World {
+        let topology = Topology::embedded();
+        let net = Arc::new(Network::new(&topology));
+        World { catalog: Catalog::embedded(), topology, net }
+    }
+    fn r(&self) -> Reference<'_> {
+        Reference { catalog: &self.catalog, topology: &self.topology }
+    }
+    fn cluster_of(&self, site: &str) -> String {
+        self.topology.site(site).unwrap().cluster.as_ref().unwrap().to_string()
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn order(&self, ev: &str, t: i64, id: &str, kind: OrderKind, product: &str, qty: i64, deliver_by: i64, dest: &str, max: i64, cross: bool) -> Input {
+        let w = wire::OrderEvent {
+            event_id: ev.into(),
+            event_time: t,
+            order_id: id.into(),
+            kind,
+            cluster: self.cluster_of(dest),
+            buyer_id: "91450100MA5L0ABC1X".into(),
+            product_code: product.into(),
+            quantity_kg: qty,
+            deliver_by,
+            destination_site: dest.into(),
+            max_price_cny_per_t: max,
+            allow_cross_cluster: cross,
+        };
+        Input::Order(OrderEvent::validate(&w, &self.r()).unwrap())
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn capacity(&self, ev: &str, t: i64, id: &str, kind: CapacityKind, product: &str, site: &str, qty: i64, from: i64, until: i64, price: i64, min_lot: i64, energy: Option<i64>) -> Input {
+        let w = wire::CapacityEvent {
+            event_id: ev.into(),
+            event_time: t,
+            capacity_id: id.into(),
+            kind,
+            cluster: self.cluster_of(site),
+            provider_id: "91451000MA5L0PRV1Y".into(),
+            site_id: site.into(),
+            product_code: product.into(),
+            quantity_kg: qty,
+            available_from: from,
+            available_until: until,
+            price_cny_per_t: price,
+            min_lot_kg: min_lot,
+            energy_kwh_per_t: energy,
+        };
+        Input::Capacity(CapacityEvent::validate(&w, &self.r()).unwrap())
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn share(&self, ev: &str, t: i64, kind: SharedOrderKind, order: &str, origin: &str, targets: &[&str], product: &str, deliver_by: i64, dest: &str) -> Input {
+        let w = wire::SharedOrder {
+            event_id: ev.into(),
+            shared_at: t,
+            kind,
+            order_id: order.into(),
+            origin_cluster: origin.into(),
+            target_clusters: targets.iter().map(|s| s.to_string()).collect(),
+            product_code: product.into(),
+            remaining_kg: 1,
+            deliver_by,
+            destination_site: dest.into(),
+            buyer_id: None,
+            max_price_cny_per_t: None,
+        };
+        Input::Shared(SharedOrder::validate(&w, &self.r()).unwrap())
+    }
+}
+
+fn allocations(out: &[Output]) -> Vec<&wire::Allocation> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Allocation(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn home_capacity_fills_an_order_with_explanation() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    let cap = w.capacity("c1", T0, "CAP-1", CapacityKind::Declared, "AL-INGOT-AL99.85", "baise-pingguo-smelter", 1_000_000, T0, T0 + 720 * HOUR, 20_100, 50_000, Some(13_200));
+    assert!(allocations(&e.apply(&cap)).is_empty());
+    let order = w.order("o1", T0 + 1, "ORD-1", OrderKind::Placed, "AL-INGOT-AL99.70", 300_000, T0 + 240 * HOUR, "baise-xinshan-processing", 20_800, false);
+    let out = e.apply(&order);
+    let a = allocations(&out);
+    assert_eq!(a.len(), 1);
+    let a = a[0];
+    assert_eq!((a.quantity_kg, a.product_code.as_str(), a.price_cny_per_t), (300_000, "AL-INGOT-AL99.85", 20_100));
+    assert_eq!(a.explanation.landed_cost_cny_per_t, 20_100 + a.freight_cny_per_t);
+    assert!(a.explanation.home_cluster && a.explanation.rank == 1 && a.explanation.candidates == 1);
+    assert_eq!(a.explanation.requested_product_code, "AL-INGOT-AL99.70");
+    assert_eq!(a.decided_at, T0 + 1);
+    assert!(a.explanation.summary.contains("baise-pingguo-smelter"), "{}", a.explanation.summary);
+    assert_eq!(e.summary().open_orders, 0);
+    assert_eq!(e.summary().open_capacity_kg, 700_000);
+}
+
+#[test]
+fn lower_grades_never_fill_higher_orders() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    e.apply(&w.capacity("c1", T0, "CAP-1", CapacityKind::Declared, "AL-INGOT-AL99.70", "baise-pingguo-smelter", 1_000_000, T0, T0 + 720 * HOUR, 20_000, 0, None));
+    let out = e.apply(&w.order("o1", T0 + 1, "ORD-1", OrderKind::Placed, "AL-INGOT-AL99.85", 100_000, T0 + 240 * HOUR, "baise-pingguo-smelter", 25_000, false));
+    assert!(allocations(&out).is_empty());
+}
+
+#[test]
+fn ranking_is_home_then_landed_then_energy_then_declaration() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    let until = T0 + 720 * HOUR;
+    // Same site, same price: energy decides, unknown energy last, then declaration order.
+    e.apply(&w.capacity("c1", T0, "CAP-NOENERGY", CapacityKind::Declared, "AL-INGOT-AL99.70", "nanning-jiangnan-processing", 100_000, T0, until, 20_000, 0, None));
+    e.apply(&w.capacity("c2", T0, "CAP-HIGH", CapacityKind::Declared, "AL-INGOT-AL99.70", "nanning-jiangnan-processing", 100_000, T0, until, 20_000, 0, Some(13_900)));
+    e.apply(&w.capacity("c3", T0, "CAP-LOW", CapacityKind::Declared, "AL-INGOT-AL99.70", "nanning-jiangnan-processing", 100_000, T0, until, 20_000, 0, Some(13_100)));
+    e.apply(&w.capacity("c4", T0, "CAP-LOW-LATER", CapacityKind::Declared, "AL-INGOT-AL99.70", "nanning-jiangnan-processing", 100_000, T0, until, 20_000, 0, Some(13_100)));
+    // Cheaper, but in another cluster: only reachable once shared, and ranked after home anyway.
+    e.apply(&w.capacity("c5", T0, "CAP-BAISE", CapacityKind::Declared, "AL-INGOT-AL99.70", "baise-pingguo-smelter", 100_000, T0, until, 18_000, 0, Some(12_000)));
+    let out = e.apply(&w.order("o1", T0 + 1, "ORD-1", OrderKind::Placed, "AL-INGOT-AL99.70", 500_000, T0 + 480 * HOUR, "nanning-jiangnan-processing", 21_000, true));
+    let caps: Vec<&str> = allocations(&out).iter().map(|a| a.capacity_id.as_str()).collect();
+    assert_eq!(caps, ["CAP-LOW", "CAP-LOW-LATER", "CAP-HIGH", "CAP-NOENERGY"]);
+    // Now shared to Baise: the remaining 100 t come from there.
+    let out = e.apply(&w.share("s1", T0 + 2, SharedOrderKind::Shared, "ORD-1", "nanning", &["baise"], "AL-INGOT-AL99.70", T0 + 480 * HOUR, "nanning-jiangnan-processing"));
+    let a = allocations(&out);
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].capacity_id.as_str(), a[0].capacity_cluster.as_str(), a[0].explanation.home_cluster), ("CAP-BAISE", "baise", false));
+}
+
+#[test]
+fn min_lot_is_respected_unless_it_completes_the_order() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    let until = T0 + 720 * HOUR;
+    let order = |ev: &str, t: i64, id: &str, qty: i64| w.order(ev, t, id, OrderKind::Placed, "CU-CATHODE-CU-CATH-2", qty, T0 + 240 * HOUR, "fcg-port", 80_000, false);
+    e.apply(&w.capacity("c1", T0, "CAP-CHEAP", CapacityKind::Declared, "CU-CATHODE-CU-CATH-1", "fcg-qisha-copper", 300_000, T0, until, 60_000, 200_000, None));
+    e.apply(&w.capacity("c2", T0, "CAP-DEAR", CapacityKind::Declared, "CU-CATHODE-CU-CATH-1", "fcg-qisha-copper", 2_000_000, T0, until, 70_000, 0, None));
+    // 150 t is below CAP-CHEAP's 200 t lot, but it completes the order: allowed.
+    let a = e.apply(&order("o1", T0 + 1, "ORD-1", 150_000));
+    assert_eq!(allocations(&a).iter().map(|a| (a.capacity_id.as_str(), a.quantity_kg)).collect::<Vec<_>>(), [("CAP-CHEAP", 150_000)]);
+    // CAP-CHEAP has 150 t left under a 200 t lot: it cannot part-fill 950 t, so the dearer one does it all.
+    let a = e.apply(&order("o2", T0 + 2, "ORD-2", 950_000));
+    let got: Vec<_> = allocations(&a).iter().map(|a| (a.capacity_id.as_str(), a.quantity_kg, a.explanation.rank, a.explanation.candidates)).collect();
+    assert_eq!(got, [("CAP-DEAR", 950_000, 2, 2)]);
+    // 120 t completes an order from the 150 t left: the cheaper one again, ranked first.
+    let a = e.apply(&order("o3", T0 + 3, "ORD-3", 120_000));
+    assert_eq!(allocations(&a).iter().map(|a| (a.capacity_id.as_str(), a.quantity_kg)).collect::<Vec<_>>(), [("CAP-CHEAP", 120_000)]);
+}
+
+#[test]
+fn new_capacity_serves_orders_first_come_first_served() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    for (i, q) in [(1, 300_000), (2, 300_000), (3, 300_000)] {
+        e.apply(&w.order(&format!("o{i}"), T0 + i, &format!("ORD-{i}"), OrderKind::Placed, "SN-INGOT-SN99.90", q, T0 + 240 * HOUR, "hechi-yizhou-processing", 260_000, false));
+    }
+    e.apply(&w.order("o9", T0 + 9, "ORD-9", OrderKind::Cancelled, "SN-INGOT-SN99.90", 0, T0 + 240 * HOUR, "hechi-yizhou-processing", 260_000, false));
+    e.apply(&w.order("o2c", T0 + 10, "ORD-2", OrderKind::Cancelled, "SN-INGOT-SN99.90", 0, T0 + 240 * HOUR, "hechi-yizhou-processing", 260_000, false));
+    let out = e.apply(&w.capacity("c1", T0 + 11, "CAP-TIN", CapacityKind::Declared, "SN-INGOT-SN99.99", "hechi-dachang-tin", 450_000, T0, T0 + 720 * HOUR, 250_000, 0, None));
+    let got: Vec<(&str, i64)> = allocations(&out).iter().map(|a| (a.order_id.as_str(), a.quantity_kg)).collect();
+    assert_eq!(got, [("ORD-1", 300_000), ("ORD-3", 150_000)]);
+}
+
+#[test]
+fn deadlines_pick_the_mode_and_can_exclude() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    e.apply(&w.capacity("c1", T0, "CAP-1", CapacityKind::Declared, "AL-INGOT-AL99.70", "baise-pingguo-smelter", 1_000_000, T0, T0 + 720 * HOUR, 20_000, 0, None));
+    let shared = |ev: &str, id: &str| w.share(ev, T0 + 1, SharedOrderKind::Shared, id, "nanning", &["baise"], "AL-INGOT-AL99.70", T0, "nanning-niuwan-port");
+    e.apply(&shared("s1", "ORD-SLOW"));
+    e.apply(&shared("s2", "ORD-FAST"));
+    e.apply(&shared("s3", "ORD-NOW"));
+    let slow = e.apply(&w.order("o1", T0 + 2, "ORD-SLOW", OrderKind::Placed, "AL-INGOT-AL99.70", 100_000, T0 + 400 * HOUR, "nanning-niuwan-port", 22_000, true));
+    assert_eq!(allocations(&slow)[0].explanation.mode, TransportMode::River);
+    let fast = e.apply(&w.order("o2", T0 + 3, "ORD-FAST", OrderKind::Placed, "AL-INGOT-AL99.70", 100_000, T0 + 12 * HOUR, "nanning-niuwan-port", 22_000, true));
+    assert_eq!(allocations(&fast)[0].explanation.mode, TransportMode::Road);
+    let none = e.apply(&w.order("o3", T0 + 4, "ORD-NOW", OrderKind::Placed, "AL-INGOT-AL99.70", 100_000, T0 + HOUR, "nanning-niuwan-port", 22_000, true));
+    assert!(allocations(&none).is_empty());
+}
+
+#[test]
+fn duplicates_and_unknowns_are_ignored_with_a_reason() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    let c = w.capacity("c1", T0, "CAP-1", CapacityKind::Declared, "ZN-INGOT-ZN99.995", "hechi-jinchengjiang-smelter", 100_000, T0, T0 + 720 * HOUR, 23_000, 0, None);
+    e.apply(&c);
+    assert!(matches!(&e.apply(&c)[..], [Output::Ignored { reason, .. }] if reason == "duplicate event_id"));
+    let amend = w.order("a1", T0 + 1, "ORD-X", OrderKind::Amended, "ZN-INGOT-ZN99.995", 5, T0 + HOUR, "hechi-yizhou-processing", 1, false);
+    assert!(matches!(&e.apply(&amend)[..], [Output::Ignored { .. }]));
+}
+
+// ---------------------------------------------------------------------------
+// Property tests: random event sequences against a naive reference matcher.
+
+#[derive(Debug, Clone)]
+enum Op {
+    Place { o: u8, cu: bool, grade: u8, site: u8, qty: u8, price: u16, slack_h: u16, cross: bool },
+    Amend { o: u8, qty: u8, slack_h: u16 },
+    Cancel { o: u8 },
+    Declare { c: u8, cu: bool, grade: u8, site: u8, qty: u8, price: u16, min_lot: u8, energy: Option<u16>, from_h: u8, window_h: u16 },
+    Withdraw { c: u8 },
+    Share { o: u8, targets: u8, withdraw: bool },
+    Duplicate { back: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<u8>(), any::<bool>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u16>(), 1u16..400, any::<bool>())
+            .prop_map(|(o, cu, grade, site, qty, price, slack_h, cross)| Op::Place { o: o % 12, cu, grade, site, qty, price, slack_h, cross }),
+        1 => (any::<u8>(), any::<u8>(), 1u16..400).prop_map(|(o, qty, slack_h)| Op::Amend { o: o % 12, qty, slack_h }),
+        1 => any::<u8>().prop_map(|o| Op::Cancel { o: o % 12 }),
+        4 => (any::<u8>(), any::<bool>(), any::<u8>(), any::<u8>(), any::<u8>(), any::<u16>(), any::<u8>(), proptest::option::of(12_000u16..15_000), any::<u8>(), 1u16..600)
+            .prop_map(|(c, cu, grade, site, qty, price, min_lot, energy, from_h, window_h)| Op::Declare { c: c % 12, cu, grade, site, qty, price, min_lot, energy, from_h: from_h % 96, window_h }),
+        1 => any::<u8>().prop_map(|c| Op::Withdraw { c: c % 12 }),
+        2 => (any::<u8>(), 1u8..16, any::<bool>()).prop_map(|(o, targets, withdraw)| Op::Share { o: o % 12, targets, withdraw }),
+        1 => any::<u8>().prop_map(|back| Op::Duplicate { back }),
+    ]
+}
+
+const SITES: [&str; 7] = [
+    "baise-pingguo-smelter",
+    "baise-xinshan-processing",
+    "hechi-jinchengjiang-smelter",
+    "fcg-qisha-copper",
+    "fcg-port",
+    "nanning-niuwan-port",
+    "nanning-jiangnan-processing",
+];
+const CLUSTERS: [&str; 4] = ["baise", "hechi", "fangchenggang", "nanning"];
+
+/// Turns ops into valid inputs; orders and capacities keep their fields for amendments.
+fn build(w: &World, ops: &[Op]) -> Vec<Input> {
+    let mut inputs: Vec<Input> = Vec::new();
+    let mut orders: BTreeMap<u8, (String, String, i64, bool)> = BTreeMap::new(); // product, dest, max, cross
+    let mut caps: BTreeMap<u8, Input> = BTreeMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let t = T0 + i as i64 * 60_000;
+        let ev = format!("ev-{i}");
+        let family = |cu: bool, grade: u8| {
+            if cu {
+                ["CU-CATHODE-CU-CATH-2", "CU-CATHODE-CU-CATH-1"][grade as usize % 2].to_string()
+            } else {
+                ["AL-INGOT-AL99.50", "AL-INGOT-AL99.70", "AL-INGOT-AL99.85", "AL-INGOT-AL99.90"][grade as usize % 4].to_string()
+            }
+        };
+        let base = |cu: bool| if cu { 70_000 } else { 20_000 };
+        let input = match op {
+            Op::Place { o, cu, grade, site, qty, price, slack_h, cross } => {
+                let product = family(*cu, *grade);
+                let dest = SITES[*site as usize % SITES.len()];
+                let max = base(*cu) + (*price % 900) as i64;
+                let id = format!("ORD-{o}");
+                orders.entry(*o).or_insert((product.clone(), dest.to_string(), max, *cross));
+                let (product, dest, max, cross) = orders[o].clone();
+                w.order(&ev, t, &id, OrderKind::Placed, &product, (*qty as i64 % 40 + 1) * 10_000, t + *slack_h as i64 * HOUR, &dest, max, cross)
+            }
+            Op::Amend { o, qty, slack_h } => {
+                let Some((product, dest, max, cross)) = orders.get(o).cloned() else { continue };
+                w.order(&ev, t, &format!("ORD-{o}"), OrderKind::Amended, &product, (*qty as i64 % 40 + 1) * 10_000, t + *slack_h as i64 * HOUR, &dest, max, cross)
+            }
+            Op::Cancel { o } => {
+                let Some((product, dest, max, cross)) = orders.get(o).cloned() else { continue };
+                w.order(&ev, t, &format!("ORD-{o}"), OrderKind::Cancelled, &product, 0, t + HOUR, &dest, max, cross)
+            }
+            Op::Declare { c, cu, grade, site, qty, price, min_lot, energy, from_h, window_h } => {
+                let product = family(*cu, *grade);
+                let site = SITES[*site as usize % SITES.len()];
+                let price = base(*cu) - 200 + (*price % 700) as i64;
+                let from = t + *from_h as i64 * HOUR;
+                let qty = (*qty as i64 % 60 + 1) * 10_000;
+                let lot = ((*min_lot as i64 % 8) * 10_000).min(qty);
+                let cap = w.capacity(&ev, t, &format!("CAP-{c}"), CapacityKind::Declared, &product, site, qty, from, from + *window_h as i64 * HOUR, price, lot, energy.map(|e| e as i64));
+                caps.entry(*c).or_insert(cap.clone());
+                cap
+            }
+            Op::Withdraw { c } => {
+                let Some(Input::Capacity(cap)) = caps.get(c) else { continue };
+                let mut w2 = cap.to_wire();
+                w2.event_id = ev.clone();
+                w2.event_time = t;
+                w2.kind = CapacityKind::Withdrawn;
+                Input::Capacity(CapacityEvent::validate(&w2, &w.r()).unwrap())
+            }
+            Op::Share { o, targets, withdraw } => {
+                let Some((product, dest, _, cross)) = orders.get(o).cloned() else { continue };
+                if !cross {
+                    continue;
+                }
+                let origin = w.cluster_of(&dest);
+                let targets: Vec<&str> = CLUSTERS.iter().enumerate().filter(|(i, c)| targets & (1 << i) != 0 && **c != origin).map(|(_, c)| *c).collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                let kind = if *withdraw { SharedOrderKind::Withdrawn } else { SharedOrderKind::Shared };
+                w.share(&ev, t, kind, &format!("ORD-{o}"), &origin, &targets, &product, t, &dest)
+            }
+            Op::Duplicate { back } => {
+                if inputs.is_empty() {
+                    continue;
+                }
+                inputs[inputs.len() - 1 - (*back as usize % inputs.len())].clone()
+            }
+        };
+        inputs.push(input);
+    }
+    inputs
+}
+
+/// The rules written the slow, obvious way: after every event, every open order
+/// in arrival order takes its best usable capacity until none is left.
+fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, i64, i32, i32)> {
+    let mut books: BTreeMap<String, Book> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for input in inputs {
+        if !seen.insert(input.event_id().clone()) {
+            continue;
+        }
+        let book = books.entry(input.family().to_owned()).or_insert_with(|| Book::new(net));
+        let now = input.time();
+        // State changes, no matching.
+        match input {
+            Input::Order(o) => match o.kind {
+                OrderKind::Placed if !book.order_ids.contains_key(&o.order_id) => {
+                    let seq = book.orders.len() as u32;
+                    let home = net.cluster_index(o.cluster.as_str()).unwrap();
+                    book.orders.push(Order {
+                        id: o.order_id.clone(),
+                        buyer: o.buyer_id.clone(),
+                        product: o.product.clone(),
+                        home,
+                        dest: net.site_index(o.destination_site.as_str()).unwrap(),
+                        event_time: o.event_time.0,
+                        deliver_by: o.deliver_by.0,
+                        max_price: o.max_price.get(),
+                        remaining: o.quantity.get(),
+                        open: true,
+                        visible: (1 << home) | book.pending_shares.remove(&o.order_id).unwrap_or(0),
+                        fills: 0,
+                    });
+                    book.order_ids.insert(o.order_id.clone(), seq);
+                }
+                OrderKind::Amended => {
+                    if let Some(seq) = book.open_order(&o.order_id) {
+                        let ord = &mut book.orders[seq as usize];
+                        ord.remaining = o.quantity.get();
+                        ord.deliver_by = o.deliver_by.0;
+                        ord.open = ord.remaining > 0;
+                    }
+                }
+                OrderKind::Cancelled => {
+                    if let Some(seq) = book.open_order(&o.order_id) {
+                        book.orders[seq as usize].open = false;
+                    }
+                }
+                _ => {}
+            },
+            Input::Capacity(c) => match c.kind {
+                CapacityKind::Declared if !book.cap_ids.contains_key(&c.capacity_id) => {
+                    let seq = book.caps.len() as u32;
+                    book.caps.push(Cap {
+                        id: c.capacity_id.clone(),
+                        provider: c.provider_id.clone(),
+                        product: c.product.clone(),
+                        cluster: net.cluster_index(c.cluster.as_str()).unwrap(),
+                        site: net.site_index(c.site_id.as_str()).unwrap(),
+                        available_from: c.available_from.0,
+                        available_until: c.available_until.0,
+                        price: c.price.get(),
+                        min_lot: c.min_lot.get(),
+                        energy: c.energy_kwh_per_t,
+                        remaining: c.quantity.get(),
+                        open: true,
+                    });
+                    book.cap_ids.insert(c.capacity_id.clone(), seq);
+                }
+                CapacityKind::Withdrawn => {
+                    if let Some(&seq) = book.cap_ids.get(&c.capacity_id) {
+                        book.caps[seq as usize].open = false;
+                    }
+                }
+                _ => {}
+            },
+            Input::Shared(s) => {
+                let mask = s.target_clusters.iter().filter_map(|c| net.cluster_index(c.as_str())).fold(0u64, |m, c| m | (1 << c));
+                match (s.kind, book.order_ids.get(&s.order_id).copied()) {
+                    (SharedOrderKind::Shared, None) => *book.pending_shares.entry(s.order_id.clone()).or_default() |= mask,
+                    (SharedOrderKind::Withdrawn, None) => {
+                        if let Some(m) = book.pending_shares.get_mut(&s.order_id) {
+                            *m &= !mask;
+                        }
+                    }
+                    (kind, Some(seq)) if book.orders[seq as usize].open => {
+                        let ord = &mut book.orders[seq as usize];
+                        ord.visible = match kind {
+                            SharedOrderKind::Shared => ord.visible | mask,
+                            SharedOrderKind::Withdrawn => (ord.visible & !mask) | (1 << ord.home),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Global re-match, brute force over every capacity.
+        for seq in 0..book.orders.len() {
+            loop {
+                let o = &book.orders[seq];
+                let mut cands: Vec<(RankKey, usize, Route)> = book
+                    .caps
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        let r = Book::eligible(net, o, c)?;
+                        let landed = c.price + r.freight_cny_per_t as u64;
+                        Some(((c.cluster != o.home, landed, (c.energy.is_none(), c.energy.unwrap_or(0)), i as u32), i, *r))
+                    })
+                    .collect();
+                cands.sort_by_key(|c| c.0);
+                let pick = cands.iter().enumerate().find(|(_, (_, i, _))| {
+                    let q = o.remaining.min(book.caps[*i].remaining);
+                    q >= book.caps[*i].min_lot || q == o.remaining
+                });
+                let Some((pos, (_, ci, route))) = pick else { break };
+                let q = o.remaining.min(book.caps[*ci].remaining);
+                out.push((o.id.to_string(), book.caps[*ci].id.to_string(), q as i64, route.freight_cny_per_t as i64, now, pos as i32 + 1, cands.len() as i32));
+                let ci = *ci;
+                book.caps[ci].remaining -= q;
+                let o = &mut book.orders[seq];
+                o.remaining -= q;
+                if o.remaining == 0 {
+                    o.open = false;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run(net: &Arc<Network>, inputs: &[Input]) -> Vec<Output> {
+    let mut e = Engine::new(net.clone());
+    inputs.iter().flat_map(|i| e.apply(i)).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_equals_the_naive_reference(ops in proptest::collection::vec(op(), 1..80)) {
+        let w = World::new();
+        let inputs = build(&w, &ops);
+        let got: Vec<_> = allocations(&run(&w.net, &inputs)).iter().map(|a| (
+            a.order_id.clone(), a.capacity_id.clone(), a.quantity_kg, a.freight_cny_per_t, a.decided_at, a.explanation.rank, a.explanation.candidates,
+        )).collect();
+        prop_assert_eq!(got, reference(&w.net, &inputs));
+    }
+
+    #[test]
+    fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
+        let w = World::new();
+        let inputs = build(&w, &ops);
+        let mut e = Engine::new(w.net.clone());
+        let mut seen = HashSet::new();
+        // Ids are scoped by family: each family's book is matched on its own partition.
+        let mut order_left: HashMap<(String, String), i64> = HashMap::new();
+        let mut cap_left: HashMap<(String, String), (i64, i64, ProductCode)> = HashMap::new();
+        let mut closed: HashSet<(String, String)> = HashSet::new();
+        let k = |family: &str, id: &str| (family.to_owned(), id.to_owned());
+        for input in &inputs {
+            let fresh = seen.insert(input.event_id().clone());
+            // The shadow books change first: a placement allocates to its own order at once.
+            if fresh {
+                match input {
+                    Input::Order(o) if o.kind == OrderKind::Placed => { order_left.entry(k(input.family(), o.order_id.as_str())).or_insert(o.quantity.to_wire()); }
+                    Input::Order(o) if o.kind == OrderKind::Amended => {
+                        let key = k(input.family(), o.order_id.as_str());
+                        if !closed.contains(&key) {
+                            if let Some(l) = order_left.get_mut(&key) {
+                                if *l > 0 { *l = o.quantity.to_wire(); }
+                            }
+                        }
+                    }
+                    Input::Order(o) => { closed.insert(k(input.family(), o.order_id.as_str())); }
+                    Input::Capacity(c) if c.kind == CapacityKind::Declared => {
+                        cap_left.entry(k(input.family(), c.capacity_id.as_str())).or_insert((c.quantity.to_wire(), c.min_lot.to_wire(), c.product.clone()));
+                    }
+                    Input::Capacity(c) => { closed.insert(k(input.family(), c.capacity_id.as_str())); }
+                    Input::Shared(_) => {}
+                }
+            }
+            let out = e.apply(input);
+            if !fresh {
+                prop_assert!(allocations(&out).is_empty(), "a duplicate allocated");
+            }
+            for a in allocations(&out) {
+                let (ok, ck) = (k(input.family(), &a.order_id), k(input.family(), &a.capacity_id));
+                prop_assert!(!closed.contains(&ok) && !closed.contains(&ck), "fill after cancel/withdraw: {a:?}");
+                let left = order_left.get_mut(&ok).expect("allocation for a known order");
+                *left -= a.quantity_kg;
+                prop_assert!(*left >= 0, "order over-allocated: {a:?}");
+                let (cleft, lot, product) = cap_left.get_mut(&ck).expect("known capacity");
+                *cleft -= a.quantity_kg;
+                prop_assert!(*cleft >= 0, "capacity over-allocated: {a:?}");
+                prop_assert!(a.quantity_kg >= *lot || *left == 0, "below min lot without completing: {a:?}");
+                let requested = w.catalog.parse(&a.explanation.requested_product_code).unwrap();
+                prop_assert!(product.can_fill(&requested), "grade substituted downwards or across families: {a:?}");
+                prop_assert_eq!(a.landed_cost(), a.price_cny_per_t + a.freight_cny_per_t);
+            }
+        }
+    }
+
+    #[test]
+    fn replay_gives_identical_output(ops in proptest::collection::vec(op(), 1..60)) {
+        let w = World::new();
+        let inputs = build(&w, &ops);
+        prop_assert_eq!(run(&w.net, &inputs), run(&w.net, &inputs));
+    }
+
+    #[test]
+    fn duplicates_change_nothing(ops in proptest::collection::vec(op(), 1..60), dup_every in 1usize..5) {
+        let w = World::new();
+        let inputs = build(&w, &ops);
+        let mut with_dups = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            with_dups.push(input.clone());
+            if i % dup_every == 0 { with_dups.push(input.clone()); }
+        }
+        let plain: Vec<wire::Allocation> = allocations(&run(&w.net, &inputs)).into_iter().cloned().collect();
+        let dup: Vec<wire::Allocation> = allocations(&run(&w.net, &with_dups)).into_iter().cloned().collect();
+        prop_assert_eq!(plain, dup);
+    }
+}
+
+trait Landed {
+    fn landed_cost(&self) -> i64;
+}
+
+impl Landed for wire::Allocation {
+    fn landed_cost(&self) -> i64 {
+        self.explanation.landed_cost_cny_per_t
+    }
+}

@@ -9,6 +9,9 @@ use crate::Invalid;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The longest grade ladder a family may have (the matcher buckets capacity by grade).
+pub const MAX_GRADES: usize = 16;
+
 /// A product family, `<METAL>-<FORM>`, e.g. `AL-INGOT`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(transparent)]
@@ -125,8 +128,8 @@ impl Catalog {
                 problems.push(Invalid::new(&here, "family declared twice"));
                 continue;
             }
-            if f.grades.is_empty() {
-                problems.push(Invalid::new(&here, "has no grades"));
+            if f.grades.is_empty() || f.grades.len() > crate::catalog::MAX_GRADES {
+                problems.push(Invalid::new(&here, format!("has {} grades; 1 to {} allowed", f.grades.len(), MAX_GRADES)));
             }
             let mut ladder = BTreeMap::new();
             for (rank, grade) in f.grades.iter().enumerate() {

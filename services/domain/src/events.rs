@@ -145,7 +145,6 @@ pub mod wire {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub struct Explanation {
         pub rank: i32,
-        pub candidates: i32,
         pub home_cluster: bool,
         pub requested_product_code: String,
         pub landed_cost_cny_per_t: i64,

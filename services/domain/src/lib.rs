@@ -14,6 +14,7 @@ pub mod ids;
 pub mod matching;
 pub mod quantity;
 pub mod topology;
+pub mod workload;
 
 pub use catalog::{Catalog, Family, ProductCode};
 pub use events::*;

@@ -25,7 +25,11 @@ use crate::catalog::ProductCode;
 use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, SharedOrder, SharedOrderKind, wire};
 use crate::freight::{Network, Route};
 use crate::ids::{CapacityId, EnterpriseId, EventId, OrderId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::catalog::MAX_GRADES;
+use std::cmp::Reverse;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::ops::Bound::{Excluded, Included};
 use std::sync::Arc;
 
 /// One event for the engine, already validated.
@@ -111,24 +115,29 @@ struct Book {
     order_ids: HashMap<OrderId, u32>,
     caps: Vec<Cap>,
     cap_ids: HashMap<CapacityId, u32>,
-    /// Per site: open capacity with something left, by (price, seq).
-    cap_by_site: Vec<BTreeSet<(u64, u32)>>,
+    /// Per (site, grade rank): open capacity with something left, by (price, seq).
+    cap_buckets: Vec<BTreeSet<(u64, u32)>>,
     /// Per cluster: open orders that cluster's capacity may fill, by (max_price, seq).
     order_by_cluster: Vec<BTreeSet<(u64, u32)>>,
     /// Shares that arrived before their order.
     pending_shares: HashMap<OrderId, u64>,
+    /// The highest grade rank any capacity in the book has: buckets above are empty.
+    max_rank: u16,
 }
 
 /// The ranking of one eligible capacity for one order; smaller is better.
 type RankKey = (bool, u64, (bool, u64), u32);
 
 struct Candidate {
-    key: RankKey,
     cap: u32,
     route: Route,
     landed: u64,
 }
 
+/// The next capacity of one (site, grade) bucket: its landed-cost lower bound first.
+type Cursor = Reverse<(bool, u64, usize, u64, u32)>;
+
+#[derive(Clone)]
 pub struct Engine {
     network: Arc<Network>,
     books: BTreeMap<String, Book>,
@@ -147,7 +156,7 @@ pub struct Summary {
 impl Engine {
     pub fn new(network: Arc<Network>) -> Engine {
         assert!(network.cluster_count() <= 64, "the engine keeps cluster visibility in a 64-bit mask");
-        Engine { network, books: BTreeMap::new(), seen: HashSet::new() }
+        Engine { network, books: BTreeMap::new(), seen: HashSet::default() }
     }
 
     pub fn network(&self) -> &Network {
@@ -176,7 +185,10 @@ impl Engine {
             return ignored("duplicate event_id");
         }
         let net = self.network.clone();
-        let book = self.books.entry(input.family().to_owned()).or_insert_with(|| Book::new(&net));
+        if !self.books.contains_key(input.family()) {
+            self.books.insert(input.family().to_owned(), Book::new(&net));
+        }
+        let book = self.books.get_mut(input.family()).expect("inserted above");
         let now = input.time();
         let mut out = Vec::new();
         match input {
@@ -297,7 +309,7 @@ impl Engine {
 impl Book {
     fn new(net: &Network) -> Book {
         Book {
-            cap_by_site: vec![BTreeSet::new(); net.site_count()],
+            cap_buckets: vec![BTreeSet::new(); net.site_count() * MAX_GRADES],
             order_by_cluster: vec![BTreeSet::new(); net.cluster_count()],
             ..Book::default()
         }
@@ -329,16 +341,21 @@ impl Book {
         }
     }
 
+    fn bucket(site: usize, rank: u16) -> usize {
+        site * MAX_GRADES + rank as usize
+    }
+
     fn index_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
         if c.open && c.remaining > 0 {
-            self.cap_by_site[c.site].insert((c.price, seq));
+            self.max_rank = self.max_rank.max(c.product.rank());
+            self.cap_buckets[Self::bucket(c.site, c.product.rank())].insert((c.price, seq));
         }
     }
 
     fn unindex_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
-        self.cap_by_site[c.site].remove(&(c.price, seq));
+        self.cap_buckets[Self::bucket(c.site, c.product.rank())].remove(&(c.price, seq));
     }
 
     /// The route by which `c` can serve `o`, if it is eligible (grade, cluster, time, price).
@@ -357,26 +374,62 @@ impl Book {
         (c.price + route.freight_cny_per_t as u64 <= o.max_price).then_some(route)
     }
 
-    /// Every eligible capacity for order `seq`, best first.
-    fn candidates(&self, net: &Network, seq: u32) -> Vec<Candidate> {
+    /// The best-ranked usable capacity for order `seq`, with its rank among
+    /// the eligible. Buckets are merged lazily by a lower bound of landed cost
+    /// (price + the cheapest freight from the bucket's site), so only capacity
+    /// that could rank first is looked at.
+    fn best_usable(&self, net: &Network, seq: u32) -> Option<(usize, Candidate)> {
         let o = &self.orders[seq as usize];
-        let mut out = Vec::new();
+        if !o.open || o.remaining == 0 {
+            return None;
+        }
+        let mut cursors: BinaryHeap<Cursor> = BinaryHeap::new();
+        let bound_of = |site: usize| o.max_price.saturating_sub(net.min_freight(site, o.dest) as u64);
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
             for site in net.sites_of(cluster) {
-                // Only capacity priced within the cap after the cheapest freight can qualify.
-                let bound = o.max_price.saturating_sub(net.min_freight(site, o.dest) as u64);
-                for &(_, cseq) in self.cap_by_site[site].range(..=(bound, u32::MAX)) {
-                    let c = &self.caps[cseq as usize];
-                    if let Some(route) = Self::eligible(net, o, c) {
-                        let landed = c.price + route.freight_cny_per_t as u64;
-                        let key = (c.cluster != o.home, landed, (c.energy.is_none(), c.energy.unwrap_or(0)), cseq);
-                        out.push(Candidate { key, cap: cseq, route: *route, landed });
+                let min_freight = net.min_freight(site, o.dest) as u64;
+                for rank in o.product.rank()..=self.max_rank {
+                    let b = Self::bucket(site, rank);
+                    if let Some(&(price, cseq)) = self.cap_buckets[b].range(..=(bound_of(site), u32::MAX)).next() {
+                        cursors.push(Reverse((cluster != o.home, price + min_freight, b, price, cseq)));
                     }
                 }
             }
         }
-        out.sort_by_key(|c| c.key);
-        out
+        let mut found: Vec<Candidate> = Vec::new();
+        let mut pending: BinaryHeap<Reverse<(RankKey, usize)>> = BinaryHeap::new();
+        let mut ranked_above = 0usize;
+        loop {
+            let next_bound = cursors.peek().map(|Reverse((home, lb, ..))| (*home, *lb));
+            if let Some(&Reverse((key, i))) = pending.peek() {
+                // Emit only when no unexplored capacity can tie or beat it.
+                if next_bound.is_none_or(|b| (key.0, key.1) < b) {
+                    pending.pop();
+                    let c = &self.caps[found[i].cap as usize];
+                    let qty = o.remaining.min(c.remaining);
+                    if qty >= c.min_lot || qty == o.remaining {
+                        let cand = found.swap_remove(i);
+                        return Some((ranked_above + 1, cand));
+                    }
+                    ranked_above += 1;
+                    continue;
+                }
+            }
+            let Reverse((home, _, b, price, cseq)) = cursors.pop()?;
+            let c = &self.caps[cseq as usize];
+            if let Some(route) = Self::eligible(net, o, c) {
+                let landed = c.price + route.freight_cny_per_t as u64;
+                let key = (home, landed, (c.energy.is_none(), c.energy.unwrap_or(0)), cseq);
+                // swap_remove above may reorder `found`; indices stay valid because we return right after.
+                pending.push(Reverse((key, found.len())));
+                found.push(Candidate { cap: cseq, route: *route, landed });
+            }
+            let site = b / MAX_GRADES;
+            let next = self.cap_buckets[b].range((Excluded((price, cseq)), Included((bound_of(site), u32::MAX)))).next();
+            if let Some(&(p, s)) = next {
+                cursors.push(Reverse((home, p + net.min_freight(site, o.dest) as u64, b, p, s)));
+            }
+        }
     }
 
     /// Open orders that capacity `cseq` is eligible for, first come first served.
@@ -393,18 +446,9 @@ impl Book {
 
     /// Fills order `seq` from its best usable capacity, again and again.
     fn fill_order(&mut self, net: &Network, seq: u32, decided_at: i64, out: &mut Vec<Output>) {
-        loop {
-            let cands = self.candidates(net, seq);
-            let o = &self.orders[seq as usize];
-            let usable = cands.iter().enumerate().find(|(_, cand)| {
-                let c = &self.caps[cand.cap as usize];
-                let qty = o.remaining.min(c.remaining);
-                qty >= c.min_lot || qty == o.remaining
-            });
-            let Some((pos, cand)) = usable else { return };
-            let qty = o.remaining.min(self.caps[cand.cap as usize].remaining);
-            let alloc = self.allocation(net, seq, cand, pos + 1, cands.len(), qty, decided_at);
-            out.push(Output::Allocation(alloc));
+        while let Some((rank, cand)) = self.best_usable(net, seq) {
+            let qty = self.orders[seq as usize].remaining.min(self.caps[cand.cap as usize].remaining);
+            out.push(Output::Allocation(self.allocation(net, seq, &cand, rank, qty, decided_at)));
             let cseq = cand.cap;
             self.unindex_cap(cseq);
             self.caps[cseq as usize].remaining -= qty;
@@ -417,14 +461,13 @@ impl Book {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn allocation(&self, net: &Network, seq: u32, cand: &Candidate, rank: usize, candidates: usize, qty: u64, decided_at: i64) -> wire::Allocation {
+    fn allocation(&self, net: &Network, seq: u32, cand: &Candidate, rank: usize, qty: u64, decided_at: i64) -> wire::Allocation {
         let o = &self.orders[seq as usize];
         let c = &self.caps[cand.cap as usize];
         let home = c.cluster == o.home;
         let freight = cand.route.freight_cny_per_t as i64;
         let summary = format!(
-            "{} from {} ({}, {}) by {} {} km in {} h: {} + {} freight = {} CNY/t within the {} cap; rank {} of {}",
+            "{} from {} ({}, {}) by {} {} km in {} h: {} + {} freight = {} CNY/t within the {} cap; rank {}",
             c.product,
             net.site_name(c.site),
             net.cluster_name(c.cluster),
@@ -436,8 +479,7 @@ impl Book {
             freight,
             cand.landed,
             o.max_price,
-            rank,
-            candidates
+            rank
         );
         wire::Allocation {
             allocation_id: format!("ALC-{}-{}", o.id, o.fills + 1),
@@ -456,7 +498,6 @@ impl Book {
             decided_at,
             explanation: wire::Explanation {
                 rank: rank as i32,
-                candidates: candidates as i32,
                 home_cluster: home,
                 requested_product_code: o.product.to_string(),
                 landed_cost_cny_per_t: cand.landed as i64,

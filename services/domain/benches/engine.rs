@@ -1,0 +1,42 @@
+//! The matching engine alone, on one core: events per second with 10k open
+//! orders and 10k open capacities per family (target: at least 2M events/s).
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use orelink_domain::freight::Network;
+use orelink_domain::matching::Engine;
+use orelink_domain::workload::steady_state;
+use orelink_domain::Topology;
+use std::hint::black_box;
+use std::sync::Arc;
+
+fn engine(c: &mut Criterion) {
+    let net = Arc::new(Network::new(&Topology::embedded()));
+    let w = steady_state(10_000, 100_000, 42);
+    let mut warm = Engine::new(net);
+    for i in &w.warm {
+        warm.apply(i);
+    }
+    let s = warm.summary();
+    assert!(s.open_orders >= 19_000 && s.open_capacities >= 19_000, "steady state not reached: {s:?}");
+
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(w.stream.len() as u64));
+    g.sample_size(10);
+    g.bench_function("steady_state_10k_open_per_family", |b| {
+        b.iter_batched(
+            || warm.clone(),
+            |mut e| {
+                let mut allocations = 0usize;
+                for i in &w.stream {
+                    allocations += e.apply(black_box(i)).len();
+                }
+                allocations
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

@@ -3,7 +3,7 @@
 use orelink_codec::Record;
 use orelink_domain::events::{ErrorClass, wire};
 use orelink_domain::topology::topics;
-use orelink_platform::consume::{Backoff, ConsumeLoop, HandleError, Handler, Inbound};
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound};
 use orelink_platform::dlq::DeadLetters;
 use orelink_tests::{TestEnv, order_wire, read_n};
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -18,12 +18,12 @@ struct Collect {
 }
 
 impl Handler for Collect {
-    async fn handle(&mut self, event: Inbound) -> Result<(), HandleError> {
+    async fn handle(&mut self, event: Inbound) -> Result<Done, HandleError> {
         self.got.push(event);
         if self.got.len() >= self.want {
             self.cancel.cancel();
         }
-        Ok(())
+        Ok(Done::Now)
     }
 }
 

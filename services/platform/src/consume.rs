@@ -12,7 +12,9 @@ use crate::trace::TraceContext;
 use orelink_codec::{Codec, DecodeError, Record, SourceRef};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -26,6 +28,8 @@ pub struct Inbound {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
+    /// The value exactly as it arrived (Confluent wire format).
+    pub value: Option<Vec<u8>>,
     /// This hop's span: a child of the producer's context, or a new root.
     pub trace: TraceContext,
     /// The producer's span, if the event carried one.
@@ -43,8 +47,21 @@ pub enum HandleError {
     Fatal(String),
 }
 
+/// A handler's effect that becomes durable later (a produce awaiting its ack).
+pub type Pending = Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send>>;
+
+/// What a handler did with an event.
+pub enum Done {
+    /// Its effects are durable now: the offset may move.
+    Now,
+    /// Its effects are durable when this resolves; the loop keeps a bounded
+    /// window of these and moves offsets strictly in order as they complete.
+    /// A failure here ends the loop (the event will be read again after a restart).
+    Later(Pending),
+}
+
 pub trait Handler: Send {
-    fn handle(&mut self, event: Inbound) -> impl Future<Output = Result<(), HandleError>> + Send;
+    fn handle(&mut self, event: Inbound) -> impl Future<Output = Result<Done, HandleError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,25 +88,63 @@ pub struct ConsumeLoop {
     codec: Arc<Codec>,
     dead_letters: DeadLetters,
     backoff: Backoff,
+    max_in_flight: usize,
 }
 
 enum Outcome {
-    Done(bool),
+    /// Dead-lettered (durable now).
+    Dead,
+    Done(Done),
     Cancelled,
+}
+
+/// An event whose effect is not yet durable, and where it came from.
+struct InFlight {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    pending: Option<Pending>,
 }
 
 impl ConsumeLoop {
     pub fn new(consumer: StreamConsumer, codec: Arc<Codec>, dead_letters: DeadLetters, backoff: Backoff) -> Self {
-        ConsumeLoop { consumer, codec, dead_letters, backoff }
+        ConsumeLoop { consumer, codec, dead_letters, backoff, max_in_flight: 1024 }
     }
 
-    pub fn consumer(&self) -> &StreamConsumer {
-        &self.consumer
+    /// How many events may await their acks at once (default 1024).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Completes in-flight effects from the front and stores their offsets in
+    /// order. Waits while more than `keep` are in flight; past that only takes
+    /// what has already completed.
+    async fn settle(&self, window: &mut VecDeque<InFlight>, keep: usize) -> Result<(), LoopError> {
+        loop {
+            let must_wait = window.len() > keep;
+            let Some(front) = window.front_mut() else { break };
+            if let Some(p) = front.pending.as_mut() {
+                let r = if must_wait { Some(p.await) } else { futures::FutureExt::now_or_never(p) };
+                match r {
+                    None => return Ok(()),
+                    Some(Ok(())) => front.pending = None,
+                    Some(Err(e)) => return Err(LoopError::Handler(e.to_string())),
+                }
+            }
+            let f = window.pop_front().expect("front exists");
+            self.consumer.store_offset(&f.topic, f.partition, f.offset)?;
+        }
+        Ok(())
     }
 
     pub async fn run<H: Handler>(self, handler: &mut H, cancel: CancellationToken) -> Result<LoopStats, LoopError> {
         let mut stats = LoopStats::default();
+        let mut window: VecDeque<InFlight> = VecDeque::new();
         let result = loop {
+            if let Err(e) = self.settle(&mut window, self.max_in_flight - 1).await {
+                break Err(e);
+            }
             let msg = tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
                 m = self.consumer.recv() => m,
@@ -113,18 +168,28 @@ impl ConsumeLoop {
                 span_id = %trace.span_id_hex(),
                 parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
             );
-            match self.process(&msg, trace, parent, handler, &cancel).instrument(span).await {
-                Ok(Outcome::Done(dead)) => {
-                    if dead {
-                        stats.dead_lettered += 1;
-                    } else {
-                        stats.delivered += 1;
+            let pending = match self.process(&msg, trace, parent, handler, &cancel).instrument(span).await {
+                Ok(Outcome::Dead) => {
+                    stats.dead_lettered += 1;
+                    None
+                }
+                Ok(Outcome::Done(done)) => {
+                    stats.delivered += 1;
+                    match done {
+                        Done::Now => None,
+                        Done::Later(p) => Some(p),
                     }
-                    self.consumer.store_offset_from_message(&msg)?;
                 }
                 Ok(Outcome::Cancelled) => break Ok(()),
                 Err(e) => break Err(e),
-            }
+            };
+            // The offset after this event's, stored once it and everything before it are durable.
+            window.push_back(InFlight { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() + 1, pending });
+        };
+        // Drain: whatever is in flight becomes durable (or fails) before the final commit.
+        let result = match (result, self.settle(&mut window, 0).await) {
+            (Ok(()), Err(e)) => Err(e),
+            (r, _) => r,
         };
         // Commit what was stored; a failure here only means some events are read twice.
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
@@ -151,11 +216,12 @@ impl ConsumeLoop {
                         partition: msg.partition(),
                         offset: msg.offset(),
                         key: msg.key().map(<[u8]>::to_vec),
+                        value: msg.payload().map(<[u8]>::to_vec),
                         trace,
                         parent,
                     };
                     match handler.handle(inbound).await {
-                        Ok(()) => return Ok(Outcome::Done(false)),
+                        Ok(done) => return Ok(Outcome::Done(done)),
                         Err(HandleError::Fatal(e)) => return Err(LoopError::Handler(e)),
                         Err(HandleError::Retriable(e)) => e,
                     }
@@ -163,7 +229,7 @@ impl ConsumeLoop {
                 Err(DecodeError::Refused(refusal)) => {
                     let source = SourceRef { topic: msg.topic(), partition: msg.partition(), offset: msg.offset(), key: msg.key(), value: msg.payload() };
                     match self.dead_letters.send(&source, &refusal, &trace).await {
-                        Ok(()) => return Ok(Outcome::Done(true)),
+                        Ok(()) => return Ok(Outcome::Dead),
                         Err(e @ DeadLetterError::Encode(_)) if !e.retriable() => return Err(LoopError::Handler(e.to_string())),
                         Err(e) => e.to_string(),
                     }

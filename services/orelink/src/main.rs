@@ -79,6 +79,10 @@ enum TopologyAction {
 enum Role {
     /// The Confluent-compatible schema registry.
     Registry,
+    /// Matches orders with capacity, exactly once.
+    Matcher,
+    /// Every hub role in one process (the registry runs on its own).
+    All,
 }
 
 fn load_config(path: Option<PathBuf>) -> Result<Config> {
@@ -251,6 +255,10 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
             let listen = cfg.registry.listen.parse().context("registry.listen")?;
             let topic = format!("{}_schemas", cfg.namespace);
             orelink_registry::serve(orelink_registry::RegistryConfig { kafka: cfg.kafka.client_config("registry"), topic, listen }, cancel).await?;
+        }
+        Role::Matcher | Role::All => {
+            let r = reference(&cfg)?;
+            orelink_matcher::run(cfg, r, cancel).await?;
         }
     }
     Ok(())

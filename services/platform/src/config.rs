@@ -55,6 +55,24 @@ pub struct ConsumerSettings {
     pub retry_backoff_max_ms: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatcherSettings {
+    pub instance_id: String,
+    pub batch_max: usize,
+    pub batch_wait_ms: u64,
+    pub transaction_timeout_ms: u64,
+}
+
+impl MatcherSettings {
+    pub fn instance(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "0".into())
+    }
+}
+
 /// A string that never shows in Debug or Display output.
 #[derive(Clone, Deserialize, Default, PartialEq)]
 #[serde(transparent)]
@@ -84,6 +102,7 @@ pub struct Config {
     pub topology: TopologySettings,
     pub log: LogSettings,
     pub consumer: ConsumerSettings,
+    pub matcher: MatcherSettings,
 }
 
 /// Every problem found, one line each.
@@ -150,10 +169,13 @@ impl Config {
         let topology = section::<TopologySettings>(&merged, "topology", &mut errors);
         let log = section::<LogSettings>(&merged, "log", &mut errors);
         let consumer = section::<ConsumerSettings>(&merged, "consumer", &mut errors);
-        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer)) = (kafka, registry, redis, topology, log, consumer) else {
+        let matcher = section::<MatcherSettings>(&merged, "matcher", &mut errors);
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher)) =
+            (kafka, registry, redis, topology, log, consumer, matcher)
+        else {
             return Err(ConfigErrors(errors));
         };
-        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher };
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
     }
@@ -202,6 +224,9 @@ impl Config {
         }
         if self.consumer.retry_backoff_ms == 0 || self.consumer.retry_backoff_max_ms < self.consumer.retry_backoff_ms {
             p.push("consumer.retry_backoff_ms must be > 0 and at most consumer.retry_backoff_max_ms".into());
+        }
+        if self.matcher.batch_max == 0 || self.matcher.transaction_timeout_ms < 1_000 {
+            p.push("matcher.batch_max must be > 0 and matcher.transaction_timeout_ms at least 1000".into());
         }
         p
     }

@@ -2,7 +2,7 @@
 //! path through the hub is one trace: each hop is a child span of the event
 //! that caused it.
 
-use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use std::fmt::Write;
 
 pub const HEADER: &str = "traceparent";
@@ -81,7 +81,7 @@ impl TraceContext {
         hex(&self.span_id)
     }
 
-    pub fn from_headers(headers: Option<&BorrowedHeaders>) -> Option<Self> {
+    pub fn from_headers<H: Headers + ?Sized>(headers: Option<&H>) -> Option<Self> {
         let h = headers?;
         (0..h.count())
             .map(|i| h.get(i))

@@ -1,0 +1,67 @@
+//! orelink-matcher: the role that matches demand with capacity.
+//!
+//! Two stages in one role:
+//! 1. **router** (at least once): consumes `orelink.orders.v1`,
+//!    `orelink.capacity.v1` and `orelink.shared-orders.v1` through the shared
+//!    consume loop (bad input goes to the DLQ), and forwards each event's
+//!    original bytes to `orelink.matcher-input.v1`, keyed by product family.
+//!    That topic is the one total order of each family's events.
+//! 2. **processor** (exactly once): consumes `orelink.matcher-input.v1`
+//!    read_committed, applies each event to the pure engine of its partition,
+//!    and writes the allocations and the consumed offsets in one Kafka
+//!    transaction. A partition's engine is restored by replaying its input up
+//!    to the committed offset, so a restarted or rebalanced matcher continues
+//!    exactly where the last committed transaction ended.
+//!
+//! Duplicates that the router may write after a crash carry the same
+//! `event_id` and change nothing in the engine.
+
+mod processor;
+mod router;
+
+pub use processor::{Processor, ProcessorError};
+pub use router::router_loop;
+
+use orelink_platform::{Config, Reference};
+use tokio_util::sync::CancellationToken;
+
+pub const SOURCE_HEADER: &str = "orelink-source";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MatcherError {
+    #[error("router: {0}")]
+    Router(String),
+    #[error("processor: {0}")]
+    Processor(#[from] ProcessorError),
+}
+
+/// Runs both stages until `cancel`; returns when both have drained and committed.
+pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<(), MatcherError> {
+    let codec = orelink_platform::codec(&cfg, &reference).map_err(|e| MatcherError::Router(e.to_string()))?;
+    let router = router_loop(&cfg, codec.clone()).map_err(|e| MatcherError::Router(e.to_string()))?;
+    let processor = Processor::new(&cfg, codec, &reference, tokio::runtime::Handle::current())?;
+    let c = cancel.clone();
+    let stage2 = std::thread::Builder::new()
+        .name("matcher-processor".into())
+        .spawn(move || processor.run(&c))
+        .expect("spawning the processor thread");
+    let stage1 = router.run(cancel.clone());
+    let r1 = stage1.await;
+    // Whatever stopped first, the other stage stops too.
+    cancel.cancel();
+    let r2 = tokio::task::spawn_blocking(move || stage2.join()).await;
+    r1.map_err(MatcherError::Router)?;
+    match r2 {
+        Ok(Ok(r)) => r.map_err(MatcherError::Processor),
+        _ => Err(MatcherError::Router("the processor thread panicked".into())),
+    }
+}
+
+/// The processor's group, per namespace.
+pub fn processor_group(cfg: &Config) -> String {
+    format!("{}orelink-matcher", cfg.namespace)
+}
+
+pub fn router_group(cfg: &Config) -> String {
+    format!("{}orelink-matcher-router", cfg.namespace)
+}

@@ -44,6 +44,8 @@ impl TestEnv {
             ("ORELINK__NAMESPACE".to_string(), ns.clone()),
             ("ORELINK__KAFKA__BROKERS".to_string(), brokers()),
             ("ORELINK__REGISTRY__URL".to_string(), registry_url()),
+            // Kafka's minimum: crashed test members give up their partitions quickly.
+            ("ORELINK__KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
         let cfg = Config::load(&Sources { file: None, env }).expect("test config");
         let env = TestEnv { ns, cfg, reference: Reference::embedded() };
@@ -169,4 +171,199 @@ pub fn schema_files() -> Vec<(String, String)> {
         .collect();
     files.sort();
     files
+}
+
+impl TestEnv {
+    /// Produces with headers (e.g. a `traceparent`).
+    pub async fn produce_with_headers(&self, topic: &str, key: &str, value: &[u8], headers: rdkafka::message::OwnedHeaders) {
+        self.producer()
+            .send(FutureRecord::to(topic).key(key).payload(value).headers(headers), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+
+    /// The config this test's roles run with, `instance` naming the transactional instance.
+    pub fn role_config(&self, instance: &str) -> Config {
+        let mut cfg = self.cfg.clone();
+        cfg.matcher.instance_id = instance.into();
+        cfg
+    }
+
+    /// Env vars that point an `orelink` process at this test's namespace.
+    pub fn process_env(&self, instance: &str) -> Vec<(String, String)> {
+        vec![
+            ("ORELINK__NAMESPACE".into(), self.ns.clone()),
+            ("ORELINK__KAFKA__BROKERS".into(), self.cfg.kafka.brokers.clone()),
+            ("ORELINK__REGISTRY__URL".into(), self.cfg.registry.url.clone()),
+            ("ORELINK__MATCHER__INSTANCE_ID".into(), instance.into()),
+            ("ORELINK__KAFKA__SESSION_TIMEOUT_MS".into(), self.cfg.kafka.session_timeout_ms.to_string()),
+            ("ORELINK__LOG__LEVEL".into(), "info".into()),
+        ]
+    }
+
+    /// True once `group` has committed every partition of `topics` up to its end.
+    pub async fn caught_up(&self, group: &str, topics: &[String]) -> bool {
+        let consumer: BaseConsumer = self.client("probe").set("group.id", group).set("enable.auto.commit", "false").create().unwrap();
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let md = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            let mut ends = Vec::new();
+            for t in md.topics().iter().filter(|t| topics.iter().any(|x| x == t.name())) {
+                for p in t.partitions() {
+                    tpl.add_partition(t.name(), p.id());
+                    let (_, high) = consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(5)).ok()?;
+                    ends.push((t.name().to_owned(), p.id(), high));
+                }
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+            Some(ends.iter().all(|(t, p, high)| {
+                *high == 0
+                    || committed
+                        .find_partition(t, *p)
+                        .is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *high))
+            }))
+        })
+        .await
+        .unwrap()
+        .unwrap_or(false)
+    }
+
+    /// Waits until `caught_up`, or panics after `timeout`.
+    pub async fn wait_caught_up(&self, group: &str, topics: &[String], timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.caught_up(group, topics).await {
+            assert!(tokio::time::Instant::now() < deadline, "group {group} did not catch up with {topics:?} within {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every message of `topic` (read_committed), in partition order, as owned messages.
+    pub async fn read_topic(&self, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+        use rdkafka::Message;
+        let consumer: BaseConsumer = self
+            .client("reader")
+            .set("group.id", format!("{}dump-{}", self.ns, uuid::Uuid::new_v4().simple()))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
+            let mut out = Vec::new();
+            for p in md.topics()[0].partitions() {
+                let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5)).unwrap();
+                if high <= low {
+                    continue;
+                }
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(low)).unwrap();
+                consumer.assign(&tpl).unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    match consumer.poll(Duration::from_millis(500)) {
+                        Some(Ok(m)) => {
+                            let last = m.offset() + 1 >= high;
+                            out.push(m.detach());
+                            if last {
+                                break;
+                            }
+                        }
+                        _ => {
+                            // Transaction markers and aborted records have offsets but no messages.
+                            let at = consumer.position().unwrap().find_partition(&topic, p.id()).and_then(|e| match e.offset() {
+                                rdkafka::Offset::Offset(o) => Some(o),
+                                _ => None,
+                            });
+                            if at.is_some_and(|o| o >= high) || std::time::Instant::now() > deadline {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .await
+        .unwrap()
+    }
+}
+
+/// Allocations grouped by family, in the order they were written.
+pub type ByFamily = std::collections::BTreeMap<String, Vec<orelink_domain::events::wire::Allocation>>;
+
+/// What the matcher must have written: the pure engine replayed over the
+/// matcher input, each partition in its (commit) order.
+pub async fn expected_allocations(env: &TestEnv, codec: &orelink_codec::Codec) -> ByFamily {
+    use orelink_domain::matching::{Engine, Output};
+    use rdkafka::Message;
+    let input = env.read_topic(&env.topic("orelink.matcher-input.v1")).await;
+    let network = std::sync::Arc::new(orelink_domain::freight::Network::new(&env.reference.topology));
+    let rt = tokio::runtime::Handle::current();
+    // The matcher's decode blocks on the registry client; the test runtime must be multi-threaded.
+    tokio::task::block_in_place(|| {
+        let mut engines: std::collections::BTreeMap<i32, Engine> = Default::default();
+        let mut out = ByFamily::new();
+        for m in &input {
+            let engine = engines.entry(m.partition()).or_insert_with(|| Engine::new(network.clone()));
+            let Some(i) = orelink_matcher::decode(codec, &rt, m) else { continue };
+            for o in engine.apply(&i) {
+                if let Output::Allocation(a) = o {
+                    out.entry(i.family().to_owned()).or_default().push(a);
+                }
+            }
+        }
+        out
+    })
+}
+
+/// What the matcher wrote, read_committed, grouped by family.
+pub async fn actual_allocations(env: &TestEnv, codec: &orelink_codec::Codec) -> ByFamily {
+    let mut out = ByFamily::new();
+    let topic = env.topic(orelink_domain::topology::topics::ALLOCATIONS);
+    for m in env.read_topic(&topic).await {
+        use rdkafka::Message;
+        let family = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        match codec.decode(&topic, m.payload()).await.expect("allocation decodes") {
+            orelink_codec::Record::Allocation(a) => out.entry(family).or_default().push(a),
+            other => panic!("not an allocation: {other:?}"),
+        }
+    }
+    out
+}
+
+/// Produces a deterministic workload (orders and capacity of two families) as the contract's records.
+pub async fn produce_workload(env: &TestEnv, codec: &orelink_codec::Codec, open: usize, events: usize, seed: u64, pace: Option<Duration>) -> usize {
+    use orelink_domain::matching::Input;
+    let w = orelink_domain::workload::steady_state(open, events, seed);
+    let orders = env.topic(orelink_domain::topology::topics::ORDERS);
+    let capacity = env.topic(orelink_domain::topology::topics::CAPACITY);
+    let producer = env.producer();
+    let mut n = 0;
+    let mut pending = Vec::new();
+    for input in w.warm.iter().chain(&w.stream) {
+        let (topic, bytes) = match input {
+            Input::Order(o) => (&orders, codec.encode(&orders, &o.to_wire()).await.unwrap()),
+            Input::Capacity(c) => (&capacity, codec.encode(&capacity, &c.to_wire()).await.unwrap()),
+            Input::Shared(_) => continue,
+        };
+        let family = input.family().to_owned();
+        let delivery = producer.send_result(FutureRecord::to(topic).key(&family).payload(&bytes)).map_err(|(e, _)| e).expect("enqueue");
+        pending.push(delivery);
+        n += 1;
+        if pending.len() >= 200 {
+            for f in pending.drain(..) {
+                f.await.expect("delivery report").map_err(|(e, _)| e).expect("produce");
+            }
+            if let Some(p) = pace {
+                tokio::time::sleep(p).await;
+            }
+        }
+    }
+    for f in pending {
+        f.await.expect("delivery report").map_err(|(e, _)| e).expect("produce");
+    }
+    n
 }

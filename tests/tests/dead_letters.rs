@@ -3,10 +3,9 @@
 use orelink_codec::Record;
 use orelink_domain::events::{ErrorClass, wire};
 use orelink_domain::topology::topics;
-use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound};
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, loop_consumer};
 use orelink_platform::dlq::DeadLetters;
 use orelink_tests::{TestEnv, order_wire, read_n};
-use rdkafka::consumer::{Consumer, StreamConsumer};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -57,8 +56,7 @@ async fn poison_goes_to_the_dlq_and_the_good_record_behind_it_is_delivered() {
         env.produce(&orders, "AL-INGOT", value).await;
     }
 
-    let consumer: StreamConsumer = env.cfg.kafka.consumer_config("test-role", &format!("{}role", env.ns)).create().unwrap();
-    consumer.subscribe(&[&orders]).unwrap();
+    let consumer = loop_consumer(&env.cfg.kafka.consumer_config("test-role", &format!("{}role", env.ns)), &[&orders], None).unwrap();
     let producer = env.producer();
     let dead = DeadLetters::new(producer, codec.clone(), "test-role");
     let cancel = CancellationToken::new();

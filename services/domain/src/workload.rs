@@ -28,10 +28,14 @@ impl Xorshift {
     }
 }
 
-/// (family, grades, home sites, price base CNY/t)
-const FAMILIES: [(&str, &[&str], &[&str], i64); 2] = [
+/// (family, grades, home sites, price base CNY/t): Guangxi's metals at late-2026 price levels.
+const FAMILIES: [(&str, &[&str], &[&str], i64); 6] = [
     ("AL-INGOT", &["AL99.70", "AL99.85", "AL99.90"], &["baise-pingguo-smelter", "baise-xinshan-processing", "nanning-jiangnan-processing"], 20_000),
     ("ZN-INGOT", &["ZN99.95", "ZN99.99", "ZN99.995"], &["hechi-jinchengjiang-smelter", "hechi-yizhou-processing"], 23_000),
+    ("SN-INGOT", &["SN99.90", "SN99.95", "SN99.99"], &["hechi-dachang-tin", "hechi-yizhou-processing"], 260_000),
+    ("CU-CATHODE", &["CU-CATH-2", "CU-CATH-1"], &["fcg-qisha-copper", "fcg-port", "fcg-copper-processing"], 72_000),
+    ("PB-INGOT", &["PB99.970", "PB99.985", "PB99.994"], &["hechi-jinchengjiang-smelter", "hechi-yizhou-processing"], 16_500),
+    ("SB-INGOT", &["SB99.65", "SB99.85", "SB99.90"], &["hechi-chehe-antimony", "hechi-yizhou-processing"], 150_000),
 ];
 
 pub struct Workload {
@@ -39,7 +43,7 @@ pub struct Workload {
     pub stream: Vec<Input>,
 }
 
-/// `open` open orders and `open` open capacities per family that cannot match
+/// `open` open orders and `open` open capacities in each of six families that cannot match
 /// each other (order caps below every capacity's price), then `events` mixed
 /// events: orders that fill from the cheap end, capacity that serves waiting
 /// orders, cancellations and withdrawals.

@@ -19,7 +19,15 @@
 mod processor;
 mod router;
 
-pub use processor::{Processor, ProcessorError};
+pub use processor::{Processor, ProcessorError, ProcessorStats, decode};
+pub use orelink_platform::consume::LoopStats;
+
+/// What each stage did, returned when the role stops.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatcherStats {
+    pub router: LoopStats,
+    pub processor: ProcessorStats,
+}
 pub use router::router_loop;
 
 use orelink_platform::{Config, Reference};
@@ -36,7 +44,7 @@ pub enum MatcherError {
 }
 
 /// Runs both stages until `cancel`; returns when both have drained and committed.
-pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<(), MatcherError> {
+pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<MatcherStats, MatcherError> {
     let codec = orelink_platform::codec(&cfg, &reference).map_err(|e| MatcherError::Router(e.to_string()))?;
     let router = router_loop(&cfg, codec.clone()).map_err(|e| MatcherError::Router(e.to_string()))?;
     let processor = Processor::new(&cfg, codec, &reference, tokio::runtime::Handle::current())?;
@@ -50,9 +58,9 @@ pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -
     // Whatever stopped first, the other stage stops too.
     cancel.cancel();
     let r2 = tokio::task::spawn_blocking(move || stage2.join()).await;
-    r1.map_err(MatcherError::Router)?;
+    let router = r1.map_err(MatcherError::Router)?;
     match r2 {
-        Ok(Ok(r)) => r.map_err(MatcherError::Processor),
+        Ok(Ok(r)) => Ok(MatcherStats { router, processor: r? }),
         _ => Err(MatcherError::Router("the processor thread panicked".into())),
     }
 }

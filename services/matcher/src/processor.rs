@@ -159,7 +159,7 @@ impl Processor {
     }
 
     /// Runs until `cancel`, then finishes the open batch and returns.
-    pub fn run(mut self, cancel: &CancellationToken) -> Result<(), ProcessorError> {
+    pub fn run(mut self, cancel: &CancellationToken) -> Result<ProcessorStats, ProcessorError> {
         let mut stats = ProcessorStats::default();
         while !cancel.is_cancelled() {
             let batch = self.poll_batch();
@@ -185,7 +185,7 @@ impl Processor {
             }
         }
         tracing::info!(?stats, "matcher processor stopped");
-        Ok(())
+        Ok(stats)
     }
 
     fn poll_batch(&self) -> Vec<OwnedMessage> {
@@ -333,7 +333,7 @@ impl Processor {
 
 /// The engine input of one matcher-input message; `None` (logged) if it no
 /// longer decodes, which only a topology change between runs can cause.
-pub(crate) fn decode(codec: &Codec, rt: &tokio::runtime::Handle, m: &OwnedMessage) -> Option<Input> {
+pub fn decode(codec: &Codec, rt: &tokio::runtime::Handle, m: &OwnedMessage) -> Option<Input> {
     let source = m
         .headers()
         .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))?;

@@ -4,9 +4,9 @@ use crate::SOURCE_HEADER;
 use orelink_codec::{Codec, Record};
 use orelink_domain::topology::topics;
 use orelink_platform::Config;
-use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats};
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, OnRevoke, loop_consumer};
 use orelink_platform::dlq::DeadLetters;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::Producer;
 use rdkafka::message::Header;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -62,9 +62,6 @@ impl Handler for Forward {
 
 /// The router of this deployment, subscribed and ready to run.
 pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer = cfg.kafka.consumer_config("matcher-router", &crate::router_group(cfg)).create()?;
-    let inputs: Vec<String> = [topics::ORDERS, topics::CAPACITY, topics::SHARED_ORDERS].iter().map(|t| codec.topic(t)).collect();
-    consumer.subscribe(&inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
     let producer: FutureProducer = cfg
         .kafka
         .producer_config("matcher-router")
@@ -72,6 +69,20 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::e
         // One partitioner for every writer of the matcher input (Java's, so other clients agree).
         .set("partitioner", "murmur2_random")
         .create()?;
+    // Before partitions move, everything forwarded so far reaches the broker:
+    // the next owner's re-forwards then come strictly after, and are deduplicated.
+    let flushing = producer.clone();
+    let on_revoke: OnRevoke = Arc::new(move || {
+        if let Err(e) = flushing.flush(Duration::from_secs(30)) {
+            tracing::error!(error = %e, "flush on revoke failed; the next owner may reorder this partition's events");
+        }
+    });
+    let inputs: Vec<String> = [topics::ORDERS, topics::CAPACITY, topics::SHARED_ORDERS].iter().map(|t| codec.topic(t)).collect();
+    let consumer = loop_consumer(
+        &cfg.kafka.consumer_config("matcher-router", &crate::router_group(cfg)),
+        &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(on_revoke),
+    )?;
     let dead = DeadLetters::new(producer.clone(), codec.clone(), "matcher");
     let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
     Ok(Router {

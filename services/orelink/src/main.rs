@@ -258,7 +258,8 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         }
         Role::Matcher | Role::All => {
             let r = reference(&cfg)?;
-            orelink_matcher::run(cfg, r, cancel).await?;
+            let stats = orelink_matcher::run(cfg, r, cancel).await?;
+            tracing::info!(?stats, "matcher stopped");
         }
     }
     Ok(())

@@ -19,6 +19,7 @@ pub struct KafkaSettings {
     pub password: Secret,
     pub client_id: String,
     pub message_timeout_ms: u64,
+    pub session_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

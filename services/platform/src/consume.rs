@@ -10,7 +10,8 @@
 use crate::dlq::{DeadLetterError, DeadLetters};
 use crate::trace::TraceContext;
 use orelink_codec::{Codec, DecodeError, Record, SourceRef};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -83,8 +84,45 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Runs before partitions are taken away (blocking, inside the consumer's
+/// poll): a role flushes what it has in flight here, so that the next owner's
+/// output strictly follows its own.
+pub type OnRevoke = Arc<dyn Fn() + Send + Sync>;
+
+/// The loop's consumer context: on revocation, run the role's hook, then
+/// commit the offsets stored so far.
+pub struct LoopContext {
+    on_revoke: Option<OnRevoke>,
+}
+
+impl ClientContext for LoopContext {}
+
+impl ConsumerContext for LoopContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if let Some(hook) = &self.on_revoke {
+                hook();
+            }
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    tracing::debug!(error = %e, "commit on revoke skipped");
+                }
+            }
+        }
+    }
+}
+
+pub type LoopConsumer = StreamConsumer<LoopContext>;
+
+/// A consumer for the loop (see `KafkaSettings::consumer_config`), subscribed to `topics`.
+pub fn loop_consumer(config: &rdkafka::ClientConfig, topics: &[&str], on_revoke: Option<OnRevoke>) -> Result<LoopConsumer, rdkafka::error::KafkaError> {
+    let c: LoopConsumer = config.create_with_context(LoopContext { on_revoke })?;
+    c.subscribe(topics)?;
+    Ok(c)
+}
+
 pub struct ConsumeLoop {
-    consumer: StreamConsumer,
+    consumer: LoopConsumer,
     codec: Arc<Codec>,
     dead_letters: DeadLetters,
     backoff: Backoff,
@@ -102,12 +140,28 @@ enum Outcome {
 struct InFlight {
     topic: String,
     partition: i32,
+    /// The event's own offset: librdkafka's offset store commits the one after it.
     offset: i64,
     pending: Option<Pending>,
 }
 
+/// Resolves when the oldest in-flight effect completes (never, if there is none
+/// pending), so a quiet stream still gets its last offsets stored.
+async fn front_done(window: &mut VecDeque<InFlight>) -> Result<(), HandleError> {
+    match window.front_mut().and_then(|f| f.pending.as_mut()) {
+        Some(p) => {
+            let r = p.await;
+            if let Some(f) = window.front_mut() {
+                f.pending = None;
+            }
+            r
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl ConsumeLoop {
-    pub fn new(consumer: StreamConsumer, codec: Arc<Codec>, dead_letters: DeadLetters, backoff: Backoff) -> Self {
+    pub fn new(consumer: LoopConsumer, codec: Arc<Codec>, dead_letters: DeadLetters, backoff: Backoff) -> Self {
         ConsumeLoop { consumer, codec, dead_letters, backoff, max_in_flight: 1024 }
     }
 
@@ -133,7 +187,15 @@ impl ConsumeLoop {
                 }
             }
             let f = window.pop_front().expect("front exists");
-            self.consumer.store_offset(&f.topic, f.partition, f.offset)?;
+            match self.consumer.store_offset(&f.topic, f.partition, f.offset) {
+                Ok(()) => {}
+                // The partition was revoked meanwhile: its next owner reads the event again
+                // (at least once), after what we already flushed.
+                Err(e) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::State) => {
+                    tracing::debug!(topic = f.topic, partition = f.partition, "offset of a revoked partition not stored");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
@@ -147,6 +209,10 @@ impl ConsumeLoop {
             }
             let msg = tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
+                done = front_done(&mut window) => match done {
+                    Ok(()) => continue,
+                    Err(e) => break Err(LoopError::Handler(e.to_string())),
+                },
                 m = self.consumer.recv() => m,
             };
             let msg = match msg {
@@ -183,8 +249,8 @@ impl ConsumeLoop {
                 Ok(Outcome::Cancelled) => break Ok(()),
                 Err(e) => break Err(e),
             };
-            // The offset after this event's, stored once it and everything before it are durable.
-            window.push_back(InFlight { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() + 1, pending });
+            // Stored once this event and everything before it are durable.
+            window.push_back(InFlight { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset(), pending });
         };
         // Drain: whatever is in flight becomes durable (or fails) before the final commit.
         let result = match (result, self.settle(&mut window, 0).await) {

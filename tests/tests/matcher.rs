@@ -1,0 +1,181 @@
+//! The matcher role on the real stack: allocations, trace context across the
+//! hop, and two instances sharing the partitions.
+
+use orelink_codec::Record;
+use orelink_domain::events::{CapacityKind, wire};
+use orelink_domain::topology::topics;
+use orelink_platform::trace::TraceContext;
+use orelink_tests::{TestEnv, actual_allocations, expected_allocations, order_wire, produce_workload};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Fields of every `match` span the matcher opened, captured by a tracing layer.
+static SPANS: OnceLock<Mutex<Vec<HashMap<String, String>>>> = OnceLock::new();
+
+struct Capture;
+
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+        self.0.insert(f.name().to_owned(), format!("{v:?}"));
+    }
+    fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+        self.0.insert(f.name().to_owned(), v.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        if attrs.metadata().name() == "match" {
+            let mut m = HashMap::new();
+            attrs.record(&mut Fields(&mut m));
+            SPANS.get_or_init(Default::default).lock().unwrap().push(m);
+        }
+    }
+}
+
+fn capture_spans() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let subscriber = tracing_subscriber::registry().with(Capture);
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber per test binary");
+    });
+}
+
+fn capacity(n: u32, site: &str, cluster: &str, product: &str, kg: i64, price: i64) -> wire::CapacityEvent {
+    wire::CapacityEvent {
+        event_id: format!("evt-cap-{n}"),
+        event_time: 1_795_000_000_000,
+        capacity_id: format!("CAP-{n}"),
+        kind: CapacityKind::Declared,
+        cluster: cluster.into(),
+        provider_id: "91451000MA5L0PRV1Y".into(),
+        site_id: site.into(),
+        product_code: product.into(),
+        quantity_kg: kg,
+        available_from: 1_795_000_000_000,
+        available_until: 1_797_000_000_000,
+        price_cny_per_t: price,
+        min_lot_kg: 25_000,
+        energy_kwh_per_t: Some(13_150),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
+    capture_spans();
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let cancel = CancellationToken::new();
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("trace"), env.reference.clone(), cancel.clone()));
+
+    // Nanning aluminium capacity, then a Nanning order for a lower grade.
+    let cap = capacity(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
+    let capacity_topic = env.topic(topics::CAPACITY);
+    env.produce(&capacity_topic, "AL-INGOT", &codec.encode(&capacity_topic, &cap).await.unwrap()).await;
+    // The router reads the two topics independently: let the capacity reach the
+    // matcher's input first, so that the order is what causes the allocation.
+    let input = env.topic("orelink.matcher-input.v1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.read_topic(&input).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher input");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let order = order_wire(1);
+    let orders = env.topic(topics::ORDERS);
+    let sent = TraceContext::root();
+    env.produce_with_headers(&orders, "AL-INGOT", &codec.encode(&orders, &order).await.unwrap(), sent.to_headers()).await;
+
+    let allocations = env.consumer(&env.topic(topics::ALLOCATIONS));
+    let got = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer;
+        use rdkafka::Message;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = rdkafka::consumer::BaseConsumer::poll(&allocations, Duration::from_millis(200)) {
+                let trace = TraceContext::from_headers(m.headers());
+                return Some((m.payload().unwrap().to_vec(), trace, m.key().map(<[u8]>::to_vec)));
+            }
+        }
+        allocations.unsubscribe();
+        None
+    })
+    .await
+    .unwrap()
+    .expect("an allocation within 60 s");
+    let (payload, trace, key) = got;
+    assert_eq!(key.as_deref(), Some(&b"AL-INGOT"[..]));
+    let Record::Allocation(a) = codec.decode(&env.topic(topics::ALLOCATIONS), Some(&payload)).await.unwrap() else { panic!("not an allocation") };
+    assert_eq!((a.order_id.as_str(), a.capacity_id.as_str(), a.quantity_kg), ("ORD-NN-00001", "CAP-1", 250_000));
+    assert_eq!((a.product_code.as_str(), a.explanation.requested_product_code.as_str()), ("AL-INGOT-AL99.85", "AL-INGOT-AL99.70"));
+    assert!(a.explanation.home_cluster);
+    assert_eq!(a.explanation.landed_cost_cny_per_t, a.price_cny_per_t + a.freight_cny_per_t);
+    assert!(a.explanation.landed_cost_cny_per_t <= order.max_price_cny_per_t);
+
+    // The allocation's context is the matcher's span, a child of the order's.
+    let trace = trace.expect("the allocation has a traceparent header");
+    assert_eq!(trace.trace_id, sent.trace_id, "same trace as the order");
+    assert_ne!(trace.span_id, sent.span_id);
+    let spans = SPANS.get().unwrap().lock().unwrap().clone();
+    let span = spans.iter().find(|s| s.get("span_id") == Some(&trace.span_id_hex())).expect("the matcher's span for the order was recorded");
+    assert_eq!(span.get("parent_span_id"), Some(&sent.span_id_hex()), "the matcher's span is a child of the order's span");
+    assert_eq!(span.get("trace_id"), Some(&sent.trace_id_hex()));
+
+    cancel.cancel();
+    matcher.await.unwrap().expect("the matcher stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplicates() {
+    if std::env::var("DEBUG_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").try_init();
+    }
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = tokio::spawn(orelink_matcher::run(env.role_config("a"), env.reference.clone(), stop_a.clone()));
+    let b = tokio::spawn(orelink_matcher::run(env.role_config("b"), env.reference.clone(), stop_b.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let producing = {
+        let codec = codec.clone();
+        let env2 = TestEnv { ns: env.ns.clone(), cfg: env.cfg.clone(), reference: env.reference.clone() };
+        tokio::spawn(async move { produce_workload(&env2, &codec, 200, 4_000, 7, Some(Duration::from_millis(40))).await })
+    };
+    // Stop one instance in the middle of the stream: its partitions move to the other.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    stop_a.cancel();
+    let a_stats = a.await.unwrap().expect("instance a stops cleanly");
+    let produced = producing.await.unwrap();
+    assert!(produced > 4_000);
+
+    let groups = [
+        (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
+        (orelink_matcher::processor_group(&env.cfg), vec![env.topic("orelink.matcher-input.v1")]),
+    ];
+    for (group, topics) in &groups {
+        env.wait_caught_up(group, topics, Duration::from_secs(120)).await;
+    }
+    stop_b.cancel();
+    let b_stats = b.await.unwrap().expect("instance b stops cleanly");
+    // Both did real work: the partitions were shared, then handed over.
+    assert!(a_stats.processor.transactions > 0 && a_stats.processor.events > 0, "instance a committed nothing: {a_stats:?}");
+    assert!(b_stats.processor.transactions > 0 && b_stats.processor.events > 0, "instance b committed nothing: {b_stats:?}");
+
+    let expected = expected_allocations(&env, &codec).await;
+    let actual = actual_allocations(&env, &codec).await;
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert!(total > 1_000, "the workload should allocate plenty, got {total}");
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (family, want) in &expected {
+        let got = &actual[family];
+        assert_eq!(got.len(), want.len(), "{family}: {} written, {} expected", got.len(), want.len());
+        assert!(got == want, "{family}: the allocations differ from the replay");
+    }
+}

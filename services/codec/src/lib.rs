@@ -86,8 +86,15 @@ pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, Enc
         .map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: false })
 }
 
+/// A resolved reader for one writer schema id: built once, used for every message.
+type Reader = apache_avro::reader::datum::GenericDatumReader<'static>;
+
 pub struct Codec {
     decoder: AvroDecoder,
+    /// Writer id -> reader resolving it against the hub's schema. The schemas are
+    /// leaked to give the reader a 'static borrow: at most one per distinct
+    /// registry id, which are few and never change.
+    readers: std::sync::RwLock<std::collections::HashMap<u32, (String, Arc<Reader>)>>,
     encoder: AvroEncoder,
     schemas: Arc<Schemas>,
     catalog: Arc<Catalog>,
@@ -101,6 +108,7 @@ impl Codec {
     pub fn new(settings: SrSettings, schemas: Arc<Schemas>, catalog: Arc<Catalog>, topology: Arc<Topology>, namespace: &str) -> Self {
         Codec {
             decoder: AvroDecoder::new(settings.clone()),
+            readers: Default::default(),
             encoder: AvroEncoder::new(settings),
             schemas,
             catalog,
@@ -144,6 +152,27 @@ impl Codec {
             .ok_or_else(|| refuse(ErrorClass::WrongRecord, format!("topic {topic} carries no contract record")))?;
         let bytes = payload.ok_or_else(|| refuse(ErrorClass::Undecodable, "the value is empty (tombstone)".into()))?;
         let (id, body) = split_wire(bytes).map_err(|reason| refuse(ErrorClass::Undecodable, reason))?;
+        let cached = self.readers.read().expect("reader cache").get(&id).cloned();
+        let reader = match cached {
+            Some((writer_record, r)) if writer_record == record => r,
+            Some((writer_record, _)) => {
+                return Err(refuse(ErrorClass::WrongRecord, format!("schema id {id} is {writer_record}, but {topic} carries {record}")));
+            }
+            None => self.reader_for(id, topic, record).await?,
+        };
+        let mut cursor = body;
+        let value = reader
+            .read_value(&mut cursor)
+            .map_err(|e| refuse(ErrorClass::Undecodable, format!("Avro body does not decode with schema id {id}: {e}")))?;
+        if !cursor.is_empty() {
+            return Err(refuse(ErrorClass::Undecodable, format!("{} bytes left over after the record", cursor.len())));
+        }
+        self.to_record(record, value).map_err(DecodeError::Refused)
+    }
+
+    /// Fetches writer schema `id`, checks it is `record`, and caches its reader.
+    async fn reader_for(&self, id: u32, topic: &str, record: &str) -> Result<Arc<Reader>, DecodeError> {
+        let refuse = |class, reason: String| DecodeError::Refused(Refusal { class, reason });
         let writer = match self.decoder.get_schema(id).await {
             Ok(s) => s,
             Err(e) if e.retriable => return Err(DecodeError::Retry(e.to_string())),
@@ -159,17 +188,17 @@ impl Codec {
                 format!("schema id {id} is {writer_name}, but {topic} carries {record}"),
             ));
         }
-        let reader = self.schemas.get(record).expect("topology check ensures every topic record has a schema");
-        let mut cursor = body;
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(&writer.parsed)
-            .reader_schema(&reader.parsed)
+        let ours: &'static apache_avro::Schema = Box::leak(Box::new(
+            self.schemas.get(record).expect("topology check ensures every topic record has a schema").parsed.clone(),
+        ));
+        let theirs: &'static apache_avro::Schema = Box::leak(Box::new(writer.parsed.clone()));
+        let reader = apache_avro::reader::datum::GenericDatumReader::builder(theirs)
+            .reader_schema(ours)
             .build()
-            .and_then(|r| r.read_value(&mut cursor))
-            .map_err(|e| refuse(ErrorClass::Undecodable, format!("Avro body does not decode with schema id {id}: {e}")))?;
-        if !cursor.is_empty() {
-            return Err(refuse(ErrorClass::Undecodable, format!("{} bytes left over after the record", cursor.len())));
-        }
-        self.to_record(record, value).map_err(DecodeError::Refused)
+            .map_err(|e| refuse(ErrorClass::Undecodable, format!("schema id {id} cannot be read as {record}: {e}")))?;
+        let reader = Arc::new(reader);
+        self.readers.write().expect("reader cache").insert(id, (record.to_owned(), reader.clone()));
+        Ok(reader)
     }
 
     fn to_record(&self, record: &str, value: Value) -> Result<Record, Refusal> {

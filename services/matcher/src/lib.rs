@@ -16,6 +16,7 @@
 //! Duplicates that the router may write after a crash carry the same
 //! `event_id` and change nothing in the engine.
 
+pub mod bench;
 mod processor;
 mod router;
 

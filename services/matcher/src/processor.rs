@@ -134,6 +134,9 @@ impl Processor {
             .set("transactional.id", format!("{}orelink-matcher-{}", cfg.namespace, cfg.matcher.instance()))
             .set("transaction.timeout.ms", txn_timeout.as_millis().to_string())
             .set("linger.ms", "0")
+            // Right after a commit the broker may still be writing markers and answers
+            // CONCURRENT_TRANSACTIONS; the default 100 ms backoff would add that to every batch.
+            .set("retry.backoff.ms", "5")
             .create()?;
         producer.init_transactions(txn_timeout)?;
         let mut restore_config = cfg.kafka.client_config("matcher-restore");
@@ -172,7 +175,10 @@ impl Processor {
                 continue;
             }
             self.restore_missing(&batch)?;
-            match self.transact(&batch, &mut stats) {
+            let started = Instant::now();
+            let result = self.transact(&batch, &mut stats);
+            tracing::debug!(events = batch.len(), elapsed_us = started.elapsed().as_micros() as u64, "batch");
+            match result {
                 Ok(()) => {}
                 Err(e) => match e.class() {
                     TxnError::Fatal => return Err(ProcessorError::Fatal(e.to_string())),
@@ -277,8 +283,15 @@ impl Processor {
         for (p, o) in &offsets {
             tpl.add_partition_offset(&self.input_topic, *p, Offset::Offset(*o))?;
         }
+        let applied = Instant::now();
+        // Serve the delivery reports first, polling briefly: librdkafka's commit
+        // counts unserved reports as outstanding, and rust-rdkafka's flush polls
+        // in 100 ms steps, which would add up to 100 ms to every batch.
+        self.await_deliveries()?;
+        let flushed = Instant::now();
         let cgm = self.consumer.group_metadata().ok_or(BatchError::NoGroup)?;
         self.producer.send_offsets_to_transaction(&tpl, &cgm, self.txn_timeout)?;
+        let offsets_sent = Instant::now();
         // Retriable commit errors: the same commit may simply be tried again.
         let mut tries = 0;
         loop {
@@ -288,9 +301,21 @@ impl Processor {
                 Err(e) => return Err(e.into()),
             }
         }
+        tracing::debug!(flush_us = (flushed - applied).as_micros() as u64, offsets_us = (offsets_sent - flushed).as_micros() as u64, commit_us = offsets_sent.elapsed().as_micros() as u64, allocations, "committed");
         stats.transactions += 1;
         stats.events += batch.len() as u64;
         stats.allocations += allocations;
+        Ok(())
+    }
+
+    fn await_deliveries(&self) -> Result<(), KafkaError> {
+        let deadline = Instant::now() + self.txn_timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
+            }
+            self.producer.poll(Duration::from_millis(1));
+        }
         Ok(())
     }
 

@@ -65,7 +65,7 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::e
     let producer: FutureProducer = cfg
         .kafka
         .producer_config("matcher-router")
-        .set("linger.ms", "1")
+        .set("linger.ms", "0")
         // One partitioner for every writer of the matcher input (Java's, so other clients agree).
         .set("partitioner", "murmur2_random")
         .create()?;

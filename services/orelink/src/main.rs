@@ -37,6 +37,35 @@ enum Command {
     Run { role: Role },
     /// Check the configuration and print it (secrets hidden).
     Config,
+    /// Benchmarks through the real broker (the local stack must be up).
+    Bench {
+        #[command(subcommand)]
+        which: BenchWhich,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhich {
+    /// Matcher throughput and order->allocation latency, beside the raw produce->consume path.
+    E2e {
+        /// Events for the throughput run.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// Events per second for the latency run.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time to restore a matcher book from its input.
+    Restore {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +145,7 @@ async fn main() -> Result<()> {
         Command::Stack { action } => stack(action).await,
         Command::Topology { action } => topology(action, cli.config).await,
         Command::Run { role } => run(role, cli.config).await,
+        Command::Bench { which } => bench(which, cli.config).await,
         Command::Config => {
             let cfg = load_config(cli.config)?;
             println!("{cfg:#?}");
@@ -244,6 +274,48 @@ async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()>
             Ok(())
         }
     }
+}
+
+async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
+    let mut cfg = load_config(config)?;
+    // The roles under test log warnings only, unless RUST_LOG says otherwise.
+    cfg.log.level = "warn".into();
+    telemetry::init(&cfg.log);
+    let r = reference(&cfg)?;
+    let log = |s: &str| eprintln!("[bench] {s}");
+    match which {
+        BenchWhich::E2e { events, rate, seconds, json } => {
+            let rep = orelink_matcher::bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("events                         {}", rep.events);
+                println!("raw produce->consume           {:>10.0} events/s", rep.raw_events_per_s);
+                println!("matched end to end             {:>10.0} events/s", rep.e2e_events_per_s);
+                println!("ratio e2e / raw                {:>10.2}", rep.ratio);
+                println!(
+                    "raw latency at {} ev/s       p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
+                    rep.rate, rep.raw_latency.p50_ms, rep.raw_latency.p99_ms, rep.raw_latency.samples
+                );
+                println!(
+                    "order->allocation at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
+                    rep.rate, rep.order_to_allocation.p50_ms, rep.order_to_allocation.p99_ms, rep.order_to_allocation.samples
+                );
+            }
+        }
+        BenchWhich::Restore { events, json } => {
+            let rep = orelink_matcher::bench::restore(&cfg, &r, events, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!(
+                    "restored {} events in {:.2} s ({:.0} events/s); book: {} open orders, {} open capacities",
+                    rep.events, rep.seconds, rep.events_per_s, rep.open_orders, rep.open_capacities
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {

@@ -1,0 +1,375 @@
+//! Benchmarks of the matcher through the real broker (`orelink bench ...`).
+//! They measure; they assert nothing. Each run uses a namespace of its own.
+//!
+//! - `e2e`: the same Avro messages (a) produced to a plain topic and consumed
+//!   read_committed, and (b) produced to the orders and capacity topics and
+//!   matched (router, matcher input, transactional matcher, allocations read
+//!   read_committed). Throughput unpaced, then order→allocation latency at a
+//!   fixed rate; the raw path is measured the same way in the same run.
+//! - `restore`: write N events to one partition of the matcher input and time
+//!   the replay that rebuilds a book from it.
+
+use crate::SOURCE_HEADER;
+use orelink_domain::freight::Network;
+use orelink_domain::matching::Input;
+use orelink_domain::topology::topics;
+use orelink_domain::workload::steady_state;
+use orelink_platform::trace::TraceContext;
+use orelink_platform::{Config, Reference, apply, registry_client::RegistryClient};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+fn setup<E: std::fmt::Display>(e: E) -> BenchError {
+    BenchError::Setup(e.to_string())
+}
+
+/// A fresh namespace with the topology applied.
+async fn namespace(cfg: &Config, reference: &Reference, name: &str) -> Result<Config, BenchError> {
+    let mut cfg = cfg.clone();
+    cfg.namespace = format!("{}bench-{name}-{}.", cfg.namespace, std::process::id());
+    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_secs(10)).map_err(setup)?;
+    apply::apply(&cfg.kafka.client_config("bench"), &registry, reference, &cfg.namespace, false).await.map_err(setup)?;
+    Ok(cfg)
+}
+
+/// One encoded event: its topic, key and Avro bytes, and whether it is an order.
+struct Encoded {
+    contract_topic: &'static str,
+    key: String,
+    bytes: Vec<u8>,
+    order: bool,
+}
+
+async fn encode(cfg: &Config, reference: &Reference, inputs: &[Input]) -> Result<Vec<Encoded>, BenchError> {
+    let codec = orelink_platform::codec(cfg, reference).map_err(setup)?;
+    let (orders, capacity) = (codec.topic(topics::ORDERS), codec.topic(topics::CAPACITY));
+    let mut out = Vec::with_capacity(inputs.len());
+    for i in inputs {
+        let (contract_topic, bytes, order) = match i {
+            Input::Order(o) => (topics::ORDERS, codec.encode(&orders, &o.to_wire()).await.map_err(setup)?, true),
+            Input::Capacity(c) => (topics::CAPACITY, codec.encode(&capacity, &c.to_wire()).await.map_err(setup)?, false),
+            Input::Shared(_) => continue,
+        };
+        out.push(Encoded { contract_topic, key: i.family().to_owned(), bytes, order });
+    }
+    Ok(out)
+}
+
+fn producer(cfg: &Config) -> Result<FutureProducer, BenchError> {
+    Ok(cfg.kafka.producer_config("bench").set("linger.ms", "1").set("partitioner", "murmur2_random").create()?)
+}
+
+/// Sends every event, each with a trace of its own; `rate` paces it (events/s), `None` = flat out.
+/// Returns the send instant of every trace id.
+async fn send_all(
+    producer: &FutureProducer,
+    events: &[Encoded],
+    topic_of: impl Fn(&Encoded) -> String,
+    rate: Option<u64>,
+) -> Result<HashMap<[u8; 16], (Instant, bool)>, BenchError> {
+    let mut sent = HashMap::with_capacity(events.len());
+    let mut pending = std::collections::VecDeque::new();
+    let start = Instant::now();
+    for (n, e) in events.iter().enumerate() {
+        if let Some(r) = rate {
+            let due = start + Duration::from_secs_f64(n as f64 / r as f64);
+            let now = Instant::now();
+            if due > now {
+                tokio::time::sleep(due - now).await;
+            }
+        }
+        let trace = TraceContext::root();
+        let topic = topic_of(e);
+        let record = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).headers(trace.to_headers());
+        sent.insert(trace.trace_id, (Instant::now(), e.order));
+        match producer.send_result(record) {
+            Ok(d) => pending.push_back(d),
+            Err((err, _)) => return Err(err.into()),
+        }
+        while pending.len() > 10_000 {
+            let d = pending.pop_front().expect("non-empty");
+            d.await.map_err(|_| setup("producer gone"))?.map_err(|(e, _)| e)?;
+        }
+    }
+    for d in pending {
+        d.await.map_err(|_| setup("producer gone"))?.map_err(|(e, _)| e)?;
+    }
+    Ok(sent)
+}
+
+/// Reads `topic` read_committed on a thread of its own, noting when each trace id arrived.
+struct Receiver {
+    seen: Arc<Mutex<Vec<([u8; 16], Instant)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(cfg: &Config, topic: &str) -> Result<Receiver, BenchError> {
+        let consumer: BaseConsumer = cfg
+            .kafka
+            .client_config("bench-reader")
+            .set("group.id", format!("{}reader", cfg.namespace))
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        consumer.subscribe(&[topic])?;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    if let Some(t) = TraceContext::from_headers(m.headers()) {
+                        s.lock().expect("receiver lock").push((t.trace_id, Instant::now()));
+                    }
+                }
+            }
+        });
+        Ok(Receiver { seen, stop, thread: Some(thread) })
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().expect("receiver lock").len()
+    }
+
+    fn finish(mut self) -> Vec<([u8; 16], Instant)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::take(&mut *self.seen.lock().expect("receiver lock"))
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Latency {
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn latency(sent: &HashMap<[u8; 16], (Instant, bool)>, got: &[([u8; 16], Instant)], orders_only: bool) -> Latency {
+    let mut first: HashMap<[u8; 16], Instant> = HashMap::new();
+    for (t, at) in got {
+        first.entry(*t).or_insert(*at);
+    }
+    let mut ms: Vec<f64> = first
+        .iter()
+        .filter_map(|(t, at)| sent.get(t).filter(|(_, order)| !orders_only || *order).map(|(s, _)| at.duration_since(*s).as_secs_f64() * 1000.0))
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| if ms.is_empty() { 0.0 } else { ms[((ms.len() - 1) as f64 * p).round() as usize] };
+    Latency { samples: ms.len(), p50_ms: q(0.5), p99_ms: q(0.99), max_ms: ms.last().copied().unwrap_or(0.0) }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct E2eReport {
+    pub events: usize,
+    pub raw_events_per_s: f64,
+    pub e2e_events_per_s: f64,
+    pub ratio: f64,
+    pub rate: u64,
+    pub raw_latency: Latency,
+    pub order_to_allocation: Latency,
+    pub allocations: usize,
+}
+
+/// True once the matcher has committed its input up to the end and the input holds `n` events.
+fn matcher_done(cfg: &Config, n: i64) -> Result<bool, BenchError> {
+    let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
+    let c: BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", crate::processor_group(cfg)).create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut total = 0;
+    let mut ends = Vec::new();
+    for p in 0..6 {
+        let (_, high) = c.fetch_watermarks(&input, p, Duration::from_secs(5))?;
+        total += high;
+        ends.push((p, high));
+        tpl.add_partition(&input, p);
+    }
+    if total < n {
+        return Ok(false);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
+    Ok(ends.iter().all(|(p, high)| {
+        *high == 0 || committed.find_partition(&input, *p).is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *high))
+    }))
+}
+
+async fn raw_topic(cfg: &Config, name: &str) -> Result<String, BenchError> {
+    let topic = format!("{}{name}", cfg.namespace);
+    let admin: AdminClient<DefaultClientContext> = cfg.kafka.client_config("bench").create()?;
+    let t = NewTopic::new(&topic, 6, TopicReplication::Fixed(1));
+    for r in admin.create_topics([&t], &AdminOptions::new()).await? {
+        r.map_err(|(t, c)| setup(format!("creating {t}: {c}")))?;
+    }
+    Ok(topic)
+}
+
+/// Runs the end-to-end benchmark: `events` events unpaced for throughput, then
+/// `rate` events/s for `seconds` for latency, raw and matched.
+pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
+    // Throughput: the same messages, flat out.
+    let cfg = namespace(base, reference, "tput").await?;
+    let w = steady_state(events / 24, events - events / 2, 2026);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).collect();
+    log(&format!("encoding {} events", inputs.len()));
+    let encoded = encode(&cfg, reference, &inputs).await?;
+    let n = encoded.len();
+    let producer = producer(&cfg)?;
+
+    let raw = raw_topic(&cfg, "raw").await?;
+    let rx = Receiver::start(&cfg, &raw)?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the reader joins its group
+    log("raw: produce -> consume, flat out");
+    let t0 = Instant::now();
+    let raw_sent = send_all(&producer, &encoded, |_| raw.clone(), None).await?;
+    while rx.count() < n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let raw_secs = t0.elapsed().as_secs_f64();
+    drop(rx.finish());
+    drop(raw_sent);
+
+    log("matched: orders and capacity -> router -> matcher -> allocations, flat out");
+    let cancel = CancellationToken::new();
+    let mut mcfg = cfg.clone();
+    mcfg.matcher.instance_id = "bench".into();
+    let matcher = tokio::spawn(crate::run(mcfg, reference.clone(), cancel.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ns = cfg.namespace.clone();
+    let t0 = Instant::now();
+    send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), None).await?;
+    loop {
+        let c = cfg.clone();
+        if tokio::task::spawn_blocking(move || matcher_done(&c, n as i64)).await.map_err(setup)?? {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e2e_secs = t0.elapsed().as_secs_f64();
+    cancel.cancel();
+    let stats = matcher.await.map_err(setup)?.map_err(setup)?;
+
+    // Latency at a fixed rate, in a fresh namespace.
+    let cfg = namespace(base, reference, "lat").await?;
+    let count = (rate * seconds) as usize;
+    let w = steady_state(200, count, 7);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(count).collect();
+    let encoded = encode(&cfg, reference, &inputs).await?;
+    let producer = self::producer(&cfg)?;
+    let raw = raw_topic(&cfg, "raw").await?;
+    let rx = Receiver::start(&cfg, &raw)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    log(&format!("raw latency at {rate} events/s for {seconds} s"));
+    let sent = send_all(&producer, &encoded, |_| raw.clone(), Some(rate)).await?;
+    while rx.count() < encoded.len() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let raw_latency = latency(&sent, &rx.finish(), false);
+
+    let cancel = CancellationToken::new();
+    let mut mcfg = cfg.clone();
+    mcfg.matcher.instance_id = "bench".into();
+    let matcher = tokio::spawn(crate::run(mcfg, reference.clone(), cancel.clone()));
+    let rx = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
+    let ns = cfg.namespace.clone();
+    let sent = send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
+    loop {
+        let c = cfg.clone();
+        let n = encoded.len() as i64;
+        if tokio::task::spawn_blocking(move || matcher_done(&c, n)).await.map_err(setup)?? {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let allocations = rx.finish();
+    cancel.cancel();
+    matcher.await.map_err(setup)?.map_err(setup)?;
+    let order_to_allocation = latency(&sent, &allocations, true);
+
+    let raw_events_per_s = n as f64 / raw_secs;
+    let e2e_events_per_s = n as f64 / e2e_secs;
+    Ok(E2eReport {
+        events: n,
+        raw_events_per_s,
+        e2e_events_per_s,
+        ratio: e2e_events_per_s / raw_events_per_s,
+        rate,
+        raw_latency,
+        order_to_allocation,
+        allocations: stats.processor.allocations as usize,
+    })
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub events: u64,
+    pub seconds: f64,
+    pub events_per_s: f64,
+    pub open_orders: usize,
+    pub open_capacities: usize,
+}
+
+/// Writes `events` events to partition 0 of a fresh matcher input and times the replay.
+pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &(dyn Fn(&str) + Sync)) -> Result<RestoreReport, BenchError> {
+    let cfg = namespace(base, reference, "restore").await?;
+    let w = steady_state(events / 100, events - events / 100 * 12, 99);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(events).collect();
+    log(&format!("encoding {} events", inputs.len()));
+    let encoded = encode(&cfg, reference, &inputs).await?;
+    let topic = format!("{}orelink.matcher-input.v1", cfg.namespace);
+    let producer = producer(&cfg)?;
+    log(&format!("writing them to {topic} partition 0"));
+    let mut pending = std::collections::VecDeque::new();
+    for e in &encoded {
+        let headers = OwnedHeaders::new().insert(Header { key: SOURCE_HEADER, value: Some(e.contract_topic.as_bytes()) });
+        let rec = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).partition(0).headers(headers);
+        pending.push_back(producer.send_result(rec).map_err(|(e, _)| e)?);
+        while pending.len() > 50_000 {
+            pending.pop_front().expect("non-empty").await.map_err(|_| setup("producer gone"))?.map_err(|(e, _)| e)?;
+        }
+    }
+    for d in pending {
+        d.await.map_err(|_| setup("producer gone"))?.map_err(|(e, _)| e)?;
+    }
+    let codec = orelink_platform::codec(&cfg, reference).map_err(setup)?;
+    let network = Arc::new(Network::new(&reference.topology));
+    let mut rc = cfg.kafka.client_config("bench-restore");
+    rc.set("group.id", format!("{}restore", cfg.namespace)).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    log("restoring");
+    let rt = tokio::runtime::Handle::current();
+    let n = encoded.len() as i64;
+    let (secs, engine, count) = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let r = crate::processor::restore(&rc, &topic, 0, n, &codec, &network, &rt);
+        (t0.elapsed().as_secs_f64(), r)
+    })
+    .await
+    .map(|(s, r)| r.map(|(e, c)| (s, e, c)))
+    .map_err(setup)?
+    .map_err(setup)?;
+    let summary = engine.summary();
+    Ok(RestoreReport { events: count, seconds: secs, events_per_s: count as f64 / secs, open_orders: summary.open_orders, open_capacities: summary.open_capacities })
+}

@@ -107,6 +107,44 @@ struct Cap {
     open: bool,
 }
 
+impl Order {
+    fn new(o: &OrderEvent, home: usize, dest: usize, visible: u64) -> Order {
+        Order {
+            id: o.order_id.clone(),
+            buyer: o.buyer_id.clone(),
+            product: o.product.clone(),
+            home,
+            dest,
+            event_time: o.event_time.0,
+            deliver_by: o.deliver_by.0,
+            max_price: o.max_price.get(),
+            remaining: o.quantity.get(),
+            open: true,
+            visible: visible | (1 << home),
+            fills: 0,
+        }
+    }
+}
+
+impl Cap {
+    fn new(c: &CapacityEvent, cluster: usize, site: usize) -> Cap {
+        Cap {
+            id: c.capacity_id.clone(),
+            provider: c.provider_id.clone(),
+            product: c.product.clone(),
+            cluster,
+            site,
+            available_from: c.available_from.0,
+            available_until: c.available_until.0,
+            price: c.price.get(),
+            min_lot: c.min_lot.get(),
+            energy: c.energy_kwh_per_t,
+            remaining: c.quantity.get(),
+            open: true,
+        }
+    }
+}
+
 /// The book of one product family.
 #[derive(Debug, Clone, Default)]
 struct Book {
@@ -201,21 +239,8 @@ impl Engine {
                         return ignored("cluster or destination not in the network");
                     };
                     let seq = book.orders.len() as u32;
-                    let visible = (1u64 << home) | book.pending_shares.remove(&o.order_id).unwrap_or(0);
-                    book.orders.push(Order {
-                        id: o.order_id.clone(),
-                        buyer: o.buyer_id.clone(),
-                        product: o.product.clone(),
-                        home,
-                        dest,
-                        event_time: o.event_time.0,
-                        deliver_by: o.deliver_by.0,
-                        max_price: o.max_price.get(),
-                        remaining: o.quantity.get(),
-                        open: true,
-                        visible,
-                        fills: 0,
-                    });
+                    let shared = book.pending_shares.remove(&o.order_id).unwrap_or(0);
+                    book.orders.push(Order::new(o, home, dest, shared));
                     book.order_ids.insert(o.order_id.clone(), seq);
                     book.index_order(seq);
                     book.fill_order(&net, seq, now, &mut out);
@@ -244,20 +269,7 @@ impl Engine {
                         return ignored("cluster or site not in the network");
                     };
                     let seq = book.caps.len() as u32;
-                    book.caps.push(Cap {
-                        id: c.capacity_id.clone(),
-                        provider: c.provider_id.clone(),
-                        product: c.product.clone(),
-                        cluster,
-                        site,
-                        available_from: c.available_from.0,
-                        available_until: c.available_until.0,
-                        price: c.price.get(),
-                        min_lot: c.min_lot.get(),
-                        energy: c.energy_kwh_per_t,
-                        remaining: c.quantity.get(),
-                        open: true,
-                    });
+                    book.caps.push(Cap::new(c, cluster, site));
                     book.cap_ids.insert(c.capacity_id.clone(), seq);
                     book.index_cap(seq);
                     for o in book.orders_for(&net, seq) {

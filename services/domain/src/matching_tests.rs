@@ -342,21 +342,9 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
             Input::Order(o) => match o.kind {
                 OrderKind::Placed if !book.order_ids.contains_key(&o.order_id) => {
                     let seq = book.orders.len() as u32;
-                    let home = net.cluster_index(o.cluster.as_str()).unwrap();
-                    book.orders.push(Order {
-                        id: o.order_id.clone(),
-                        buyer: o.buyer_id.clone(),
-                        product: o.product.clone(),
-                        home,
-                        dest: net.site_index(o.destination_site.as_str()).unwrap(),
-                        event_time: o.event_time.0,
-                        deliver_by: o.deliver_by.0,
-                        max_price: o.max_price.get(),
-                        remaining: o.quantity.get(),
-                        open: true,
-                        visible: (1 << home) | book.pending_shares.remove(&o.order_id).unwrap_or(0),
-                        fills: 0,
-                    });
+                    let (home, dest) = (net.cluster_index(o.cluster.as_str()).unwrap(), net.site_index(o.destination_site.as_str()).unwrap());
+                    let shared = book.pending_shares.remove(&o.order_id).unwrap_or(0);
+                    book.orders.push(Order::new(o, home, dest, shared));
                     book.order_ids.insert(o.order_id.clone(), seq);
                 }
                 OrderKind::Amended => {
@@ -377,20 +365,7 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
             Input::Capacity(c) => match c.kind {
                 CapacityKind::Declared if !book.cap_ids.contains_key(&c.capacity_id) => {
                     let seq = book.caps.len() as u32;
-                    book.caps.push(Cap {
-                        id: c.capacity_id.clone(),
-                        provider: c.provider_id.clone(),
-                        product: c.product.clone(),
-                        cluster: net.cluster_index(c.cluster.as_str()).unwrap(),
-                        site: net.site_index(c.site_id.as_str()).unwrap(),
-                        available_from: c.available_from.0,
-                        available_until: c.available_until.0,
-                        price: c.price.get(),
-                        min_lot: c.min_lot.get(),
-                        energy: c.energy_kwh_per_t,
-                        remaining: c.quantity.get(),
-                        open: true,
-                    });
+                    book.caps.push(Cap::new(c, net.cluster_index(c.cluster.as_str()).unwrap(), net.site_index(c.site_id.as_str()).unwrap()));
                     book.cap_ids.insert(c.capacity_id.clone(), seq);
                 }
                 CapacityKind::Withdrawn => {

@@ -360,7 +360,9 @@ impl OrderEvent {
             c.take(Kg::parse_positive("quantity_kg", w.quantity_kg))
         };
         let deliver_by = c.take(Millis::parse("deliver_by", w.deliver_by));
-        if let (Some(t), Some(d)) = (event_time, deliver_by) {
+        // A placement or amendment must leave time to deliver; cancelling an order
+        // whose deadline has passed is normal.
+        if let (Some(t), Some(d), false) = (event_time, deliver_by, w.kind == OrderKind::Cancelled) {
             c.rule(d > t, "deliver_by", || "is not after event_time".into());
         }
         let destination_site = c.site(r, "destination_site", &w.destination_site);
@@ -746,6 +748,18 @@ mod tests {
             assert_eq!(rej.class, ErrorClass::Invalid);
             let fields: Vec<_> = rej.problems.iter().map(|p| p.field.as_str()).collect();
             assert_eq!(fields, ["event_id", "quantity_kg", "deliver_by", "max_price_cny_per_t"]);
+        });
+    }
+
+    #[test]
+    fn an_expired_order_can_be_cancelled() {
+        with(|r| {
+            let mut w = order();
+            w.kind = OrderKind::Cancelled;
+            w.event_time = w.deliver_by + 1;
+            assert!(OrderEvent::validate(&w, r).is_ok());
+            w.kind = OrderKind::Amended;
+            assert!(OrderEvent::validate(&w, r).is_err(), "an amendment must leave time to deliver");
         });
     }
 

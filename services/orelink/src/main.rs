@@ -37,6 +37,20 @@ enum Command {
     Run { role: Role },
     /// Check the configuration and print it (secrets hidden).
     Config,
+    /// Send a seeded, realistic Guangxi workload to the deployment's topics.
+    Simulate {
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        /// How long, e.g. 90s, 10m, 2h.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Start of the simulated clock, epoch ms (default 2026-12-01T00:00Z, so a seed always gives the same events).
+        #[arg(long, default_value_t = 1_796_083_200_000)]
+        start_ms: i64,
+    },
     /// Benchmarks through the real broker (the local stack must be up).
     Bench {
         #[command(subcommand)]
@@ -114,6 +128,18 @@ enum Role {
     All,
 }
 
+/// `90s`, `10m`, `2h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number with s, m or h"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be s, m or h")),
+    }
+}
+
 fn load_config(path: Option<PathBuf>) -> Result<Config> {
     Config::load(&Sources::from_process(path)).map_err(|e| anyhow!("{e}"))
 }
@@ -146,6 +172,14 @@ async fn main() -> Result<()> {
         Command::Topology { action } => topology(action, cli.config).await,
         Command::Run { role } => run(role, cli.config).await,
         Command::Bench { which } => bench(which, cli.config).await,
+        Command::Simulate { seed, rate, duration, start_ms } => {
+            let cfg = load_config(cli.config)?;
+            telemetry::init(&cfg.log);
+            let r = reference(&cfg)?;
+            let stats = orelink_simulator::run(&cfg, &r, seed, start_ms, rate, duration, shutdown_token()).await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(())
+        }
         Command::Config => {
             let cfg = load_config(cli.config)?;
             println!("{cfg:#?}");

@@ -28,6 +28,23 @@ pub struct SchemaLog {
 impl SchemaLog {
     /// Makes sure the topic exists, then reads it to its end into a fresh store.
     pub async fn open(base: &ClientConfig, topic: &str) -> Result<(SchemaLog, Store), LogError> {
+        // A broker that has just started may not have elected leaders yet: retry for a while.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match Self::try_open(base, topic).await {
+                Ok(opened) => return Ok(opened),
+                Err(LogError::Kafka(e)) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "schema store not readable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn try_open(base: &ClientConfig, topic: &str) -> Result<(SchemaLog, Store), LogError> {
         ensure_topic(base, topic).await?;
         let producer: FutureProducer = base
             .clone()

@@ -1,0 +1,497 @@
+//! The pure, seeded event generator.
+
+use orelink_domain::events::{CapacityKind, OrderKind, ShipmentStatus, wire};
+use orelink_domain::freight::Network;
+use orelink_domain::ids::UnifiedSocialCreditCode;
+use orelink_domain::topology::{Topology, TransportMode, topics};
+use orelink_domain::workload::Xorshift;
+use orelink_domain::Catalog;
+
+/// What a site produces, from `topology/` site ids. Mines, refineries and
+/// smelters declare capacity of these families.
+const PRODUCES: [(&str, &[&str]); 6] = [
+    ("baise-jingxi-bauxite", &["BX-ORE"]),
+    ("baise-debao-alumina", &["AL2O3-SGA"]),
+    ("baise-pingguo-smelter", &["AL-INGOT"]),
+    ("hechi-dachang-tin", &["SN-INGOT"]),
+    ("hechi-chehe-antimony", &["SB-INGOT"]),
+    ("hechi-jinchengjiang-smelter", &["ZN-INGOT", "PB-INGOT"]),
+];
+
+/// What a site buys: refineries buy ore, smelters alumina, processors and
+/// manufacturers metal.
+const BUYS: [(&str, &[&str]); 8] = [
+    ("baise-debao-alumina", &["BX-ORE"]),
+    ("baise-pingguo-smelter", &["AL2O3-SGA"]),
+    ("baise-xinshan-processing", &["AL-INGOT"]),
+    ("hechi-yizhou-processing", &["ZN-INGOT", "PB-INGOT", "SN-INGOT"]),
+    ("fcg-copper-processing", &["CU-CATHODE"]),
+    ("nanning-jiangnan-processing", &["AL-INGOT", "CU-CATHODE", "ZN-INGOT"]),
+    ("nanning-liangqing-electronics", &["SN-INGOT", "CU-CATHODE"]),
+    ("hechi-jinchengjiang-smelter", &["SB-INGOT"]),
+];
+
+/// Copper cathode comes from the Qisha smelter (imported concentrate through Fangchenggang port).
+const COPPER_SITE: (&str, &[&str]) = ("fcg-qisha-copper", &["CU-CATHODE"]);
+
+/// (family, spot price CNY/t for the lowest listed grade, premium per grade step CNY/t,
+///  order size t (min, max), declaration size t (min, max), energy kWh/t (min, max))
+/// Late-2026 levels: aluminium ~20.5k, alumina ~3.2k, domestic bauxite ~450,
+/// copper ~76k, tin ~265k, antimony ~150k, zinc ~23k, lead ~16.8k CNY/t.
+/// Energy: electrolysis dominates aluminium (~13.3 MWh/t) and zinc (~3.1 MWh/t).
+type Market = (&'static str, i64, i64, (i64, i64), (i64, i64), (i64, i64));
+const MARKET: [Market; 8] = [
+    ("AL-INGOT", 20_400, 60, (100, 2_000), (500, 6_000), (12_900, 13_800)),
+    ("AL2O3-SGA", 3_200, 40, (2_000, 20_000), (5_000, 40_000), (260, 360)),
+    ("BX-ORE", 450, 35, (5_000, 50_000), (10_000, 80_000), (12, 30)),
+    ("CU-CATHODE", 76_000, 300, (50, 800), (200, 3_000), (320, 420)),
+    ("SN-INGOT", 265_000, 1_500, (5, 60), (20, 200), (1_500, 2_500)),
+    ("SB-INGOT", 150_000, 1_000, (10, 120), (30, 400), (1_800, 2_600)),
+    ("ZN-INGOT", 23_000, 80, (100, 1_500), (400, 5_000), (2_950, 3_300)),
+    ("PB-INGOT", 16_800, 50, (100, 1_200), (300, 4_000), (110, 190)),
+];
+
+/// Simulated time between two events: a region of a few hundred firms sends
+/// something every half minute or so; order deadlines and transits span days.
+pub const STEP_MS: i64 = 30_000;
+const DAY: i64 = 86_400_000;
+const HOUR: i64 = 3_600_000;
+
+/// Region part of a unified social credit code: the cluster's city.
+fn region(cluster: &str) -> &'static str {
+    match cluster {
+        "baise" => "451000",
+        "hechi" => "451200",
+        "fangchenggang" => "450600",
+        _ => "450100",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimRecord {
+    Order(wire::OrderEvent),
+    Capacity(wire::CapacityEvent),
+    Inventory(wire::InventoryEvent),
+    Shipment(wire::ShipmentEvent),
+    /// Bytes that are not an event at all (a misconfigured legacy exporter).
+    Garbage(Vec<u8>),
+}
+
+/// One event for one contract topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimEvent {
+    /// Contract topic name (without any deployment namespace).
+    pub topic: &'static str,
+    pub key: String,
+    pub record: SimRecord,
+    /// True when the hub must refuse it (dead letter).
+    pub malformed: bool,
+}
+
+#[derive(Clone)]
+struct Firm {
+    id: String,
+    site: String,
+    cluster: String,
+    families: Vec<&'static str>,
+    metered: bool,
+}
+
+struct OpenOrder {
+    wire: wire::OrderEvent,
+}
+
+struct Shipment {
+    wire: wire::ShipmentEvent,
+    from: (f64, f64),
+    to: (f64, f64),
+    depart: i64,
+    arrive: i64,
+}
+
+pub struct Generator {
+    rng: Xorshift,
+    now: i64,
+    n: u64,
+    producers: Vec<Firm>,
+    buyers: Vec<Firm>,
+    ladders: Vec<(String, Vec<String>)>,
+    orders: Vec<OpenOrder>,
+    capacities: Vec<wire::CapacityEvent>,
+    shipments: Vec<Shipment>,
+    carriers: Vec<(String, Vec<TransportMode>)>,
+    sites: Vec<(String, f64, f64, Vec<TransportMode>)>,
+    network: Network,
+}
+
+impl Generator {
+    /// `start_ms`: the simulated clock's start; each event advances it by [`STEP_MS`].
+    pub fn new(topology: &Topology, catalog: &Catalog, seed: u64, start_ms: i64) -> Generator {
+        let mut rng = Xorshift::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED);
+        let cluster_of = |site: &str| topology.site(site).and_then(|s| s.cluster.as_ref()).map(|c| c.to_string());
+        let mut firm_no = 0u32;
+        let mut firms = |rng: &mut Xorshift, table: &[(&str, &[&'static str])], per_site: u64| {
+            let mut out = Vec::new();
+            for (site, families) in table {
+                let Some(cluster) = cluster_of(site) else { continue };
+                for _ in 0..per_site + rng.below(per_site) {
+                    firm_no += 1;
+                    // 91 = enterprise legal person; region; 9 characters of organisation code.
+                    let body = format!("91{}MA{:07}", region(&cluster), 1_000_000 + firm_no * 7 + rng.below(5) as u32);
+                    let id = UnifiedSocialCreditCode::complete(&body[..17]).map(|c| c.as_str().to_owned()).unwrap_or(body);
+                    out.push(Firm { id, site: site.to_string(), cluster: cluster.clone(), families: families.to_vec(), metered: rng.below(10) < 7 });
+                }
+            }
+            out
+        };
+        let mut producers = firms(&mut rng, &PRODUCES, 12);
+        producers.extend(firms(&mut rng, &[COPPER_SITE], 8));
+        let buyers = firms(&mut rng, &BUYS, 20);
+        let ladders = catalog.families().iter().map(|f| (f.family.clone(), f.grades.clone())).collect();
+        let carriers = topology.partners.iter().map(|p| (p.carrier_id.clone(), p.modes.clone())).collect();
+        let sites = topology.sites().map(|s| (s.id.to_string(), s.lat, s.lon, s.modes.clone())).collect();
+        Generator {
+            rng,
+            now: start_ms,
+            n: 0,
+            producers,
+            buyers,
+            ladders,
+            orders: Vec::new(),
+            capacities: Vec::new(),
+            shipments: Vec::new(),
+            carriers,
+            sites,
+            network: Network::new(topology),
+        }
+    }
+
+    /// How many enterprises take part.
+    pub fn enterprises(&self) -> usize {
+        self.producers.len() + self.buyers.len()
+    }
+
+    fn between(&mut self, (lo, hi): (i64, i64)) -> i64 {
+        lo + self.rng.below((hi - lo + 1) as u64) as i64
+    }
+
+    fn market(family: &str) -> &'static Market {
+        MARKET.iter().find(|m| m.0 == family).expect("every simulated family has a market row")
+    }
+
+    fn grades(&self, family: &str) -> &[String] {
+        &self.ladders.iter().find(|(f, _)| f == family).expect("family in catalog").1
+    }
+
+    fn event_id(&mut self, kind: &str) -> String {
+        self.n += 1;
+        format!("sim-{kind}-{}", self.n)
+    }
+
+    fn order(&mut self) -> SimEvent {
+        let buyer = self.buyers[self.rng.below(self.buyers.len() as u64) as usize].clone();
+        let family = buyer.families[self.rng.below(buyer.families.len() as u64) as usize];
+        let m = Self::market(family);
+        let grades = self.grades(family).to_vec();
+        // Buyers mostly ask for the standard (lower) grades; some need the top ones.
+        let rank = if self.rng.below(10) < 7 { self.rng.below(grades.len().div_ceil(2) as u64) as usize } else { self.rng.below(grades.len() as u64) as usize };
+        let tonnes = self.between(m.3);
+        let price = m.1 + m.2 * rank as i64;
+        // A cap somewhat above spot: room for freight, sometimes too tight.
+        let cap = price + price * self.between((-2, 6)) / 100 + self.between((0, 400));
+        let id = self.event_id("ord");
+        let wire = wire::OrderEvent {
+            event_id: id.clone(),
+            event_time: self.now,
+            order_id: format!("ORD-{}", &id[8..]),
+            kind: OrderKind::Placed,
+            cluster: buyer.cluster.clone(),
+            buyer_id: buyer.id.clone(),
+            product_code: format!("{family}-{}", grades[rank]),
+            quantity_kg: tonnes * 1_000,
+            deliver_by: self.now + self.between((3, 30)) * DAY,
+            destination_site: buyer.site.clone(),
+            max_price_cny_per_t: cap,
+            allow_cross_cluster: self.rng.below(10) < 7,
+        };
+        self.orders.push(OpenOrder { wire: wire.clone() });
+        SimEvent { topic: topics::ORDERS, key: family.to_owned(), record: SimRecord::Order(wire), malformed: false }
+    }
+
+    fn capacity(&mut self) -> SimEvent {
+        let firm = self.producers[self.rng.below(self.producers.len() as u64) as usize].clone();
+        let family = firm.families[self.rng.below(firm.families.len() as u64) as usize];
+        let m = Self::market(family);
+        let grades = self.grades(family).to_vec();
+        // Producers declare their better grades.
+        let rank = grades.len() - 1 - self.rng.below(grades.len().div_ceil(2) as u64) as usize;
+        let tonnes = self.between(m.4);
+        let price = m.1 + m.2 * rank as i64;
+        let from = self.now + self.between((0, 7)) * DAY;
+        let id = self.event_id("cap");
+        let wire = wire::CapacityEvent {
+            event_id: id.clone(),
+            event_time: self.now,
+            capacity_id: format!("CAP-{}", &id[8..]),
+            kind: CapacityKind::Declared,
+            cluster: firm.cluster.clone(),
+            provider_id: firm.id.clone(),
+            site_id: firm.site.clone(),
+            product_code: format!("{family}-{}", grades[rank]),
+            quantity_kg: tonnes * 1_000,
+            available_from: from,
+            available_until: from + self.between((14, 60)) * DAY,
+            price_cny_per_t: price + price * self.between((-3, 2)) / 100,
+            min_lot_kg: (tonnes / 10).min(self.between((0, 3)) * m.3 .0) * 1_000,
+            energy_kwh_per_t: firm.metered.then(|| self.between(m.5)),
+        };
+        self.capacities.push(wire.clone());
+        SimEvent { topic: topics::CAPACITY, key: family.to_owned(), record: SimRecord::Capacity(wire), malformed: false }
+    }
+
+    fn amend_or_cancel(&mut self, cancel: bool) -> Option<SimEvent> {
+        if self.orders.is_empty() {
+            return None;
+        }
+        let i = self.rng.below(self.orders.len() as u64) as usize;
+        let mut w = if cancel { self.orders.swap_remove(i).wire } else { self.orders[i].wire.clone() };
+        w.event_id = self.event_id(if cancel { "cnl" } else { "amd" });
+        w.event_time = self.now;
+        if cancel {
+            w.kind = OrderKind::Cancelled;
+        } else {
+            w.kind = OrderKind::Amended;
+            w.quantity_kg = (w.quantity_kg * self.between((50, 120)) / 100).max(1_000);
+            w.deliver_by = w.deliver_by.max(self.now + DAY) + self.between((0, 7)) * DAY;
+        }
+        let family = w.product_code.splitn(3, '-').take(2).collect::<Vec<_>>().join("-");
+        Some(SimEvent { topic: topics::ORDERS, key: family, record: SimRecord::Order(w), malformed: false })
+    }
+
+    fn withdraw(&mut self) -> Option<SimEvent> {
+        if self.capacities.is_empty() {
+            return None;
+        }
+        let i = self.rng.below(self.capacities.len() as u64) as usize;
+        let mut w = self.capacities.swap_remove(i);
+        w.event_id = self.event_id("wdr");
+        w.event_time = self.now;
+        w.kind = CapacityKind::Withdrawn;
+        let family = w.product_code.splitn(3, '-').take(2).collect::<Vec<_>>().join("-");
+        Some(SimEvent { topic: topics::CAPACITY, key: family, record: SimRecord::Capacity(w), malformed: false })
+    }
+
+    fn inventory(&mut self) -> SimEvent {
+        let firm = if self.rng.below(2) == 0 { &self.producers } else { &self.buyers };
+        let firm = firm[self.rng.below(firm.len() as u64) as usize].clone();
+        let family = firm.families[self.rng.below(firm.families.len() as u64) as usize];
+        let grades = self.grades(family).to_vec();
+        let grade = &grades[self.rng.below(grades.len() as u64) as usize];
+        let on_hand = self.between(Self::market(family).4) * 1_000 / 4;
+        let reserved = on_hand * self.between((0, 60)) / 100;
+        let id = self.event_id("inv");
+        let w = wire::InventoryEvent {
+            event_id: id,
+            event_time: self.now,
+            site_id: firm.site.clone(),
+            product_code: format!("{family}-{grade}"),
+            on_hand_kg: on_hand,
+            reserved_kg: reserved,
+        };
+        SimEvent { topic: topics::INVENTORY, key: format!("{}/{}", w.site_id, w.product_code), record: SimRecord::Inventory(w), malformed: false }
+    }
+
+    /// A new shipment, or the next status of one under way (positions move along the route).
+    fn shipment(&mut self) -> Option<SimEvent> {
+        let advance = !self.shipments.is_empty() && self.rng.below(10) < 7;
+        let w = if advance {
+            let i = self.rng.below(self.shipments.len() as u64) as usize;
+            let exception = self.rng.below(50) == 0;
+            let now = self.now;
+            let s = &mut self.shipments[i];
+            let next = match s.wire.status {
+                _ if exception => ShipmentStatus::Exception,
+                ShipmentStatus::Planned => ShipmentStatus::PickedUp,
+                ShipmentStatus::PickedUp | ShipmentStatus::Exception => ShipmentStatus::InTransit,
+                ShipmentStatus::InTransit if now >= s.arrive => ShipmentStatus::Arrived,
+                ShipmentStatus::InTransit => ShipmentStatus::InTransit,
+                ShipmentStatus::Arrived => ShipmentStatus::Delivered,
+                ShipmentStatus::Delivered => ShipmentStatus::Delivered,
+            };
+            let f = ((now - s.depart) as f64 / (s.arrive - s.depart).max(1) as f64).clamp(0.0, 1.0);
+            s.wire.status = next;
+            s.wire.event_time = now;
+            let (lat, lon) = (s.from.0 + (s.to.0 - s.from.0) * f, s.from.1 + (s.to.1 - s.from.1) * f);
+            s.wire.lat = Some((lat * 1e4).round() / 1e4);
+            s.wire.lon = Some((lon * 1e4).round() / 1e4);
+            let mut w = s.wire.clone();
+            if next == ShipmentStatus::Delivered {
+                self.shipments.swap_remove(i);
+            }
+            w.event_id = self.event_id("shp");
+            w
+        } else {
+            let from = self.producers[self.rng.below(self.producers.len() as u64) as usize].clone();
+            let to = self.buyers[self.rng.below(self.buyers.len() as u64) as usize].clone();
+            let (fs, ts) = (self.network.site_index(&from.site)?, self.network.site_index(&to.site)?);
+            let route = *self.network.routes(fs, ts).first()?;
+            let carrier = self.carriers.iter().filter(|(_, modes)| modes.contains(&route.mode)).map(|(c, _)| c.clone()).next()?;
+            let pos = |s: &str| self.sites.iter().find(|x| x.0 == s).map(|x| (x.1, x.2));
+            let (fp, tp) = (pos(&from.site)?, pos(&to.site)?);
+            let family = from.families[0];
+            let id = self.event_id("shp");
+            let depart = self.now + self.between((1, 12)) * HOUR;
+            let arrive = depart + route.transit_ms();
+            let w = wire::ShipmentEvent {
+                event_id: id.clone(),
+                event_time: self.now,
+                shipment_id: format!("SHP-{}", &id[8..]),
+                allocation_id: None,
+                carrier_id: carrier,
+                mode: route.mode,
+                status: ShipmentStatus::Planned,
+                from_site: from.site.clone(),
+                to_site: to.site.clone(),
+                quantity_kg: self.between(Self::market(family).3) * 1_000,
+                lat: Some(fp.0),
+                lon: Some(fp.1),
+                eta: Some(arrive),
+            };
+            self.shipments.push(Shipment { wire: w.clone(), from: fp, to: tp, depart, arrive });
+            w
+        };
+        Some(SimEvent { topic: topics::SHIPMENTS, key: w.shipment_id.clone(), record: SimRecord::Shipment(w), malformed: false })
+    }
+
+    /// Something the hub must refuse: the DLQ's daily bread.
+    fn malformed(&mut self) -> SimEvent {
+        let mut e = match self.rng.below(4) {
+            0 => SimEvent {
+                topic: topics::ORDERS,
+                key: "AL-INGOT".into(),
+                record: SimRecord::Garbage(format!("ORDER;{};AL 99.7;200t;ASAP", self.n).into_bytes()),
+                malformed: true,
+            },
+            1 => {
+                let mut e = self.order();
+                self.orders.pop();
+                if let SimRecord::Order(w) = &mut e.record {
+                    w.product_code = format!("{}-AL99.99", &e.key);
+                }
+                e
+            }
+            2 => {
+                let mut e = self.capacity();
+                self.capacities.pop();
+                if let SimRecord::Capacity(w) = &mut e.record {
+                    w.quantity_kg = -w.quantity_kg;
+                }
+                e
+            }
+            _ => {
+                let mut e = self.inventory();
+                if let SimRecord::Inventory(w) = &mut e.record {
+                    w.site_id = "guilin-yangshuo-yard".into();
+                }
+                e
+            }
+        };
+        e.malformed = true;
+        e
+    }
+}
+
+impl Iterator for Generator {
+    type Item = SimEvent;
+
+    fn next(&mut self) -> Option<SimEvent> {
+        self.now += STEP_MS;
+        loop {
+            let e = match self.rng.below(100) {
+                0..=1 => Some(self.malformed()),
+                2..=21 => Some(self.capacity()),
+                22..=51 => Some(self.order()),
+                52..=55 => self.amend_or_cancel(false),
+                56..=58 => self.amend_or_cancel(true),
+                59..=61 => self.withdraw(),
+                62..=79 => Some(self.inventory()),
+                _ => self.shipment(),
+            };
+            if e.is_some() {
+                return e;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Reference, ShipmentEvent};
+    use std::collections::BTreeMap;
+
+    const START: i64 = 1_796_083_200_000; // 2026-12-01T00:00:00Z
+
+    fn generator(seed: u64) -> Generator {
+        Generator::new(&Topology::embedded(), &Catalog::embedded(), seed, START)
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_events() {
+        let a: Vec<SimEvent> = generator(7).take(5_000).collect();
+        let b: Vec<SimEvent> = generator(7).take(5_000).collect();
+        assert_eq!(a, b);
+        let c: Vec<SimEvent> = generator(8).take(5_000).collect();
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn well_formed_events_validate_and_malformed_ones_do_not() {
+        let (catalog, topology) = (Catalog::embedded(), Topology::embedded());
+        let r = Reference { catalog: &catalog, topology: &topology };
+        let mut per_topic: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut malformed = 0;
+        for e in generator(42).take(20_000) {
+            let ok = match &e.record {
+                SimRecord::Order(w) => OrderEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
+                SimRecord::Capacity(w) => CapacityEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
+                SimRecord::Inventory(w) => InventoryEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
+                SimRecord::Shipment(w) => ShipmentEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
+                SimRecord::Garbage(_) => Err("garbage".into()),
+            };
+            assert_eq!(ok.is_err(), e.malformed, "{e:?}: {ok:?}");
+            malformed += e.malformed as usize;
+            *per_topic.entry(e.topic).or_default() += 1;
+        }
+        // Every topic gets traffic, and about 2 % is malformed.
+        for t in [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS] {
+            assert!(per_topic.get(t).copied().unwrap_or(0) > 1_000, "{per_topic:?}");
+        }
+        assert!((200..=600).contains(&malformed), "{malformed}");
+    }
+
+    #[test]
+    fn enterprises_have_valid_credit_codes_in_their_cluster_region() {
+        let g = generator(1);
+        assert!(g.enterprises() > 200, "{}", g.enterprises());
+        for f in g.producers.iter().chain(&g.buyers) {
+            UnifiedSocialCreditCode::parse(&f.id).unwrap();
+            assert_eq!(&f.id[2..8], region(&f.cluster));
+        }
+    }
+
+    #[test]
+    fn shipments_move_through_their_statuses_along_the_route() {
+        let mut seen: BTreeMap<String, Vec<ShipmentStatus>> = BTreeMap::new();
+        for e in generator(3).take(30_000) {
+            if let SimRecord::Shipment(w) = e.record {
+                seen.entry(w.shipment_id).or_default().push(w.status);
+            }
+        }
+        let delivered = seen.values().filter(|s| s.last() == Some(&ShipmentStatus::Delivered)).count();
+        assert!(delivered > 10, "{delivered} shipments delivered");
+        for statuses in seen.values() {
+            assert_eq!(statuses[0], ShipmentStatus::Planned);
+        }
+    }
+}

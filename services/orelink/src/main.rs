@@ -1,6 +1,8 @@
 //! `orelink`: every role and tool of the hub behind one binary, so one
 //! container image serves every Deployment. See `orelink --help`.
 
+mod demo;
+
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use orelink_platform::config::{Config, Sources};
@@ -37,6 +39,17 @@ enum Command {
     Run { role: Role },
     /// Check the configuration and print it (secrets hidden).
     Config,
+    /// The whole hub on the local stack with a simulated workload (the main job).
+    Demo {
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Simulated events per second.
+        #[arg(long, default_value_t = 300)]
+        rate: u64,
+        /// Stop after this long (default: run until Ctrl-C), e.g. 90s, 10m.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+    },
     /// Send a seeded, realistic Guangxi workload to the deployment's topics.
     Simulate {
         #[arg(long, default_value_t = 2026)]
@@ -172,6 +185,15 @@ async fn main() -> Result<()> {
         Command::Topology { action } => topology(action, cli.config).await,
         Command::Run { role } => run(role, cli.config).await,
         Command::Bench { which } => bench(which, cli.config).await,
+        Command::Demo { seed, rate, duration } => {
+            let cfg = load_config(cli.config)?;
+            let mut log = cfg.log.clone();
+            // The live table is the demo's output; the roles log warnings only.
+            log.level = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
+            telemetry::init(&log);
+            let r = reference(&cfg)?;
+            demo::run(cfg, r, seed, rate, duration, shutdown_token()).await
+        }
         Command::Simulate { seed, rate, duration, start_ms } => {
             let cfg = load_config(cli.config)?;
             telemetry::init(&cfg.log);

@@ -1,0 +1,176 @@
+//! `orelink demo`: the whole hub on the local stack with a simulated workload.
+//!
+//! Brings the stack up (reusing what runs), applies the topology, runs every
+//! hub role built so far in this process, drives the simulator, and prints a
+//! line of live figures every two seconds, read from Kafka itself. Ctrl-C (or
+//! `--duration`) stops the simulator and the roles cleanly; the stack keeps
+//! running, and the last lines say where its data is.
+
+use anyhow::{Context, Result};
+use orelink_domain::topology::topics;
+use orelink_platform::registry_client::RegistryClient;
+use orelink_platform::{Config, Reference, apply};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Counts allocations by reading them (read_committed): on a transactional
+/// topic the offsets also count commit markers, so watermarks would overstate.
+struct AllocationCounter {
+    count: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AllocationCounter {
+    fn start(cfg: &Config) -> Result<AllocationCounter> {
+        use std::sync::atomic::Ordering;
+        let consumer: BaseConsumer = cfg
+            .kafka
+            .client_config("demo-reader")
+            .set("group.id", format!("{}orelink-demo-{}", cfg.namespace, std::process::id()))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        // Count from the current end of every partition: this run's allocations only.
+        let topic = format!("{}{}", cfg.namespace, topics::ALLOCATIONS);
+        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5))?;
+            tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(high))?;
+        }
+        consumer.assign(&tpl)?;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, st) = (count.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(AllocationCounter { count, stop, thread })
+    }
+
+    fn get(&self) -> i64 {
+        self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
+
+/// Figures read from the broker.
+#[derive(Debug, Default, Clone, Copy)]
+struct Figures {
+    events_in: i64,
+    allocations: i64,
+    dead_letters: i64,
+    lag: i64,
+}
+
+fn figures(cfg: &Config) -> Result<Figures> {
+    let c: BaseConsumer = cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(cfg)).create()?;
+    let md = c.fetch_metadata(None, Duration::from_secs(5))?;
+    let sum = |contract: &str| -> i64 {
+        let name = format!("{}{contract}", cfg.namespace);
+        md.topics()
+            .iter()
+            .filter(|t| t.name() == name)
+            .flat_map(|t| t.partitions().iter().map(move |p| (t.name().to_owned(), p.id())))
+            .map(|(t, p)| c.fetch_watermarks(&t, p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0))
+            .sum()
+    };
+    let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let partitions: Vec<i32> = md.topics().iter().filter(|t| t.name() == input).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    for p in &partitions {
+        tpl.add_partition(&input, *p);
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
+    let lag = partitions
+        .iter()
+        .map(|p| {
+            let high = c.fetch_watermarks(&input, *p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0);
+            let done = committed.find_partition(&input, *p).and_then(|e| if let rdkafka::Offset::Offset(o) = e.offset() { Some(o) } else { None }).unwrap_or(0);
+            (high - done).max(0)
+        })
+        .sum();
+    Ok(Figures {
+        events_in: [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum(),
+        allocations: 0,
+        dead_letters: sum(topics::DLQ),
+        lag,
+    })
+}
+
+pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, duration: Option<Duration>, cancel: CancellationToken) -> Result<()> {
+    let stack = orelink_stack::StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?);
+    let progress = |line: &str| eprintln!("[demo] {line}");
+    progress("bringing up the local stack (Kafka, Redis, schema registry)");
+    orelink_stack::up(&stack, &progress).await?;
+    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
+    let applied = apply::apply(&cfg.kafka.client_config("admin"), &registry, &reference, &cfg.namespace, false).await?;
+    progress(&format!("topology applied ({} changes)", applied.changes.len()));
+
+    let roles = CancellationToken::new();
+    let mut mcfg = cfg.clone();
+    if mcfg.matcher.instance_id.is_empty() {
+        mcfg.matcher.instance_id = "demo".into();
+    }
+    let counter = AllocationCounter::start(&cfg)?;
+    let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), roles.clone()));
+    let sim_stop = cancel.child_token();
+    let sim = {
+        let (cfg, reference, stop) = (cfg.clone(), reference.clone(), sim_stop.clone());
+        let run_for = duration.unwrap_or(Duration::from_secs(u64::MAX / 4));
+        tokio::spawn(async move { orelink_simulator::run(&cfg, &reference, seed, 1_796_083_200_000, rate, run_for, stop).await })
+    };
+    progress(&format!("running: the matcher, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
+    println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "DLQ", "lag");
+    let started = Instant::now();
+    let mut last = Figures::default();
+    let mut last_at = Instant::now();
+    let stop_at = duration.map(|d| started + d);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let c = cfg.clone();
+        let mut f = tokio::task::spawn_blocking(move || figures(&c)).await??;
+        f.allocations = counter.get();
+        let dt = last_at.elapsed().as_secs_f64();
+        println!(
+            "{:>7.0}s {:>10} {:>9.0} {:>12} {:>9.0} {:>8} {:>6}",
+            started.elapsed().as_secs_f64(),
+            f.events_in,
+            (f.events_in - last.events_in) as f64 / dt,
+            f.allocations,
+            (f.allocations - last.allocations) as f64 / dt,
+            f.dead_letters,
+            f.lag
+        );
+        last = f;
+        last_at = Instant::now();
+        if stop_at.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+    }
+    progress("stopping: simulator, then the roles (drain and commit)");
+    sim_stop.cancel();
+    let sim_stats = sim.await??;
+    roles.cancel();
+    let stats = matcher.await??;
+    counter.stop();
+    progress(&format!(
+        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} dead letters",
+        sim_stats.events, sim_stats.malformed, stats.processor.allocations, last.dead_letters
+    ));
+    progress(&format!("the stack keeps running; its data is in {} (stop it with `orelink stack down`, add --purge to remove the data)", stack.data_dir.display()));
+    Ok(())
+}

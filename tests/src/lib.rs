@@ -202,6 +202,18 @@ impl TestEnv {
         ]
     }
 
+    /// How many offsets `contract` topic holds across its partitions (its high watermarks).
+    pub async fn written(&self, contract: &str) -> i64 {
+        let consumer: BaseConsumer = self.client("probe").create().unwrap();
+        let topic = self.topic(contract);
+        tokio::task::spawn_blocking(move || {
+            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
+            md.topics()[0].partitions().iter().map(|p| consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
+        })
+        .await
+        .unwrap()
+    }
+
     /// True once `group` has committed every partition of `topics` up to its end.
     pub async fn caught_up(&self, group: &str, topics: &[String]) -> bool {
         let consumer: BaseConsumer = self.client("probe").set("group.id", group).set("enable.auto.commit", "false").create().unwrap();

@@ -4,7 +4,6 @@
 
 use orelink_domain::topology::topics;
 use orelink_tests::{TestEnv, actual_allocations, expected_allocations, produce_workload};
-use rdkafka::consumer::Consumer;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -28,16 +27,6 @@ fn start(env: &TestEnv, log: &std::path::Path) -> Child {
         .expect("orelink starts")
 }
 
-async fn allocations_written(env: &TestEnv) -> i64 {
-    let consumer: rdkafka::consumer::BaseConsumer = env.client("probe").create().unwrap();
-    let topic = env.topic(topics::ALLOCATIONS);
-    tokio::task::spawn_blocking(move || {
-        (0..6).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     let env = TestEnv::new().await;
@@ -53,7 +42,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
 
     // Kill it once it has committed some allocations and while input is still arriving.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while allocations_written(&env).await == 0 {
+    while env.written(topics::ALLOCATIONS).await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "no allocations before the kill; see {}", log.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -61,7 +50,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     assert!(!producing.is_finished(), "the kill must happen mid-stream");
     matcher.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
     matcher.wait().unwrap();
-    let at_kill = allocations_written(&env).await;
+    let at_kill = env.written(topics::ALLOCATIONS).await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut matcher = start(&env, &log);

@@ -3,20 +3,8 @@
 
 use orelink_domain::topology::topics;
 use orelink_tests::TestEnv;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-async fn written(env: &TestEnv, topic: &str) -> i64 {
-    let consumer: BaseConsumer = env.client("probe").create().unwrap();
-    let topic = env.topic(topic);
-    tokio::task::spawn_blocking(move || {
-        let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
-        md.topics()[0].partitions().iter().map(|p| consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn simulated_workload_is_matched_and_its_poison_dead_lettered() {
@@ -32,8 +20,8 @@ async fn simulated_workload_is_matched_and_its_poison_dead_lettered() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let (mut allocations, mut dead) = (0, 0);
     while tokio::time::Instant::now() < deadline {
-        allocations = written(&env, topics::ALLOCATIONS).await;
-        dead = written(&env, topics::DLQ).await;
+        allocations = env.written(topics::ALLOCATIONS).await;
+        dead = env.written(topics::DLQ).await;
         // Malformed orders and capacity pass the matcher's router; inventory and
         // shipments have no consumer yet, so their poison stays where it is.
         if allocations > 0 && dead > 0 {

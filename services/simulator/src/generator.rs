@@ -6,6 +6,7 @@ use orelink_domain::ids::UnifiedSocialCreditCode;
 use orelink_domain::topology::{Topology, TransportMode, topics};
 use orelink_domain::workload::Xorshift;
 use orelink_domain::Catalog;
+use orelink_domain::catalog::split_code;
 
 /// What a site produces, from `topology/` site ids. Mines, refineries and
 /// smelters declare capacity of these families.
@@ -55,6 +56,11 @@ const MARKET: [Market; 8] = [
 /// something every half minute or so; order deadlines and transits span days.
 pub const STEP_MS: i64 = 30_000;
 const DAY: i64 = 86_400_000;
+
+/// The family part of a product code the generator itself made.
+fn family_of(code: &str) -> String {
+    split_code(code).map(|(family, _)| family.to_owned()).expect("the generator only makes well-formed codes")
+}
 const HOUR: i64 = 3_600_000;
 
 /// Region part of a unified social credit code: the cluster's city.
@@ -264,7 +270,7 @@ impl Generator {
             w.quantity_kg = (w.quantity_kg * self.between((50, 120)) / 100).max(1_000);
             w.deliver_by = w.deliver_by.max(self.now + DAY) + self.between((0, 7)) * DAY;
         }
-        let family = w.product_code.splitn(3, '-').take(2).collect::<Vec<_>>().join("-");
+        let family = family_of(&w.product_code);
         Some(SimEvent { topic: topics::ORDERS, key: family, record: SimRecord::Order(w), malformed: false })
     }
 
@@ -277,7 +283,7 @@ impl Generator {
         w.event_id = self.event_id("wdr");
         w.event_time = self.now;
         w.kind = CapacityKind::Withdrawn;
-        let family = w.product_code.splitn(3, '-').take(2).collect::<Vec<_>>().join("-");
+        let family = family_of(&w.product_code);
         Some(SimEvent { topic: topics::CAPACITY, key: family, record: SimRecord::Capacity(w), malformed: false })
     }
 

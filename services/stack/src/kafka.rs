@@ -1,7 +1,7 @@
 //! Apache Kafka from Maven Central, run with the machine's Java in KRaft combined mode.
 
 use crate::process::{Managed, listening, spawn_detached};
-use crate::{Progress, StackConfig, StackError, io_err, wait_until};
+use crate::{Progress, StackConfig, StackError, io_err, wait_healthy};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::io::{BufRead, BufReader};
@@ -201,17 +201,9 @@ fn base64_uuid() -> String {
 }
 
 pub async fn wait(cfg: &StackConfig, progress: Progress<'_>) -> Result<(), StackError> {
-    let limit = Duration::from_secs(120);
-    if wait_until(limit, || healthy(cfg)).await {
-        progress(&format!("kafka: healthy on {}", cfg.kafka_bootstrap()));
-        Ok(())
-    } else {
-        Err(StackError::Unhealthy {
-            component: "kafka",
-            waited: limit,
-            log: cfg.data_dir.join("kafka/kafka.log").display().to_string(),
-        })
-    }
+    wait_healthy("kafka", Duration::from_secs(120), cfg.data_dir.join("kafka/kafka.log"), || healthy(cfg)).await?;
+    progress(&format!("kafka: healthy on {}", cfg.kafka_bootstrap()));
+    Ok(())
 }
 
 /// Healthy = answers a metadata request with at least one broker.

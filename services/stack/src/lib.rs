@@ -233,6 +233,19 @@ pub async fn status(cfg: &StackConfig) -> StackStatus {
     }
 }
 
+/// Waits until `check` holds, or reports the component unhealthy with its log.
+pub(crate) async fn wait_healthy<F, Fut>(component: &'static str, limit: Duration, log: PathBuf, check: F) -> Result<(), StackError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    if wait_until(limit, check).await {
+        Ok(())
+    } else {
+        Err(StackError::Unhealthy { component, waited: limit, log: log.display().to_string() })
+    }
+}
+
 /// Polls `check` every 250 ms until it holds or `limit` passes.
 pub(crate) async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
 where

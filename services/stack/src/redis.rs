@@ -1,7 +1,7 @@
 //! Redis: reuse one that answers, else start Debian's redis-server.
 
 use crate::process::{Managed, spawn_detached};
-use crate::{Progress, StackConfig, StackError, io_err, wait_until};
+use crate::{Progress, StackConfig, StackError, io_err, wait_healthy};
 use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,10 +74,5 @@ fn install(progress: Progress<'_>) -> Result<(), StackError> {
 }
 
 pub async fn wait(cfg: &StackConfig) -> Result<(), StackError> {
-    let limit = Duration::from_secs(20);
-    if wait_until(limit, || healthy(cfg)).await {
-        Ok(())
-    } else {
-        Err(StackError::Unhealthy { component: "redis", waited: limit, log: cfg.data_dir.join("redis/redis.log").display().to_string() })
-    }
+    wait_healthy("redis", Duration::from_secs(20), cfg.data_dir.join("redis/redis.log"), || healthy(cfg)).await
 }

@@ -1,7 +1,7 @@
 //! The schema registry role, started as `orelink run registry`.
 
 use crate::process::{Managed, spawn_detached};
-use crate::{StackConfig, StackError, wait_until};
+use crate::{StackConfig, StackError, wait_healthy};
 use std::process::Command;
 use std::time::Duration;
 
@@ -22,10 +22,6 @@ pub fn start(cfg: &StackConfig) -> Result<Managed, StackError> {
 }
 
 pub async fn wait(cfg: &StackConfig) -> Result<(), StackError> {
-    let limit = Duration::from_secs(60);
-    if wait_until(limit, || healthy(cfg)).await {
-        Ok(())
-    } else {
-        Err(StackError::Unhealthy { component: "registry", waited: limit, log: cfg.data_dir.join("registry/registry.log").display().to_string() })
-    }
+    // The registry itself waits up to 60 s for Kafka's leaders; allow for that.
+    wait_healthy("registry", Duration::from_secs(90), cfg.data_dir.join("registry/registry.log"), || healthy(cfg)).await
 }

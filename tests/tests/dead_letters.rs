@@ -97,3 +97,57 @@ async fn poison_goes_to_the_dlq_and_the_good_record_behind_it_is_delivered() {
     assert!(seen[2].3.contains("AL99.99"), "{}", seen[2].3);
     assert!(seen[3].3.contains("DeadLetter"), "{}", seen[3].3);
 }
+
+/// A handler whose output delivery fails: the loop stops, and neither that
+/// event's offset nor any later one is committed, so a restart reads it again.
+struct FailSecond {
+    seen: usize,
+}
+
+impl Handler for FailSecond {
+    async fn handle(&mut self, _event: Inbound) -> Result<Done, HandleError> {
+        self.seen += 1;
+        let fail = self.seen == 2;
+        Ok(Done::Later(Box::pin(async move {
+            if fail { Err(HandleError::Fatal("delivery failed".into())) } else { Ok(()) }
+        })))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_delivery_is_not_committed() {
+    use rdkafka::consumer::Consumer;
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let orders = env.topic(topics::ORDERS);
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    for n in 0..5 {
+        env.produce(&orders, "AL-INGOT", &codec.encode(&orders, &order_wire(100 + n)).await.unwrap()).await;
+    }
+    let group = format!("{}failing", env.ns);
+    let consumer = loop_consumer(&env.cfg.kafka.consumer_config("test-role", &group), &[&orders], None).unwrap();
+    let dead = DeadLetters::new(env.producer(), codec.clone(), "test-role");
+    let mut handler = FailSecond { seen: 0 };
+    let run = ConsumeLoop::new(consumer, codec, dead, Backoff { initial: Duration::from_millis(50), max: Duration::from_millis(500) })
+        .run(&mut handler, CancellationToken::new());
+    let result = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the loop stops");
+    assert!(result.is_err(), "a failed delivery must stop the loop");
+
+    // Committed: at most the first event (offset 1), never past the failed second one.
+    let probe: rdkafka::consumer::BaseConsumer = env.client("probe").set("group.id", &group).create().unwrap();
+    let orders2 = orders.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..6 {
+            tpl.add_partition(&orders2, p);
+        }
+        probe.committed_offsets(tpl, Duration::from_secs(10)).unwrap()
+    })
+    .await
+    .unwrap();
+    for e in committed.elements() {
+        if let rdkafka::Offset::Offset(o) = e.offset() {
+            assert!(o <= 1, "partition {} committed up to {o}, past the failed event", e.partition());
+        }
+    }
+}

@@ -183,6 +183,7 @@ impl ConsumeLoop {
                 match r {
                     None => return Ok(()),
                     Some(Ok(())) => front.pending = None,
+                    // The entry stays, so nothing from here on is stored.
                     Some(Err(e)) => return Err(LoopError::Handler(e.to_string())),
                 }
             }
@@ -252,10 +253,12 @@ impl ConsumeLoop {
             // Stored once this event and everything before it are durable.
             window.push_back(InFlight { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset(), pending });
         };
-        // Drain: whatever is in flight becomes durable (or fails) before the final commit.
-        let result = match (result, self.settle(&mut window, 0).await) {
-            (Ok(()), Err(e)) => Err(e),
-            (r, _) => r,
+        // Drain: whatever is in flight becomes durable (or fails) before the final
+        // commit. Not after a failure: an effect that failed must not have its
+        // offset, or any later one, stored; the event is read again after a restart.
+        let result = match result {
+            Ok(()) => self.settle(&mut window, 0).await,
+            Err(e) => Err(e),
         };
         // Commit what was stored; a failure here only means some events are read twice.
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {

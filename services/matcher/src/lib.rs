@@ -52,11 +52,14 @@ pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -
     let c = cancel.clone();
     let stage2 = std::thread::Builder::new()
         .name("matcher-processor".into())
-        .spawn(move || processor.run(&c))
+        .spawn(move || {
+            // However the processor ends (done, failed, panicked), the router stops too.
+            let _stop_router = c.clone().drop_guard();
+            processor.run(&c)
+        })
         .expect("spawning the processor thread");
-    let stage1 = router.run(cancel.clone());
-    let r1 = stage1.await;
-    // Whatever stopped first, the other stage stops too.
+    let r1 = router.run(cancel.clone()).await;
+    // And when the router ends first, the processor stops.
     cancel.cancel();
     let r2 = tokio::task::spawn_blocking(move || stage2.join()).await;
     let router = r1.map_err(MatcherError::Router)?;

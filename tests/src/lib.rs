@@ -219,27 +219,12 @@ impl TestEnv {
         let consumer: BaseConsumer = self.client("probe").set("group.id", group).set("enable.auto.commit", "false").create().unwrap();
         let topics = topics.to_vec();
         tokio::task::spawn_blocking(move || {
-            let md = consumer.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            let mut ends = Vec::new();
-            for t in md.topics().iter().filter(|t| topics.iter().any(|x| x == t.name())) {
-                for p in t.partitions() {
-                    tpl.add_partition(t.name(), p.id());
-                    let (_, high) = consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(5)).ok()?;
-                    ends.push((t.name().to_owned(), p.id(), high));
-                }
-            }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
-            Some(ends.iter().all(|(t, p, high)| {
-                *high == 0
-                    || committed
-                        .find_partition(t, *p)
-                        .is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *high))
-            }))
+            topics.iter().all(|t| {
+                orelink_platform::kafka::group_progress(&consumer, t, Duration::from_secs(5)).is_ok_and(|ps| ps.iter().all(|p| p.lag() == 0))
+            })
         })
         .await
         .unwrap()
-        .unwrap_or(false)
     }
 
     /// Waits until `caught_up`, or panics after `timeout`.

@@ -15,6 +15,7 @@ use orelink_domain::matching::Input;
 use orelink_domain::topology::topics;
 use orelink_domain::workload::steady_state;
 use orelink_platform::trace::TraceContext;
+use orelink_platform::kafka::group_progress;
 use orelink_platform::{Config, Reference, apply, registry_client::RegistryClient};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -196,22 +197,8 @@ pub struct E2eReport {
 fn matcher_done(cfg: &Config, n: i64) -> Result<bool, BenchError> {
     let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
     let c: BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", crate::processor_group(cfg)).create()?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut total = 0;
-    let mut ends = Vec::new();
-    for p in 0..6 {
-        let (_, high) = c.fetch_watermarks(&input, p, Duration::from_secs(5))?;
-        total += high;
-        ends.push((p, high));
-        tpl.add_partition(&input, p);
-    }
-    if total < n {
-        return Ok(false);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
-    Ok(ends.iter().all(|(p, high)| {
-        *high == 0 || committed.find_partition(&input, *p).is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *high))
-    }))
+    let progress = group_progress(&c, &input, Duration::from_secs(5))?;
+    Ok(progress.iter().map(|p| p.end).sum::<i64>() >= n && progress.iter().all(|p| p.lag() == 0))
 }
 
 async fn raw_topic(cfg: &Config, name: &str) -> Result<String, BenchError> {

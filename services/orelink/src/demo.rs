@@ -86,20 +86,7 @@ fn figures(cfg: &Config) -> Result<Figures> {
             .sum()
     };
     let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let partitions: Vec<i32> = md.topics().iter().filter(|t| t.name() == input).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    for p in &partitions {
-        tpl.add_partition(&input, *p);
-    }
-    let committed = c.committed_offsets(tpl, Duration::from_secs(5))?;
-    let lag = partitions
-        .iter()
-        .map(|p| {
-            let high = c.fetch_watermarks(&input, *p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0);
-            let done = committed.find_partition(&input, *p).and_then(|e| if let rdkafka::Offset::Offset(o) = e.offset() { Some(o) } else { None }).unwrap_or(0);
-            (high - done).max(0)
-        })
-        .sum();
+    let lag = orelink_platform::kafka::group_progress(&c, &input, Duration::from_secs(5))?.iter().map(|p| p.lag()).sum();
     Ok(Figures {
         events_in: [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum(),
         allocations: 0,

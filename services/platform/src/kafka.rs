@@ -43,3 +43,49 @@ impl KafkaSettings {
         c
     }
 }
+
+/// Where a consumer group stands on one partition of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    /// The high watermark: one past the last offset written.
+    pub end: i64,
+    /// The group's committed offset, 0 when it has none.
+    pub committed: i64,
+}
+
+impl PartitionProgress {
+    /// Offsets written that the group has not committed yet.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed).max(0)
+    }
+}
+
+/// How far the group of `consumer` (its `group.id`) has committed on every
+/// partition of `topic`. Blocking: call it off the async runtime.
+pub fn group_progress<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    timeout: std::time::Duration,
+) -> rdkafka::error::KafkaResult<Vec<PartitionProgress>> {
+    use rdkafka::consumer::Consumer;
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (_, end) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+        ends.push((p.id(), end));
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    Ok(ends
+        .into_iter()
+        .map(|(partition, end)| {
+            let committed = committed
+                .find_partition(topic, partition)
+                .and_then(|e| if let rdkafka::Offset::Offset(o) = e.offset() { Some(o) } else { None })
+                .unwrap_or(0);
+            PartitionProgress { partition, end, committed }
+        })
+        .collect())
+}

@@ -114,19 +114,27 @@ pub async fn apply(kafka: &ClientConfig, registry: &RegistryClient, reference: &
 
     // Registry: level first, then the schema checked under that level.
     let mut refused = Vec::new();
+    // Subjects whose level a real run already set, so that `execute` does not set it again.
+    let mut level_set = std::collections::BTreeSet::new();
     for spec in reference.topology.topics.iter().filter(|t| t.is_avro()) {
         let subject = format!("{namespace}{}", spec.subject());
         let schema = &reference.schemas.get(&spec.value).expect("checked by the topology check").text;
         let level = registry.subject_level(&subject).await?;
-        if level.as_deref() != Some(COMPATIBILITY) {
+        let level_differs = level.as_deref() != Some(COMPATIBILITY);
+        if level_differs {
             changes.push(Change::SetCompatibility { subject: subject.clone(), from: level, to: COMPATIBILITY.into() });
         }
         if registry.lookup(&subject, schema).await?.is_none() {
-            // Under the subject's current level on a dry run; a real run sets the level first.
-            if !dry_run && registry.has_versions(&subject).await? {
-                registry.set_subject_level(&subject, COMPATIBILITY).await?;
-            }
-            let problems = if registry.has_versions(&subject).await? { registry.incompatibilities(&subject, schema).await? } else { vec![] };
+            let problems = if registry.has_versions(&subject).await? {
+                // Under the subject's current level on a dry run; a real run sets the level first.
+                if !dry_run && level_differs {
+                    registry.set_subject_level(&subject, COMPATIBILITY).await?;
+                    level_set.insert(subject.clone());
+                }
+                registry.incompatibilities(&subject, schema).await?
+            } else {
+                vec![]
+            };
             if problems.is_empty() {
                 changes.push(Change::RegisterSchema { subject, record: spec.value.clone() });
             } else {
@@ -136,7 +144,7 @@ pub async fn apply(kafka: &ClientConfig, registry: &RegistryClient, reference: &
     }
 
     if !dry_run {
-        execute(&admin, &opts, registry, reference, namespace, &changes).await?;
+        execute(&admin, &opts, registry, reference, namespace, &changes, &level_set).await?;
     }
     if refused.is_empty() { Ok(Applied { changes, notes }) } else { Err(ApplyError::Incompatible(refused)) }
 }
@@ -148,6 +156,7 @@ async fn execute(
     reference: &Reference,
     namespace: &str,
     changes: &[Change],
+    level_set: &std::collections::BTreeSet<String>,
 ) -> Result<(), ApplyError> {
     let broker_err = |what: String| move |(_, code)| ApplyError::Broker { what: what.clone(), code };
     for change in changes {
@@ -179,6 +188,7 @@ async fn execute(
                     r.map_err(|(_, code)| ApplyError::Broker { what: format!("configuring {name}"), code })?;
                 }
             }
+            Change::SetCompatibility { subject, .. } if level_set.contains(subject) => {}
             Change::SetCompatibility { subject, to, .. } => registry.set_subject_level(subject, to).await?,
             Change::RegisterSchema { subject, record } => {
                 let schema = &reference.schemas.get(record).expect("planned from the schemas").text;

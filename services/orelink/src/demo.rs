@@ -73,8 +73,8 @@ struct Figures {
     lag: i64,
 }
 
-fn figures(cfg: &Config) -> Result<Figures> {
-    let c: BaseConsumer = cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(cfg)).create()?;
+/// `c` belongs to the matcher's processor group (it only reads the group's commits).
+fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
     let md = c.fetch_metadata(None, Duration::from_secs(5))?;
     let sum = |contract: &str| -> i64 {
         let name = format!("{}{contract}", cfg.namespace);
@@ -110,6 +110,10 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
         mcfg.matcher.instance_id = "demo".into();
     }
     let counter = AllocationCounter::start(&cfg)?;
+    // One client for the figures, kept for the whole run.
+    let probe: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
+        cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?,
+    );
     let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), roles.clone()));
     let sim_stop = cancel.child_token();
     let sim = {
@@ -128,8 +132,8 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
-        let c = cfg.clone();
-        let mut f = tokio::task::spawn_blocking(move || figures(&c)).await??;
+        let (c, p) = (cfg.clone(), probe.clone());
+        let mut f = tokio::task::spawn_blocking(move || figures(&c, &p)).await??;
         f.allocations = counter.get();
         let dt = last_at.elapsed().as_secs_f64();
         println!(

@@ -122,18 +122,6 @@ impl Codec {
         format!("{}{contract}", self.namespace)
     }
 
-    pub fn schemas(&self) -> &Schemas {
-        &self.schemas
-    }
-
-    pub fn topology(&self) -> &Topology {
-        &self.topology
-    }
-
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-
     fn reference(&self) -> Reference<'_> {
         Reference { catalog: &self.catalog, topology: &self.topology }
     }

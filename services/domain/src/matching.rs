@@ -197,10 +197,6 @@ impl Engine {
         Engine { network, books: BTreeMap::new(), seen: HashSet::default() }
     }
 
-    pub fn network(&self) -> &Network {
-        &self.network
-    }
-
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for b in self.books.values() {

@@ -165,12 +165,6 @@ impl ConsumeLoop {
         ConsumeLoop { consumer, codec, dead_letters, backoff, max_in_flight: 1024 }
     }
 
-    /// How many events may await their acks at once (default 1024).
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
-        self
-    }
-
     /// Completes in-flight effects from the front and stores their offsets in
     /// order. Waits while more than `keep` are in flight; past that only takes
     /// what has already completed.

@@ -33,6 +33,8 @@ pub enum Record {
     Allocation(wire::Allocation),
     SharedOrder(SharedOrder),
     DeadLetter(wire::DeadLetter),
+    /// Internal: written by the matcher only, so trusted as decoded.
+    OrderStatus(wire::OrderStatus),
 }
 
 /// Why an event cannot be used; it goes to the dead-letter topic.
@@ -206,6 +208,7 @@ impl Codec {
             }
             "orelink.v1.SharedOrder" => Record::SharedOrder(SharedOrder::validate(&de(value)?, &r)?),
             "orelink.v1.DeadLetter" => Record::DeadLetter(de(value)?),
+            "orelink.v1.OrderStatus" => Record::OrderStatus(de(value)?),
             other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
         })
     }

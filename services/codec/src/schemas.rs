@@ -22,7 +22,7 @@ pub struct SchemaProblem {
     pub message: String,
 }
 
-const EMBEDDED: [(&str, &str); 7] = [
+const EMBEDDED: [(&str, &str); 8] = [
     ("OrderEvent.avsc", include_str!("../../../schemas/OrderEvent.avsc")),
     ("CapacityEvent.avsc", include_str!("../../../schemas/CapacityEvent.avsc")),
     ("InventoryEvent.avsc", include_str!("../../../schemas/InventoryEvent.avsc")),
@@ -30,6 +30,7 @@ const EMBEDDED: [(&str, &str); 7] = [
     ("Allocation.avsc", include_str!("../../../schemas/Allocation.avsc")),
     ("SharedOrder.avsc", include_str!("../../../schemas/SharedOrder.avsc")),
     ("DeadLetter.avsc", include_str!("../../../schemas/DeadLetter.avsc")),
+    ("OrderStatus.avsc", include_str!("../../../schemas/OrderStatus.avsc")),
 ];
 
 impl Schemas {

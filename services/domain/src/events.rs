@@ -23,6 +23,15 @@ pub enum OrderKind {
     Cancelled,
 }
 
+/// An order's state in the matcher's book (internal `OrderStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderState {
+    Open,
+    Filled,
+    Cancelled,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CapacityKind {
@@ -188,6 +197,26 @@ pub mod wire {
         pub destination_site: String,
         pub buyer_id: Option<String>,
         pub max_price_cny_per_t: Option<i64>,
+    }
+
+    /// Internal to the hub (`orelink.order-status.v1`): an order right after an event touched it.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct OrderStatus {
+        pub event_id: String,
+        pub status_at: i64,
+        pub version: i32,
+        pub state: OrderState,
+        pub order_id: String,
+        pub cluster: String,
+        pub buyer_id: String,
+        pub product_code: String,
+        pub destination_site: String,
+        pub deliver_by: i64,
+        pub max_price_cny_per_t: i64,
+        pub allow_cross_cluster: bool,
+        pub remaining_kg: i64,
+        pub allocated_kg: i64,
+        pub shared_to: Vec<String>,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

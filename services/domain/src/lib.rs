@@ -13,6 +13,7 @@ pub mod freight;
 pub mod ids;
 pub mod matching;
 pub mod quantity;
+pub mod sharing;
 pub mod topology;
 pub mod workload;
 

@@ -15,14 +15,19 @@
 //! - a new order fills itself at once; new capacity serves eligible open
 //!   orders first come, first served; an amendment or a share re-matches the
 //!   order; cancellation and withdrawal stop further fills;
-//! - an `event_id` seen before changes nothing.
+//! - an `event_id` seen before changes nothing;
+//! - a share opens an order to other clusters only if the order allows it;
+//! - every order an event touched is reported once, after the event, as an
+//!   `OrderStatus` (remaining, allocated, state, clusters shared to): with the
+//!   invariant below, an open status with a remainder means no capacity the
+//!   order can see is able to fill it, which is what the share role acts on.
 //!
 //! After every event no open order has a usable eligible capacity, which is why
 //! matching only the orders an event touches equals re-matching every open
 //! order in arrival order (the property tests check exactly that).
 
 use crate::catalog::ProductCode;
-use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, SharedOrder, SharedOrderKind, wire};
+use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, OrderState, SharedOrder, SharedOrderKind, wire};
 use crate::freight::{Network, Route};
 use crate::ids::{CapacityId, EnterpriseId, EventId, OrderId};
 use crate::catalog::MAX_GRADES;
@@ -70,6 +75,8 @@ impl Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Allocation(wire::Allocation),
+    /// An order the event touched, as it stands after the event.
+    Status(wire::OrderStatus),
     /// The event changed nothing, and why (duplicate, unknown order...).
     Ignored { event_id: EventId, reason: String },
 }
@@ -84,11 +91,16 @@ struct Order {
     event_time: i64,
     deliver_by: i64,
     max_price: u64,
+    allow_cross: bool,
     remaining: u64,
+    allocated: u64,
     open: bool,
+    cancelled: bool,
     /// Bit per cluster whose capacity may fill the order: home, plus shares.
     visible: u64,
     fills: u32,
+    /// Statuses reported so far.
+    version: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -118,10 +130,14 @@ impl Order {
             event_time: o.event_time.0,
             deliver_by: o.deliver_by.0,
             max_price: o.max_price.get(),
+            allow_cross: o.allow_cross_cluster,
             remaining: o.quantity.get(),
+            allocated: 0,
             open: true,
-            visible: visible | (1 << home),
+            cancelled: false,
+            visible: if o.allow_cross_cluster { visible } else { 0 } | (1 << home),
             fills: 0,
+            version: 0,
         }
     }
 }
@@ -225,6 +241,8 @@ impl Engine {
         let book = self.books.get_mut(input.family()).expect("inserted above");
         let now = input.time();
         let mut out = Vec::new();
+        // Orders whose status is reported after the event, in first-touch order.
+        let mut touched: Vec<u32> = Vec::new();
         match input {
             Input::Order(o) => match o.kind {
                 OrderKind::Placed => {
@@ -240,6 +258,7 @@ impl Engine {
                     book.order_ids.insert(o.order_id.clone(), seq);
                     book.index_order(seq);
                     book.fill_order(&net, seq, now, &mut out);
+                    touched.push(seq);
                 }
                 OrderKind::Amended => {
                     let Some(seq) = book.open_order(&o.order_id) else { return ignored("no open order with this order_id") };
@@ -249,11 +268,14 @@ impl Engine {
                     ord.deliver_by = o.deliver_by.0;
                     book.index_order(seq);
                     book.fill_order(&net, seq, now, &mut out);
+                    touched.push(seq);
                 }
                 OrderKind::Cancelled => {
                     let Some(seq) = book.open_order(&o.order_id) else { return ignored("no open order with this order_id") };
                     book.unindex_order(seq);
                     book.orders[seq as usize].open = false;
+                    book.orders[seq as usize].cancelled = true;
+                    touched.push(seq);
                 }
             },
             Input::Capacity(c) => match c.kind {
@@ -272,7 +294,9 @@ impl Engine {
                         if book.caps[seq as usize].remaining == 0 {
                             break;
                         }
-                        book.fill_order(&net, o, now, &mut out);
+                        if book.fill_order(&net, o, now, &mut out) {
+                            touched.push(o);
+                        }
                     }
                 }
                 CapacityKind::Withdrawn => {
@@ -293,7 +317,18 @@ impl Engine {
                             *m &= !mask;
                         }
                     }
-                    (_, Some(seq)) if !book.orders[seq as usize].open => return ignored("the shared order is closed"),
+                    (_, Some(seq)) if !book.orders[seq as usize].allow_cross => {
+                        return ignored("the order does not allow cross-cluster filling");
+                    }
+                    (SharedOrderKind::Shared, Some(seq)) if !book.orders[seq as usize].open => {
+                        // A share that crossed the order's closing: report it, so the
+                        // share role withdraws what it published.
+                        book.orders[seq as usize].visible |= mask;
+                        touched.push(seq);
+                    }
+                    (SharedOrderKind::Withdrawn, Some(seq)) if !book.orders[seq as usize].open => {
+                        return ignored("the shared order is closed");
+                    }
                     (kind, Some(seq)) => {
                         book.unindex_order(seq);
                         let ord = &mut book.orders[seq as usize];
@@ -306,9 +341,13 @@ impl Engine {
                         if kind == SharedOrderKind::Shared {
                             book.fill_order(&net, seq, now, &mut out);
                         }
+                        touched.push(seq);
                     }
                 }
             }
+        }
+        for seq in touched {
+            out.push(Output::Status(book.status(&net, seq, input.event_id(), now)));
         }
         out
     }
@@ -452,8 +491,10 @@ impl Book {
         seqs
     }
 
-    /// Fills order `seq` from its best usable capacity, again and again.
-    fn fill_order(&mut self, net: &Network, seq: u32, decided_at: i64, out: &mut Vec<Output>) {
+    /// Fills order `seq` from its best usable capacity, again and again;
+    /// whether anything was allocated.
+    fn fill_order(&mut self, net: &Network, seq: u32, decided_at: i64, out: &mut Vec<Output>) -> bool {
+        let before = self.orders[seq as usize].fills;
         while let Some((rank, cand)) = self.best_usable(net, seq) {
             let qty = self.orders[seq as usize].remaining.min(self.caps[cand.cap as usize].remaining);
             out.push(Output::Allocation(self.allocation(net, seq, &cand, rank, qty, decided_at)));
@@ -464,8 +505,38 @@ impl Book {
             self.unindex_order(seq);
             let o = &mut self.orders[seq as usize];
             o.remaining -= qty;
+            o.allocated += qty;
             o.fills += 1;
             self.index_order(seq);
+        }
+        self.orders[seq as usize].fills != before
+    }
+
+    /// Order `seq` as it stands now; counts a version.
+    fn status(&mut self, net: &Network, seq: u32, cause: &EventId, at: i64) -> wire::OrderStatus {
+        let o = &mut self.orders[seq as usize];
+        o.version += 1;
+        let state = match (o.open, o.cancelled) {
+            (true, _) => OrderState::Open,
+            (false, true) => OrderState::Cancelled,
+            (false, false) => OrderState::Filled,
+        };
+        wire::OrderStatus {
+            event_id: format!("{cause}/{}", o.id),
+            status_at: at,
+            version: o.version as i32,
+            state,
+            order_id: o.id.to_string(),
+            cluster: net.cluster_name(o.home).to_owned(),
+            buyer_id: o.buyer.to_string(),
+            product_code: o.product.to_string(),
+            destination_site: net.site_name(o.dest).to_owned(),
+            deliver_by: o.deliver_by,
+            max_price_cny_per_t: o.max_price as i64,
+            allow_cross_cluster: o.allow_cross,
+            remaining_kg: if o.open { o.remaining as i64 } else { 0 },
+            allocated_kg: o.allocated as i64,
+            shared_to: (0..net.cluster_count()).filter(|c| *c != o.home && o.visible & (1 << c) != 0).map(|c| net.cluster_name(c).to_owned()).collect(),
         }
     }
 

@@ -146,6 +146,58 @@ fn ranking_is_home_then_landed_then_energy_then_declaration() {
     assert_eq!((a[0].capacity_id.as_str(), a[0].capacity_cluster.as_str(), a[0].explanation.home_cluster), ("CAP-BAISE", "baise", false));
 }
 
+fn statuses(out: &[Output]) -> Vec<&wire::OrderStatus> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Status(s) => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_touched_order_is_reported_once_after_the_event() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    let until = T0 + 720 * HOUR;
+    let out = e.apply(&w.order("o1", T0, "ORD-1", OrderKind::Placed, "AL-INGOT-AL99.70", 500_000, T0 + 480 * HOUR, "nanning-jiangnan-processing", 21_000, true));
+    let s = statuses(&out);
+    assert_eq!(s.len(), 1);
+    assert_eq!((s[0].state, s[0].remaining_kg, s[0].allocated_kg, s[0].version), (OrderState::Open, 500_000, 0, 1));
+    assert_eq!(s[0].event_id, "o1/ORD-1");
+    assert!(s[0].shared_to.is_empty() && s[0].allow_cross_cluster);
+    // Capacity fills part of it: one status, after the allocation.
+    let out = e.apply(&w.capacity("c1", T0 + 1, "CAP-1", CapacityKind::Declared, "AL-INGOT-AL99.70", "nanning-jiangnan-processing", 200_000, T0, until, 20_000, 0, None));
+    assert!(matches!(&out[..], [Output::Allocation(_), Output::Status(s)] if s.remaining_kg == 300_000 && s.allocated_kg == 200_000 && s.version == 2));
+    // Shared to Baise, which has capacity: filled, and the status says where it was shared.
+    e.apply(&w.capacity("c2", T0 + 2, "CAP-2", CapacityKind::Declared, "AL-INGOT-AL99.70", "baise-pingguo-smelter", 1_000_000, T0, until, 18_000, 0, None));
+    let out = e.apply(&w.share("s1", T0 + 3, SharedOrderKind::Shared, "ORD-1", "nanning", &["baise", "hechi"], "AL-INGOT-AL99.70", T0 + 480 * HOUR, "nanning-jiangnan-processing"));
+    let s = statuses(&out);
+    assert_eq!((s[0].state, s[0].remaining_kg, s[0].allocated_kg), (OrderState::Filled, 0, 500_000));
+    assert_eq!(s[0].shared_to, ["baise", "hechi"]);
+    // A late share of the closed order is reported, so its publisher can withdraw it.
+    let out = e.apply(&w.share("s2", T0 + 4, SharedOrderKind::Shared, "ORD-1", "nanning", &["fangchenggang"], "AL-INGOT-AL99.70", T0 + 480 * HOUR, "nanning-jiangnan-processing"));
+    assert!(matches!(&statuses(&out)[..], [s] if s.state == OrderState::Filled && s.shared_to.contains(&"fangchenggang".to_string())));
+    // Cancellation of another order.
+    e.apply(&w.order("o2", T0 + 5, "ORD-2", OrderKind::Placed, "AL-INGOT-AL99.85", 100_000, T0 + 480 * HOUR, "nanning-jiangnan-processing", 10_000, false));
+    let out = e.apply(&w.order("o3", T0 + 6, "ORD-2", OrderKind::Cancelled, "AL-INGOT-AL99.85", 0, T0 + 480 * HOUR, "nanning-jiangnan-processing", 10_000, false));
+    assert!(matches!(&statuses(&out)[..], [s] if s.state == OrderState::Cancelled && s.remaining_kg == 0 && s.version == 2));
+}
+
+#[test]
+fn an_order_that_does_not_allow_cross_cluster_is_never_opened_to_other_clusters() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    let until = T0 + 720 * HOUR;
+    e.apply(&w.capacity("c1", T0, "CAP-BAISE", CapacityKind::Declared, "AL-INGOT-AL99.70", "baise-pingguo-smelter", 1_000_000, T0, until, 18_000, 0, None));
+    // A share that arrives before its order, and one after: both refused.
+    e.apply(&w.share("s0", T0, SharedOrderKind::Shared, "ORD-1", "nanning", &["baise"], "AL-INGOT-AL99.70", T0 + 480 * HOUR, "nanning-jiangnan-processing"));
+    let out = e.apply(&w.order("o1", T0 + 1, "ORD-1", OrderKind::Placed, "AL-INGOT-AL99.70", 100_000, T0 + 480 * HOUR, "nanning-jiangnan-processing", 21_000, false));
+    assert!(allocations(&out).is_empty());
+    let out = e.apply(&w.share("s1", T0 + 2, SharedOrderKind::Shared, "ORD-1", "nanning", &["baise"], "AL-INGOT-AL99.70", T0 + 480 * HOUR, "nanning-jiangnan-processing"));
+    assert!(matches!(&out[..], [Output::Ignored { reason, .. }] if reason.contains("does not allow")));
+}
+
 #[test]
 fn min_lot_is_respected_unless_it_completes_the_order() {
     let w = World::new();
@@ -484,6 +536,7 @@ proptest! {
             let out = e.apply(input);
             if !fresh {
                 prop_assert!(allocations(&out).is_empty(), "a duplicate allocated");
+                prop_assert!(statuses(&out).is_empty(), "a duplicate reported a status");
             }
             for a in allocations(&out) {
                 let (ok, ck) = (k(input.family(), &a.order_id), k(input.family(), &a.capacity_id));
@@ -498,6 +551,38 @@ proptest! {
                 let requested = w.catalog.parse(&a.explanation.requested_product_code).unwrap();
                 prop_assert!(product.can_fill(&requested), "grade substituted downwards or across families: {a:?}");
                 prop_assert_eq!(a.landed_cost(), a.price_cny_per_t + a.freight_cny_per_t);
+            }
+            // Statuses come last, one per touched order, and agree with the shadow books.
+            let first_status = out.iter().position(|o| matches!(o, Output::Status(_))).unwrap_or(out.len());
+            prop_assert!(out[first_status..].iter().all(|o| matches!(o, Output::Status(_))), "status before an allocation");
+            let reported: HashSet<String> = statuses(&out).iter().map(|s| s.order_id.clone()).collect();
+            prop_assert_eq!(reported.len(), statuses(&out).len(), "an order reported twice for one event");
+            for a in allocations(&out) {
+                prop_assert!(reported.contains(&a.order_id), "allocated order without a status: {}", a.order_id);
+            }
+            for s in statuses(&out) {
+                let key = k(input.family(), &s.order_id);
+                let left = order_left[&key];
+                match s.state {
+                    OrderState::Open => prop_assert_eq!(s.remaining_kg, left, "open remainder differs"),
+                    OrderState::Filled => prop_assert_eq!(left, 0, "filled with a remainder"),
+                    OrderState::Cancelled => prop_assert!(closed.contains(&key), "cancelled without a cancel"),
+                }
+                prop_assert!(!s.shared_to.contains(&s.cluster), "home listed as shared");
+            }
+        }
+    }
+
+    #[test]
+    fn status_versions_count_up_per_order(ops in proptest::collection::vec(op(), 1..80)) {
+        let w = World::new();
+        let mut last: HashMap<(String, String), i32> = HashMap::default();
+        for o in run(&w.net, &build(&w, &ops)) {
+            if let Output::Status(s) = o {
+                let family = s.product_code.split('-').next().unwrap().to_owned();
+                let v = last.entry((family, s.order_id.clone())).or_insert(0);
+                prop_assert_eq!(s.version, *v + 1);
+                *v = s.version;
             }
         }
     }

@@ -6,6 +6,7 @@ use crate::catalog::Catalog;
 use crate::ids::{ClusterId, PartnerId, SiteId, check_slug};
 use crate::Invalid;
 use crate::freight::FreightTable;
+use crate::sharing::Sharing;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -181,6 +182,7 @@ pub struct TopologySources<'a> {
     pub topics: &'a str,
     pub roles: &'a str,
     pub freight: &'a str,
+    pub sharing: &'a str,
 }
 
 impl TopologySources<'static> {
@@ -190,6 +192,7 @@ impl TopologySources<'static> {
         topics: include_str!("../../../topology/topics.toml"),
         roles: include_str!("../../../topology/roles.toml"),
         freight: include_str!("../../../topology/freight.toml"),
+        sharing: include_str!("../../../topology/sharing.toml"),
     };
 }
 
@@ -202,6 +205,8 @@ pub mod topics {
     pub const ALLOCATIONS: &str = "orelink.allocations.v1";
     pub const SHARED_ORDERS: &str = "orelink.shared-orders.v1";
     pub const DLQ: &str = "orelink.dlq.v1";
+    /// Internal: the matcher's statuses of the orders it touched.
+    pub const ORDER_STATUS: &str = "orelink.order-status.v1";
     pub const CONTRACT: [&str; 7] = [ORDERS, CAPACITY, INVENTORY, SHIPMENTS, ALLOCATIONS, SHARED_ORDERS, DLQ];
 
     pub fn partner(partner_id: &str) -> String {
@@ -217,6 +222,7 @@ pub struct Topology {
     pub topics: Vec<TopicSpec>,
     pub roles: Vec<RoleSpec>,
     pub freight: FreightTable,
+    pub sharing: Sharing,
     sites: BTreeMap<SiteId, Site>,
 }
 
@@ -233,7 +239,8 @@ impl Topology {
         let topics: Option<TopicsFile> = parse_one("topics.toml", src.topics, &mut errs);
         let roles: Option<RolesFile> = parse_one("roles.toml", src.roles, &mut errs);
         let freight: Option<FreightTable> = parse_one("freight.toml", src.freight, &mut errs);
-        let (Some(clusters), Some(partners), Some(topics), Some(roles), Some(freight)) = (clusters, partners, topics, roles, freight) else {
+        let sharing: Option<Sharing> = parse_one("sharing.toml", src.sharing, &mut errs);
+        let (Some(clusters), Some(partners), Some(topics), Some(roles), Some(freight), Some(sharing)) = (clusters, partners, topics, roles, freight, sharing) else {
             return Err(errs);
         };
         let mut clusters = clusters.clusters;
@@ -258,7 +265,7 @@ impl Topology {
                 description: format!("Shipments carried by {}; readable only by that partner.", p.name),
             });
         }
-        Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, freight, sites })
+        Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, freight, sharing, sites })
     }
 
     pub fn embedded() -> Topology {
@@ -293,7 +300,7 @@ impl Topology {
     /// Every semantic problem, each with where it is. `records` are the full
     /// names of the Avro records the schemas define.
     pub fn check(&self, catalog: &Catalog, records: &BTreeSet<String>) -> Vec<Invalid> {
-        let mut p = Vec::new();
+        let mut p = self.sharing.check(&self.clusters.iter().map(|c| c.id.to_string()).collect(), catalog);
         let mut cluster_ids = BTreeSet::new();
         let mut site_ids = BTreeSet::new();
         for c in &self.clusters {
@@ -402,7 +409,7 @@ mod tests {
     use super::*;
 
     fn records() -> BTreeSet<String> {
-        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter"]
+        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus"]
             .iter()
             .map(|r| format!("orelink.v1.{r}"))
             .collect()

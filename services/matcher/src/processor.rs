@@ -102,6 +102,7 @@ pub struct Processor {
     rt: tokio::runtime::Handle,
     input_topic: String,
     allocations_topic: String,
+    status_topic: String,
     restore_config: rdkafka::ClientConfig,
     engines: BTreeMap<i32, Engine>,
     batch_max: usize,
@@ -150,6 +151,7 @@ impl Processor {
             rebalances,
             network: Arc::new(Network::new(&reference.topology)),
             allocations_topic: codec.topic(topics::ALLOCATIONS),
+            status_topic: codec.topic(topics::ORDER_STATUS),
             codec,
             rt,
             input_topic,
@@ -272,8 +274,12 @@ impl Processor {
                 match out {
                     Output::Allocation(a) => {
                         let bytes = self.rt.block_on(self.codec.encode(&self.allocations_topic, &a))?;
-                        self.send(input.family(), &bytes, &ctx)?;
+                        self.send(&self.allocations_topic, input.family(), &bytes, &ctx)?;
                         allocations += 1;
+                    }
+                    Output::Status(s) => {
+                        let bytes = self.rt.block_on(self.codec.encode(&self.status_topic, &s))?;
+                        self.send(&self.status_topic, input.family(), &bytes, &ctx)?;
                     }
                     Output::Ignored { reason, .. } => tracing::debug!(reason, "event changed nothing"),
                 }
@@ -319,8 +325,8 @@ impl Processor {
         Ok(())
     }
 
-    fn send(&self, key: &str, payload: &[u8], trace: &TraceContext) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::to(&self.allocations_topic).key(key).payload(payload).headers(trace.to_headers());
+    fn send(&self, topic: &str, key: &str, payload: &[u8], trace: &TraceContext) -> Result<(), KafkaError> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(trace.to_headers());
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),

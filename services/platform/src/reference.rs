@@ -33,6 +33,7 @@ impl Reference {
         let topics = read("topology/topics.toml");
         let roles = read("topology/roles.toml");
         let freight = read("topology/freight.toml");
+        let sharing = read("topology/sharing.toml");
         let catalog_text = read("schemas/catalog.toml");
         let mut avsc = Vec::new();
         match std::fs::read_dir(root.join("schemas")) {
@@ -51,7 +52,7 @@ impl Reference {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Self::from_parts(TopologySources { clusters: &clusters, partners: &partners, topics: &topics, roles: &roles, freight: &freight }, &catalog_text, avsc)
+        Self::from_parts(TopologySources { clusters: &clusters, partners: &partners, topics: &topics, roles: &roles, freight: &freight, sharing: &sharing }, &catalog_text, avsc)
     }
 
     pub fn from_parts(src: TopologySources<'_>, catalog: &str, avsc: Vec<(String, String)>) -> Result<Reference, Vec<String>> {

@@ -1,5 +1,5 @@
-//! `orelink demo` driven for a bounded time as a real process: allocations and
-//! dead letters come out, and it exits cleanly leaving nothing behind.
+//! `orelink demo` driven for a bounded time as a real process: allocations, shared
+//! orders and dead letters come out, and it exits cleanly leaving nothing behind.
 
 use orelink_tests::TestEnv;
 use std::process::{Command, Stdio};
@@ -26,10 +26,12 @@ async fn the_demo_runs_matches_dead_letters_and_stops_cleanly() {
     assert!(stdout.contains("allocations") && stdout.lines().count() >= 3, "no live table:\n{stdout}");
     let done = stderr.lines().find(|l| l.contains("[demo] done:")).unwrap_or_else(|| panic!("no summary:\n{stderr}"));
     let numbers: Vec<u64> = done.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
-    // "done: N events simulated (M malformed), A allocations committed by the matcher, D dead letters"
-    let [events, malformed, allocations, dead] = numbers[..] else { panic!("unexpected summary: {done}") };
+    // "done: N events simulated (M malformed), A allocations committed by the matcher,
+    //  S orders shared across clusters and W shares withdrawn, D dead letters"
+    let [events, malformed, allocations, shared, _withdrawn, dead] = numbers[..] else { panic!("unexpected summary: {done}") };
     assert!(events > 1_000 && malformed > 0, "{done}");
     assert!(allocations > 0, "no allocations: {done}");
+    assert!(shared > 0, "no orders shared: {done}");
     assert!(dead > 0, "no dead letters: {done}");
     // No process with this test's environment is left: the demo exited and
     // started none of its own (the stack was already up).

@@ -69,6 +69,8 @@ impl AllocationCounter {
 struct Figures {
     events_in: i64,
     allocations: i64,
+    /// Shares and withdrawals published by the share role.
+    shared: i64,
     dead_letters: i64,
     lag: i64,
 }
@@ -90,6 +92,7 @@ fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
     Ok(Figures {
         events_in: [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum(),
         allocations: 0,
+        shared: sum(topics::SHARED_ORDERS),
         dead_letters: sum(topics::DLQ),
         lag,
     })
@@ -105,24 +108,20 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
     progress(&format!("topology applied ({} changes)", applied.changes.len()));
 
     let roles = CancellationToken::new();
-    let mut mcfg = cfg.clone();
-    if mcfg.matcher.instance_id.is_empty() {
-        mcfg.matcher.instance_id = "demo".into();
-    }
     let counter = AllocationCounter::start(&cfg)?;
     // One client for the figures, kept for the whole run.
     let probe: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
         cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?,
     );
-    let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), roles.clone()));
+    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone()));
     let sim_stop = cancel.child_token();
     let sim = {
         let (cfg, reference, stop) = (cfg.clone(), reference.clone(), sim_stop.clone());
         let run_for = duration.unwrap_or(Duration::from_secs(u64::MAX / 4));
         tokio::spawn(async move { orelink_simulator::run(&cfg, &reference, seed, 1_796_083_200_000, rate, run_for, stop).await })
     };
-    progress(&format!("running: the matcher, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
-    println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "DLQ", "lag");
+    progress(&format!("running: the matcher, the share role, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
+    println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "shared", "DLQ", "lag");
     let started = Instant::now();
     let mut last = Figures::default();
     let mut last_at = Instant::now();
@@ -137,12 +136,13 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
         f.allocations = counter.get();
         let dt = last_at.elapsed().as_secs_f64();
         println!(
-            "{:>7.0}s {:>10} {:>9.0} {:>12} {:>9.0} {:>8} {:>6}",
+            "{:>7.0}s {:>10} {:>9.0} {:>12} {:>9.0} {:>8} {:>8} {:>6}",
             started.elapsed().as_secs_f64(),
             f.events_in,
             (f.events_in - last.events_in) as f64 / dt,
             f.allocations,
             (f.allocations - last.allocations) as f64 / dt,
+            f.shared,
             f.dead_letters,
             f.lag
         );
@@ -156,11 +156,11 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
     sim_stop.cancel();
     let sim_stats = sim.await??;
     roles.cancel();
-    let stats = matcher.await??;
+    let stats = hub.await??;
     counter.stop();
     progress(&format!(
-        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} dead letters",
-        sim_stats.events, sim_stats.malformed, stats.processor.allocations, last.dead_letters
+        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters",
+        sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters
     ));
     progress(&format!("the stack keeps running; its data is in {} (stop it with `orelink stack down`, add --purge to remove the data)", stack.data_dir.display()));
     Ok(())

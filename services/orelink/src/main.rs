@@ -1,6 +1,7 @@
 //! `orelink`: every role and tool of the hub behind one binary, so one
 //! container image serves every Deployment. See `orelink --help`.
 
+mod all;
 mod demo;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -137,6 +138,8 @@ enum Role {
     Registry,
     /// Matches orders with capacity, exactly once.
     Matcher,
+    /// Shares unfilled remainders across clusters by policy.
+    Share,
     /// Every hub role in one process (the registry runs on its own).
     All,
 }
@@ -384,10 +387,19 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
             let topic = format!("{}_schemas", cfg.namespace);
             orelink_registry::serve(orelink_registry::RegistryConfig { kafka: cfg.kafka.client_config("registry"), topic, listen }, cancel).await?;
         }
-        Role::Matcher | Role::All => {
+        Role::Matcher => {
             let r = reference(&cfg)?;
             let stats = orelink_matcher::run(cfg, r, cancel).await?;
             tracing::info!(?stats, "matcher stopped");
+        }
+        Role::Share => {
+            let r = reference(&cfg)?;
+            orelink_share::run(&cfg, &r, cancel).await?;
+        }
+        Role::All => {
+            let r = reference(&cfg)?;
+            let stats = all::run_all(cfg, r, cancel).await?;
+            tracing::info!(?stats, "all roles stopped");
         }
     }
     Ok(())

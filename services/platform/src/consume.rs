@@ -46,6 +46,11 @@ pub enum HandleError {
     /// Stop the loop; the event's offset is not stored, so it is read again after a restart.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// From a `Done::Later` only: the effect was given up on shutdown (a
+    /// delayed publication not yet due). Not an error: the loop stops storing
+    /// offsets at this event, so the next run reads it again.
+    #[error("abandoned on shutdown")]
+    Abandoned,
 }
 
 /// A handler's effect that becomes durable later (a produce awaiting its ack).
@@ -152,7 +157,11 @@ async fn front_done(window: &mut VecDeque<InFlight>) -> Result<(), HandleError> 
         Some(p) => {
             let r = p.await;
             if let Some(f) = window.front_mut() {
-                f.pending = None;
+                // Only a success frees the offset; an abandoned effect stays abandoned.
+                f.pending = match &r {
+                    Ok(()) => None,
+                    Err(_) => Some(Box::pin(async { Err(HandleError::Abandoned) })),
+                };
             }
             r
         }
@@ -177,6 +186,10 @@ impl ConsumeLoop {
                 match r {
                     None => return Ok(()),
                     Some(Ok(())) => front.pending = None,
+                    Some(Err(HandleError::Abandoned)) => {
+                        front.pending = Some(Box::pin(async { Err(HandleError::Abandoned) }));
+                        return Ok(());
+                    }
                     // The entry stays, so nothing from here on is stored.
                     Some(Err(e)) => return Err(LoopError::Handler(e.to_string())),
                 }
@@ -206,6 +219,7 @@ impl ConsumeLoop {
                 _ = cancel.cancelled() => break Ok(()),
                 done = front_done(&mut window) => match done {
                     Ok(()) => continue,
+                    Err(HandleError::Abandoned) => break Ok(()),
                     Err(e) => break Err(LoopError::Handler(e.to_string())),
                 },
                 m = self.consumer.recv() => m,
@@ -286,6 +300,7 @@ impl ConsumeLoop {
                     match handler.handle(inbound).await {
                         Ok(done) => return Ok(Outcome::Done(done)),
                         Err(HandleError::Fatal(e)) => return Err(LoopError::Handler(e)),
+                        Err(HandleError::Abandoned) => return Ok(Outcome::Cancelled),
                         Err(HandleError::Retriable(e)) => e,
                     }
                 }

@@ -1,0 +1,38 @@
+//! `orelink run all`: every hub role in one process, stopped together.
+
+use anyhow::{Context, Result};
+use orelink_platform::{Config, Reference};
+use tokio_util::sync::CancellationToken;
+
+/// What each role did.
+#[derive(Debug, Default)]
+pub struct AllStats {
+    pub matcher: orelink_matcher::MatcherStats,
+    pub share: orelink_share::ShareStats,
+}
+
+/// Runs the matcher and the share role until `cancel`, or until one of them
+/// fails, which stops the others (each drains and commits).
+pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<AllStats> {
+    let mut mcfg = cfg.clone();
+    if mcfg.matcher.instance_id.is_empty() {
+        mcfg.matcher.instance_id = "all".into();
+    }
+    let matcher = {
+        let (r, c) = (reference.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _stop_all = c.clone().drop_guard();
+            orelink_matcher::run(mcfg, r, c).await
+        })
+    };
+    let share = {
+        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _stop_all = c.clone().drop_guard();
+            orelink_share::run(&cfg, &r, c).await
+        })
+    };
+    let matcher = matcher.await.context("the matcher task panicked")?;
+    let share = share.await.context("the share task panicked")?;
+    Ok(AllStats { matcher: matcher.context("matcher")?, share: share.context("share")? })
+}

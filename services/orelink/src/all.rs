@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 pub struct AllStats {
     pub matcher: orelink_matcher::MatcherStats,
     pub share: orelink_share::ShareStats,
+    pub view: orelink_view::Applied,
 }
 
-/// Runs the matcher and the share role until `cancel`, or until one of them
+/// Runs the matcher, the share role and the view until `cancel`, or until one of them
 /// fails, which stops the others (each drains and commits).
-pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<AllStats> {
+pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken, view_bound: impl FnOnce(std::net::SocketAddr) + Send + 'static) -> Result<AllStats> {
     let mut mcfg = cfg.clone();
     if mcfg.matcher.instance_id.is_empty() {
         mcfg.matcher.instance_id = "all".into();
@@ -32,7 +33,15 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
             orelink_share::run(&cfg, &r, c).await
         })
     };
+    let view = {
+        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _stop_all = c.clone().drop_guard();
+            orelink_view::run_with(&cfg, &r, c, view_bound).await
+        })
+    };
     let matcher = matcher.await.context("the matcher task panicked")?;
     let share = share.await.context("the share task panicked")?;
-    Ok(AllStats { matcher: matcher.context("matcher")?, share: share.context("share")? })
+    let view = view.await.context("the view task panicked")?;
+    Ok(AllStats { matcher: matcher.context("matcher")?, share: share.context("share")?, view: view.context("view")? })
 }

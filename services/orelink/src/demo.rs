@@ -98,7 +98,17 @@ fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
     })
 }
 
-pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, duration: Option<Duration>, cancel: CancellationToken) -> Result<()> {
+pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Option<i64>, rate: u64, duration: Option<Duration>, cancel: CancellationToken) -> Result<()> {
+    // The dashboard needs an operator token: one for this run, unless configured.
+    if cfg.view.tokens().is_empty() {
+        cfg.view.operator_tokens = orelink_platform::config::Secret::new(uuid::Uuid::new_v4().simple().to_string());
+    }
+    let token = cfg.view.tokens()[0].clone();
+    // The simulated clock starts now, unless given: each run is new business.
+    let start_ms = start_ms.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        now - now % 60_000
+    });
     let stack = orelink_stack::StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?);
     let progress = |line: &str| eprintln!("[demo] {line}");
     progress("bringing up the local stack (Kafka, Redis, schema registry)");
@@ -113,14 +123,27 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
     let probe: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
         cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?,
     );
-    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone()));
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone(), move |addr| {
+        let _ = bound_tx.send(addr);
+    }));
+    let dashboard = match tokio::time::timeout(Duration::from_secs(30), bound_rx).await {
+        Ok(Ok(addr)) => format!("http://{addr}/?token={token}"),
+        _ => {
+            roles.cancel();
+            let e = hub.await?.err().map(|e| format!("{e:#}")).unwrap_or_else(|| "it did not start".into());
+            anyhow::bail!("the view role failed to start: {e}");
+        }
+    };
     let sim_stop = cancel.child_token();
     let sim = {
         let (cfg, reference, stop) = (cfg.clone(), reference.clone(), sim_stop.clone());
         let run_for = duration.unwrap_or(Duration::from_secs(u64::MAX / 4));
-        tokio::spawn(async move { orelink_simulator::run(&cfg, &reference, seed, 1_796_083_200_000, rate, run_for, stop).await })
+        tokio::spawn(async move { orelink_simulator::run(&cfg, &reference, seed, start_ms, rate, run_for, stop).await })
     };
-    progress(&format!("running: the matcher, the share role, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
+    progress(&format!("running: the matcher, the share role, the view, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
+    progress(&format!("dashboard: {dashboard}"));
+    progress(&format!("the same workload again: --seed {seed} --start-ms {start_ms}"));
     println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "shared", "DLQ", "lag");
     let started = Instant::now();
     let mut last = Figures::default();
@@ -159,8 +182,8 @@ pub async fn run(cfg: Config, reference: Reference, seed: u64, rate: u64, durati
     let stats = hub.await??;
     counter.stop();
     progress(&format!(
-        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters",
-        sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters
+        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view",
+        sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters, stats.view.applied
     ));
     progress(&format!("the stack keeps running; its data is in {} (stop it with `orelink stack down`, add --purge to remove the data)", stack.data_dir.display()));
     Ok(())

@@ -40,6 +40,11 @@ enum Command {
     Run { role: Role },
     /// Check the configuration and print it (secrets hidden).
     Config,
+    /// The operators' view in Redis.
+    View {
+        #[command(subcommand)]
+        action: ViewAction,
+    },
     /// The whole hub on the local stack with a simulated workload (the main job).
     Demo {
         #[arg(long, default_value_t = 2026)]
@@ -50,6 +55,9 @@ enum Command {
         /// Stop after this long (default: run until Ctrl-C), e.g. 90s, 10m.
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
+        /// Start of the simulated clock, epoch ms (default: now); with --seed, repeats a run's workload.
+        #[arg(long)]
+        start_ms: Option<i64>,
     },
     /// Send a seeded, realistic Guangxi workload to the deployment's topics.
     Simulate {
@@ -97,6 +105,12 @@ enum BenchWhich {
 }
 
 #[derive(Subcommand)]
+enum ViewAction {
+    /// Empty the view and recompute it from Kafka (Redis is a cache). Safe while view roles run.
+    Rebuild,
+}
+
+#[derive(Subcommand)]
 enum StackAction {
     /// Start what is not running and wait until every part is healthy.
     Up,
@@ -140,6 +154,8 @@ enum Role {
     Matcher,
     /// Shares unfilled remainders across clusters by policy.
     Share,
+    /// Materialises the operators' view into Redis; serves the API and dashboard.
+    View,
     /// Every hub role in one process (the registry runs on its own).
     All,
 }
@@ -188,14 +204,14 @@ async fn main() -> Result<()> {
         Command::Topology { action } => topology(action, cli.config).await,
         Command::Run { role } => run(role, cli.config).await,
         Command::Bench { which } => bench(which, cli.config).await,
-        Command::Demo { seed, rate, duration } => {
+        Command::Demo { seed, rate, duration, start_ms } => {
             let cfg = load_config(cli.config)?;
             let mut log = cfg.log.clone();
             // The live table is the demo's output; the roles log warnings only.
             log.level = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
             telemetry::init(&log);
             let r = reference(&cfg)?;
-            demo::run(cfg, r, seed, rate, duration, shutdown_token()).await
+            demo::run(cfg, r, seed, start_ms, rate, duration, shutdown_token()).await
         }
         Command::Simulate { seed, rate, duration, start_ms } => {
             let cfg = load_config(cli.config)?;
@@ -208,6 +224,21 @@ async fn main() -> Result<()> {
         Command::Config => {
             let cfg = load_config(cli.config)?;
             println!("{cfg:#?}");
+            Ok(())
+        }
+        Command::View { action: ViewAction::Rebuild } => {
+            let cfg = load_config(cli.config)?;
+            telemetry::init(&cfg.log);
+            let r = reference(&cfg)?;
+            let started = std::time::Instant::now();
+            let (removed, applied) = orelink_view::rebuild(&cfg, &r, shutdown_token()).await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "view rebuilt: {removed} keys removed; {} events read from Kafka, {} applied, in {secs:.1} s ({:.0} events/s)",
+                applied.read,
+                applied.applied,
+                applied.read as f64 / secs
+            );
             Ok(())
         }
     }
@@ -396,9 +427,13 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
             let r = reference(&cfg)?;
             orelink_share::run(&cfg, &r, cancel).await?;
         }
+        Role::View => {
+            let r = reference(&cfg)?;
+            orelink_view::run(&cfg, &r, cancel).await?;
+        }
         Role::All => {
             let r = reference(&cfg)?;
-            let stats = all::run_all(cfg, r, cancel).await?;
+            let stats = all::run_all(cfg, r, cancel, |_| {}).await?;
             tracing::info!(?stats, "all roles stopped");
         }
     }

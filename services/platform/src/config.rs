@@ -65,6 +65,21 @@ pub struct MatcherSettings {
     pub transaction_timeout_ms: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewSettings {
+    pub listen: String,
+    /// Comma-separated bearer tokens of cluster operators.
+    pub operator_tokens: Secret,
+    pub batch_max: usize,
+}
+
+impl ViewSettings {
+    pub fn tokens(&self) -> Vec<String> {
+        self.operator_tokens.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    }
+}
+
 impl MatcherSettings {
     pub fn instance(&self) -> String {
         if !self.instance_id.is_empty() {
@@ -80,6 +95,9 @@ impl MatcherSettings {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -104,6 +122,7 @@ pub struct Config {
     pub log: LogSettings,
     pub consumer: ConsumerSettings,
     pub matcher: MatcherSettings,
+    pub view: ViewSettings,
 }
 
 /// Every problem found, one line each.
@@ -171,12 +190,13 @@ impl Config {
         let log = section::<LogSettings>(&merged, "log", &mut errors);
         let consumer = section::<ConsumerSettings>(&merged, "consumer", &mut errors);
         let matcher = section::<MatcherSettings>(&merged, "matcher", &mut errors);
-        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher)) =
-            (kafka, registry, redis, topology, log, consumer, matcher)
+        let view = section::<ViewSettings>(&merged, "view", &mut errors);
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view)) =
+            (kafka, registry, redis, topology, log, consumer, matcher, view)
         else {
             return Err(ConfigErrors(errors));
         };
-        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view };
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
     }
@@ -228,6 +248,12 @@ impl Config {
         }
         if self.matcher.batch_max == 0 || self.matcher.transaction_timeout_ms < 1_000 {
             p.push("matcher.batch_max must be > 0 and matcher.transaction_timeout_ms at least 1000".into());
+        }
+        if self.view.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!("view.listen {:?}: expected ip:port", self.view.listen));
+        }
+        if self.view.batch_max == 0 {
+            p.push("view.batch_max must be > 0".into());
         }
         p
     }

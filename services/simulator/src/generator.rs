@@ -119,6 +119,9 @@ pub struct Generator {
     rng: Xorshift,
     now: i64,
     n: u64,
+    /// Tags every id with the run (seed and start): two runs never share an
+    /// id, so a second run on the same stack is new business, not duplicates.
+    run: String,
     producers: Vec<Firm>,
     buyers: Vec<Firm>,
     ladders: Vec<(String, Vec<String>)>,
@@ -128,6 +131,20 @@ pub struct Generator {
     carriers: Vec<(String, Vec<TransportMode>)>,
     sites: Vec<(String, f64, f64, Vec<TransportMode>)>,
     network: Network,
+}
+
+/// Five base-36 characters from the seed and the start (splitmix64).
+fn run_tag(seed: u64, start_ms: i64) -> String {
+    let mut z = seed ^ (start_ms as u64).rotate_left(17);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (0..5)
+        .map(|i| {
+            let d = (z >> (i * 6)) % 36;
+            char::from_digit(d as u32, 36).expect("below 36").to_ascii_uppercase()
+        })
+        .collect()
 }
 
 impl Generator {
@@ -160,6 +177,7 @@ impl Generator {
             rng,
             now: start_ms,
             n: 0,
+            run: run_tag(seed, start_ms),
             producers,
             buyers,
             ladders,
@@ -191,7 +209,7 @@ impl Generator {
 
     fn event_id(&mut self, kind: &str) -> String {
         self.n += 1;
-        format!("sim-{kind}-{}", self.n)
+        format!("sim-{kind}-{}-{}", self.run, self.n)
     }
 
     fn order(&mut self) -> SimEvent {

@@ -1,0 +1,302 @@
+//! The view's HTTP surface: the operators' JSON API (bearer token), live
+//! updates over SSE, the dashboard, the OpenAPI document, health and metrics.
+
+use crate::materialise::Change;
+use crate::metrics::Metrics;
+use crate::store::{Cell, Store};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use orelink_domain::Topology;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+pub struct AppState {
+    pub store: Store,
+    pub topology: Arc<Topology>,
+    pub families: Vec<String>,
+    /// family -> (English, Chinese) name, for labels.
+    pub family_names: std::collections::BTreeMap<String, (String, String)>,
+    pub tokens: Vec<String>,
+    pub changes: broadcast::Sender<Change>,
+    pub metrics: Arc<Metrics>,
+    /// Set once the materialiser first caught up with its inputs.
+    pub ready: AtomicBool,
+}
+
+/// Everything the API can answer besides data; each maps to a status and a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("an operator token is required (Authorization: Bearer <token>, or ?token= for the event stream)")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the view store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status(), Json(json!({"error": self.code(), "message": self.to_string()}))).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/clusters/{cluster}", get(cluster))
+        .route("/api/v1/cells", get(cells))
+        .route("/api/v1/orders/open", get(open_orders))
+        .route("/api/v1/orders/shared", get(shared_orders))
+        .route("/api/v1/orders/{order_id}/allocations", get(order_allocations))
+        .route("/api/v1/allocations/latest", get(latest_allocations))
+        .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/dead-letters", get(dead_letters))
+        .route("/api/v1/stream", get(stream))
+        .layer(middleware::from_fn_with_state(state.clone(), authorise));
+    Router::new()
+        .merge(api)
+        .route("/", get(|| async { Html(DASHBOARD) }))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see /openapi.json".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), measure))
+        .with_state(state)
+}
+
+/// Latency per route template (never per raw path: bounded label values).
+async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let route: &'static str = match route.as_deref() {
+        Some(r) => ROUTES.iter().find(|k| **k == r).copied().unwrap_or("other"),
+        None => "unmatched",
+    };
+    state.metrics.http(route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+pub(crate) const ROUTES: [&str; 15] = [
+    "/api/v1/clusters",
+    "/api/v1/clusters/{cluster}",
+    "/api/v1/cells",
+    "/api/v1/orders/open",
+    "/api/v1/orders/shared",
+    "/api/v1/orders/{order_id}/allocations",
+    "/api/v1/allocations/latest",
+    "/api/v1/timeseries",
+    "/api/v1/dead-letters",
+    "/api/v1/stream",
+    "/",
+    "/openapi.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// Bearer token from the header; the event stream may pass it as `?token=`
+/// (browsers' EventSource cannot set headers).
+async fn authorise(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<TokenQuery>, req: Request, next: Next) -> Response {
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned);
+    let presented = bearer.or(q.token);
+    let ok = presented.is_some_and(|p| state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), p.as_bytes())));
+    if ok { next.run(req).await } else { ApiError::Unauthorized.into_response() }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn known_cluster(state: &AppState, id: &str) -> Result<(), ApiError> {
+    state.topology.cluster(id).map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no cluster {id:?}")))
+}
+
+async fn clusters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
+    let cells = state.store.cells().await?;
+    let out: Vec<serde_json::Value> = state
+        .topology
+        .clusters
+        .iter()
+        .map(|c| {
+            let mine: Vec<Cell> = cells.iter().filter(|x| x.cluster == c.id.as_str()).cloned().collect();
+            json!({"id": c.id.as_str(), "name": c.name, "name_zh": c.name_zh, "families": c.families, "totals": Cell::total(c.id.as_str(), &mine)})
+        })
+        .collect();
+    let names: serde_json::Map<String, serde_json::Value> =
+        state.family_names.iter().map(|(f, (en, zh))| (f.clone(), json!({"name": en, "name_zh": zh}))).collect();
+    Ok(Json(json!({"clusters": out, "family_names": names})))
+}
+
+async fn cluster(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+    known_cluster(&state, &id)?;
+    let c = state.topology.cluster(&id).expect("checked");
+    let mine: Vec<Cell> = state.store.cells().await?.into_iter().filter(|x| x.cluster == id).collect();
+    Ok(Json(json!({"id": id, "name": c.name, "name_zh": c.name_zh, "families": mine, "totals": Cell::total(&id, &mine)})))
+}
+
+#[derive(Deserialize)]
+struct ClusterQuery {
+    cluster: Option<String>,
+    limit: Option<usize>,
+    direction: Option<String>,
+    family: Option<String>,
+}
+
+async fn cells(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    if let Some(c) = &q.cluster {
+        known_cluster(&state, c)?;
+    }
+    let cells: Vec<Cell> = state.store.cells().await?.into_iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster)).collect();
+    Ok(Json(json!({"cells": cells})))
+}
+
+fn limit(q: &ClusterQuery) -> Result<usize, ApiError> {
+    match q.limit {
+        None => Ok(50),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::BadRequest(format!("limit {n}: expected 1..=500"))),
+    }
+}
+
+fn required_cluster(state: &AppState, q: &ClusterQuery) -> Result<String, ApiError> {
+    let c = q.cluster.clone().ok_or_else(|| ApiError::BadRequest("cluster is required".into()))?;
+    known_cluster(state, &c)?;
+    Ok(c)
+}
+
+async fn open_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
+    Ok(Json(json!({"cluster": c, "orders": state.store.open_orders(&c, n).await?})))
+}
+
+async fn shared_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
+    let inbound = match q.direction.as_deref().unwrap_or("in") {
+        "in" => true,
+        "out" => false,
+        other => return Err(ApiError::BadRequest(format!("direction {other:?}: expected in or out"))),
+    };
+    Ok(Json(json!({"cluster": c, "direction": if inbound { "in" } else { "out" }, "orders": state.store.shared(&c, inbound, n).await?})))
+}
+
+async fn order_allocations(State(state): State<Arc<AppState>>, Path(order_id): Path<String>) -> ApiResult<serde_json::Value> {
+    match state.store.order(&state.families, &order_id).await? {
+        Some((status, allocations)) => Ok(Json(json!({"order_id": order_id, "status": status, "allocations": allocations}))),
+        None => Err(ApiError::NotFound(format!("no order {order_id:?} in the view"))),
+    }
+}
+
+async fn latest_allocations(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    let n = limit(&q)?.min(200);
+    Ok(Json(json!({"allocations": state.store.latest_allocations(n).await?})))
+}
+
+async fn timeseries(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    let c = required_cluster(&state, &q)?;
+    let f = q.family.clone().ok_or_else(|| ApiError::BadRequest("family is required".into()))?;
+    if !state.families.contains(&f) {
+        return Err(ApiError::NotFound(format!("no product family {f:?}")));
+    }
+    Ok(Json(json!({"cluster": c, "family": f, "minute_kg": state.store.series(&c, &f).await?})))
+}
+
+async fn dead_letters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
+    Ok(Json(json!({"by_class": state.store.dead_letters().await?})))
+}
+
+/// Live updates: one `change` event per applied batch (count and new allocations).
+async fn stream(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let rx = state.changes.subscribe();
+    let metrics = state.metrics.clone();
+    metrics.sse(1);
+    struct Gone(Arc<Metrics>);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            self.0.sse(-1);
+        }
+    }
+    let gone = Gone(metrics);
+    let events = futures::stream::unfold((rx, gone), |(mut rx, gone)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(change) => {
+                    let ev = Event::default().event("change").json_data(&change).unwrap_or_default();
+                    return Some((Ok::<Event, std::convert::Infallible>(ev), (rx, gone)));
+                }
+                // A slow dashboard skipped some batches: tell it to reload everything.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let ev = Event::default().event("change").data(json!({"applied": n, "allocations": []}).to_string());
+                    return Some((Ok(ev), (rx, gone)));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let redis = state.store.ping().await;
+    let caught_up = state.ready.load(Ordering::Relaxed);
+    let body = json!({"redis": redis.is_ok(), "caught_up": caught_up});
+    if redis.is_ok() && caught_up { (StatusCode::OK, Json(body)).into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response() }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
+}

@@ -1,0 +1,96 @@
+//! The OpenAPI 3.1 document of the view's API, served at `/openapi.json`.
+//! A test checks that every route the router serves is described here.
+
+use serde_json::{Value, json};
+
+fn param(name: &str, location: &str, required: bool, description: &str) -> Value {
+    json!({"name": name, "in": location, "required": required, "description": description, "schema": {"type": if name == "limit" { "integer" } else { "string" }}})
+}
+
+fn op(summary: &str, params: Vec<Value>, schema: &str) -> Value {
+    json!({
+        "summary": summary,
+        "security": [{"operatorToken": []}],
+        "parameters": params,
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}},
+            "400": {"$ref": "#/components/responses/Error"},
+            "401": {"$ref": "#/components/responses/Error"},
+            "404": {"$ref": "#/components/responses/Error"},
+            "503": {"$ref": "#/components/responses/Error"}
+        }
+    })
+}
+
+pub fn document() -> Value {
+    let cluster_q = || param("cluster", "query", true, "Cluster id, e.g. baise, hechi, fangchenggang, nanning");
+    let limit_q = || param("limit", "query", false, "At most this many (1..500, default 50)");
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "orelink view API",
+            "version": "1",
+            "description": "Cluster operators' live view of capacity, demand, utilisation, shared orders and allocations, materialised from Kafka into Redis. Every /api/v1 endpoint needs an operator token."
+        },
+        "paths": {
+            "/api/v1/clusters": {"get": op("Every cluster with its totals", vec![], "Clusters")},
+            "/api/v1/clusters/{cluster}": {"get": op("One cluster, per product family", vec![param("cluster", "path", true, "Cluster id")], "Cluster")},
+            "/api/v1/cells": {"get": op("Capacity vs demand per cluster and family", vec![param("cluster", "query", false, "Only this cluster")], "Cells")},
+            "/api/v1/orders/open": {"get": op("Open orders of a cluster, newest first", vec![cluster_q(), limit_q()], "Orders")},
+            "/api/v1/orders/shared": {"get": op("Orders shared into or out of a cluster, as redacted by policy", vec![cluster_q(), param("direction", "query", false, "in (default) or out"), limit_q()], "Orders")},
+            "/api/v1/orders/{order_id}/allocations": {"get": op("An order's status and allocations with their explanations", vec![param("order_id", "path", true, "Order id")], "OrderAllocations")},
+            "/api/v1/allocations/latest": {"get": op("Latest allocations across the hub, newest first", vec![limit_q()], "Allocations")},
+            "/api/v1/timeseries": {"get": op("Per-minute kg of demand placed, capacity declared and allocated, last 24 h of event time", vec![cluster_q(), param("family", "query", true, "Product family, e.g. AL-INGOT")], "Series")},
+            "/api/v1/dead-letters": {"get": op("Dead letters by error class", vec![], "DeadLetters")},
+            "/api/v1/stream": {"get": {
+                "summary": "Server-sent events: one `change` event per batch applied to the view (count and new allocations)",
+                "security": [{"operatorToken": []}],
+                "parameters": [param("token", "query", false, "The operator token, for clients that cannot set headers")],
+                "responses": {"200": {"description": "text/event-stream"}, "401": {"$ref": "#/components/responses/Error"}}
+            }},
+            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "The process serves"}}}},
+            "/readyz": {"get": {"summary": "Readiness: Redis answers and the view has caught up once", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
+            "/": {"get": {"summary": "The operators' dashboard (HTML)", "responses": {"200": {"description": "text/html"}}}}
+        },
+        "components": {
+            "securitySchemes": {"operatorToken": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Error": {"description": "An error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "message"], "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+                "Cell": {"type": "object", "properties": {
+                    "cluster": {"type": "string"}, "family": {"type": "string"},
+                    "declared_kg": {"type": "integer"}, "allocated_kg": {"type": "integer"}, "remaining_kg": {"type": "integer"},
+                    "open_capacities": {"type": "integer"}, "allocations": {"type": "integer"},
+                    "orders": {"type": "integer"}, "demand_kg": {"type": "integer"}, "open_demand_kg": {"type": "integer"}, "open_orders": {"type": "integer"},
+                    "filled_kg": {"type": "integer"},
+                    "fill_rate": {"type": ["number", "null"]}, "utilisation": {"type": ["number", "null"]}, "energy_kwh_per_t": {"type": ["number", "null"]},
+                    "shared_out": {"type": "integer"}, "shared_in": {"type": "integer"}
+                }},
+                "Cells": {"type": "object", "properties": {"cells": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}}},
+                "Clusters": {"type": "object", "properties": {"clusters": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "families": {"type": "array", "items": {"type": "string"}}, "totals": {"$ref": "#/components/schemas/Cell"}
+                }}}}},
+                "Cluster": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "families": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}, "totals": {"$ref": "#/components/schemas/Cell"}}},
+                "Orders": {"type": "object", "properties": {"cluster": {"type": "string"}, "orders": {"type": "array", "items": {"type": "object"}}}},
+                "Allocations": {"type": "object", "properties": {"allocations": {"type": "array", "items": {"type": "object", "description": "orelink.v1.Allocation as JSON"}}}},
+                "OrderAllocations": {"type": "object", "properties": {"order_id": {"type": "string"}, "status": {"type": "object", "description": "orelink.v1.OrderStatus as JSON"}, "allocations": {"type": "array", "items": {"type": "object"}}}},
+                "Series": {"type": "object", "properties": {"cluster": {"type": "string"}, "family": {"type": "string"}, "minute_kg": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}}}},
+                "DeadLetters": {"type": "object", "properties": {"by_class": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_served_route_is_documented() {
+        let doc = super::document();
+        for route in crate::http::ROUTES {
+            assert!(doc["paths"].get(route).is_some(), "{route} is served but not in the OpenAPI document");
+        }
+        assert_eq!(doc["paths"].as_object().unwrap().len(), crate::http::ROUTES.len(), "documented routes that are not served");
+    }
+}

@@ -1,0 +1,144 @@
+//! One small op per record kind, as the view script (`view.lua`) applies them.
+//! Pure: a decoded record and where it came from in, an op out.
+
+use orelink_codec::Record;
+use orelink_domain::events::{CapacityKind, SharedOrderKind};
+use serde::Serialize;
+
+/// An op and the input position it comes from (`t` = "topic:partition", `o` = offset).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Op {
+    pub t: String,
+    pub o: i64,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "k", rename_all = "lowercase")]
+pub enum Body {
+    /// Capacity declared (`D`) or withdrawn (`W`).
+    Cap { f: String, id: String, c: String, kind: &'static str, q: i64, at: i64 },
+    /// An allocation; `e` is the capacity's kWh/t or -1; `j` its JSON for the API.
+    Al { f: String, id: String, ord: String, cap: String, cc: String, q: i64, e: i64, at: i64, j: String },
+    /// An order status from the matcher; `j` its JSON for the API.
+    St { f: String, id: String, c: String, v: i64, s: &'static str, r: i64, a: i64, at: i64, j: String },
+    /// A share (`S`) or withdrawal (`W`); `j` its JSON for the API.
+    Sh { f: String, ord: String, kind: &'static str, origin: String, targets: Vec<String>, j: String },
+    /// A dead letter, counted by class.
+    Dl { class: &'static str },
+    /// Input the view does not use, or cannot decode: only the offset moves.
+    Skip {},
+}
+
+/// `AL-INGOT-AL99.70` -> `AL-INGOT`.
+pub fn family_of(code: &str) -> &str {
+    code.match_indices('-').nth(1).map_or(code, |(i, _)| &code[..i])
+}
+
+/// The op for `record`, read at `offset` of `topic`/`partition` (topic without namespace in `t`).
+pub fn op_of(t: String, o: i64, record: Option<&Record>) -> Op {
+    let json = |v: &dyn erased::Json| v.to_json();
+    let body = match record {
+        Some(Record::Capacity(c)) => Body::Cap {
+            f: c.product.family_str().to_owned(),
+            id: c.capacity_id.to_string(),
+            c: c.cluster.to_string(),
+            kind: match c.kind {
+                CapacityKind::Declared => "D",
+                CapacityKind::Withdrawn => "W",
+            },
+            q: c.quantity.to_wire(),
+            at: c.event_time.0,
+        },
+        Some(Record::Allocation(a)) => Body::Al {
+            f: family_of(&a.product_code).to_owned(),
+            id: a.allocation_id.clone(),
+            ord: a.order_id.clone(),
+            cap: a.capacity_id.clone(),
+            cc: a.capacity_cluster.clone(),
+            q: a.quantity_kg,
+            e: a.explanation.energy_kwh_per_t.unwrap_or(-1),
+            at: a.decided_at,
+            j: json(a),
+        },
+        Some(Record::OrderStatus(s)) => Body::St {
+            f: family_of(&s.product_code).to_owned(),
+            id: s.order_id.clone(),
+            c: s.cluster.clone(),
+            v: s.version as i64,
+            s: match s.state {
+                orelink_domain::events::OrderState::Open => "OPEN",
+                orelink_domain::events::OrderState::Filled => "FILLED",
+                orelink_domain::events::OrderState::Cancelled => "CANCELLED",
+            },
+            r: s.remaining_kg,
+            a: s.allocated_kg,
+            at: s.status_at,
+            j: json(s),
+        },
+        Some(Record::SharedOrder(s)) => {
+            let w = s.to_wire();
+            Body::Sh {
+                f: s.product.family_str().to_owned(),
+                ord: w.order_id.clone(),
+                kind: match s.kind {
+                    SharedOrderKind::Shared => "S",
+                    SharedOrderKind::Withdrawn => "W",
+                },
+                origin: w.origin_cluster.clone(),
+                targets: w.target_clusters.clone(),
+                j: json(&w),
+            }
+        }
+        Some(Record::DeadLetter(d)) => Body::Dl { class: d.error_class.as_str() },
+        _ => Body::Skip {},
+    };
+    Op { t, o, body }
+}
+
+mod erased {
+    /// Serialises any wire record to JSON for the API (they are plain structs).
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("wire records serialise")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orelink_domain::events::{OrderState, wire};
+
+    #[test]
+    fn ops_serialise_as_the_script_reads_them() {
+        let s = wire::OrderStatus {
+            event_id: "e/ORD-1".into(),
+            status_at: 1_000,
+            version: 2,
+            state: OrderState::Open,
+            order_id: "ORD-1".into(),
+            cluster: "nanning".into(),
+            buyer_id: "b".into(),
+            product_code: "AL-INGOT-AL99.70".into(),
+            destination_site: "d".into(),
+            deliver_by: 2_000,
+            max_price_cny_per_t: 21_000,
+            allow_cross_cluster: true,
+            remaining_kg: 5,
+            allocated_kg: 7,
+            shared_to: vec![],
+        };
+        let op = op_of("orelink.order-status.v1:3".into(), 42, Some(&Record::OrderStatus(s)));
+        let v: serde_json::Value = serde_json::to_value(&op).unwrap();
+        assert_eq!(v["k"], "st");
+        assert_eq!((v["t"].as_str(), v["o"].as_i64(), v["f"].as_str()), (Some("orelink.order-status.v1:3"), Some(42), Some("AL-INGOT")));
+        assert_eq!((v["v"].as_i64(), v["s"].as_str(), v["r"].as_i64(), v["a"].as_i64()), (Some(2), Some("OPEN"), Some(5), Some(7)));
+        let skip = serde_json::to_value(op_of("x:0".into(), 1, None)).unwrap();
+        assert_eq!(skip["k"], "skip");
+    }
+}

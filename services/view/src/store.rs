@@ -1,0 +1,227 @@
+//! Reads of the view from Redis, shaped for the API. Each read is one
+//! command or one pipeline: the API never scans.
+
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Capacity against demand for one cluster and product family.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Cell {
+    pub cluster: String,
+    pub family: String,
+    /// Capacity declared in this cluster (kg).
+    pub declared_kg: i64,
+    /// Of it, allocated to orders of any cluster.
+    pub allocated_kg: i64,
+    /// Open capacity still unallocated.
+    pub remaining_kg: i64,
+    pub open_capacities: i64,
+    pub allocations: i64,
+    /// Orders placed by this cluster's buyers, and what they asked for (kg).
+    pub orders: i64,
+    pub demand_kg: i64,
+    /// Unfilled remainders of open orders.
+    pub open_demand_kg: i64,
+    pub open_orders: i64,
+    /// Allocated to this cluster's orders, from any cluster.
+    pub filled_kg: i64,
+    /// filled / (filled + open demand); null without demand.
+    pub fill_rate: Option<f64>,
+    /// allocated / declared; null without capacity.
+    pub utilisation: Option<f64>,
+    /// Energy intensity of what this cluster's capacity supplied, weighted by
+    /// allocated quantity (kWh/t); null when no supplier reported it.
+    pub energy_kwh_per_t: Option<f64>,
+    /// This cluster's orders currently shared out, and others' shared in.
+    pub shared_out: i64,
+    pub shared_in: i64,
+    #[serde(skip)]
+    energy_kwh_x_kg: i64,
+    #[serde(skip)]
+    energy_kg: i64,
+}
+
+impl Cell {
+    fn from_hash(cluster: &str, family: &str, h: &BTreeMap<String, i64>) -> Cell {
+        let g = |k: &str| h.get(k).copied().unwrap_or(0);
+        let mut c = Cell {
+            cluster: cluster.to_owned(),
+            family: family.to_owned(),
+            declared_kg: g("declared_kg"),
+            allocated_kg: g("cap_allocated_kg"),
+            remaining_kg: g("cap_remaining_kg"),
+            open_capacities: g("open_capacities"),
+            allocations: g("allocations"),
+            orders: g("orders"),
+            demand_kg: g("demand_kg"),
+            open_demand_kg: g("open_demand_kg"),
+            open_orders: g("open_orders"),
+            filled_kg: g("order_allocated_kg"),
+            shared_out: g("shared_out"),
+            shared_in: g("shared_in"),
+            energy_kwh_x_kg: g("energy_kwh_x_kg"),
+            energy_kg: g("energy_kg"),
+            ..Cell::default()
+        };
+        c.derive();
+        c
+    }
+
+    fn derive(&mut self) {
+        let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
+        self.fill_rate = ratio(self.filled_kg, self.filled_kg + self.open_demand_kg);
+        self.utilisation = ratio(self.allocated_kg, self.declared_kg);
+        self.energy_kwh_per_t = ratio(self.energy_kwh_x_kg, self.energy_kg);
+    }
+
+    /// Sums cells (a cluster's families) into one, ratios recomputed.
+    pub fn total(cluster: &str, cells: &[Cell]) -> Cell {
+        let mut t = Cell { cluster: cluster.to_owned(), family: "*".into(), ..Cell::default() };
+        for c in cells {
+            t.declared_kg += c.declared_kg;
+            t.allocated_kg += c.allocated_kg;
+            t.remaining_kg += c.remaining_kg;
+            t.open_capacities += c.open_capacities;
+            t.allocations += c.allocations;
+            t.orders += c.orders;
+            t.demand_kg += c.demand_kg;
+            t.open_demand_kg += c.open_demand_kg;
+            t.open_orders += c.open_orders;
+            t.filled_kg += c.filled_kg;
+            t.shared_out += c.shared_out;
+            t.shared_in += c.shared_in;
+            t.energy_kwh_x_kg += c.energy_kwh_x_kg;
+            t.energy_kg += c.energy_kg;
+        }
+        t.derive();
+        t
+    }
+}
+
+pub struct Store {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+pub type RedisResult<T> = Result<T, redis::RedisError>;
+
+fn parse_json(s: Option<String>) -> Option<serde_json::Value> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+impl Store {
+    pub fn new(redis: ConnectionManager, namespace: &str) -> Store {
+        Store { redis, prefix: crate::materialise::prefix(namespace) }
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    /// Every (cluster, family) cell the view has seen, sorted.
+    pub async fn cells(&self) -> RedisResult<Vec<Cell>> {
+        let mut con = self.redis.clone();
+        let mut names: Vec<String> = redis::cmd("SMEMBERS").arg(self.key("cells")).query_async(&mut con).await?;
+        names.sort();
+        let mut pipe = redis::pipe();
+        for n in &names {
+            pipe.cmd("HGETALL").arg(self.key(&format!("agg:{n}")));
+        }
+        let hashes: Vec<BTreeMap<String, i64>> = if names.is_empty() { Vec::new() } else { pipe.query_async(&mut con).await? };
+        Ok(names
+            .iter()
+            .zip(hashes)
+            .filter_map(|(n, h)| n.split_once('|').map(|(c, f)| Cell::from_hash(c, f, &h)))
+            .collect())
+    }
+
+    /// Open orders of a cluster, newest first (the matcher's status JSON).
+    pub async fn open_orders(&self, cluster: &str, limit: usize) -> RedisResult<Vec<serde_json::Value>> {
+        let mut con = self.redis.clone();
+        let members: Vec<String> = redis::cmd("ZREVRANGE").arg(self.key(&format!("open:{cluster}"))).arg(0).arg(limit.saturating_sub(1)).query_async(&mut con).await?;
+        self.hash_json(&mut con, "ord:", &members).await
+    }
+
+    /// Orders shared into (`in`) or out of (`out`) a cluster (SharedOrder JSON, as redacted).
+    pub async fn shared(&self, cluster: &str, inbound: bool, limit: usize) -> RedisResult<Vec<serde_json::Value>> {
+        let mut con = self.redis.clone();
+        let set = if inbound { format!("sin:{cluster}") } else { format!("sout:{cluster}") };
+        let mut members: Vec<String> = redis::cmd("SMEMBERS").arg(self.key(&set)).query_async(&mut con).await?;
+        members.sort();
+        members.truncate(limit);
+        self.hash_json(&mut con, "shr:", &members).await
+    }
+
+    async fn hash_json(&self, con: &mut ConnectionManager, kind: &str, members: &[String]) -> RedisResult<Vec<serde_json::Value>> {
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for m in members {
+            pipe.cmd("HGET").arg(self.key(&format!("{kind}{m}"))).arg("j");
+        }
+        let found: Vec<Option<String>> = pipe.query_async(con).await?;
+        Ok(found.into_iter().filter_map(parse_json).collect())
+    }
+
+    /// The allocations of an order, in the order they were decided, and its latest status.
+    pub async fn order(&self, families: &[String], order_id: &str) -> RedisResult<Option<(serde_json::Value, Vec<serde_json::Value>)>> {
+        let mut con = self.redis.clone();
+        let mut pipe = redis::pipe();
+        for f in families {
+            pipe.cmd("HGET").arg(self.key(&format!("ord:{f}|{order_id}"))).arg("j");
+            pipe.cmd("HVALS").arg(self.key(&format!("alo:{f}|{order_id}")));
+        }
+        let found: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+        for pair in found.chunks(2) {
+            let status: Option<String> = redis::from_redis_value(pair[0].clone())?;
+            let allocs: Vec<String> = redis::from_redis_value(pair[1].clone())?;
+            if status.is_some() || !allocs.is_empty() {
+                let mut allocs: Vec<serde_json::Value> = allocs.into_iter().filter_map(|s| serde_json::from_str(&s).ok()).collect();
+                allocs.sort_by_key(|a| (a["decided_at"].as_i64(), a["allocation_id"].as_str().map(str::to_owned)));
+                return Ok(Some((parse_json(status).unwrap_or(serde_json::Value::Null), allocs)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The latest allocations across the hub, newest first.
+    pub async fn latest_allocations(&self, limit: usize) -> RedisResult<Vec<serde_json::Value>> {
+        let mut con = self.redis.clone();
+        let raw: Vec<String> = redis::cmd("LRANGE").arg(self.key("latest")).arg(0).arg(limit.saturating_sub(1)).query_async(&mut con).await?;
+        Ok(raw.into_iter().filter_map(|s| serde_json::from_str(&s).ok()).collect())
+    }
+
+    /// Per-minute series (demand placed, capacity declared, allocated) of the
+    /// last 24 h of event time, as `[minute_start_ms, kg]` pairs.
+    pub async fn series(&self, cluster: &str, family: &str) -> RedisResult<BTreeMap<&'static str, Vec<(i64, i64)>>> {
+        let mut con = self.redis.clone();
+        let names = ["demand", "declared", "allocated"];
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("HGETALL").arg(self.key(&format!("ts:{cluster}|{family}:{n}")));
+        }
+        let hashes: Vec<BTreeMap<String, i64>> = pipe.query_async(&mut con).await?;
+        let mut out = BTreeMap::new();
+        let latest = hashes.iter().flat_map(|h| h.keys().filter_map(|k| k.parse::<i64>().ok())).max().unwrap_or(0);
+        for (n, h) in names.into_iter().zip(hashes) {
+            let mut points: Vec<(i64, i64)> =
+                h.into_iter().filter_map(|(k, v)| k.parse::<i64>().ok().map(|m| (m, v))).filter(|(m, _)| *m > latest - 1440).map(|(m, v)| (m * 60_000, v)).collect();
+            points.sort();
+            out.insert(n, points);
+        }
+        Ok(out)
+    }
+
+    /// Dead letters counted by error class.
+    pub async fn dead_letters(&self) -> RedisResult<BTreeMap<String, i64>> {
+        let mut con = self.redis.clone();
+        redis::cmd("HGETALL").arg(self.key("dlq")).query_async(&mut con).await
+    }
+
+    pub async fn ping(&self) -> RedisResult<()> {
+        let mut con = self.redis.clone();
+        redis::cmd("PING").query_async::<String>(&mut con).await.map(|_| ())
+    }
+}

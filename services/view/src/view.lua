@@ -1,0 +1,199 @@
+-- orelink view: applies a batch of events to the operators' view, atomically.
+-- ARGV[1]: key prefix ("<namespace>view:"); ARGV[2]: the epoch the caller
+-- works in; ARGV[3]: JSON array of ops, each {t = "topic:partition", o = offset, k = kind, ...}.
+-- Returns -1 if the epoch changed (a rebuild or FLUSHALL: the caller re-seeks),
+-- else the number of ops applied. An op at or below its partition's stored
+-- offset was applied before and is skipped, which is what makes replays and
+-- concurrent writers harmless; entity checks (a capacity declared twice, an
+-- allocation id seen, an older order version) absorb duplicates at new offsets.
+local P = ARGV[1]
+if redis.call('GET', P .. 'epoch') ~= ARGV[2] then
+  return -1
+end
+local ops = cjson.decode(ARGV[3])
+local DAY_MIN = 1440
+
+local function num(v)
+  return tonumber(v) or 0
+end
+
+local function agg(cell, field, delta)
+  if delta ~= 0 then
+    redis.call('HINCRBY', P .. 'agg:' .. cell, field, delta)
+  end
+end
+
+-- Per-minute buckets of the last 24 h (event time); older ones are pruned.
+local function series(cell, name, at, delta)
+  if delta == 0 then return end
+  local key = P .. 'ts:' .. cell .. ':' .. name
+  local minute = math.floor(at / 60000)
+  redis.call('HINCRBY', key, minute, delta)
+  local low = num(redis.call('HGET', key, 'low'))
+  if low == 0 then
+    redis.call('HSET', key, 'low', minute)
+  elseif minute - low > DAY_MIN + 60 then
+    local upto = math.min(minute - DAY_MIN, low + 120)
+    for m = low, upto - 1 do
+      redis.call('HDEL', key, m)
+    end
+    redis.call('HSET', key, 'low', upto)
+  end
+end
+
+local function cap_remaining(h)
+  if num(h.declared) == 1 and num(h.open) == 1 then
+    return math.max(num(h.q) - num(h.alloc), 0)
+  end
+  return 0
+end
+
+local function hget_all(key)
+  local flat = redis.call('HGETALL', key)
+  local h = {}
+  for i = 1, #flat, 2 do
+    h[flat[i]] = flat[i + 1]
+  end
+  return h
+end
+
+local apply = {}
+
+-- Capacity declared or withdrawn.
+apply.cap = function(op)
+  local key = P .. 'cap:' .. op.f .. '|' .. op.id
+  local h = hget_all(key)
+  local cell = op.c .. '|' .. op.f
+  local before = cap_remaining(h)
+  if op.kind == 'D' then
+    if num(h.declared) == 1 then return false end
+    h.declared, h.open, h.q = 1, 1, op.q
+    redis.call('HSET', key, 'declared', 1, 'open', 1, 'q', op.q, 'c', op.c)
+    agg(cell, 'declared_kg', op.q)
+    agg(cell, 'open_capacities', 1)
+    series(cell, 'declared', op.at, op.q)
+    redis.call('SADD', P .. 'cells', cell)
+  else
+    if num(h.declared) ~= 1 or num(h.open) ~= 1 then return false end
+    h.open = 0
+    redis.call('HSET', key, 'open', 0)
+    agg(cell, 'open_capacities', -1)
+  end
+  agg(cell, 'cap_remaining_kg', cap_remaining(h) - before)
+  return true
+end
+
+-- An allocation: capacity side by the capacity's cluster.
+apply.al = function(op)
+  local per_order = P .. 'alo:' .. op.f .. '|' .. op.ord
+  if redis.call('HSETNX', per_order, op.id, op.j) == 0 then return false end
+  local key = P .. 'cap:' .. op.f .. '|' .. op.cap
+  local h = hget_all(key)
+  local before = cap_remaining(h)
+  h.alloc = num(h.alloc) + op.q
+  redis.call('HSET', key, 'alloc', h.alloc)
+  local cell = op.cc .. '|' .. op.f
+  agg(cell, 'cap_remaining_kg', cap_remaining(h) - before)
+  agg(cell, 'cap_allocated_kg', op.q)
+  agg(cell, 'allocations', 1)
+  if op.e >= 0 then
+    agg(cell, 'energy_kwh_x_kg', op.e * op.q)
+    agg(cell, 'energy_kg', op.q)
+  end
+  series(cell, 'allocated', op.at, op.q)
+  redis.call('SADD', P .. 'cells', cell)
+  redis.call('LPUSH', P .. 'latest', op.j)
+  redis.call('LTRIM', P .. 'latest', 0, 199)
+  return true
+end
+
+-- The matcher's status of an order: the highest version wins.
+apply.st = function(op)
+  local key = P .. 'ord:' .. op.f .. '|' .. op.id
+  local h = hget_all(key)
+  local old_v = num(h.v)
+  if op.v <= old_v then return false end
+  local cell = op.c .. '|' .. op.f
+  local was_open = (h.s == 'OPEN') and 1 or 0
+  local is_open = (op.s == 'OPEN') and 1 or 0
+  local old_rem = was_open * num(h.r)
+  local new_rem = is_open * op.r
+  agg(cell, 'open_demand_kg', new_rem - old_rem)
+  agg(cell, 'order_allocated_kg', op.a - num(h.a))
+  agg(cell, 'open_orders', is_open - was_open)
+  if old_v == 0 then
+    agg(cell, 'orders', 1)
+    agg(cell, 'demand_kg', op.r + op.a)
+    series(cell, 'demand', op.at, op.r + op.a)
+  end
+  redis.call('HSET', key, 'v', op.v, 's', op.s, 'r', op.r, 'a', op.a, 'c', op.c, 'j', op.j)
+  local open_key = P .. 'open:' .. op.c
+  if is_open == 1 then
+    redis.call('ZADD', open_key, op.at, op.f .. '|' .. op.id)
+  else
+    redis.call('ZREM', open_key, op.f .. '|' .. op.id)
+  end
+  redis.call('SADD', P .. 'cells', cell)
+  return true
+end
+
+-- A share or its withdrawal.
+apply.sh = function(op)
+  local member = op.f .. '|' .. op.ord
+  local changed = false
+  if op.kind == 'S' then
+    redis.call('HSET', P .. 'shr:' .. member, 'j', op.j)
+    if redis.call('SADD', P .. 'sout:' .. op.origin, member) == 1 then
+      agg(op.origin .. '|' .. op.f, 'shared_out', 1)
+      changed = true
+    end
+    for _, t in ipairs(op.targets) do
+      if redis.call('SADD', P .. 'sin:' .. t, member) == 1 then
+        agg(t .. '|' .. op.f, 'shared_in', 1)
+        redis.call('SADD', P .. 'cells', t .. '|' .. op.f)
+        changed = true
+      end
+    end
+  else
+    if redis.call('SREM', P .. 'sout:' .. op.origin, member) == 1 then
+      agg(op.origin .. '|' .. op.f, 'shared_out', -1)
+      changed = true
+    end
+    for _, t in ipairs(op.targets) do
+      if redis.call('SREM', P .. 'sin:' .. t, member) == 1 then
+        agg(t .. '|' .. op.f, 'shared_in', -1)
+        changed = true
+      end
+    end
+  end
+  return changed
+end
+
+apply.dl = function(op)
+  redis.call('HINCRBY', P .. 'dlq', op.class, 1)
+  return true
+end
+
+-- Undecodable input (the router dead-letters it): only the offset moves.
+apply.skip = function(op)
+  return false
+end
+
+local offsets = {}
+local applied = 0
+for _, op in ipairs(ops) do
+  local last = offsets[op.t]
+  if last == nil then
+    last = tonumber(redis.call('HGET', P .. 'offsets', op.t)) or -1
+  end
+  if op.o > last then
+    if apply[op.k](op) then
+      applied = applied + 1
+    end
+    offsets[op.t] = op.o
+  end
+end
+for tp, o in pairs(offsets) do
+  redis.call('HSET', P .. 'offsets', tp, string.format('%d', o))
+end
+return applied

@@ -239,49 +239,61 @@ impl TestEnv {
     /// Every message of `topic` (read_committed), in partition order, as owned messages.
     pub async fn read_topic(&self, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
         use rdkafka::Message;
-        let consumer: BaseConsumer = self
-            .client("reader")
-            .set("group.id", format!("{}dump-{}", self.ns, uuid::Uuid::new_v4().simple()))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let reader = |name: &str| -> BaseConsumer {
+            self.client(name)
+                .set("group.id", format!("{}dump-{}", self.ns, uuid::Uuid::new_v4().simple()))
+                .set("isolation.level", "read_committed")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap()
+        };
+        // Watermarks from a client of their own: offset queries on the reading
+        // consumer hold back its first fetch by seconds (librdkafka #1786).
+        let (probe, consumer) = (reader("probe"), reader("reader"));
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
-            let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
-            let mut out = Vec::new();
+            let md = probe.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();
+            let mut ends = std::collections::BTreeMap::new();
+            let mut tpl = rdkafka::TopicPartitionList::new();
             for p in md.topics()[0].partitions() {
-                let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(5)).unwrap();
-                if high <= low {
-                    continue;
+                let (low, high) = probe.fetch_watermarks(&topic, p.id(), Duration::from_secs(5)).unwrap();
+                if high > low {
+                    ends.insert(p.id(), high);
+                    tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(low)).unwrap();
                 }
-                let mut tpl = rdkafka::TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, p.id(), rdkafka::Offset::Offset(low)).unwrap();
-                consumer.assign(&tpl).unwrap();
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                loop {
-                    match consumer.poll(Duration::from_millis(500)) {
-                        Some(Ok(m)) => {
-                            let last = m.offset() + 1 >= high;
-                            out.push(m.detach());
-                            if last {
-                                break;
-                            }
+            }
+            let mut out: std::collections::BTreeMap<i32, Vec<rdkafka::message::OwnedMessage>> = Default::default();
+            if ends.is_empty() {
+                return Vec::new();
+            }
+            consumer.assign(&tpl).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            // Per partition: the last message's offset and when it came.
+            let mut last: std::collections::BTreeMap<i32, (i64, std::time::Instant)> = Default::default();
+            while !ends.is_empty() && std::time::Instant::now() < deadline {
+                match consumer.poll(Duration::from_millis(20)) {
+                    Some(Ok(m)) => {
+                        if ends.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+                            ends.remove(&m.partition());
                         }
-                        _ => {
-                            // Transaction markers and aborted records have offsets but no messages.
-                            let at = consumer.position().unwrap().find_partition(&topic, p.id()).and_then(|e| match e.offset() {
-                                rdkafka::Offset::Offset(o) => Some(o),
-                                _ => None,
-                            });
-                            if at.is_some_and(|o| o >= high) || std::time::Instant::now() > deadline {
-                                break;
-                            }
-                        }
+                        last.insert(m.partition(), (m.offset(), std::time::Instant::now()));
+                        out.entry(m.partition()).or_default().push(m.detach());
+                    }
+                    _ => {
+                        // A transaction's commit marker takes the offset after its
+                        // last record and is never delivered: a partition whose
+                        // position passed its end is done, and so is one whose
+                        // last message sits just before a final marker.
+                        let positions = consumer.position().unwrap();
+                        ends.retain(|p, high| {
+                            let passed = positions.find_partition(&topic, *p).is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *high));
+                            let before_marker = last.get(p).is_some_and(|(o, at)| o + 2 >= *high && at.elapsed() > Duration::from_millis(200));
+                            !(passed || before_marker)
+                        });
                     }
                 }
             }
-            out
+            out.into_values().flatten().collect()
         })
         .await
         .unwrap()

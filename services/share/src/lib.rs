@@ -317,7 +317,7 @@ impl Handler for ShareHandler {
                 w
             }
         };
-        tracing::info!(order_id = record.order_id, kind = ?record.kind, targets = ?record.target_clusters, "publishing");
+        tracing::debug!(order_id = record.order_id, kind = ?record.kind, targets = ?record.target_clusters, "publishing");
         let delivery = self.publisher.publish(&record, &ev.trace).await?;
         self.recent.insert(record.event_id.clone());
         Ok(Done::Later(Box::pin(delivery)))

@@ -50,6 +50,11 @@ pub struct Change {
 
 pub struct Materialiser {
     consumer: StreamConsumer,
+    /// Metadata and watermarks come from a client of their own: offset
+    /// queries on the consumer itself held back its first fetch by seconds
+    /// (as in librdkafka issue #1786).
+    probe: rdkafka::consumer::BaseConsumer,
+    consumer_config: rdkafka::ClientConfig,
     redis: ConnectionManager,
     script: redis::Script,
     codec: Arc<Codec>,
@@ -79,16 +84,18 @@ impl Materialiser {
         changes: broadcast::Sender<Change>,
         metrics: Arc<Metrics>,
     ) -> Result<Materialiser, MaterialiseError> {
-        let consumer: StreamConsumer = cfg
-            .kafka
-            .client_config("view")
+        let mut consumer_config = cfg.kafka.client_config("view");
+        consumer_config
             // No group management: partitions are assigned by hand from Redis's offsets.
             .set("group.id", format!("{}orelink-view", cfg.namespace))
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()?;
+            .set("isolation.level", "read_committed");
+        let consumer = consumer_config.create()?;
+        let probe = cfg.kafka.client_config("view-probe").set("group.id", format!("{}orelink-view-probe", cfg.namespace)).create()?;
         Ok(Materialiser {
             consumer,
+            consumer_config,
+            probe,
             redis,
             script: redis::Script::new(SCRIPT),
             topics: INPUTS.iter().map(|t| codec.topic(t)).collect(),
@@ -112,10 +119,18 @@ impl Materialiser {
         let mut tpl = TopicPartitionList::new();
         for (topic, partitions) in self.partitions().await? {
             for p in partitions {
-                let at = stored.get(&format!("{topic}:{p}")).map_or(Offset::Beginning, |o| Offset::Offset(o + 1));
+                // The low watermark, not Offset::Beginning: resolving that inside
+                // the consumer's first fetch cost seconds per partition here.
+                let at = match stored.get(&format!("{topic}:{p}")) {
+                    Some(o) => Offset::Offset(o + 1),
+                    None => Offset::Offset(self.probe.fetch_watermarks(&topic, p, Duration::from_secs(10))?.0),
+                };
                 tpl.add_partition_offset(&topic, p, at)?;
             }
         }
+        // A new consumer for every resume: re-assigning the old one to earlier
+        // offsets left it idle for seconds before its first fetch.
+        self.consumer = self.consumer_config.create()?;
         self.consumer.assign(&tpl)?;
         tracing::info!(epoch = self.epoch, partitions = tpl.count(), resumed = stored.len(), "view resumed from Redis offsets");
         Ok(())
@@ -123,7 +138,7 @@ impl Materialiser {
 
     async fn partitions(&self) -> Result<Vec<(String, Vec<i32>)>, MaterialiseError> {
         let consumer_topics = self.topics.clone();
-        let md = self.consumer.fetch_metadata(None, Duration::from_secs(10))?;
+        let md = self.probe.fetch_metadata(None, Duration::from_secs(10))?;
         Ok(consumer_topics
             .into_iter()
             .map(|t| {
@@ -138,7 +153,7 @@ impl Materialiser {
         let mut ends = Ends::new();
         for (topic, partitions) in self.partitions().await? {
             for p in partitions {
-                let (low, high) = self.consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
+                let (low, high) = self.probe.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
                 if high > low {
                     ends.insert((topic.clone(), p), high);
                 }
@@ -167,6 +182,7 @@ impl Materialiser {
                 _ = cancel.cancelled() => break,
                 b = self.next_batch() => b?,
             };
+            tracing::debug!(events = batch.len(), "batch");
             if batch.is_empty() {
                 if not_ready_until.take().is_some() {
                     ready();

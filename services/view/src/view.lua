@@ -145,6 +145,7 @@ apply.sh = function(op)
     redis.call('HSET', P .. 'shr:' .. member, 'j', op.j)
     if redis.call('SADD', P .. 'sout:' .. op.origin, member) == 1 then
       agg(op.origin .. '|' .. op.f, 'shared_out', 1)
+      redis.call('SADD', P .. 'cells', op.origin .. '|' .. op.f)
       changed = true
     end
     for _, t in ipairs(op.targets) do

@@ -2,6 +2,7 @@
 //! container image serves every Deployment. See `orelink --help`.
 
 mod all;
+mod bench_view;
 mod demo;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -91,6 +92,19 @@ enum BenchWhich {
         #[arg(long, default_value_t = 5_000)]
         rate: u64,
         #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// View materialisation events/s and API query latency at a fixed rate.
+    View {
+        /// Simulated events to process first.
+        #[arg(long, default_value_t = 50_000)]
+        events: u64,
+        /// API requests per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 15)]
         seconds: u64,
         #[arg(long)]
         json: bool,
@@ -391,6 +405,20 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                     "order->allocation at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
                     rep.rate, rep.order_to_allocation.p50_ms, rep.order_to_allocation.p99_ms, rep.order_to_allocation.samples
                 );
+            }
+        }
+        BenchWhich::View { events, rate, seconds, json } => {
+            let rep = bench_view::run(&cfg, &r, events, rate, seconds, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("view input events              {}", rep.input_events);
+                println!("materialised (read+decode+apply) {:>8.0} events/s", rep.materialise_events_per_s);
+                println!("queries at {} req/s            {} ({} errors)", rep.query_rate, rep.queries, rep.errors);
+                println!("query latency                  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms", rep.p50_ms, rep.p99_ms, rep.max_ms);
+                for (k, v) in &rep.by_endpoint_p99_ms {
+                    println!("  p99 {k:<12} {v:>6.2} ms");
+                }
             }
         }
         BenchWhich::Restore { events, json } => {

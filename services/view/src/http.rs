@@ -181,7 +181,7 @@ async fn clusters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::V
 async fn cluster(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
     known_cluster(&state, &id)?;
     let c = state.topology.cluster(&id).expect("checked");
-    let mine: Vec<Cell> = state.store.cells().await?.into_iter().filter(|x| x.cluster == id).collect();
+    let mine: Vec<Cell> = state.store.cells().await?.iter().filter(|x| x.cluster == id).cloned().collect();
     Ok(Json(json!({"id": id, "name": c.name, "name_zh": c.name_zh, "families": mine, "totals": Cell::total(&id, &mine)})))
 }
 
@@ -197,7 +197,7 @@ async fn cells(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>
     if let Some(c) = &q.cluster {
         known_cluster(&state, c)?;
     }
-    let cells: Vec<Cell> = state.store.cells().await?.into_iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster)).collect();
+    let cells: Vec<Cell> = state.store.cells().await?.iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster)).cloned().collect();
     Ok(Json(json!({"cells": cells})))
 }
 
@@ -215,19 +215,29 @@ fn required_cluster(state: &AppState, q: &ClusterQuery) -> Result<String, ApiErr
     Ok(c)
 }
 
-async fn open_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
-    let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
-    Ok(Json(json!({"cluster": c, "orders": state.store.open_orders(&c, n).await?})))
+#[derive(serde::Serialize)]
+struct OrdersBody {
+    cluster: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
+    orders: Vec<crate::store::Raw>,
 }
 
-async fn shared_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+async fn open_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<OrdersBody> {
+    let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
+    let orders = state.store.open_orders(&c, n).await?;
+    Ok(Json(OrdersBody { cluster: c, direction: None, orders }))
+}
+
+async fn shared_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<OrdersBody> {
     let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
     let inbound = match q.direction.as_deref().unwrap_or("in") {
         "in" => true,
         "out" => false,
         other => return Err(ApiError::BadRequest(format!("direction {other:?}: expected in or out"))),
     };
-    Ok(Json(json!({"cluster": c, "direction": if inbound { "in" } else { "out" }, "orders": state.store.shared(&c, inbound, n).await?})))
+    let orders = state.store.shared(&c, inbound, n).await?;
+    Ok(Json(OrdersBody { cluster: c, direction: Some(if inbound { "in" } else { "out" }), orders }))
 }
 
 async fn order_allocations(State(state): State<Arc<AppState>>, Path(order_id): Path<String>) -> ApiResult<serde_json::Value> {
@@ -237,9 +247,14 @@ async fn order_allocations(State(state): State<Arc<AppState>>, Path(order_id): P
     }
 }
 
-async fn latest_allocations(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+#[derive(serde::Serialize)]
+struct AllocationsBody {
+    allocations: Vec<crate::store::Raw>,
+}
+
+async fn latest_allocations(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<AllocationsBody> {
     let n = limit(&q)?.min(200);
-    Ok(Json(json!({"allocations": state.store.latest_allocations(n).await?})))
+    Ok(Json(AllocationsBody { allocations: state.store.latest_allocations(n).await? }))
 }
 
 async fn timeseries(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {

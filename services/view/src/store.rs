@@ -102,9 +102,21 @@ impl Cell {
 pub struct Store {
     redis: ConnectionManager,
     prefix: String,
+    /// The cells, read at most every `CELLS_TTL`: every dashboard refresh and
+    /// most API calls want them, and 250 ms is fresher than anyone can read.
+    cells: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Vec<Cell>>)>>,
 }
 
+const CELLS_TTL: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub type RedisResult<T> = Result<T, redis::RedisError>;
+
+/// Records kept as the JSON the materialiser stored: served as they are, never re-parsed.
+pub type Raw = Box<serde_json::value::RawValue>;
+
+fn raw(s: String) -> Option<Raw> {
+    serde_json::value::RawValue::from_string(s).ok()
+}
 
 fn parse_json(s: Option<String>) -> Option<serde_json::Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
@@ -112,15 +124,26 @@ fn parse_json(s: Option<String>) -> Option<serde_json::Value> {
 
 impl Store {
     pub fn new(redis: ConnectionManager, namespace: &str) -> Store {
-        Store { redis, prefix: crate::materialise::prefix(namespace) }
+        Store { redis, prefix: crate::materialise::prefix(namespace), cells: Default::default() }
     }
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
 
-    /// Every (cluster, family) cell the view has seen, sorted.
-    pub async fn cells(&self) -> RedisResult<Vec<Cell>> {
+    /// Every (cluster, family) cell the view has seen, sorted; at most `CELLS_TTL` old.
+    pub async fn cells(&self) -> RedisResult<std::sync::Arc<Vec<Cell>>> {
+        if let Some((at, cells)) = self.cells.lock().expect("cells lock").as_ref() {
+            if at.elapsed() < CELLS_TTL {
+                return Ok(cells.clone());
+            }
+        }
+        let fresh = std::sync::Arc::new(self.read_cells().await?);
+        *self.cells.lock().expect("cells lock") = Some((std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
+
+    async fn read_cells(&self) -> RedisResult<Vec<Cell>> {
         let mut con = self.redis.clone();
         let mut names: Vec<String> = redis::cmd("SMEMBERS").arg(self.key("cells")).query_async(&mut con).await?;
         names.sort();
@@ -137,14 +160,14 @@ impl Store {
     }
 
     /// Open orders of a cluster, newest first (the matcher's status JSON).
-    pub async fn open_orders(&self, cluster: &str, limit: usize) -> RedisResult<Vec<serde_json::Value>> {
+    pub async fn open_orders(&self, cluster: &str, limit: usize) -> RedisResult<Vec<Raw>> {
         let mut con = self.redis.clone();
         let members: Vec<String> = redis::cmd("ZREVRANGE").arg(self.key(&format!("open:{cluster}"))).arg(0).arg(limit.saturating_sub(1)).query_async(&mut con).await?;
         self.hash_json(&mut con, "ord:", &members).await
     }
 
     /// Orders shared into (`in`) or out of (`out`) a cluster (SharedOrder JSON, as redacted).
-    pub async fn shared(&self, cluster: &str, inbound: bool, limit: usize) -> RedisResult<Vec<serde_json::Value>> {
+    pub async fn shared(&self, cluster: &str, inbound: bool, limit: usize) -> RedisResult<Vec<Raw>> {
         let mut con = self.redis.clone();
         let set = if inbound { format!("sin:{cluster}") } else { format!("sout:{cluster}") };
         let mut members: Vec<String> = redis::cmd("SMEMBERS").arg(self.key(&set)).query_async(&mut con).await?;
@@ -153,7 +176,7 @@ impl Store {
         self.hash_json(&mut con, "shr:", &members).await
     }
 
-    async fn hash_json(&self, con: &mut ConnectionManager, kind: &str, members: &[String]) -> RedisResult<Vec<serde_json::Value>> {
+    async fn hash_json(&self, con: &mut ConnectionManager, kind: &str, members: &[String]) -> RedisResult<Vec<Raw>> {
         if members.is_empty() {
             return Ok(Vec::new());
         }
@@ -162,7 +185,7 @@ impl Store {
             pipe.cmd("HGET").arg(self.key(&format!("{kind}{m}"))).arg("j");
         }
         let found: Vec<Option<String>> = pipe.query_async(con).await?;
-        Ok(found.into_iter().filter_map(parse_json).collect())
+        Ok(found.into_iter().flatten().filter_map(raw).collect())
     }
 
     /// The allocations of an order, in the order they were decided, and its latest status.
@@ -187,10 +210,10 @@ impl Store {
     }
 
     /// The latest allocations across the hub, newest first.
-    pub async fn latest_allocations(&self, limit: usize) -> RedisResult<Vec<serde_json::Value>> {
+    pub async fn latest_allocations(&self, limit: usize) -> RedisResult<Vec<Raw>> {
         let mut con = self.redis.clone();
-        let raw: Vec<String> = redis::cmd("LRANGE").arg(self.key("latest")).arg(0).arg(limit.saturating_sub(1)).query_async(&mut con).await?;
-        Ok(raw.into_iter().filter_map(|s| serde_json::from_str(&s).ok()).collect())
+        let raw_list: Vec<String> = redis::cmd("LRANGE").arg(self.key("latest")).arg(0).arg(limit.saturating_sub(1)).query_async(&mut con).await?;
+        Ok(raw_list.into_iter().filter_map(raw).collect())
     }
 
     /// Per-minute series (demand placed, capacity declared, allocated) of the

@@ -15,6 +15,8 @@ async fn the_demo_runs_matches_dead_letters_and_stops_cleanly() {
             .args(["demo", "--duration", "8s", "--rate", "400"])
             .envs(env.process_env("demo-test"))
             .env("RUST_LOG", "error")
+            // Any free port: the demo prints where the dashboard is.
+            .env("ORELINK__VIEW__LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .output()
             .expect("orelink demo runs")
@@ -24,6 +26,8 @@ async fn the_demo_runs_matches_dead_letters_and_stops_cleanly() {
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "demo failed ({}):\n{stdout}\n{stderr}", out.status);
     assert!(stdout.contains("allocations") && stdout.lines().count() >= 3, "no live table:\n{stdout}");
+    let dashboard = stderr.lines().find(|l| l.contains("[demo] dashboard: http://127.0.0.1:")).unwrap_or_else(|| panic!("no dashboard URL:\n{stderr}"));
+    assert!(dashboard.contains("/?token="), "{dashboard}");
     let done = stderr.lines().find(|l| l.contains("[demo] done:")).unwrap_or_else(|| panic!("no summary:\n{stderr}"));
     let numbers: Vec<u64> = done.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     // "done: N events simulated (M malformed), A allocations committed by the matcher,

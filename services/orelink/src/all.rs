@@ -40,6 +40,20 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
             orelink_view::run_with(&cfg, &r, c, view_bound).await
         })
     };
+    // The gateway serves only where enterprises' keys are configured.
+    let gateway = if cfg.gateway.keys_file.is_empty() {
+        tracing::warn!("gateway.keys_file is not set: the ingest gateway does not run");
+        None
+    } else {
+        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        Some(tokio::spawn(async move {
+            let _stop_all = c.clone().drop_guard();
+            orelink_gateway::run(&cfg, &r, c).await
+        }))
+    };
+    if let Some(g) = gateway {
+        g.await.context("the gateway task panicked")?.context("gateway")?;
+    }
     let matcher = matcher.await.context("the matcher task panicked")?;
     let share = share.await.context("the share task panicked")?;
     let view = view.await.context("the view task panicked")?;

@@ -170,6 +170,8 @@ enum Role {
     Share,
     /// Materialises the operators' view into Redis; serves the API and dashboard.
     View,
+    /// HTTP/JSON ingest for enterprises, bound to their API keys.
+    Gateway,
     /// Every hub role in one process (the registry runs on its own).
     All,
 }
@@ -458,6 +460,10 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         Role::View => {
             let r = reference(&cfg)?;
             orelink_view::run(&cfg, &r, cancel).await?;
+        }
+        Role::Gateway => {
+            let r = reference(&cfg)?;
+            orelink_gateway::run(&cfg, &r, cancel).await?;
         }
         Role::All => {
             let r = reference(&cfg)?;

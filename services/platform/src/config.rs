@@ -74,6 +74,18 @@ pub struct ViewSettings {
     pub batch_max: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub listen: String,
+    /// TOML file of enterprise API keys (digests and the identities they bind).
+    pub keys_file: String,
+    pub batch_max: usize,
+    pub max_body_bytes: usize,
+    /// How long an Idempotency-Key (or event_id) is remembered, in seconds.
+    pub idempotency_ttl_s: u64,
+}
+
 impl ViewSettings {
     pub fn tokens(&self) -> Vec<String> {
         self.operator_tokens.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
@@ -123,6 +135,7 @@ pub struct Config {
     pub consumer: ConsumerSettings,
     pub matcher: MatcherSettings,
     pub view: ViewSettings,
+    pub gateway: GatewaySettings,
 }
 
 /// Every problem found, one line each.
@@ -191,12 +204,13 @@ impl Config {
         let consumer = section::<ConsumerSettings>(&merged, "consumer", &mut errors);
         let matcher = section::<MatcherSettings>(&merged, "matcher", &mut errors);
         let view = section::<ViewSettings>(&merged, "view", &mut errors);
-        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view)) =
-            (kafka, registry, redis, topology, log, consumer, matcher, view)
+        let gateway = section::<GatewaySettings>(&merged, "gateway", &mut errors);
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view), Some(gateway)) =
+            (kafka, registry, redis, topology, log, consumer, matcher, view, gateway)
         else {
             return Err(ConfigErrors(errors));
         };
-        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view, gateway };
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
     }
@@ -254,6 +268,12 @@ impl Config {
         }
         if self.view.batch_max == 0 {
             p.push("view.batch_max must be > 0".into());
+        }
+        if self.gateway.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!("gateway.listen {:?}: expected ip:port", self.gateway.listen));
+        }
+        if self.gateway.batch_max == 0 || self.gateway.max_body_bytes < 1024 || self.gateway.idempotency_ttl_s == 0 {
+            p.push("gateway.batch_max and gateway.idempotency_ttl_s must be > 0, gateway.max_body_bytes at least 1024".into());
         }
         p
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod consume;
 pub mod dlq;
 pub mod kafka;
+pub mod metrics;
 pub mod reference;
 pub mod registry_client;
 pub mod telemetry;

@@ -118,7 +118,7 @@ async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         Some(r) => ROUTES.iter().find(|k| **k == r).copied().unwrap_or("other"),
         None => "unmatched",
     };
-    state.metrics.http(route, resp.status().as_u16(), started.elapsed());
+    state.metrics.http.observe(route, resp.status().as_u16(), started.elapsed());
     resp
 }
 

@@ -365,7 +365,10 @@ enum Remembered {
 async fn remember(state: &AppState, who: &KeySpec, idem: &str) -> Result<Remembered, ApiError> {
     let mut con = state.redis.clone();
     let key = format!("{}{}:{idem}", state.prefix, who.id);
-    let set: Option<String> = redis::cmd("SET").arg(&key).arg("pending").arg("NX").arg("EX").arg(state.idem_ttl).query_async(&mut con).await?;
+    // "pending" lives only as long as a produce can take: a gateway that dies
+    // mid-request must not leave the key refusing retries for the whole TTL.
+    let pending_ttl = (state.timeout.as_secs() * 2).clamp(10, state.idem_ttl);
+    let set: Option<String> = redis::cmd("SET").arg(&key).arg("pending").arg("NX").arg("EX").arg(pending_ttl).query_async(&mut con).await?;
     if set.is_some() {
         return Ok(Remembered::New);
     }

@@ -90,6 +90,7 @@ pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, Enc
 
 /// A resolved reader for one writer schema id: built once, used for every message.
 type Reader = apache_avro::reader::datum::GenericDatumReader<'static>;
+type Writer = apache_avro::writer::datum::GenericDatumWriter<'static>;
 
 pub struct Codec {
     decoder: AvroDecoder,
@@ -98,6 +99,10 @@ pub struct Codec {
     /// registry id, which are few and never change.
     readers: std::sync::RwLock<std::collections::HashMap<u32, (String, Arc<Reader>)>>,
     encoder: AvroEncoder,
+    /// Topic -> the registry id of the hub's schema under `<topic>-value`,
+    /// learnt from the first encode through the converter: later encodes skip
+    /// the converter (which clones and hashes the schema text per call).
+    ids: std::sync::RwLock<std::collections::HashMap<String, (u32, Arc<Writer>)>>,
     schemas: Arc<Schemas>,
     catalog: Arc<Catalog>,
     topology: Arc<Topology>,
@@ -112,6 +117,7 @@ impl Codec {
             decoder: AvroDecoder::new(settings.clone()),
             readers: Default::default(),
             encoder: AvroEncoder::new(settings),
+            ids: Default::default(),
             schemas,
             catalog,
             topology,
@@ -227,14 +233,28 @@ impl Codec {
             false,
             SuppliedSchema::new(None, SchemaType::Avro, schema.text.clone()),
         );
+        let known = self.ids.read().expect("ids lock").get(topic).cloned();
+        if let Some((id, writer)) = known {
+            let mut out = Vec::with_capacity(256);
+            out.push(0);
+            out.extend_from_slice(&id.to_be_bytes());
+            writer.write_value_ref(&mut out, &v).map_err(|e| EncodeError::Schema { record: record.to_owned(), message: e.to_string() })?;
+            return Ok(out);
+        }
         let Value::Record(fields) = v else {
             return Err(EncodeError::Schema { record: record.to_owned(), message: "not a record".into() });
         };
         let fields: Vec<(&str, Value)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        self.encoder
-            .encode(fields, strategy)
-            .await
-            .map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: e.retriable })
+        let bytes = self.encoder.encode(fields, strategy).await.map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: e.retriable })?;
+        if let Ok((id, _)) = split_wire(&bytes) {
+            // Leaked like the readers' schemas: one per topic, for the codec's life.
+            let leaked: &'static apache_avro::Schema = Box::leak(Box::new(schema.parsed.clone()));
+            // Already resolved against the schema above: no second validation.
+            if let Ok(w) = Writer::builder(leaked).validate(false).build() {
+                self.ids.write().expect("ids lock").insert(topic.to_owned(), (id, Arc::new(w)));
+            }
+        }
+        Ok(bytes)
     }
 
     /// The wire form of a dead letter for `topic`'s event, ready for [`Codec::encode`] on the DLQ.

@@ -149,6 +149,9 @@ async fn accepted_events_are_in_kafka_once_and_keys_bind_identities() {
     assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
     let (status, _, body) = post(addr, "/v1/nothing", Some(KEY_BUYER), &order, None).await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let huge = json!({"events": vec![serde_json::to_value(order_wire(12)).unwrap(); 5_000]});
+    let (status, _, body) = post(addr, "/v1/batch", Some(KEY_BUYER), &huge, None).await;
+    assert_eq!((status, body["error"].as_str()), (413, Some("too_large")), "{body}");
     let r = reqwest::get(format!("http://{addr}/v1/orders")).await.unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "method_not_allowed");

@@ -258,8 +258,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // Our own limit, answered in JSON (see `body`); axum's would answer in text.
-        .layer(DefaultBodyLimit::disable())
+        // Bodies stop being read at the limit; `body` answers the rejection in JSON.
+        .layer(DefaultBodyLimit::max(state.max_body))
         .layer(middleware::from_fn_with_state(state.clone(), measure))
         .with_state(state)
 }
@@ -282,10 +282,7 @@ fn caller<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a KeySpec, A
 }
 
 fn body(state: &AppState, b: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let b = b.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if b.len() > state.max_body {
-        return Err(ApiError::TooLarge(state.max_body));
-    }
+    let b = b.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::TooLarge(state.max_body) } else { ApiError::BadRequest(e.body_text()) })?;
     serde_json::from_slice(&b).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))
 }
 

@@ -98,11 +98,8 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
 /// ends. Safe while a view role runs: it notices the new epoch and resumes.
 pub async fn rebuild(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<(u64, Applied), ViewError> {
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| ViewError::Config(e.to_string()))?;
-    let t = std::time::Instant::now();
     let mut redis = connect(cfg).await?;
-    tracing::debug!(ms = t.elapsed().as_millis() as u64, "connected");
     let removed = materialise::clear(&mut redis, &cfg.namespace).await?;
-    tracing::debug!(ms = t.elapsed().as_millis() as u64, "cleared");
     let (changes, _) = broadcast::channel::<Change>(16);
     let materialiser = Materialiser::new(cfg, codec, redis, changes, Arc::new(Metrics::default())).await?;
     let ends = materialiser.ends().await?;

@@ -3,6 +3,7 @@
 
 mod all;
 mod bench_view;
+mod k8s;
 mod demo;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -157,6 +158,14 @@ enum TopologyAction {
     Apply {
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Render deployment resources from the topology (today: `k8s`, Strimzi KafkaTopic and KafkaUser).
+    Render {
+        #[arg(value_parser = ["k8s"])]
+        target: String,
+        /// Where the files go.
+        #[arg(long, default_value = "k8s/base/kafka")]
+        out: PathBuf,
     },
 }
 
@@ -352,6 +361,17 @@ async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()>
                 for s in &t.topics {
                     println!("topic {}{}: {} partitions, {}, key {}", cfg.namespace, s.name, s.partitions, s.cleanup_policy.as_str(), s.key);
                 }
+            }
+            Ok(())
+        }
+        TopologyAction::Render { target: _, out } => {
+            let cfg = load_config(config)?;
+            let r = reference(&cfg)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (file, text) in k8s::render(&r.topology) {
+                let path = out.join(&file);
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
             }
             Ok(())
         }

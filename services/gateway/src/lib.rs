@@ -62,7 +62,7 @@ pub enum Kind {
 
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Order, Kind::Capacity, Kind::Inventory, Kind::Shipment];
-    fn topic(self) -> &'static str {
+    pub fn topic(self) -> &'static str {
         match self {
             Kind::Order => topics::ORDERS,
             Kind::Capacity => topics::CAPACITY,
@@ -78,7 +78,7 @@ impl Kind {
             Kind::Shipment => "orelink.v1.ShipmentEvent",
         }
     }
-    fn path(self) -> &'static str {
+    pub fn path(self) -> &'static str {
         match self {
             Kind::Order => "/v1/orders",
             Kind::Capacity => "/v1/capacity",
@@ -208,13 +208,7 @@ pub async fn state(cfg: &Config, reference: &Reference) -> Result<Arc<AppState>,
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| GatewayError::Config(e.to_string()))?;
     let producer: FutureProducer = cfg.kafka.producer_config("gateway").set("linger.ms", "2").set("partitioner", "murmur2_random").create()?;
     let redis = redis::Client::open(cfg.redis.url.as_str())?.get_connection_manager().await?;
-    let avro = Kind::ALL
-        .iter()
-        .filter_map(|k| {
-            let text = &reference.schemas.get(k.record())?.text;
-            Some((k.record(), serde_json::from_str(text).ok()?))
-        })
-        .collect();
+    let avro = avro_documents(reference);
     Ok(Arc::new(AppState {
         codec,
         reference: reference.clone(),
@@ -295,61 +289,111 @@ struct Ready {
 }
 
 /// Schema, contract and identity checks of one event; every problem reported.
-async fn validate(state: &AppState, who: &KeySpec, kind: Kind, value: &Value, at: &str) -> Result<Ready, ApiError> {
+/// A contract event as the caller sent it, checked against the schema and the
+/// contract; shared by the gateway and the edge relay.
+#[derive(Debug, Clone)]
+pub enum WireEvent {
+    Order(wire::OrderEvent),
+    Capacity(wire::CapacityEvent),
+    Inventory(wire::InventoryEvent),
+    Shipment(wire::ShipmentEvent),
+}
+
+/// A checked event: its kind, id, Kafka key and record.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub kind: Kind,
+    pub event_id: String,
+    pub key: String,
+    pub wire: WireEvent,
+}
+
+/// The Avro schema documents of the four kinds, by record name.
+pub fn avro_documents(reference: &Reference) -> std::collections::BTreeMap<&'static str, Value> {
+    Kind::ALL
+        .iter()
+        .filter_map(|k| {
+            let text = &reference.schemas.get(k.record())?.text;
+            Some((k.record(), serde_json::from_str(text).ok()?))
+        })
+        .collect()
+}
+
+/// Schema and contract checks of one event (`at` prefixes field paths);
+/// every problem is reported. No identity, no I/O.
+pub fn parse(reference: &Reference, avro: &std::collections::BTreeMap<&'static str, Value>, kind: Kind, value: &Value, at: &str) -> Result<Parsed, ApiError> {
     let mut problems = Vec::new();
-    schema::check(&state.avro[kind.record()], value, at, &mut problems);
+    match avro.get(kind.record()) {
+        Some(schema) => schema::check(schema, value, at, &mut problems),
+        None => return Err(ApiError::Unavailable(format!("no schema for {}", kind.record()))),
+    }
     if !problems.is_empty() {
         return Err(ApiError::Invalid(problems));
     }
-    let r = DomainRef { catalog: &state.reference.catalog, topology: &state.reference.topology };
-    let prefix = |p: Vec<orelink_domain::Invalid>| -> Vec<(String, String)> {
-        p.into_iter().map(|i| (if at.is_empty() { i.field } else { format!("{at}.{}", i.field) }, i.message)).collect()
+    let r = DomainRef { catalog: &reference.catalog, topology: &reference.topology };
+    let invalid = |p: Vec<orelink_domain::Invalid>| -> ApiError {
+        ApiError::Invalid(p.into_iter().map(|i| (if at.is_empty() { i.field } else { format!("{at}.{}", i.field) }, i.message)).collect())
     };
-    let forbid = |what: &str| ApiError::Forbidden(format!("this key ({}) may not publish {what}", who.id));
-    let topic = state.codec.topic(kind.topic());
-    let (event_id, key, bytes) = match kind {
+    let (event_id, key, wire) = match kind {
         Kind::Order => {
             let w: wire::OrderEvent = de(value, at)?;
-            let o = OrderEvent::validate(&w, &r).map_err(|e| ApiError::Invalid(prefix(e.problems)))?;
-            if who.enterprise.as_deref() != Some(o.buyer_id.as_str()) {
-                return Err(forbid(&format!("orders as buyer {}", o.buyer_id)));
-            }
-            (w.event_id.clone(), o.product.family_str().to_owned(), encode(state, &topic, &w).await?)
+            let o = OrderEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
+            (w.event_id.clone(), o.product.family_str().to_owned(), WireEvent::Order(w))
         }
         Kind::Capacity => {
             let w: wire::CapacityEvent = de(value, at)?;
-            let c = CapacityEvent::validate(&w, &r).map_err(|e| ApiError::Invalid(prefix(e.problems)))?;
-            if who.enterprise.as_deref() != Some(c.provider_id.as_str()) {
-                return Err(forbid(&format!("capacity as provider {}", c.provider_id)));
-            }
-            (w.event_id.clone(), c.product.family_str().to_owned(), encode(state, &topic, &w).await?)
+            let c = CapacityEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
+            (w.event_id.clone(), c.product.family_str().to_owned(), WireEvent::Capacity(w))
         }
         Kind::Inventory => {
             let w: wire::InventoryEvent = de(value, at)?;
-            InventoryEvent::validate(&w, &r).map_err(|e| ApiError::Invalid(prefix(e.problems)))?;
-            if !who.sites.contains(&w.site_id) {
-                return Err(forbid(&format!("inventory of site {}", w.site_id)));
-            }
-            (w.event_id.clone(), format!("{}/{}", w.site_id, w.product_code), encode(state, &topic, &w).await?)
+            InventoryEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
+            (w.event_id.clone(), format!("{}/{}", w.site_id, w.product_code), WireEvent::Inventory(w))
         }
         Kind::Shipment => {
             let w: wire::ShipmentEvent = de(value, at)?;
-            ShipmentEvent::validate(&w, &r).map_err(|e| ApiError::Invalid(prefix(e.problems)))?;
-            if who.carrier.as_deref() != Some(w.carrier_id.as_str()) {
-                return Err(forbid(&format!("shipments as carrier {}", w.carrier_id)));
-            }
-            (w.event_id.clone(), w.shipment_id.clone(), encode(state, &topic, &w).await?)
+            ShipmentEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
+            (w.event_id.clone(), w.shipment_id.clone(), WireEvent::Shipment(w))
         }
     };
-    Ok(Ready { kind, event_id, key, bytes })
+    Ok(Parsed { kind, event_id, key, wire })
+}
+
+impl Parsed {
+    /// Whether `who` may publish this event as itself.
+    pub fn owned_by(&self, who: &KeySpec) -> Result<(), ApiError> {
+        let forbid = |what: String| Err(ApiError::Forbidden(format!("this key ({}) may not publish {what}", who.id)));
+        match &self.wire {
+            WireEvent::Order(w) if who.enterprise.as_deref() != Some(w.buyer_id.as_str()) => forbid(format!("orders as buyer {}", w.buyer_id)),
+            WireEvent::Capacity(w) if who.enterprise.as_deref() != Some(w.provider_id.as_str()) => forbid(format!("capacity as provider {}", w.provider_id)),
+            WireEvent::Inventory(w) if !who.sites.contains(&w.site_id) => forbid(format!("inventory of site {}", w.site_id)),
+            WireEvent::Shipment(w) if who.carrier.as_deref() != Some(w.carrier_id.as_str()) => forbid(format!("shipments as carrier {}", w.carrier_id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Confluent Avro for the deployed topic (`codec.topic(kind.topic())`).
+    pub async fn encode(&self, codec: &Codec) -> Result<Vec<u8>, orelink_codec::EncodeError> {
+        let topic = codec.topic(self.kind.topic());
+        match &self.wire {
+            WireEvent::Order(w) => codec.encode(&topic, w).await,
+            WireEvent::Capacity(w) => codec.encode(&topic, w).await,
+            WireEvent::Inventory(w) => codec.encode(&topic, w).await,
+            WireEvent::Shipment(w) => codec.encode(&topic, w).await,
+        }
+    }
+}
+
+/// Schema, contract and identity checks of one event, then its Avro bytes.
+async fn validate(state: &AppState, who: &KeySpec, kind: Kind, value: &Value, at: &str) -> Result<Ready, ApiError> {
+    let parsed = parse(&state.reference, &state.avro, kind, value, at)?;
+    parsed.owned_by(who)?;
+    let bytes = parsed.encode(&state.codec).await.map_err(|e| ApiError::Unavailable(format!("the schema registry is unavailable: {e}")))?;
+    Ok(Ready { kind, event_id: parsed.event_id, key: parsed.key, bytes })
 }
 
 fn de<T: serde::de::DeserializeOwned>(v: &Value, at: &str) -> Result<T, ApiError> {
     serde_json::from_value(v.clone()).map_err(|e| ApiError::Invalid(vec![(at.to_owned(), e.to_string())]))
-}
-
-async fn encode<T: serde::Serialize>(state: &AppState, topic: &str, w: &T) -> Result<Vec<u8>, ApiError> {
-    state.codec.encode(topic, w).await.map_err(|e| ApiError::Unavailable(format!("the schema registry is unavailable: {e}")))
 }
 
 /// What Redis holds for an idempotency key.

@@ -42,6 +42,11 @@ enum Command {
     Run { role: Role },
     /// Check the configuration and print it (secrets hidden).
     Config,
+    /// A running edge relay's link and backlog.
+    Edge {
+        #[command(subcommand)]
+        action: EdgeAction,
+    },
     /// The operators' view in Redis.
     View {
         #[command(subcommand)]
@@ -120,6 +125,16 @@ enum BenchWhich {
 }
 
 #[derive(Subcommand)]
+enum EdgeAction {
+    /// Link state, queued events and bytes, accepted and forwarded counts.
+    Status {
+        /// The relay's address (default: edge.listen).
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum ViewAction {
     /// Empty the view and recompute it from Kafka (Redis is a cache). Safe while view roles run.
     Rebuild,
@@ -181,6 +196,8 @@ enum Role {
     View,
     /// HTTP/JSON ingest for enterprises, bound to their API keys.
     Gateway,
+    /// Store-and-forward relay at a remote site (edge.site, edge.dir).
+    Edge,
     /// Every hub role in one process (the registry runs on its own).
     All,
 }
@@ -249,6 +266,13 @@ async fn main() -> Result<()> {
         Command::Config => {
             let cfg = load_config(cli.config)?;
             println!("{cfg:#?}");
+            Ok(())
+        }
+        Command::Edge { action: EdgeAction::Status { url } } => {
+            let cfg = load_config(cli.config)?;
+            let url = url.unwrap_or_else(|| format!("http://{}", cfg.edge.listen));
+            let status: serde_json::Value = reqwest::get(format!("{url}/status")).await.with_context(|| format!("no edge relay answers at {url}"))?.json().await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
         Command::View { action: ViewAction::Rebuild } => {
@@ -484,6 +508,10 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         Role::Gateway => {
             let r = reference(&cfg)?;
             orelink_gateway::run(&cfg, &r, cancel).await?;
+        }
+        Role::Edge => {
+            let r = reference(&cfg)?;
+            orelink_edge::run_with(&cfg, &r, cancel, |_| {}).await?;
         }
         Role::All => {
             let r = reference(&cfg)?;

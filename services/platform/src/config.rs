@@ -86,6 +86,18 @@ pub struct GatewaySettings {
     pub idempotency_ttl_s: u64,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSettings {
+    pub listen: String,
+    /// Directory of the durable local queue.
+    pub dir: String,
+    /// The site this relay serves (topology/clusters.toml).
+    pub site: String,
+    pub max_queue_bytes: u64,
+    pub batch_max: usize,
+}
+
 impl ViewSettings {
     pub fn tokens(&self) -> Vec<String> {
         self.operator_tokens.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
@@ -136,6 +148,7 @@ pub struct Config {
     pub matcher: MatcherSettings,
     pub view: ViewSettings,
     pub gateway: GatewaySettings,
+    pub edge: EdgeSettings,
 }
 
 /// Every problem found, one line each.
@@ -205,12 +218,13 @@ impl Config {
         let matcher = section::<MatcherSettings>(&merged, "matcher", &mut errors);
         let view = section::<ViewSettings>(&merged, "view", &mut errors);
         let gateway = section::<GatewaySettings>(&merged, "gateway", &mut errors);
-        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view), Some(gateway)) =
-            (kafka, registry, redis, topology, log, consumer, matcher, view, gateway)
+        let edge = section::<EdgeSettings>(&merged, "edge", &mut errors);
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view), Some(gateway), Some(edge)) =
+            (kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge)
         else {
             return Err(ConfigErrors(errors));
         };
-        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view, gateway };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge };
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
     }
@@ -268,6 +282,12 @@ impl Config {
         }
         if self.view.batch_max == 0 {
             p.push("view.batch_max must be > 0".into());
+        }
+        if self.edge.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!("edge.listen {:?}: expected ip:port", self.edge.listen));
+        }
+        if self.edge.max_queue_bytes < 1024 || self.edge.batch_max == 0 {
+            p.push("edge.max_queue_bytes must be at least 1024 and edge.batch_max > 0".into());
         }
         if self.gateway.listen.parse::<SocketAddr>().is_err() {
             p.push(format!("gateway.listen {:?}: expected ip:port", self.gateway.listen));

@@ -1,0 +1,425 @@
+//! orelink-edge: the relay at a remote site whose network and power drop out.
+//!
+//! It accepts the contract's events locally (the gateway's HTTP API on the
+//! site's LAN, same checks), writes each to a durable local queue (redb; the
+//! write transaction is fsync'd before the `202`), and forwards the queue to
+//! Kafka whenever the link is up.
+//!
+//! Delivery: exactly once, in order. Forwarding runs in Kafka transactions
+//! (transactional id per site): one batch of queued events plus a progress
+//! record (`orelink.edge-progress.v1`, key = site, value = the last queued
+//! sequence number in the batch) commit together. Only then are the entries
+//! dropped locally. After a crash (SIGKILL, power) the relay reads its site's
+//! last committed progress and drops what Kafka already has, so nothing is
+//! sent twice; a new producer with the same transactional id fences and
+//! aborts whatever the dead one left open. Order per key follows the queue.
+//! The queue is bounded (`edge.max_queue_bytes`): when full, new events get
+//! `507` and a clear reason, and nothing already accepted is dropped.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use orelink_codec::Codec;
+use orelink_gateway::{ApiError, Kind, avro_documents, parse};
+use orelink_platform::{Config, Reference};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The internal topic of each site's forwarding progress.
+pub const PROGRESS_TOPIC: &str = "orelink.edge-progress.v1";
+
+const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("local queue: {0}")]
+    Store(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("http: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+fn store<E: std::fmt::Display>(e: E) -> EdgeError {
+    EdgeError::Store(e.to_string())
+}
+
+/// One queued event, as stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    kind: Kind,
+    event: Value,
+}
+
+/// The durable queue: sequence number -> entry; `next` and `bytes` in META.
+pub struct Queue {
+    db: Database,
+    max_bytes: u64,
+}
+
+impl Queue {
+    pub fn open(dir: &std::path::Path, max_bytes: u64) -> Result<Queue, EdgeError> {
+        std::fs::create_dir_all(dir).map_err(store)?;
+        let db = Database::create(dir.join("queue.redb")).map_err(store)?;
+        let w = db.begin_write().map_err(store)?;
+        {
+            w.open_table(QUEUE).map_err(store)?;
+            w.open_table(META).map_err(store)?;
+        }
+        w.commit().map_err(store)?;
+        Ok(Queue { db, max_bytes })
+    }
+
+    /// Appends durably (the commit is fsync'd); the new entry's sequence number,
+    /// or `None` when the queue is full.
+    fn push(&self, entry: &[u8]) -> Result<Option<u64>, EdgeError> {
+        let w = self.db.begin_write().map_err(store)?;
+        let seq = {
+            let mut meta = w.open_table(META).map_err(store)?;
+            let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
+            if bytes + entry.len() as u64 > self.max_bytes {
+                return Ok(None);
+            }
+            let seq = meta.get("next").map_err(store)?.map(|v| v.value()).unwrap_or(1);
+            meta.insert("next", seq + 1).map_err(store)?;
+            meta.insert("bytes", bytes + entry.len() as u64).map_err(store)?;
+            let mut q = w.open_table(QUEUE).map_err(store)?;
+            q.insert(seq, entry).map_err(store)?;
+            seq
+        };
+        w.commit().map_err(store)?;
+        Ok(Some(seq))
+    }
+
+    /// Up to `n` entries from the front.
+    fn front(&self, n: usize) -> Result<Vec<(u64, Vec<u8>)>, EdgeError> {
+        let r = self.db.begin_read().map_err(store)?;
+        let q = r.open_table(QUEUE).map_err(store)?;
+        let mut out = Vec::new();
+        for item in q.iter().map_err(store)?.take(n) {
+            let (k, v) = item.map_err(store)?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Drops every entry up to and including `seq` (Kafka has them).
+    fn drop_through(&self, seq: u64) -> Result<u64, EdgeError> {
+        let w = self.db.begin_write().map_err(store)?;
+        let dropped = {
+            let mut q = w.open_table(QUEUE).map_err(store)?;
+            let mut freed = 0u64;
+            let mut n = 0u64;
+            let keys: Vec<u64> = q.range(..=seq).map_err(store)?.filter_map(|r| r.ok()).map(|(k, v)| {
+                freed += v.value().len() as u64;
+                k.value()
+            }).collect();
+            for k in keys {
+                q.remove(k).map_err(store)?;
+                n += 1;
+            }
+            let mut meta = w.open_table(META).map_err(store)?;
+            let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
+            meta.insert("bytes", bytes.saturating_sub(freed)).map_err(store)?;
+            n
+        };
+        w.commit().map_err(store)?;
+        Ok(dropped)
+    }
+
+    pub fn backlog(&self) -> Result<(u64, u64), EdgeError> {
+        let r = self.db.begin_read().map_err(store)?;
+        let q = r.open_table(QUEUE).map_err(store)?;
+        let meta = r.open_table(META).map_err(store)?;
+        let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
+        Ok((q.len().map_err(store)?, bytes))
+    }
+}
+
+struct AppState {
+    queue: Arc<Queue>,
+    reference: Reference,
+    avro: BTreeMap<&'static str, Value>,
+    link_up: Arc<AtomicBool>,
+    forwarded: Arc<AtomicU64>,
+    accepted: AtomicU64,
+    site: String,
+}
+
+/// Runs the relay until `cancel`: the local API and the forwarder.
+pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationToken, bound: impl FnOnce(std::net::SocketAddr)) -> Result<(), EdgeError> {
+    let e = &cfg.edge;
+    if e.site.is_empty() || reference.topology.site(&e.site).is_none() {
+        return Err(EdgeError::Config(format!("edge.site {:?}: set it to this relay's site id from topology/clusters.toml", e.site)));
+    }
+    if e.dir.is_empty() {
+        return Err(EdgeError::Config("edge.dir is empty: the relay needs a directory for its durable queue".into()));
+    }
+    let queue = Arc::new(Queue::open(std::path::Path::new(&e.dir), e.max_queue_bytes)?);
+    let codec = orelink_platform::codec(cfg, reference).map_err(|e| EdgeError::Config(e.to_string()))?;
+    let link_up = Arc::new(AtomicBool::new(false));
+    let forwarded = Arc::new(AtomicU64::new(0));
+    let state = Arc::new(AppState {
+        queue: queue.clone(),
+        reference: reference.clone(),
+        avro: avro_documents(reference),
+        link_up: link_up.clone(),
+        forwarded: forwarded.clone(),
+        accepted: AtomicU64::new(0),
+        site: e.site.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(&e.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, site = e.site, "edge relay");
+    bound(listener.local_addr()?);
+    let forwarder = {
+        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        std::thread::Builder::new()
+            .name("edge-forwarder".into())
+            .spawn(move || forward(&cfg, &r, &codec, &queue, &link_up, &forwarded, &c))
+            .map_err(EdgeError::Http)?
+    };
+    let app = Router::new()
+        .route("/v1/orders", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Order)))
+        .route("/v1/capacity", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Capacity)))
+        .route("/v1/inventory", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Inventory)))
+        .route("/v1/shipments", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Shipment)))
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state);
+    let c = cancel.clone();
+    let served = axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await;
+    cancel.cancel();
+    let forwarded = tokio::task::spawn_blocking(move || forwarder.join()).await;
+    served?;
+    match forwarded {
+        Ok(Ok(r)) => r,
+        _ => Err(EdgeError::Config("the forwarder thread panicked".into())),
+    }
+}
+
+async fn accept(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
+    let b = b.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let value: Value = serde_json::from_slice(&b).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let parsed = parse(&state.reference, &state.avro, kind, &value, "")?;
+    let entry = serde_json::to_vec(&Entry { kind, event: value }).expect("serialises");
+    let queue = state.queue.clone();
+    let seq = tokio::task::spawn_blocking(move || queue.push(&entry))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let Some(seq) = seq else {
+        let body = json!({"error": "queue_full", "message": "the relay's local queue is full: nothing was accepted; retry once the link has drained it"});
+        return Ok((StatusCode::INSUFFICIENT_STORAGE, Json(body)).into_response());
+    };
+    state.accepted.fetch_add(1, Ordering::Relaxed);
+    Ok((StatusCode::ACCEPTED, Json(json!({"event_id": parsed.event_id, "queued": seq}))).into_response())
+}
+
+async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
+    let (backlog, bytes) = state.queue.backlog().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(json!({
+        "site": state.site,
+        "link": if state.link_up.load(Ordering::Relaxed) { "up" } else { "down" },
+        "backlog_events": backlog,
+        "backlog_bytes": bytes,
+        "accepted": state.accepted.load(Ordering::Relaxed),
+        "forwarded": state.forwarded.load(Ordering::Relaxed),
+    })))
+}
+
+/// The last sequence number this site committed to Kafka, from its progress records.
+fn committed_progress(cfg: &Config, topic: &str, site: &str) -> Result<Option<u64>, EdgeError> {
+    let c: BaseConsumer = cfg
+        .kafka
+        .client_config("edge-progress")
+        .set("group.id", format!("{}orelink-edge-progress-{site}", cfg.namespace))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let probe: BaseConsumer = cfg.kafka.client_config("edge-probe").create()?;
+    let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut last = None;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = probe.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+        if high > low {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(low))?;
+            ends.insert(p.id(), high);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(None);
+    }
+    c.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() && std::time::Instant::now() < deadline {
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if m.key() == Some(site.as_bytes()) {
+                    last = m.payload().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()).or(last);
+                }
+                if ends.get(&m.partition()).is_some_and(|h| m.offset() + 2 >= *h) {
+                    ends.remove(&m.partition());
+                }
+            }
+            _ => {
+                let pos = c.position()?;
+                ends.retain(|p, h| !pos.find_partition(topic, *p).is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *h)));
+            }
+        }
+    }
+    Ok(last)
+}
+
+/// The forwarder: batches from the queue's front, each in one Kafka
+/// transaction with the site's progress; retries with backoff while the link is down.
+fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, link_up: &AtomicBool, forwarded: &AtomicU64, cancel: &CancellationToken) -> Result<(), EdgeError> {
+    let site = cfg.edge.site.clone();
+    let avro = avro_documents(reference);
+    let progress_topic = format!("{}{PROGRESS_TOPIC}", cfg.namespace);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Http)?;
+    let txn_timeout = Duration::from_secs(30);
+    let mut backoff = Duration::from_millis(200);
+    // (Re)connects: fences any zombie with this site's transactional id, then
+    // drops what its last committed batch already put in Kafka.
+    let connect = || -> Result<ThreadedProducer<DefaultProducerContext>, EdgeError> {
+        let p: ThreadedProducer<DefaultProducerContext> = cfg
+            .kafka
+            .producer_config("edge")
+            .set("transactional.id", format!("{}orelink-edge-{site}", cfg.namespace))
+            .set("transaction.timeout.ms", txn_timeout.as_millis().to_string())
+            .set("linger.ms", "5")
+            .create()?;
+        p.init_transactions(txn_timeout)?;
+        if let Some(done) = committed_progress(cfg, &progress_topic, &site)? {
+            let n = queue.drop_through(done)?;
+            if n > 0 {
+                tracing::info!(through = done, dropped = n, "already in Kafka before the restart: dropped locally");
+            }
+        }
+        Ok(p)
+    };
+    let mut producer = None;
+    while !cancel.is_cancelled() {
+        if producer.is_none() {
+            match connect() {
+                Ok(p) => {
+                    producer = Some(p);
+                    link_up.store(true, Ordering::Relaxed);
+                    backoff = Duration::from_millis(200);
+                }
+                Err(e) => {
+                    link_up.store(false, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "link down");
+                    sleep(cancel, backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+        }
+        let batch = queue.front(cfg.edge.batch_max)?;
+        if batch.is_empty() {
+            sleep(cancel, Duration::from_millis(100));
+            continue;
+        }
+        let p = producer.as_ref().expect("connected above");
+        let last = batch.last().map(|(s, _)| *s).expect("not empty");
+        let result = (|| -> Result<(), EdgeError> {
+            p.begin_transaction()?;
+            for (seq, raw) in &batch {
+                let entry: Entry = serde_json::from_slice(raw).map_err(store)?;
+                // Checked when accepted; checked again in case the topology changed since.
+                let parsed = match parse(reference, &avro, entry.kind, &entry.event, "") {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(seq, error = %e, "a queued event no longer passes the contract; it is skipped");
+                        continue;
+                    }
+                };
+                let bytes = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
+                let topic = codec.topic(parsed.kind.topic());
+                send(p, BaseRecord::to(&topic).key(parsed.key.as_str()).payload(bytes.as_slice()))?;
+            }
+            let value = last.to_string();
+            send(p, BaseRecord::to(&progress_topic).key(site.as_str()).payload(value.as_bytes()))?;
+            p.commit_transaction(txn_timeout)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                queue.drop_through(last)?;
+                forwarded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                link_up.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "forwarding failed; reconnecting");
+                link_up.store(false, Ordering::Relaxed);
+                if let Some(p) = producer.take() {
+                    let _ = p.abort_transaction(Duration::from_secs(5));
+                }
+                sleep(cancel, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, str, [u8]>) -> Result<(), EdgeError> {
+    loop {
+        match p.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+fn sleep(cancel: &CancellationToken, d: Duration) {
+    let until = std::time::Instant::now() + d;
+    while !cancel.is_cancelled() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_survives_reopening_and_refuses_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Queue::open(dir.path(), 100).unwrap();
+            assert_eq!(q.push(&[1; 40]).unwrap(), Some(1));
+            assert_eq!(q.push(&[2; 40]).unwrap(), Some(2));
+            assert_eq!(q.push(&[3; 40]).unwrap(), None, "over the byte bound");
+        }
+        let q = Queue::open(dir.path(), 100).unwrap();
+        assert_eq!(q.backlog().unwrap(), (2, 80));
+        assert_eq!(q.front(10).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(q.drop_through(1).unwrap(), 1);
+        assert_eq!(q.backlog().unwrap(), (1, 40));
+        assert_eq!(q.push(&[4; 40]).unwrap(), Some(3), "sequence numbers never go back");
+    }
+}

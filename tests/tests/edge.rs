@@ -1,0 +1,160 @@
+//! The edge relay as a real process: it keeps accepting while the link to
+//! Kafka is cut (the broker frozen with SIGSTOP), is killed with SIGKILL
+//! mid-forward and restarted, and once the link returns a read_committed
+//! consumer sees every event exactly once, in order per key.
+
+use orelink_codec::Record;
+use orelink_domain::topology::topics;
+use orelink_tests::TestEnv;
+use rdkafka::Message;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SITE: &str = "hechi-dachang-tin";
+const PRODUCTS: [&str; 4] = ["SN-INGOT-SN99.90", "SN-INGOT-SN99.95", "ZN-INGOT-ZN99.995", "PB-INGOT-PB99.994"];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn bin() -> std::path::PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("orelink")
+}
+
+fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> Child {
+    Command::new(bin())
+        .args(["run", "edge"])
+        .envs(env.process_env("edge"))
+        .env("ORELINK__EDGE__DIR", dir)
+        .env("ORELINK__EDGE__SITE", SITE)
+        .env("ORELINK__EDGE__LISTEN", format!("127.0.0.1:{port}"))
+        .env("ORELINK__EDGE__BATCH_MAX", "10")
+        .env("ORELINK__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("orelink run edge starts")
+}
+
+/// Inventory event `n`: four keys (site/product), `n` increasing within each.
+fn event(n: u32) -> serde_json::Value {
+    json!({
+        "event_id": format!("edge-inv-{n:05}"),
+        "event_time": 1_795_000_000_000i64 + n as i64 * 1000,
+        "site_id": SITE,
+        "product_code": PRODUCTS[n as usize % PRODUCTS.len()],
+        "on_hand_kg": 100_000 + n as i64,
+        "reserved_kg": 0,
+    })
+}
+
+async fn post(client: &reqwest::Client, port: u16, n: u32) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.post(format!("http://127.0.0.1:{port}/v1/inventory")).json(&event(n)).send().await {
+            Ok(r) => return r.status().as_u16(),
+            // The relay is still starting.
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("the relay does not answer: {e}"),
+        }
+    }
+}
+
+async fn status(client: &reqwest::Client, port: u16) -> serde_json::Value {
+    client.get(format!("http://127.0.0.1:{port}/status")).send().await.unwrap().json().await.unwrap()
+}
+
+fn kafka_pid() -> i32 {
+    let out = Command::new(bin()).args(["stack", "status", "--json"]).output().expect("stack status");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stack status --json");
+    v["kafka"]["pid"].as_i64().expect("the test needs a broker started by `orelink stack up`, to cut the link") as i32
+}
+
+/// Freezes the broker; thawed on drop, so a failing test never leaves it stopped.
+struct Frozen(i32);
+
+impl Frozen {
+    fn new(pid: i32) -> Frozen {
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
+    assert!(bin().exists(), "build the workspace first (tests/run does)");
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let mut relay = start(&env, dir.path(), port);
+
+    // Link up: accepted and forwarded.
+    for n in 0..60 {
+        assert_eq!(post(&client, port, n).await, 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while status(&client, port).await["backlog_events"] != 0 {
+        assert!(Instant::now() < deadline, "the relay did not drain with the link up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Link cut: the relay keeps accepting into its queue.
+    let frozen = Frozen::new(kafka_pid());
+    for n in 60..160 {
+        assert_eq!(post(&client, port, n).await, 202, "refused while offline");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(&client, port).await;
+    assert!(s["backlog_events"].as_u64().unwrap() > 0, "nothing buffered while the broker was frozen: {s}");
+
+    // Killed mid-forward (a transaction is open on the frozen broker), then the link returns.
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    drop(frozen);
+    let restarted = Instant::now();
+    let mut relay = start(&env, dir.path(), port);
+    for n in 160..200 {
+        assert_eq!(post(&client, port, n).await, 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = status(&client, port).await;
+        if s["backlog_events"] == 0 && s["link"] == "up" {
+            eprintln!("edge: {} events buffered while the broker was frozen; backlog drained {:.1} s after the restart", 100, restarted.elapsed().as_secs_f64());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay did not drain after the link returned: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Every event exactly once, in order per key.
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let topic = env.topic(topics::INVENTORY);
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    let mut per_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+    for m in env.read_topic(&topic).await {
+        let Record::Inventory(inv) = codec.decode(&topic, m.payload()).await.unwrap() else { panic!("not inventory") };
+        let id = inv.event_id.to_string();
+        let n: u32 = id.trim_start_matches("edge-inv-").parse().unwrap();
+        *seen.entry(id).or_default() += 1;
+        per_key.entry(m.key().unwrap().to_vec()).or_default().push(n);
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(dups.is_empty(), "duplicates: {dups:?}");
+    assert_eq!(seen.len(), 200, "missing events");
+    for (k, ns) in &per_key {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "out of order for {}: {ns:?}", String::from_utf8_lossy(k));
+    }
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+}

@@ -1,7 +1,9 @@
 //! The edge relay as a real process: it keeps accepting while the link to
 //! Kafka is cut (the broker frozen with SIGSTOP), is killed with SIGKILL
 //! mid-forward and restarted, and once the link returns a read_committed
-//! consumer sees every event exactly once, in order per key.
+//! consumer sees every event exactly once, in order per key. A CSV export
+//! dropped into the watched folder is taken in, its bad row set aside with
+//! the reason.
 
 use orelink_codec::Record;
 use orelink_domain::topology::topics;
@@ -27,7 +29,8 @@ fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> Child {
     Command::new(bin())
         .args(["run", "edge"])
         .envs(env.process_env("edge"))
-        .env("ORELINK__EDGE__DIR", dir)
+        .env("ORELINK__EDGE__DIR", dir.join("queue"))
+        .env("ORELINK__EDGE__WATCH_DIR", dir.join("inbox"))
         .env("ORELINK__EDGE__SITE", SITE)
         .env("ORELINK__EDGE__LISTEN", format!("127.0.0.1:{port}"))
         .env("ORELINK__EDGE__BATCH_MAX", "10")
@@ -138,6 +141,30 @@ async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // A CSV export from the site's MES: three good rows and one bad.
+    let inbox = dir.path().join("inbox");
+    let mut csv = String::from("event_id,event_time,site_id,product_code,on_hand_kg,reserved_kg\n");
+    for n in 200..203 {
+        let e = event(n);
+        csv.push_str(&format!("{},{},{},{},{},{}\n", e["event_id"].as_str().unwrap(), e["event_time"], SITE, e["product_code"].as_str().unwrap(), e["on_hand_kg"], e["reserved_kg"]));
+    }
+    csv.push_str(&format!("edge-inv-99999,1795000000000,{SITE},GOLD-BAR-999,5,0\n"));
+    std::fs::write(inbox.join("inventory-export.csv.part"), &csv).unwrap();
+    // Renamed into place whole, as an export tool should.
+    std::fs::rename(inbox.join("inventory-export.csv.part"), inbox.join("inventory-export.csv")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(&client, port).await;
+        if inbox.join("done/inventory-export.csv").exists() && s["backlog_events"] == 0 && s["forwarded"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the CSV export was not taken in: {s}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let rejected = std::fs::read_to_string(inbox.join("inventory-export.csv.rejected.csv")).unwrap();
+    assert_eq!(rejected.lines().count(), 2, "{rejected}");
+    assert!(rejected.contains("product_code"), "{rejected}");
+
     // Every event exactly once, in order per key.
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let topic = env.topic(topics::INVENTORY);
@@ -152,7 +179,8 @@ async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
     }
     let dups: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
     assert!(dups.is_empty(), "duplicates: {dups:?}");
-    assert_eq!(seen.len(), 200, "missing events");
+    assert_eq!(seen.len(), 203, "missing events");
+    assert!(!seen.contains_key("edge-inv-99999"), "the bad CSV row was forwarded");
     for (k, ns) in &per_key {
         assert!(ns.windows(2).all(|w| w[0] < w[1]), "out of order for {}: {ns:?}", String::from_utf8_lossy(k));
     }

@@ -42,6 +42,9 @@ pub const PROGRESS_TOPIC: &str = "orelink.edge-progress.v1";
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// CSV exports already queued (file name -> first sequence number), so a file
+/// seen again after a crash between queueing and moving it is not queued twice.
+const FILES: TableDefinition<&str, u64> = TableDefinition::new("files");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -67,6 +70,8 @@ struct Entry {
 }
 
 /// The durable queue: sequence number -> entry; `next` and `bytes` in META.
+pub mod csv;
+
 pub struct Queue {
     db: Database,
     max_bytes: u64,
@@ -80,6 +85,7 @@ impl Queue {
         {
             w.open_table(QUEUE).map_err(store)?;
             w.open_table(META).map_err(store)?;
+            w.open_table(FILES).map_err(store)?;
         }
         w.commit().map_err(store)?;
         Ok(Queue { db, max_bytes })
@@ -88,22 +94,39 @@ impl Queue {
     /// Appends durably (the commit is fsync'd); the new entry's sequence number,
     /// or `None` when the queue is full.
     fn push(&self, entry: &[u8]) -> Result<Option<u64>, EdgeError> {
+        Ok(self.push_all(&[entry.to_vec()], None)?.map(|(first, _)| first))
+    }
+
+    /// Appends all entries in one transaction, or none when they do not fit;
+    /// `file` records the CSV export they came from. The first and last sequence numbers.
+    fn push_all(&self, entries: &[Vec<u8>], file: Option<&str>) -> Result<Option<(u64, u64)>, EdgeError> {
+        let size: u64 = entries.iter().map(|e| e.len() as u64).sum();
         let w = self.db.begin_write().map_err(store)?;
-        let seq = {
+        let range = {
             let mut meta = w.open_table(META).map_err(store)?;
             let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
-            if bytes + entry.len() as u64 > self.max_bytes {
+            if bytes + size > self.max_bytes {
                 return Ok(None);
             }
-            let seq = meta.get("next").map_err(store)?.map(|v| v.value()).unwrap_or(1);
-            meta.insert("next", seq + 1).map_err(store)?;
-            meta.insert("bytes", bytes + entry.len() as u64).map_err(store)?;
+            let first = meta.get("next").map_err(store)?.map(|v| v.value()).unwrap_or(1);
             let mut q = w.open_table(QUEUE).map_err(store)?;
-            q.insert(seq, entry).map_err(store)?;
-            seq
+            for (i, e) in entries.iter().enumerate() {
+                q.insert(first + i as u64, e.as_slice()).map_err(store)?;
+            }
+            meta.insert("next", first + entries.len() as u64).map_err(store)?;
+            meta.insert("bytes", bytes + size).map_err(store)?;
+            if let Some(f) = file {
+                w.open_table(FILES).map_err(store)?.insert(f, first).map_err(store)?;
+            }
+            (first, (first + entries.len() as u64).saturating_sub(1))
         };
         w.commit().map_err(store)?;
-        Ok(Some(seq))
+        Ok(Some(range))
+    }
+
+    fn file_done(&self, name: &str) -> Result<bool, EdgeError> {
+        let r = self.db.begin_read().map_err(store)?;
+        Ok(r.open_table(FILES).map_err(store)?.get(name).map_err(store)?.is_some())
     }
 
     /// Up to `n` entries from the front.
@@ -171,6 +194,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         return Err(EdgeError::Config("edge.dir is empty: the relay needs a directory for its durable queue".into()));
     }
     let queue = Arc::new(Queue::open(std::path::Path::new(&e.dir), e.max_queue_bytes)?);
+    let queue_for_watch = queue.clone();
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| EdgeError::Config(e.to_string()))?;
     let link_up = Arc::new(AtomicBool::new(false));
     let forwarded = Arc::new(AtomicU64::new(0));
@@ -193,6 +217,25 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
             .spawn(move || forward(&cfg, &r, &codec, &queue, &link_up, &forwarded, &c))
             .map_err(EdgeError::Http)?
     };
+    if !e.watch_dir.is_empty() {
+        let (dir, q, r, c) = (std::path::PathBuf::from(&e.watch_dir), queue_for_watch.clone(), reference.clone(), cancel.clone());
+        std::fs::create_dir_all(&dir).map_err(store)?;
+        tokio::spawn(async move {
+            let avro = avro_documents(&r);
+            while !c.is_cancelled() {
+                let (dir, q, r, avro2) = (dir.clone(), q.clone(), r.clone(), avro.clone());
+                match tokio::task::spawn_blocking(move || csv::scan(&dir, &q, &r, &avro2)).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "watched folder"),
+                    Err(e) => tracing::error!(error = %e, "watched folder scan panicked"),
+                    Ok(Ok(_)) => {}
+                }
+                tokio::select! {
+                    _ = c.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+    }
     let app = Router::new()
         .route("/v1/orders", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Order)))
         .route("/v1/capacity", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Capacity)))
@@ -405,6 +448,17 @@ fn sleep(cancel: &CancellationToken, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_rows_are_typed_by_the_schema_and_bad_rows_say_why() {
+        let avro: Value = serde_json::from_str(include_str!("../../../schemas/InventoryEvent.avsc")).unwrap();
+        let text = "event_id,event_time,site_id,product_code,on_hand_kg,reserved_kg\ne1,1795000000000,hechi-dachang-tin,SN-INGOT-SN99.90,5000,0\ne2,soon,hechi-dachang-tin,SN-INGOT-SN99.90,5000,0\n";
+        let rows = csv::rows(&avro, text).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].as_ref().unwrap()["on_hand_kg"], 5000);
+        assert!(rows[1].as_ref().unwrap_err().contains("event_time"), "{:?}", rows[1]);
+        assert!(csv::rows(&avro, "event_id,colour\n").is_err(), "unknown columns refuse the file");
+    }
 
     #[test]
     fn the_queue_survives_reopening_and_refuses_when_full() {

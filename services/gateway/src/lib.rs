@@ -70,7 +70,8 @@ impl Kind {
             Kind::Shipment => topics::SHIPMENTS,
         }
     }
-    fn record(self) -> &'static str {
+    /// The Avro record's full name.
+    pub fn record(self) -> &'static str {
         match self {
             Kind::Order => "orelink.v1.OrderEvent",
             Kind::Capacity => "orelink.v1.CapacityEvent",

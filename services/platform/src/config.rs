@@ -96,6 +96,8 @@ pub struct EdgeSettings {
     pub site: String,
     pub max_queue_bytes: u64,
     pub batch_max: usize,
+    /// Folder watched for CSV exports; empty: none.
+    pub watch_dir: String,
 }
 
 impl ViewSettings {

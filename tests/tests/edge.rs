@@ -119,6 +119,9 @@ async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s = status(&client, port).await;
     let buffered = s["backlog_events"].as_u64().unwrap();
+    let metrics = client.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    let gauge: u64 = metrics.lines().find_map(|l| l.strip_prefix("orelink_edge_backlog_events ")).and_then(|v| v.parse().ok()).expect("backlog gauge");
+    assert!(gauge >= buffered, "the backlog metric says {gauge}, the status {buffered}");
     assert!(buffered > 0, "nothing buffered while the broker was frozen: {s}");
 
     // Killed mid-forward (a transaction is open on the frozen broker), then the link returns.

@@ -242,6 +242,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         .route("/v1/inventory", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Inventory)))
         .route("/v1/shipments", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Shipment)))
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state);
@@ -284,6 +285,19 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         "accepted": state.accepted.load(Ordering::Relaxed),
         "forwarded": state.forwarded.load(Ordering::Relaxed),
     })))
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    use orelink_platform::metrics::counter;
+    let (backlog, bytes) = state.queue.backlog().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let mut out = String::new();
+    let gauge = |out: &mut String, name: &str, help: &str, v: u64| out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
+    gauge(&mut out, "orelink_edge_backlog_events", "Events queued locally, not yet in Kafka.", backlog);
+    gauge(&mut out, "orelink_edge_backlog_bytes", "Bytes of the local queue.", bytes);
+    gauge(&mut out, "orelink_edge_link_up", "1 while the last forward to Kafka succeeded.", state.link_up.load(Ordering::Relaxed) as u64);
+    counter(&mut out, "orelink_edge_events_accepted_total", "Events accepted into the local queue.", &[("", state.accepted.load(Ordering::Relaxed))]);
+    counter(&mut out, "orelink_edge_events_forwarded_total", "Events committed to Kafka.", &[("", state.forwarded.load(Ordering::Relaxed))]);
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 /// The last sequence number this site committed to Kafka, from its progress records.

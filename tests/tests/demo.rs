@@ -31,8 +31,10 @@ async fn the_demo_runs_matches_dead_letters_and_stops_cleanly() {
     let done = stderr.lines().find(|l| l.contains("[demo] done:")).unwrap_or_else(|| panic!("no summary:\n{stderr}"));
     let numbers: Vec<u64> = done.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     // "done: N events simulated (M malformed), A allocations committed by the matcher,
-    //  S orders shared across clusters and W shares withdrawn, D dead letters; V events applied to the operators' view"
-    let [events, malformed, allocations, shared, _withdrawn, dead, view] = numbers[..] else { panic!("unexpected summary: {done}") };
+    //  S orders shared across clusters and W shares withdrawn, D dead letters; V events applied to the operators' view;
+    //  R shipments routed to their carriers"
+    let [events, malformed, allocations, shared, _withdrawn, dead, view, routed] = numbers[..] else { panic!("unexpected summary: {done}") };
+    assert!(routed > 0, "no shipment reached a partner: {done}");
     assert!(view > 0, "the view applied nothing: {done}");
     assert!(events > 1_000 && malformed > 0, "{done}");
     assert!(allocations > 0, "no allocations: {done}");

@@ -57,22 +57,7 @@ pub enum ProcessorError {
     Fatal(String),
 }
 
-/// What to do about a transactional error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxnError {
-    Retriable,
-    Abort,
-    Fatal,
-}
-
-pub fn classify(e: &KafkaError) -> TxnError {
-    match e {
-        KafkaError::Transaction(t) if t.is_fatal() => TxnError::Fatal,
-        KafkaError::Transaction(t) if t.txn_requires_abort() => TxnError::Abort,
-        KafkaError::Transaction(t) if t.is_retriable() => TxnError::Retriable,
-        _ => TxnError::Abort,
-    }
-}
+pub use orelink_platform::txn::{TxnError, classify};
 
 /// Tracks revocations so the processor drops the books of partitions it lost.
 #[derive(Default)]

@@ -10,15 +10,17 @@ pub struct AllStats {
     pub matcher: orelink_matcher::MatcherStats,
     pub share: orelink_share::ShareStats,
     pub view: orelink_view::Applied,
+    pub fanout: orelink_fanout::FanoutStats,
 }
 
-/// Runs the matcher, the share role and the view until `cancel`, or until one of them
+/// Runs the matcher, the share role, the fanout and the view until `cancel`, or until one of them
 /// fails, which stops the others (each drains and commits).
 pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken, view_bound: impl FnOnce(std::net::SocketAddr) + Send + 'static) -> Result<AllStats> {
     let mut mcfg = cfg.clone();
     if mcfg.matcher.instance_id.is_empty() {
         mcfg.matcher.instance_id = "all".into();
     }
+    let mcfg_for_fanout = mcfg.clone();
     let matcher = {
         let (r, c) = (reference.clone(), cancel.clone());
         tokio::spawn(async move {
@@ -31,6 +33,13 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
         tokio::spawn(async move {
             let _stop_all = c.clone().drop_guard();
             orelink_share::run(&cfg, &r, c).await
+        })
+    };
+    let fanout = {
+        let (cfg, r, c) = (mcfg_for_fanout, reference.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let _stop_all = c.clone().drop_guard();
+            orelink_fanout::run(&cfg, &r, c).await
         })
     };
     let view = {
@@ -57,5 +66,6 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
     let matcher = matcher.await.context("the matcher task panicked")?;
     let share = share.await.context("the share task panicked")?;
     let view = view.await.context("the view task panicked")?;
-    Ok(AllStats { matcher: matcher.context("matcher")?, share: share.context("share")?, view: view.context("view")? })
+    let fanout = fanout.await.context("the fanout task panicked")?;
+    Ok(AllStats { matcher: matcher.context("matcher")?, share: share.context("share")?, view: view.context("view")?, fanout: fanout.context("fanout")? })
 }

@@ -141,7 +141,7 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
         let run_for = duration.unwrap_or(Duration::from_secs(u64::MAX / 4));
         tokio::spawn(async move { orelink_simulator::run(&cfg, &reference, seed, start_ms, rate, run_for, stop).await })
     };
-    progress(&format!("running: the matcher, the share role, the view, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
+    progress(&format!("running: the matcher, the share role, the fanout, the view, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
     progress(&format!("dashboard: {dashboard}"));
     progress(&format!("the same workload again: --seed {seed} --start-ms {start_ms}"));
     println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "shared", "DLQ", "lag");
@@ -182,8 +182,8 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
     let stats = hub.await??;
     counter.stop();
     progress(&format!(
-        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view",
-        sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters, stats.view.applied
+        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view; {} shipments routed to their carriers",
+        sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters, stats.view.applied, stats.fanout.routed
     ));
     progress(&format!("the stack keeps running; its data is in {} (stop it with `orelink stack down`, add --purge to remove the data)", stack.data_dir.display()));
     Ok(())

@@ -198,6 +198,8 @@ enum Role {
     Gateway,
     /// Store-and-forward relay at a remote site (edge.site, edge.dir).
     Edge,
+    /// Routes shipments to their carrier partner's topic, exactly once.
+    Fanout,
     /// Every hub role in one process (the registry runs on its own).
     All,
 }
@@ -508,6 +510,11 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         Role::Gateway => {
             let r = reference(&cfg)?;
             orelink_gateway::run(&cfg, &r, cancel).await?;
+        }
+        Role::Fanout => {
+            let r = reference(&cfg)?;
+            let stats = orelink_fanout::run(&cfg, &r, cancel).await?;
+            tracing::info!(?stats, "fanout stopped");
         }
         Role::Edge => {
             let r = reference(&cfg)?;

@@ -19,6 +19,7 @@ pub mod reference;
 pub mod registry_client;
 pub mod telemetry;
 pub mod trace;
+pub mod txn;
 
 pub use config::Config;
 pub use reference::Reference;

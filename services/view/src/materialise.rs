@@ -112,9 +112,15 @@ impl Materialiser {
     /// or a FLUSHALL) and assigns every input partition at Redis's offset + 1.
     async fn resume(&mut self) -> Result<(), MaterialiseError> {
         let epoch_key = format!("{}epoch", self.prefix);
-        let fresh = uuid::Uuid::new_v4().simple().to_string();
-        let _: bool = redis::cmd("SET").arg(&epoch_key).arg(&fresh).arg("NX").query_async::<Option<String>>(&mut self.redis).await?.is_some();
-        self.epoch = redis::cmd("GET").arg(&epoch_key).query_async(&mut self.redis).await?;
+        // Join the epoch that is there, or start one; a flush between the two
+        // calls (another rebuild, an operator's FLUSHALL) just means: again.
+        self.epoch = loop {
+            let fresh = uuid::Uuid::new_v4().simple().to_string();
+            let _: Option<String> = redis::cmd("SET").arg(&epoch_key).arg(&fresh).arg("NX").query_async(&mut self.redis).await?;
+            if let Some(e) = redis::cmd("GET").arg(&epoch_key).query_async::<Option<String>>(&mut self.redis).await? {
+                break e;
+            }
+        };
         let stored: BTreeMap<String, i64> = redis::cmd("HGETALL").arg(format!("{}offsets", self.prefix)).query_async(&mut self.redis).await?;
         let mut tpl = TopicPartitionList::new();
         for (topic, partitions) in self.partitions().await? {

@@ -84,6 +84,12 @@ pub fn split_code(s: &str) -> Result<(&str, &str), Invalid> {
     Ok((&s[..metal.len() + 1 + form.len()], grade))
 }
 
+/// The family part of a product code already checked elsewhere
+/// (`AL-INGOT-AL99.70` -> `AL-INGOT`); a code of another shape is returned whole.
+pub fn family_of(code: &str) -> &str {
+    split_code(code).map(|(family, _)| family).unwrap_or(code)
+}
+
 /// One family as the catalog file declares it.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]

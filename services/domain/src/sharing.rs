@@ -10,6 +10,7 @@
 //! Decisions carry deterministic `event_id`s (order and target set), so a
 //! status read twice yields a share the matcher already knows and ignores.
 
+use crate::catalog::family_of;
 use crate::events::{OrderState, SharedOrderKind, wire};
 use crate::{Catalog, Invalid};
 use std::collections::{BTreeMap, BTreeSet};
@@ -205,14 +206,6 @@ impl Sharing {
             }),
             _ => Decision::Nothing,
         }
-    }
-}
-
-/// `AL-INGOT-AL99.70` -> `AL-INGOT` (statuses come from the matcher, so well formed).
-fn family_of(code: &str) -> &str {
-    match code.match_indices('-').nth(1) {
-        Some((i, _)) => &code[..i],
-        None => code,
     }
 }
 

@@ -20,6 +20,7 @@
 //! abandoned unstored, to be read and scheduled again by the next run.
 
 use orelink_codec::{Codec, Record};
+use orelink_domain::catalog::family_of;
 use orelink_domain::events::{OrderState, wire};
 use orelink_domain::sharing::{Decision, Sharing};
 use orelink_domain::topology::topics;
@@ -126,10 +127,6 @@ impl Publisher {
             }
         })
     }
-}
-
-fn family_of(code: &str) -> &str {
-    code.match_indices('-').nth(1).map_or(code, |(i, _)| &code[..i])
 }
 
 /// A delayed share and the statuses whose offsets wait for it.

@@ -2,6 +2,7 @@
 //! Pure: a decoded record and where it came from in, an op out.
 
 use orelink_codec::Record;
+use orelink_domain::catalog::family_of;
 use orelink_domain::events::{CapacityKind, SharedOrderKind};
 use serde::Serialize;
 
@@ -29,11 +30,6 @@ pub enum Body {
     Dl { class: &'static str },
     /// Input the view does not use, or cannot decode: only the offset moves.
     Skip {},
-}
-
-/// `AL-INGOT-AL99.70` -> `AL-INGOT`.
-pub fn family_of(code: &str) -> &str {
-    code.match_indices('-').nth(1).map_or(code, |(i, _)| &code[..i])
 }
 
 /// The op for `record`, read at `offset` of `topic`/`partition` (topic without namespace in `t`).

@@ -27,10 +27,6 @@ pub struct ViewReport {
     pub by_endpoint_p99_ms: std::collections::BTreeMap<&'static str, f64>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<ViewReport> {
     let mut cfg = base.clone();
     cfg.namespace = format!("{}bench-view-{}.", cfg.namespace, std::process::id());
@@ -52,7 +48,7 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
     let sim_rate = 5_000;
     let secs = sim_events.div_ceil(sim_rate);
     // The simulated clock runs behind the wall clock, so delayed shares fall due.
-    let start = now_ms() - 30 * 86_400_000;
+    let start = orelink_platform::dlq::now_millis().0 - 30 * 86_400_000;
     orelink_simulator::run(&cfg, reference, 7, start, sim_rate, Duration::from_secs(secs), CancellationToken::new()).await?;
     log("waiting for the matcher and the share role to catch up");
     let probe: rdkafka::consumer::BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?;

@@ -106,7 +106,7 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
     let token = cfg.view.tokens()[0].clone();
     // The simulated clock starts now, unless given: each run is new business.
     let start_ms = start_ms.unwrap_or_else(|| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let now = orelink_platform::dlq::now_millis().0;
         now - now % 60_000
     });
     let stack = orelink_stack::StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?);

@@ -25,7 +25,7 @@ use orelink_domain::events::{OrderState, wire};
 use orelink_domain::sharing::{Decision, Sharing};
 use orelink_domain::topology::topics;
 use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, loop_consumer};
-use orelink_platform::dlq::DeadLetters;
+use orelink_platform::dlq::{DeadLetters, now_millis};
 use orelink_platform::trace::TraceContext;
 use orelink_platform::{Config, Reference};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -153,12 +153,8 @@ struct TimerState {
 
 impl TimerState {
     fn now(&self) -> i64 {
-        self.stream_time.max(wall_ms())
+        self.stream_time.max(now_millis().0)
     }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Publishes delayed shares as they fall due; on shutdown, abandons the rest.

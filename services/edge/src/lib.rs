@@ -412,10 +412,10 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
                 };
                 let bytes = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
                 let topic = codec.topic(parsed.kind.topic());
-                send(p, BaseRecord::to(&topic).key(parsed.key.as_str()).payload(bytes.as_slice()))?;
+                orelink_platform::txn::send_waiting(p, BaseRecord::to(&topic).key(parsed.key.as_str()).payload(bytes.as_slice()))?;
             }
             let value = last.to_string();
-            send(p, BaseRecord::to(&progress_topic).key(site.as_str()).payload(value.as_bytes()))?;
+            orelink_platform::txn::send_waiting(p, BaseRecord::to(&progress_topic).key(site.as_str()).payload(value.as_bytes()))?;
             p.commit_transaction(txn_timeout)?;
             Ok(())
         })();
@@ -437,19 +437,6 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
         }
     }
     Ok(())
-}
-
-fn send(p: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, str, [u8]>) -> Result<(), EdgeError> {
-    loop {
-        match p.send(record) {
-            Ok(()) => return Ok(()),
-            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }
 
 fn sleep(cancel: &CancellationToken, d: Duration) {

@@ -16,7 +16,7 @@ use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::dlq::now_millis;
 use orelink_platform::trace::TraceContext;
-use orelink_platform::txn::{TxnError, classify};
+use orelink_platform::txn::{self, TxnError, classify};
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -25,7 +25,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerC
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +113,7 @@ impl Fanout {
         self.producer.init_transactions(self.txn_timeout)?;
         let mut stats = FanoutStats::default();
         while !cancel.is_cancelled() {
-            let batch = self.poll_batch();
+            let batch = txn::poll_batch(&self.consumer, self.batch_max, Duration::from_millis(5));
             if batch.is_empty() {
                 continue;
             }
@@ -139,24 +139,6 @@ impl Fanout {
         Ok(stats)
     }
 
-    fn poll_batch(&self) -> Vec<OwnedMessage> {
-        let mut batch = Vec::new();
-        let mut next = self.consumer.poll(Duration::from_millis(100));
-        let deadline = Instant::now() + Duration::from_millis(5);
-        loop {
-            match next {
-                Some(Ok(m)) => batch.push(m.detach()),
-                Some(Err(e)) => tracing::warn!(error = %e, "shipments poll error"),
-                None if batch.is_empty() => return batch,
-                None => {}
-            }
-            if batch.len() >= self.batch_max || Instant::now() >= deadline {
-                return batch;
-            }
-            next = self.consumer.poll(deadline.saturating_duration_since(Instant::now()));
-        }
-    }
-
     fn transact(&self, batch: &[OwnedMessage], stats: &mut FanoutStats) -> Result<(), BatchError> {
         self.producer.begin_transaction()?;
         let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
@@ -169,7 +151,7 @@ impl Fanout {
                     Some(p) => {
                         let to = format!("{}{}", self.namespace, topics::partner(p.id.as_str()));
                         let key = s.shipment_id.to_string();
-                        self.send(BaseRecord::to(&to).key(key.as_bytes()).payload(m.payload().unwrap_or_default()).headers(trace.to_headers()))?;
+                        txn::send_waiting(&self.producer, BaseRecord::to(&to).key(key.as_bytes()).payload(m.payload().unwrap_or_default()).headers(trace.to_headers()))?;
                         routed += 1;
                         continue;
                     }
@@ -183,7 +165,7 @@ impl Fanout {
             let letter = Codec::dead_letter(&source, &refusal, now_millis(), "fanout");
             let dlq = self.codec.dlq_topic();
             let bytes = self.rt.block_on(self.codec.encode(&dlq, &letter)).map_err(|e| BatchError::Retry(e.to_string()))?;
-            self.send(BaseRecord::to(&dlq).key(m.topic().as_bytes()).payload(bytes.as_slice()).headers(trace.to_headers()))?;
+            txn::send_waiting(&self.producer, BaseRecord::to(&dlq).key(m.topic().as_bytes()).payload(bytes.as_slice()).headers(trace.to_headers()))?;
             tracing::warn!(offset = m.offset(), class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
             dead += 1;
         }
@@ -195,49 +177,17 @@ impl Fanout {
             return Err(BatchError::Retry("the consumer has no group metadata yet".into()));
         };
         self.producer.send_offsets_to_transaction(&tpl, &cgm, self.txn_timeout)?;
-        let mut tries = 0;
-        loop {
-            match self.producer.commit_transaction(self.txn_timeout) {
-                Ok(()) => break,
-                Err(e) if classify(&e) == TxnError::Retriable && tries < 3 => tries += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        txn::commit(&self.producer, self.txn_timeout)?;
         stats.routed += routed;
         stats.dead_lettered += dead;
         Ok(())
     }
 
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
-    }
-
     /// Aborts the open transaction and reads again from the committed offsets.
     fn abort_and_rewind(&self) -> Result<(), FanoutError> {
-        if let Err(e) = self.producer.abort_transaction(self.txn_timeout) {
-            if classify(&e) == TxnError::Fatal {
-                return Err(FanoutError::Fatal(e.to_string()));
-            }
-        }
-        let committed = self.consumer.committed(Duration::from_secs(10))?;
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            if let Err(err) = self.consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(10)) {
-                tracing::warn!(partition = e.partition(), error = %err, "seek after abort failed");
-            }
-        }
-        Ok(())
+        txn::abort_and_rewind(&self.producer, &self.consumer, self.txn_timeout).map_err(|e| match classify(&e) {
+            TxnError::Fatal => FanoutError::Fatal(e.to_string()),
+            _ => FanoutError::Kafka(e),
+        })
     }
 }

@@ -152,7 +152,7 @@ impl Processor {
     pub fn run(mut self, cancel: &CancellationToken) -> Result<ProcessorStats, ProcessorError> {
         let mut stats = ProcessorStats::default();
         while !cancel.is_cancelled() {
-            let batch = self.poll_batch();
+            let batch = orelink_platform::txn::poll_batch(&self.consumer, self.batch_max, self.batch_wait);
             self.drop_revoked();
             if batch.is_empty() {
                 continue;
@@ -179,25 +179,6 @@ impl Processor {
         }
         tracing::info!(?stats, "matcher processor stopped");
         Ok(stats)
-    }
-
-    fn poll_batch(&self) -> Vec<OwnedMessage> {
-        let mut batch = Vec::new();
-        let first = self.consumer.poll(Duration::from_millis(100));
-        let deadline = Instant::now() + self.batch_wait;
-        let mut next = first;
-        loop {
-            match next {
-                Some(Ok(m)) => batch.push(m.detach()),
-                Some(Err(e)) => tracing::warn!(error = %e, "matcher input poll error"),
-                None if batch.is_empty() => return batch,
-                None => {}
-            }
-            if batch.len() >= self.batch_max || Instant::now() >= deadline {
-                return batch;
-            }
-            next = self.consumer.poll(deadline.saturating_duration_since(Instant::now()));
-        }
     }
 
     fn drop_revoked(&mut self) {
@@ -283,15 +264,7 @@ impl Processor {
         let cgm = self.consumer.group_metadata().ok_or(BatchError::NoGroup)?;
         self.producer.send_offsets_to_transaction(&tpl, &cgm, self.txn_timeout)?;
         let offsets_sent = Instant::now();
-        // Retriable commit errors: the same commit may simply be tried again.
-        let mut tries = 0;
-        loop {
-            match self.producer.commit_transaction(self.txn_timeout) {
-                Ok(()) => break,
-                Err(e) if classify(&e) == TxnError::Retriable && tries < 3 => tries += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        orelink_platform::txn::commit(&self.producer, self.txn_timeout)?;
         tracing::debug!(flush_us = (flushed - applied).as_micros() as u64, offsets_us = (offsets_sent - flushed).as_micros() as u64, commit_us = offsets_sent.elapsed().as_micros() as u64, allocations, "committed");
         stats.transactions += 1;
         stats.events += batch.len() as u64;
@@ -327,23 +300,11 @@ impl Processor {
     /// After an abort the engines hold effects that were never committed:
     /// drop them and read again from the committed offsets.
     fn abort_and_rewind(&mut self) -> Result<(), ProcessorError> {
-        if let Err(e) = self.producer.abort_transaction(self.txn_timeout) {
-            if classify(&e) == TxnError::Fatal {
-                return Err(ProcessorError::Fatal(e.to_string()));
-            }
-        }
         self.engines.clear();
-        let committed = self.consumer.committed(Duration::from_secs(10))?;
-        for e in committed.elements() {
-            let offset = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            if let Err(err) = self.consumer.seek(e.topic(), e.partition(), offset, Duration::from_secs(10)) {
-                tracing::warn!(partition = e.partition(), error = %err, "seek after abort failed");
-            }
-        }
-        Ok(())
+        orelink_platform::txn::abort_and_rewind(&self.producer, &self.consumer, self.txn_timeout).map_err(|e| match classify(&e) {
+            TxnError::Fatal => ProcessorError::Fatal(e.to_string()),
+            _ => ProcessorError::Kafka(e),
+        })
     }
 }
 

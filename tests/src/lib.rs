@@ -376,3 +376,24 @@ pub async fn produce_workload(env: &TestEnv, codec: &orelink_codec::Codec, open:
     }
     n
 }
+
+/// The `orelink` binary built beside the test binaries (tests/run builds the workspace first).
+pub fn orelink_bin() -> PathBuf {
+    std::env::current_exe().expect("test binary path").parent().and_then(|d| d.parent()).expect("target dir").join("orelink")
+}
+
+/// A role's process, killed when dropped, so a failing test leaves none behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

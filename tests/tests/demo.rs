@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 async fn the_demo_runs_matches_dead_letters_and_stops_cleanly() {
     let env = TestEnv::new().await;
     let marker = format!("ORELINK__NAMESPACE={}", env.ns);
-    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("orelink");
+    let bin = orelink_tests::orelink_bin();
     assert!(bin.exists(), "{} is missing: build the workspace first (tests/run does)", bin.display());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)

@@ -7,11 +7,11 @@
 
 use orelink_codec::Record;
 use orelink_domain::topology::topics;
-use orelink_tests::TestEnv;
+use orelink_tests::{KillOnDrop, TestEnv, orelink_bin};
 use rdkafka::Message;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SITE: &str = "hechi-dachang-tin";
@@ -21,28 +21,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn bin() -> std::path::PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("orelink")
-}
-
-/// The relay's process, killed when dropped (a failing test leaves none behind).
-struct Relay(Child);
-
-impl Relay {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> Relay {
-    Relay(Command::new(bin())
+fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> KillOnDrop {
+    KillOnDrop(Command::new(orelink_bin())
         .args(["run", "edge"])
         .envs(env.process_env("edge"))
         .env("ORELINK__EDGE__DIR", dir.join("queue"))
@@ -86,7 +66,7 @@ async fn status(client: &reqwest::Client, port: u16) -> serde_json::Value {
 }
 
 fn kafka_pid() -> i32 {
-    let out = Command::new(bin()).args(["stack", "status", "--json"]).output().expect("stack status");
+    let out = Command::new(orelink_bin()).args(["stack", "status", "--json"]).output().expect("stack status");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stack status --json");
     v["kafka"]["pid"].as_i64().expect("the test needs a broker started by `orelink stack up`, to cut the link") as i32
 }
@@ -109,7 +89,7 @@ impl Drop for Frozen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
-    assert!(bin().exists(), "build the workspace first (tests/run does)");
+    assert!(orelink_bin().exists(), "build the workspace first (tests/run does)");
     let env = TestEnv::new().await;
     env.apply().await;
     let dir = tempfile::tempdir().unwrap();

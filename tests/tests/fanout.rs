@@ -7,10 +7,10 @@ use orelink_codec::Record;
 use orelink_domain::events::{ErrorClass, ShipmentStatus, wire};
 use orelink_domain::topology::topics;
 use orelink_domain::TransportMode;
-use orelink_tests::TestEnv;
+use orelink_tests::{KillOnDrop, TestEnv, orelink_bin};
 use rdkafka::Message;
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BEIBU: (&str, &str) = ("beibu-gulf-logistics", "91450600MA5L0BGL1P");
@@ -18,36 +18,15 @@ const RAIL: (&str, &str) = ("gx-rail-freight", "91450100MA5L0RLF3K");
 /// A well-formed credit code that no partner carries.
 const STRANGER: &str = "91450100MA5L0ABC1X";
 
-/// The role's process, killed when dropped (a failing test leaves none behind).
-struct Role(Child);
-
-impl Role {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn start(env: &TestEnv) -> Role {
-    Role(start_process(env))
-}
-
-fn start_process(env: &TestEnv) -> Child {
-    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("orelink");
-    Command::new(bin)
+fn start(env: &TestEnv) -> KillOnDrop {
+    KillOnDrop(Command::new(orelink_bin())
         .args(["run", "fanout"])
         .envs(env.process_env("fanout-crash"))
         .env("ORELINK__LOG__LEVEL", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("orelink run fanout starts")
+        .expect("orelink run fanout starts"))
 }
 
 fn shipment(n: u32) -> wire::ShipmentEvent {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 fn orelink_binary() -> PathBuf {
     // target/<profile>/deps/<this test> -> target/<profile>/orelink
-    let bin = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("orelink");
+    let bin = orelink_tests::orelink_bin();
     assert!(bin.exists(), "{} is missing: build the workspace first (tests/run does)", bin.display());
     bin
 }

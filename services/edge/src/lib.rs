@@ -221,7 +221,8 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         let (dir, q, r, c) = (std::path::PathBuf::from(&e.watch_dir), queue_for_watch.clone(), reference.clone(), cancel.clone());
         std::fs::create_dir_all(&dir).map_err(store)?;
         tokio::spawn(async move {
-            let avro = avro_documents(&r);
+            // Parsed once; each scan borrows it (the documents are the four schemas).
+            let avro = Arc::new(avro_documents(&r));
             while !c.is_cancelled() {
                 let (dir, q, r, avro2) = (dir.clone(), q.clone(), r.clone(), avro.clone());
                 match tokio::task::spawn_blocking(move || csv::scan(&dir, &q, &r, &avro2)).await {

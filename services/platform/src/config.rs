@@ -20,6 +20,7 @@ pub struct KafkaSettings {
     pub client_id: String,
     pub message_timeout_ms: u64,
     pub session_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +253,12 @@ impl Config {
         if sasl && (self.kafka.username.is_empty() || self.kafka.password.is_empty()) {
             p.push("kafka.username and kafka.password are required with a SASL security_protocol".into());
         }
+        if self.kafka.heartbeat_interval_ms == 0 || self.kafka.heartbeat_interval_ms * 3 > self.kafka.session_timeout_ms {
+            p.push(format!(
+                "kafka.heartbeat_interval_ms {}: expected between 1 and a third of kafka.session_timeout_ms ({})",
+                self.kafka.heartbeat_interval_ms, self.kafka.session_timeout_ms
+            ));
+        }
         if !["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"].contains(&self.kafka.sasl_mechanism.as_str()) {
             p.push(format!("kafka.sasl_mechanism {:?}: expected SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN", self.kafka.sasl_mechanism));
         }
@@ -387,7 +394,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orelink-cfg2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
-        std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
+        std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\nheartbeat_interval_ms = 60000\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
         let errs = Config::load(&Sources {
             file: Some(f),
             env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1")]),
@@ -402,10 +409,11 @@ mod tests {
             "username and kafka.password are required",
             "redis.url",
             "log.format",
+            "kafka.heartbeat_interval_ms 60000: expected between 1 and a third of kafka.session_timeout_ms (45000)",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(errs.0.len(), 7, "{text}");
+        assert_eq!(errs.0.len(), 8, "{text}");
     }
 
     #[test]

@@ -187,6 +187,8 @@ impl TestEnv {
     pub fn role_config(&self, instance: &str) -> Config {
         let mut cfg = self.cfg.clone();
         cfg.matcher.instance_id = instance.into();
+        // Its own client id, so a group's members can be told apart (`group_assignment`).
+        cfg.kafka.client_id = format!("{}-{instance}", cfg.kafka.client_id);
         cfg
     }
 
@@ -222,6 +224,41 @@ impl TestEnv {
             topics.iter().all(|t| {
                 orelink_platform::kafka::group_progress(&consumer, t, Duration::from_secs(5)).is_ok_and(|ps| ps.iter().all(|p| p.lag() == 0))
             })
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The partitions of `topic` assigned to each member of a stable `group`, by
+    /// client id; None while the group is rebalancing.
+    pub async fn group_assignment(&self, group: &str, topic: &str) -> Option<std::collections::BTreeMap<String, Vec<i32>>> {
+        let consumer: BaseConsumer = self.client("probe").create().unwrap();
+        let (group, topic) = (group.to_owned(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            let list = consumer.fetch_group_list(Some(&group), Duration::from_secs(5)).ok()?;
+            let info = list.groups().iter().find(|g| g.name() == group)?;
+            if info.state() != "Stable" {
+                return None;
+            }
+            let mut out = std::collections::BTreeMap::new();
+            for m in info.members() {
+                let parts = parse_assignment(m.assignment()?, &topic)?;
+                out.entry(m.client_id().to_owned()).or_insert_with(Vec::new).extend(parts);
+            }
+            Some(out)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Committed offsets of `group` on `topic`, by partition.
+    pub async fn committed(&self, group: &str, topic: &str) -> std::collections::BTreeMap<i32, i64> {
+        let consumer: BaseConsumer = self.client("probe").set("group.id", group).set("enable.auto.commit", "false").create().unwrap();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            orelink_platform::kafka::group_progress(&consumer, &topic, Duration::from_secs(5))
+                .map(|ps| ps.into_iter().map(|p| (p.partition, p.committed)).collect())
+                .unwrap_or_default()
         })
         .await
         .unwrap()
@@ -396,4 +433,30 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The partitions of `topic` in a consumer-protocol assignment (Kafka's
+/// ConsumerProtocolAssignment: version, then topics with their partitions).
+fn parse_assignment(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
+    let mut at = 2usize; // version
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = bytes.get(at..at + n)?;
+        at += n;
+        Some(s)
+    };
+    let i32_of = |b: &[u8]| i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let topics = i32_of(take(4)?);
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+        let name = std::str::from_utf8(take(len)?).ok()?.to_owned();
+        let n = i32_of(take(4)?);
+        for _ in 0..n.max(0) {
+            let p = i32_of(take(4)?);
+            if name == topic {
+                out.push(p);
+            }
+        }
+    }
+    Some(out)
 }

@@ -141,19 +141,29 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let a = tokio::spawn(orelink_matcher::run(env.role_config("a"), env.reference.clone(), stop_a.clone()));
     let b = tokio::spawn(orelink_matcher::run(env.role_config("b"), env.reference.clone(), stop_b.clone()));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both processors in the group before the stream starts.
+    let input = env.topic("orelink.matcher-input.v1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env.group_assignment(&orelink_matcher::processor_group(&env.cfg), &input).await.is_none_or(|m| m.len() != 2) {
+        assert!(tokio::time::Instant::now() < deadline, "the two processors never formed a stable group");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let producing = {
         let codec = codec.clone();
         let env2 = TestEnv { ns: env.ns.clone(), cfg: env.cfg.clone(), reference: env.reference.clone() };
-        tokio::spawn(async move { produce_workload(&env2, &codec, 200, 4_000, 7, Some(Duration::from_millis(40))).await })
+        tokio::spawn(async move { produce_workload(&env2, &codec, 200, 12_000, 7, Some(Duration::from_millis(40))).await })
     };
-    // Stop one instance in the middle of the stream: its partitions move to the other.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Stop one instance in the middle of the stream, once it has committed a
+    // transaction of its own (not after a fixed time: how long the group takes
+    // to settle varies): its partitions move to the other.
+    wait_until_committed_by(&env, "a", Duration::from_secs(60)).await;
+    let stopped_mid_stream = !producing.is_finished();
     stop_a.cancel();
     let a_stats = a.await.unwrap().expect("instance a stops cleanly");
     let produced = producing.await.unwrap();
-    assert!(produced > 4_000);
+    assert!(produced > 12_000);
+    assert!(stopped_mid_stream, "instance a should stop while events still arrive");
 
     let groups = [
         (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
@@ -177,5 +187,35 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
         let got = &actual[family];
         assert_eq!(got.len(), want.len(), "{family}: {} written, {} expected", got.len(), want.len());
         assert!(got == want, "{family}: the allocations differ from the replay");
+    }
+}
+
+/// Waits until the processor group is stable with two members and the
+/// committed offset of a partition assigned to `instance` has moved since:
+/// only that instance can have committed it.
+async fn wait_until_committed_by(env: &TestEnv, instance: &str, timeout: Duration) {
+    let group = orelink_matcher::processor_group(&env.cfg);
+    let topic = env.topic("orelink.matcher-input.v1");
+    let prefix = format!("{}-{instance}-", env.cfg.kafka.client_id);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut baseline: Option<(Vec<i32>, std::collections::BTreeMap<i32, i64>)> = None;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "instance {instance} committed nothing of its own within {timeout:?}");
+        match env.group_assignment(&group, &topic).await {
+            Some(members) if members.len() == 2 => {
+                let mine = members.iter().find(|(client, _)| client.starts_with(&prefix)).map(|(_, p)| p.clone()).unwrap_or_default();
+                let committed = env.committed(&group, &topic).await;
+                match &baseline {
+                    Some((parts, before)) if *parts == mine => {
+                        if mine.iter().any(|p| committed.get(p).unwrap_or(&0) > before.get(p).unwrap_or(&0)) {
+                            return;
+                        }
+                    }
+                    _ => baseline = Some((mine, committed)),
+                }
+            }
+            _ => baseline = None,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -1,6 +1,7 @@
 //! k8s/ validated offline: both kustomize overlays build, every core resource
 //! passes the Kubernetes JSON schemas in strict mode (kubernetes-validate),
-//! and the Strimzi resources carry what the hub relies on. (That the rendered
+//! and every Strimzi resource passes the Strimzi CRDs' openAPIV3Schema and
+//! carries what the hub relies on. (That the rendered
 //! topics and users are current is a unit test of `orelink topology render`.)
 
 use orelink_tests::repo_root;

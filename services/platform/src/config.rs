@@ -85,6 +85,17 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// How long an Idempotency-Key (or event_id) is remembered, in seconds.
     pub idempotency_ttl_s: u64,
+    /// Open subscription streams (SSE) at once; more get 503.
+    pub max_streams: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// TOML file of webhooks: [[webhook]] partner, url, format, secret_env.
+    pub file: String,
+    /// One delivery attempt's time limit, in ms.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +163,7 @@ pub struct Config {
     pub view: ViewSettings,
     pub gateway: GatewaySettings,
     pub edge: EdgeSettings,
+    pub webhooks: WebhookSettings,
 }
 
 /// Every problem found, one line each.
@@ -222,12 +234,13 @@ impl Config {
         let view = section::<ViewSettings>(&merged, "view", &mut errors);
         let gateway = section::<GatewaySettings>(&merged, "gateway", &mut errors);
         let edge = section::<EdgeSettings>(&merged, "edge", &mut errors);
-        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view), Some(gateway), Some(edge)) =
-            (kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge)
+        let webhooks = section::<WebhookSettings>(&merged, "webhooks", &mut errors);
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view), Some(gateway), Some(edge), Some(webhooks)) =
+            (kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge, webhooks)
         else {
             return Err(ConfigErrors(errors));
         };
-        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge, webhooks };
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
     }
@@ -298,11 +311,14 @@ impl Config {
         if self.edge.max_queue_bytes < 1024 || self.edge.batch_max == 0 {
             p.push("edge.max_queue_bytes must be at least 1024 and edge.batch_max > 0".into());
         }
+        if self.webhooks.timeout_ms == 0 {
+            p.push("webhooks.timeout_ms must be > 0".into());
+        }
         if self.gateway.listen.parse::<SocketAddr>().is_err() {
             p.push(format!("gateway.listen {:?}: expected ip:port", self.gateway.listen));
         }
-        if self.gateway.batch_max == 0 || self.gateway.max_body_bytes < 1024 || self.gateway.idempotency_ttl_s == 0 {
-            p.push("gateway.batch_max and gateway.idempotency_ttl_s must be > 0, gateway.max_body_bytes at least 1024".into());
+        if self.gateway.batch_max == 0 || self.gateway.max_body_bytes < 1024 || self.gateway.idempotency_ttl_s == 0 || self.gateway.max_streams == 0 {
+            p.push("gateway.batch_max, gateway.idempotency_ttl_s and gateway.max_streams must be > 0, gateway.max_body_bytes at least 1024".into());
         }
         p
     }

@@ -1,0 +1,231 @@
+//! The `webhooks` role: each configured partner's shipments, POSTed to its
+//! URL one at a time in partition order, signed with HMAC-SHA256.
+//!
+//! Request: the body is the event (contract JSON or EPCIS), with headers
+//! `X-Orelink-Delivery` (`<partner>/<partition>/<offset>`, stable across
+//! retries), `X-Orelink-Timestamp` (ms since the epoch) and
+//! `X-Orelink-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`.
+//! Anything but 2xx is retried with the consumer backoff; the offset is stored
+//! only after a 2xx, so a receiver sees every event, and sees it again only if
+//! the role dies between the 2xx and the commit.
+
+use crate::Format;
+use hmac::{Hmac, Mac};
+use orelink_codec::Record;
+use orelink_domain::topology::topics;
+use orelink_platform::config::Secret;
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, loop_consumer};
+use orelink_platform::dlq::{DeadLetters, now_millis};
+use orelink_platform::{Config, Reference};
+use rdkafka::producer::FutureProducer;
+use sha2::Sha256;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{partner}: {error}")]
+    Loop { partner: String, error: String },
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookSpec {
+    partner: String,
+    url: String,
+    #[serde(default = "json_format")]
+    format: Format,
+    /// The environment variable holding the HMAC key.
+    secret_env: String,
+}
+
+fn json_format() -> Format {
+    Format::Json
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhooksFile {
+    #[serde(rename = "webhook", default)]
+    webhooks: Vec<WebhookSpec>,
+}
+
+/// A checked webhook: its partner is in the topology, its key is set.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub partner: String,
+    pub url: reqwest::Url,
+    pub format: Format,
+    pub secret: Secret,
+}
+
+/// Parses the webhooks file against the topology; every problem is reported.
+/// `env` looks up the secrets (the process environment, in production).
+pub fn parse(text: &str, reference: &Reference, env: impl Fn(&str) -> Option<String>) -> Result<Vec<Webhook>, Vec<String>> {
+    let file: WebhooksFile = toml::from_str(text).map_err(|e| vec![e.to_string().trim().to_owned()])?;
+    let mut problems = Vec::new();
+    let mut out = Vec::new();
+    for (i, w) in file.webhooks.into_iter().enumerate() {
+        let at = format!("webhook[{i}] {}", w.partner);
+        if !reference.topology.partners.iter().any(|p| p.id.as_str() == w.partner) {
+            problems.push(format!("{at}: no such partner in topology/partners.toml"));
+        }
+        if out.iter().any(|o: &Webhook| o.partner == w.partner) {
+            problems.push(format!("{at}: a second webhook for the same partner"));
+        }
+        let url = match reqwest::Url::parse(&w.url) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
+            _ => {
+                problems.push(format!("{at}: url {:?} is not an http(s) URL", w.url));
+                None
+            }
+        };
+        let secret = env(&w.secret_env).filter(|s| s.len() >= 16);
+        if secret.is_none() {
+            problems.push(format!("{at}: the environment variable {} must hold the HMAC key (at least 16 characters)", w.secret_env));
+        }
+        if let (Some(url), Some(secret)) = (url, secret) {
+            out.push(Webhook { partner: w.partner, url, format: w.format, secret: Secret::new(secret) });
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(key, "<timestamp>.<body>").
+pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Checks a signature as a receiver would (constant time).
+pub fn verify(key: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
+    let Some(hex) = header.strip_prefix("sha256=") else { return false };
+    let Some(tag) = (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect::<Option<Vec<u8>>>() else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&tag).is_ok()
+}
+
+/// Consumer group of one partner's webhook.
+pub fn group(cfg: &Config, partner: &str) -> String {
+    format!("{}orelink-webhooks-{partner}", cfg.namespace)
+}
+
+struct Pusher {
+    hook: Webhook,
+    http: reqwest::Client,
+}
+
+impl Handler for Pusher {
+    async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
+        let Some(body) = crate::render(&ev.record, self.hook.format) else {
+            // Partner topics hold shipments only (the fanout writes them).
+            return Err(HandleError::Fatal(format!("not a shipment on {}: {:?}", ev.topic, ev.record)));
+        };
+        debug_assert!(matches!(ev.record, Record::Shipment(_)));
+        let body = serde_json::to_vec(&body).expect("JSON values serialise");
+        let timestamp = now_millis().0.to_string();
+        let delivery = format!("{}/{}/{}", self.hook.partner, ev.partition, ev.offset);
+        let sig = signature(self.hook.secret.expose().as_bytes(), &timestamp, &body);
+        let sent = self
+            .http
+            .post(self.hook.url.clone())
+            .header("content-type", if self.hook.format == Format::Epcis { "application/ld+json" } else { "application/json" })
+            .header("x-orelink-delivery", &delivery)
+            .header("x-orelink-timestamp", &timestamp)
+            .header("x-orelink-signature", sig)
+            .header("traceparent", ev.trace.header_value())
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Ok(Done::Now),
+            Ok(r) => {
+                tracing::warn!(partner = %self.hook.partner, %delivery, status = r.status().as_u16(), "webhook refused the event; retrying");
+                Err(HandleError::Retriable(format!("{} answered {}", self.hook.partner, r.status())))
+            }
+            Err(e) => {
+                tracing::warn!(partner = %self.hook.partner, %delivery, error = %e.without_url(), "webhook unreachable; retrying");
+                Err(HandleError::Retriable(format!("{} unreachable", self.hook.partner)))
+            }
+        }
+    }
+}
+
+/// Runs every configured webhook until `cancel`.
+pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<Vec<(String, LoopStats)>, WebhookError> {
+    if cfg.webhooks.file.is_empty() {
+        return Err(WebhookError::Config("webhooks.file is empty: the role has no webhooks to serve".into()));
+    }
+    let text = std::fs::read_to_string(&cfg.webhooks.file).map_err(|e| WebhookError::Config(format!("{}: {e}", cfg.webhooks.file)))?;
+    let hooks = parse(&text, reference, |k| std::env::var(k).ok()).map_err(|p| WebhookError::Config(format!("{}: {}", cfg.webhooks.file, p.join("; "))))?;
+    run_hooks(cfg, reference, hooks, cancel).await
+}
+
+/// Runs the given webhooks until `cancel` (one consume loop each).
+pub async fn run_hooks(cfg: &Config, reference: &Reference, hooks: Vec<Webhook>, cancel: CancellationToken) -> Result<Vec<(String, LoopStats)>, WebhookError> {
+    let codec = orelink_platform::codec(cfg, reference).map_err(|e| WebhookError::Config(e.to_string()))?;
+    let producer: FutureProducer = cfg.kafka.producer_config("webhooks").create()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(cfg.webhooks.timeout_ms))
+        .build()
+        .map_err(|e| WebhookError::Config(format!("HTTP client: {e}")))?;
+    let mut tasks = Vec::new();
+    for hook in hooks {
+        let topic = codec.topic(&topics::partner(&hook.partner));
+        let consumer = loop_consumer(&cfg.kafka.consumer_config("webhooks", &group(cfg, &hook.partner)), &[&topic], None)?;
+        let dead = DeadLetters::new(producer.clone(), codec.clone(), "webhooks");
+        let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
+        let looped = ConsumeLoop::new(consumer, codec.clone(), dead, backoff);
+        let (partner, cancel) = (hook.partner.clone(), cancel.clone());
+        let mut pusher = Pusher { hook, http: http.clone() };
+        tracing::info!(%partner, url = %pusher.hook.url.origin().ascii_serialization(), "webhook");
+        tasks.push(tokio::spawn(async move { (partner, looped.run(&mut pusher, cancel).await) }));
+    }
+    let mut stats = Vec::new();
+    let mut failed = None;
+    for t in tasks {
+        let (partner, r) = t.await.expect("a webhook task does not panic");
+        match r {
+            Ok(s) => stats.push((partner, s)),
+            Err(e) => {
+                cancel.cancel();
+                failed.get_or_insert(WebhookError::Loop { partner, error: e.to_string() });
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let key = b"0123456789abcdef-key";
+        let s = signature(key, "1700000000000", b"{\"a\":1}");
+        assert!(s.starts_with("sha256=") && s.len() == 7 + 64);
+        assert!(verify(key, "1700000000000", b"{\"a\":1}", &s));
+        assert!(!verify(key, "1700000000001", b"{\"a\":1}", &s));
+        assert!(!verify(key, "1700000000000", b"{\"a\":2}", &s));
+        assert!(!verify(b"another-key-0123456", "1700000000000", b"{\"a\":1}", &s));
+        assert!(!verify(key, "1700000000000", b"{\"a\":1}", "sha256=zz"));
+    }
+}

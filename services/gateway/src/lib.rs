@@ -16,6 +16,7 @@
 pub mod keys;
 mod openapi;
 pub mod schema;
+mod subscribe;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -188,6 +189,11 @@ pub struct AppState {
     timeout: Duration,
     pub http: HttpMetrics,
     accepted: [AtomicU64; 4],
+    cfg: Config,
+    /// Open subscription streams; bounded by gateway.max_streams.
+    streams: Arc<tokio::sync::Semaphore>,
+    /// Ends the subscription streams on shutdown (they would hold it up).
+    shutdown: CancellationToken,
 }
 
 /// Answer for one accepted event.
@@ -224,6 +230,9 @@ pub async fn state(cfg: &Config, reference: &Reference) -> Result<Arc<AppState>,
         timeout: Duration::from_millis(cfg.kafka.message_timeout_ms),
         http: HttpMetrics::default(),
         accepted: Default::default(),
+        cfg: cfg.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(cfg.gateway.max_streams)),
+        shutdown: CancellationToken::new(),
     }))
 }
 
@@ -233,7 +242,13 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     let listener = tokio::net::TcpListener::bind(&cfg.gateway.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, "ingest gateway");
     bound(listener.local_addr()?);
-    axum::serve(listener, router(state)).with_graceful_shutdown(async move { cancel.cancelled().await }).await?;
+    let streams = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            cancel.cancelled().await;
+            streams.cancel();
+        })
+        .await?;
     Ok(())
 }
 
@@ -247,6 +262,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         r = r.route(k.path(), post(move |s: State<Arc<AppState>>, h: HeaderMap, b: Result<Bytes, BytesRejection>| one(s, h, b, k)));
     }
     r.route("/v1/batch", post(batch))
+        .route("/v1/subscriptions/shipments", get(subscribe::shipments))
+        .route("/v1/subscriptions/allocations", get(subscribe::allocations))
         .route("/openapi.json", get(|State(s): State<Arc<AppState>>| async move { Json(openapi::document(&s.avro, s.batch_max)) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -259,7 +276,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-pub(crate) const ROUTES: [&str; 9] = ["/v1/orders", "/v1/capacity", "/v1/inventory", "/v1/shipments", "/v1/batch", "/openapi.json", "/healthz", "/readyz", "/metrics"];
+pub(crate) const ROUTES: [&str; 11] = [
+    "/v1/orders",
+    "/v1/capacity",
+    "/v1/inventory",
+    "/v1/shipments",
+    "/v1/batch",
+    "/v1/subscriptions/shipments",
+    "/v1/subscriptions/allocations",
+    "/openapi.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
 
 async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());

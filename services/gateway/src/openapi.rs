@@ -51,6 +51,27 @@ pub fn document(avro: &BTreeMap<&'static str, Value>, batch_max: usize) -> Value
             "responses": responses
         }}),
     );
+    let stream = |summary: &str, formats: &[&str]| {
+        json!({"get": {
+            "summary": summary,
+            "description": "Server-Sent Events. Each event's id is a cursor; reconnect with Last-Event-ID (or ?last_event_id=) to continue exactly after it. Keep-alive comments every 15 s.",
+            "security": [{"apiKey": []}],
+            "parameters": [
+                {"name": "format", "in": "query", "schema": {"type": "string", "enum": formats}},
+                {"name": "from", "in": "query", "schema": {"type": "string", "enum": ["earliest", "latest"]}},
+                {"name": "last_event_id", "in": "query", "schema": {"type": "string", "pattern": "^([0-9]+-[0-9]+)(\\.[0-9]+-[0-9]+)*$"}},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "The stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"}, "429": {"$ref": "#/components/responses/Error"},
+                "503": {"$ref": "#/components/responses/Error"}
+            }
+        }})
+    };
+    paths.insert("/v1/subscriptions/shipments".into(), stream("A logistics partner's own shipments (its key binds the carrier), as contract JSON or GS1 EPCIS 2.0 ObjectEvents", &["json", "epcis"]));
+    paths.insert("/v1/subscriptions/allocations".into(), stream("The allocations that name the key's enterprise as buyer or provider", &["json"]));
     paths.insert("/openapi.json".into(), json!({"get": {"summary": "This document", "responses": {"200": {"description": "OK"}}}}));
     paths.insert("/healthz".into(), json!({"get": {"summary": "Liveness", "responses": {"200": {"description": "OK"}}}}));
     paths.insert("/readyz".into(), json!({"get": {"summary": "Kafka and Redis answer", "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}}}}));

@@ -60,8 +60,21 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
             orelink_gateway::run(&cfg, &r, c).await
         }))
     };
+    // Webhooks run where some are configured.
+    let webhooks = if cfg.webhooks.file.is_empty() {
+        None
+    } else {
+        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        Some(tokio::spawn(async move {
+            let _stop_all = c.clone().drop_guard();
+            orelink_partners::webhook::run(&cfg, &r, c).await
+        }))
+    };
     if let Some(g) = gateway {
         g.await.context("the gateway task panicked")?.context("gateway")?;
+    }
+    if let Some(w) = webhooks {
+        w.await.context("the webhooks task panicked")?.context("webhooks")?;
     }
     let matcher = matcher.await.context("the matcher task panicked")?;
     let share = share.await.context("the share task panicked")?;

@@ -200,6 +200,8 @@ enum Role {
     Edge,
     /// Routes shipments to their carrier partner's topic, exactly once.
     Fanout,
+    /// Pushes partners' shipments to their webhooks, HMAC-signed (webhooks.file).
+    Webhooks,
     /// Every hub role in one process (the registry runs on its own).
     All,
 }
@@ -515,6 +517,11 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
             let r = reference(&cfg)?;
             let stats = orelink_fanout::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "fanout stopped");
+        }
+        Role::Webhooks => {
+            let r = reference(&cfg)?;
+            let stats = orelink_partners::webhook::run(&cfg, &r, cancel).await?;
+            tracing::info!(?stats, "webhooks stopped");
         }
         Role::Edge => {
             let r = reference(&cfg)?;

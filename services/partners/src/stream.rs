@@ -49,6 +49,8 @@ pub fn open(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: Ca
     let consumer: BaseConsumer = cfg
         .kafka
         .client_config("subscriptions")
+        // librdkafka wants a group for assign(); it is never joined or committed to.
+        .set("group.id", format!("{}orelink-subscriptions", cfg.namespace))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")

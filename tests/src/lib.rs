@@ -460,3 +460,20 @@ fn parse_assignment(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
     }
     Some(out)
 }
+
+/// Starts the gateway in-process on a free port with `keys_file`; stops on `cancel`.
+pub async fn start_gateway(env: &TestEnv, keys_file: &std::path::Path, cancel: tokio_util::sync::CancellationToken) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let mut cfg = env.cfg.clone();
+    cfg.gateway.listen = "127.0.0.1:0".into();
+    cfg.gateway.keys_file = keys_file.to_string_lossy().into_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let r = env.reference.clone();
+    let task = tokio::spawn(async move {
+        orelink_gateway::run_with(&cfg, &r, cancel, move |a| {
+            let _ = tx.send(a);
+        })
+        .await
+        .expect("the gateway runs and stops cleanly")
+    });
+    (rx.await.unwrap(), task)
+}

@@ -55,19 +55,7 @@ burst = 100000
 }
 
 async fn start(env: &TestEnv, dir: &std::path::Path, cancel: CancellationToken) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let mut cfg = env.cfg.clone();
-    cfg.gateway.listen = "127.0.0.1:0".into();
-    cfg.gateway.keys_file = keys_file(dir).to_string_lossy().into_owned();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let r = env.reference.clone();
-    let task = tokio::spawn(async move {
-        orelink_gateway::run_with(&cfg, &r, cancel, move |a| {
-            let _ = tx.send(a);
-        })
-        .await
-        .expect("the gateway runs and stops cleanly")
-    });
-    (rx.await.unwrap(), task)
+    orelink_tests::start_gateway(env, &keys_file(dir), cancel).await
 }
 
 async fn post(addr: SocketAddr, path: &str, key: Option<&str>, body: &Value, idem: Option<&str>) -> (u16, reqwest::header::HeaderMap, Value) {

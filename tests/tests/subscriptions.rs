@@ -122,19 +122,7 @@ async fn produce_shipments(env: &TestEnv, codec: &orelink_codec::Codec, partner:
 }
 
 async fn start_gateway(env: &TestEnv, dir: &std::path::Path, cancel: CancellationToken) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let mut cfg = env.cfg.clone();
-    cfg.gateway.listen = "127.0.0.1:0".into();
-    cfg.gateway.keys_file = keys_file(dir);
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let r = env.reference.clone();
-    let task = tokio::spawn(async move {
-        orelink_gateway::run_with(&cfg, &r, cancel, move |a| {
-            let _ = tx.send(a);
-        })
-        .await
-        .expect("the gateway runs and stops cleanly")
-    });
-    (rx.await.unwrap(), task)
+    orelink_tests::start_gateway(env, std::path::Path::new(&keys_file(dir)), cancel).await
 }
 
 /// One SSE event: its id, type and JSON data.

@@ -87,7 +87,7 @@ async fn open(
     let permit = state.streams.clone().try_acquire_owned().map_err(|_| ApiError::Unavailable("too many open streams; retry later".into()))?;
     let unavailable = |e: rdkafka::error::KafkaError| ApiError::Unavailable(format!("the event store is unavailable: {e}"));
     let cursor = stream::starting_cursor(&state.cfg, &topic, given, from).await.map_err(unavailable)?;
-    let rx = stream::open(&state.cfg, &topic, &cursor, 64, state.shutdown.clone()).map_err(unavailable)?;
+    let rx = stream::open(&state.cfg, &topic, &cursor, 64, state.shutdown.clone()).await.map_err(unavailable)?;
     tracing::info!(key = %who.id, %topic, %cursor, "subscription opened");
     let events = futures::stream::unfold((rx, cursor, permit, state, topic, filter), move |(mut rx, mut cursor, permit, state, topic, filter)| async move {
         loop {

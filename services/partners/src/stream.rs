@@ -7,7 +7,7 @@ use crate::cursor::Cursor;
 use orelink_platform::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,7 +45,13 @@ pub async fn starting_cursor(cfg: &Config, topic: &str, given: Cursor, from: Fro
 
 /// Starts a reader thread at `cursor`; messages arrive in partition order on
 /// the receiver. The thread ends when the receiver is dropped or on `cancel`.
-pub fn open(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: CancellationToken) -> Result<mpsc::Receiver<Result<OwnedMessage, KafkaError>>, KafkaError> {
+pub async fn open(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: CancellationToken) -> Result<mpsc::Receiver<Result<OwnedMessage, KafkaError>>, KafkaError> {
+    let (cfg, topic, cursor) = (cfg.clone(), topic.to_owned(), cursor.clone());
+    // Client creation and metadata block: off the async workers.
+    tokio::task::spawn_blocking(move || open_blocking(&cfg, &topic, &cursor, depth, cancel)).await.expect("the reader setup does not panic")
+}
+
+fn open_blocking(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: CancellationToken) -> Result<mpsc::Receiver<Result<OwnedMessage, KafkaError>>, KafkaError> {
     let consumer: BaseConsumer = cfg
         .kafka
         .client_config("subscriptions")
@@ -84,9 +90,4 @@ pub fn open(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: Ca
         })
         .map_err(|e| KafkaError::ClientCreation(format!("subscription thread: {e}")))?;
     Ok(rx)
-}
-
-/// The partition and offset of a message, for the cursor.
-pub fn position(m: &OwnedMessage) -> (i32, i64) {
-    (m.partition(), m.offset())
 }

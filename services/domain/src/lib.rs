@@ -7,6 +7,7 @@
 //! delivery guarantees are the edges' business; this crate only guarantees that
 //! the same input gives the same output.
 
+pub mod access;
 pub mod catalog;
 pub mod events;
 pub mod freight;

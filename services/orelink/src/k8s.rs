@@ -4,6 +4,7 @@
 //! files under `k8s/base/kafka/` must equal what this renders (a test says so).
 
 use orelink_domain::Topology;
+use orelink_domain::access::{self, Grant, ResourceKind};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -16,16 +17,16 @@ fn object_name(topic: &str) -> String {
     s.trim_matches(|c| c == '-' || c == '.').to_owned()
 }
 
-fn acl(kind: &str, name: &str, prefix: bool, ops: &[&str]) -> Value {
-    json!({"resource": {"type": kind, "name": name, "patternType": if prefix { "prefix" } else { "literal" }}, "operations": ops})
-}
-
-/// A topic name that ends in `*` grants its prefix.
-fn topic_acl(name: &str, ops: &[&str]) -> Value {
-    match name.split_once('*') {
-        Some((prefix, _)) => acl("topic", prefix, true, ops),
-        None => acl("topic", name, false, ops),
-    }
+/// A Strimzi `simple` authorization ACL for one grant.
+fn acl(g: &Grant) -> Value {
+    let ops: Vec<&str> = g.ops.iter().map(|o| o.name()).collect();
+    let kind = match g.kind {
+        ResourceKind::Topic => "topic",
+        ResourceKind::Group => "group",
+        ResourceKind::TransactionalId => "transactionalId",
+        ResourceKind::Cluster => return json!({"resource": {"type": "cluster"}, "operations": ops}),
+    };
+    json!({"resource": {"type": kind, "name": g.name, "patternType": if g.prefix { "prefix" } else { "literal" }}, "operations": ops})
 }
 
 /// File name -> YAML text.
@@ -48,32 +49,7 @@ pub fn render(t: &Topology) -> BTreeMap<String, String> {
             })
         })
         .collect();
-    let mut users: Vec<Value> = Vec::new();
-    for r in &t.roles {
-        let mut acls = Vec::new();
-        for topic in &r.reads {
-            acls.push(topic_acl(topic, &["Read", "Describe"]));
-        }
-        for topic in &r.writes {
-            acls.push(topic_acl(topic, &["Write", "Describe"]));
-        }
-        if let Some(g) = &r.group_prefix {
-            acls.push(acl("group", g, true, &["Read", "Describe"]));
-        }
-        if let Some(tx) = &r.transactional_id_prefix {
-            acls.push(acl("transactionalId", tx, true, &["Write", "Describe"]));
-        }
-        if r.transactional_id_prefix.is_some() || !r.writes.is_empty() {
-            // Idempotent producers need it on brokers before 3.0 semantics; harmless after.
-            acls.push(json!({"resource": {"type": "cluster"}, "operations": ["IdempotentWrite"]}));
-        }
-        users.push(user(&format!("orelink-{}", r.name), &r.description, acls, &labels));
-    }
-    for p in &t.partners {
-        let topic = orelink_domain::topology::topics::partner(p.id.as_str());
-        let acls = vec![topic_acl(&topic, &["Read", "Describe"]), acl("group", &format!("partner-{}-", p.id), true, &["Read", "Describe"])];
-        users.push(user(&format!("partner-{}", p.id), &format!("{} ({}): reads its own shipments only.", p.name, p.name_zh), acls, &labels));
-    }
+    let users: Vec<Value> = access::principals(t).iter().map(|p| user(&p.name, &p.description, p.grants.iter().map(acl).collect(), &labels)).collect();
     let mut out = BTreeMap::new();
     out.insert("kafka-topics.yaml".to_owned(), docs(&topics));
     out.insert("kafka-users.yaml".to_owned(), docs(&users));

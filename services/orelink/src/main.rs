@@ -169,10 +169,15 @@ enum TopologyAction {
         #[arg(long)]
         json: bool,
     },
-    /// Create or update topics and register schemas; a second apply changes nothing.
+    /// Create or update topics, register schemas, and set the principals (SCRAM
+    /// users) and ACLs of every role and partner; a second apply changes nothing.
     Apply {
         #[arg(long)]
         dry_run: bool,
+        /// Where the principals' passwords are kept (mode 0600); default: beside
+        /// the local stack's credentials.
+        #[arg(long)]
+        users_file: Option<PathBuf>,
     },
     /// Render deployment resources from the topology (today: `k8s`, Strimzi KafkaTopic and KafkaUser).
     Render {
@@ -403,7 +408,7 @@ async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()>
             }
             Ok(())
         }
-        TopologyAction::Apply { dry_run } => {
+        TopologyAction::Apply { dry_run, users_file } => {
             let cfg = load_config(config)?;
             telemetry::init(&cfg.log);
             let r = reference(&cfg)?;
@@ -416,13 +421,28 @@ async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()>
             for n in &applied.notes {
                 println!("! {n}");
             }
-            if applied.changes.is_empty() {
+            let users_file = users_file.unwrap_or_else(|| orelink_platform::config::stack_credentials_path().with_file_name("principals.toml"));
+            let kafka = cfg.kafka.client_config("admin");
+            let ns = cfg.namespace.clone();
+            let access = tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&kafka, &r, &ns, &users_file, dry_run)).await?;
+            let access = match access {
+                Ok(c) => c,
+                Err(orelink_platform::access_apply::AccessError::NoAuthorizer) => {
+                    println!("! the broker has no authorizer: principals and ACLs not applied");
+                    vec![]
+                }
+                Err(e) => bail!("topology apply (access): {e}"),
+            };
+            if applied.changes.is_empty() && access.is_empty() {
                 println!("no changes");
             }
             for c in &applied.changes {
                 println!("{c}");
             }
-            if dry_run && !applied.changes.is_empty() {
+            for c in &access {
+                println!("{c}");
+            }
+            if dry_run && !(applied.changes.is_empty() && access.is_empty()) {
                 println!("(dry run: nothing was changed)");
             }
             Ok(())

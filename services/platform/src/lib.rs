@@ -9,6 +9,8 @@
 //! the role or the DLQ has the event); dead letters are written with an
 //! idempotent producer and awaited before the offset moves.
 
+pub mod access_apply;
+pub mod acl;
 pub mod apply;
 pub mod config;
 pub mod consume;

@@ -9,6 +9,7 @@ JSON on stdout; the Rust tests drive it and compare.
 import argparse
 import datetime as dt
 import json
+import os
 import pathlib
 import sys
 
@@ -33,6 +34,19 @@ def plain(value):
     return value
 
 
+def kafka_conf(bootstrap, **extra):
+    """Client settings; SASL/SCRAM when the test passes the stack's credentials."""
+    conf = {"bootstrap.servers": bootstrap, **extra}
+    if os.environ.get("INTEROP_SASL_USERNAME"):
+        conf.update({
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": os.environ["INTEROP_SASL_MECHANISM"],
+            "sasl.username": os.environ["INTEROP_SASL_USERNAME"],
+            "sasl.password": os.environ["INTEROP_SASL_PASSWORD"],
+        })
+    return conf
+
+
 def produce_order(a):
     registry = SchemaRegistryClient({"url": a.registry})
     schema = (SCHEMAS / "OrderEvent.avsc").read_text()
@@ -42,7 +56,7 @@ def produce_order(a):
     for field in ("event_time", "deliver_by"):
         order[field] = dt.datetime.fromtimestamp(order[field] / 1000, tz=dt.timezone.utc)
     value = serializer(order, SerializationContext(a.topic, MessageField.VALUE))
-    producer = Producer({"bootstrap.servers": a.bootstrap, "enable.idempotence": True})
+    producer = Producer(kafka_conf(a.bootstrap, **{"enable.idempotence": True}))
     producer.produce(a.topic, key=a.key.encode(), value=value)
     if producer.flush(30) != 0:
         sys.exit("order not delivered")
@@ -52,12 +66,11 @@ def produce_order(a):
 def consume(a):
     registry = SchemaRegistryClient({"url": a.registry})
     deserializer = AvroDeserializer(registry)
-    consumer = Consumer({
-        "bootstrap.servers": a.bootstrap,
+    consumer = Consumer(kafka_conf(a.bootstrap, **{
         "group.id": a.group,
         "auto.offset.reset": "earliest",
         "isolation.level": "read_committed",
-    })
+    }))
     consumer.subscribe([a.topic])
     got = 0
     deadline = dt.datetime.now() + dt.timedelta(seconds=a.timeout)

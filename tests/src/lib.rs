@@ -47,7 +47,7 @@ impl TestEnv {
             // Kafka's minimum: crashed test members give up their partitions quickly.
             ("ORELINK__KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
-        let cfg = Config::load(&Sources { file: None, env }).expect("test config");
+        let cfg = Config::load(&Sources { file: None, env, stack: Some(orelink_platform::config::stack_credentials_path()) }).expect("test config");
         let env = TestEnv { ns, cfg, reference: Reference::embedded() };
         env.require_stack().await;
         env
@@ -129,7 +129,13 @@ pub async fn read_n(consumer: BaseConsumer, n: usize, timeout: Duration) -> Vec<
 /// Runs the independent Python client (tests/interop/interop.py); returns its JSON lines.
 pub fn python(args: &[&str]) -> Vec<serde_json::Value> {
     let script = repo_root().join("tests/interop/interop.py");
-    let out = std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+    let mut cmd = std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    // The stack's credentials, through the environment (never the command line).
+    let kafka = Config::load(&Sources { stack: Some(orelink_platform::config::stack_credentials_path()), ..Sources::default() }).expect("config").kafka;
+    if kafka.security_protocol.starts_with("sasl") {
+        cmd.env("INTEROP_SASL_MECHANISM", &kafka.sasl_mechanism).env("INTEROP_SASL_USERNAME", &kafka.username).env("INTEROP_SASL_PASSWORD", kafka.password.expose());
+    }
+    let out = cmd
         .arg(&script)
         .args(args)
         .output()

@@ -183,16 +183,29 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Where the settings come from; `load` reads the process's own.
+/// Layers, each over the one before: embedded defaults, the local stack's
+/// client credentials (if `orelink stack up` wrote them), the file, env vars.
+#[derive(Default)]
 pub struct Sources {
     pub file: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    pub stack: Option<PathBuf>,
 }
 
 impl Sources {
     pub fn from_process(file: Option<PathBuf>) -> Sources {
         let file = file.or_else(|| std::env::var_os("ORELINK_CONFIG").map(PathBuf::from));
-        Sources { file, env: std::env::vars().filter(|(k, _)| k.starts_with("ORELINK__")).collect() }
+        Sources { file, env: std::env::vars().filter(|(k, _)| k.starts_with("ORELINK__")).collect(), stack: Some(stack_credentials_path()) }
     }
+}
+
+/// Where `orelink stack up` keeps the local broker's client credentials
+/// (`$ORELINK_HOME/stack/credentials.toml`, else under ~/.local/share/orelink).
+/// A config layer when it exists, so local commands reach the secured local
+/// broker without a password on their command line; absent elsewhere.
+pub fn stack_credentials_path() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    std::env::var_os("ORELINK_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/share/orelink")).join("stack/credentials.toml")
 }
 
 impl Config {
@@ -201,6 +214,12 @@ impl Config {
         let mut merged = defaults.clone();
         let mut errors = Vec::new();
 
+        if let Some(path) = src.stack.as_ref().filter(|p| p.exists()) {
+            match read_file(path) {
+                Ok(table) => merge(&defaults, &mut merged, table, &mut Vec::new(), &format!("{}", path.display()), &mut errors),
+                Err(e) => errors.push(e),
+            }
+        }
         if let Some(path) = &src.file {
             match read_file(path) {
                 Ok(table) => merge(&defaults, &mut merged, table, &mut Vec::new(), &format!("{}", path.display()), &mut errors),
@@ -388,7 +407,7 @@ mod tests {
 
     #[test]
     fn defaults_load_clean() {
-        let c = Config::load(&Sources { file: None, env: vec![] }).unwrap();
+        let c = Config::load(&Sources::default()).unwrap();
         assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(c.namespace, "");
     }
@@ -399,7 +418,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
         std::fs::write(&f, "[kafka]\nbrokers = \"k1:9092\"\nclient_id = \"from-file\"\n").unwrap();
-        let c = Config::load(&Sources { file: Some(f), env: env(&[("ORELINK__KAFKA__CLIENT_ID", "from-env"), ("ORELINK__REGISTRY__TIMEOUT_MS", "99")]) }).unwrap();
+        let c = Config::load(&Sources { file: Some(f), env: env(&[("ORELINK__KAFKA__CLIENT_ID", "from-env"), ("ORELINK__REGISTRY__TIMEOUT_MS", "99")]), stack: None }).unwrap();
         assert_eq!(c.kafka.brokers, "k1:9092");
         assert_eq!(c.kafka.client_id, "from-env");
         assert_eq!(c.registry.timeout_ms, 99);
@@ -414,6 +433,7 @@ mod tests {
         let errs = Config::load(&Sources {
             file: Some(f),
             env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1")]),
+            stack: None,
         })
         .unwrap_err();
         let text = errs.to_string();
@@ -433,8 +453,23 @@ mod tests {
     }
 
     #[test]
+    fn the_stack_credentials_sit_between_defaults_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("orelink-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stack = dir.join("credentials.toml");
+        std::fs::write(&stack, "[kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"admin\"\npassword = \"local-secret\"\n").unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[kafka]\nusername = \"from-file\"\n").unwrap();
+        let c = Config::load(&Sources { file: Some(file), env: vec![], stack: Some(stack.clone()) }).unwrap();
+        assert_eq!((c.kafka.security_protocol.as_str(), c.kafka.username.as_str(), c.kafka.password.expose()), ("sasl_plaintext", "from-file", "local-secret"));
+        // Absent: nothing changes.
+        let c = Config::load(&Sources { stack: Some(dir.join("missing.toml")), ..Sources::default() }).unwrap();
+        assert_eq!(c.kafka.security_protocol, "plaintext");
+    }
+
+    #[test]
     fn secrets_do_not_print() {
-        let c = Config::load(&Sources { file: None, env: env(&[("ORELINK__KAFKA__PASSWORD", "hunter2")]) }).unwrap();
+        let c = Config::load(&Sources { env: env(&[("ORELINK__KAFKA__PASSWORD", "hunter2")]), ..Sources::default() }).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.kafka.password.expose(), "hunter2");
     }

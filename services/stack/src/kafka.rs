@@ -103,18 +103,64 @@ pub fn ensure_jars(cfg: &StackConfig, progress: Progress<'_>) -> Result<PathBuf,
     Ok(libs)
 }
 
-fn server_properties(cfg: &StackConfig, log_dirs: &Path) -> String {
+/// The local stack's Kafka superuser. Its password is made on the first
+/// `stack up`, kept in `credentials.toml` (mode 0600) beside the data, and
+/// never printed; clients read it as a config layer.
+pub const ADMIN: &str = "admin";
+
+/// The client credentials file of this stack (a config layer for local commands).
+pub fn credentials_file(cfg: &StackConfig) -> PathBuf {
+    cfg.data_dir.join("credentials.toml")
+}
+
+/// The admin password, if this stack has made one.
+pub fn admin_password(cfg: &StackConfig) -> Option<String> {
+    let text = std::fs::read_to_string(credentials_file(cfg)).ok()?;
+    let t: toml::Table = toml::from_str(&text).ok()?;
+    t.get("kafka")?.get("password")?.as_str().map(str::to_owned)
+}
+
+fn write_credentials(cfg: &StackConfig, password: &str) -> Result<(), StackError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = credentials_file(cfg);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(io_err(format!("writing {}", path.display())))?;
+    let text = format!(
+        "# Written by `orelink stack up`: how local commands reach this stack's Kafka\n\
+         # (SASL/SCRAM as the superuser). A config layer under your own config file.\n\
+         # Secret: never commit, print or share it.\n\
+         [kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"{ADMIN}\"\npassword = \"{password}\"\n"
+    );
+    f.write_all(text.as_bytes()).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// SASL/SCRAM-SHA-512 for clients and between brokers, PLAIN on the
+/// controller listener, KRaft's StandardAuthorizer with no access unless an
+/// ACL grants it; the admin is the only superuser.
+fn server_properties(cfg: &StackConfig, log_dirs: &Path, admin_password: &str) -> String {
     let (h, p, c) = (&cfg.host, cfg.kafka_port, cfg.controller_port);
+    let pw = admin_password;
     format!(
         "# Written by `orelink stack up`; a single KRaft node acting as broker and controller.
+# Holds the admin password: mode 0600, never printed.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{h}:{c}
-listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}
-advertised.listeners=PLAINTEXT://{h}:{p}
+listeners=SASL_PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}
+advertised.listeners=SASL_PLAINTEXT://{h}:{p}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{ADMIN}\" password=\"{pw}\";
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{ADMIN}\" password=\"{pw}\" user_{ADMIN}=\"{pw}\";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:{ADMIN}
 log.dirs={}
 num.partitions=1
 auto.create.topics.enable=false
@@ -158,16 +204,40 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
     let dir = cfg.data_dir.join("kafka");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
+    let formatted = data.join("meta.properties").exists();
+    let password = match admin_password(cfg) {
+        Some(p) => p,
+        None if formatted => {
+            return Err(StackError::Missing(format!(
+                "{} was formatted before the stack used SASL and has no credentials; run `orelink stack down --purge` once",
+                data.display()
+            )));
+        }
+        None => {
+            let p = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            write_credentials(cfg, &p)?;
+            p
+        }
+    };
     let props = dir.join("server.properties");
-    std::fs::write(&props, server_properties(cfg, &data)).map_err(io_err("writing server.properties"))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&props).map_err(io_err("writing server.properties"))?;
+        f.write_all(server_properties(cfg, &data, &password).as_bytes()).map_err(io_err("writing server.properties"))?;
+    }
     let log4j = dir.join("log4j2.properties");
     std::fs::write(&log4j, LOG4J2).map_err(io_err("writing log4j2.properties"))?;
 
-    if !data.join("meta.properties").exists() {
-        progress("kafka: formatting KRaft storage");
+    if !formatted {
+        progress("kafka: formatting KRaft storage (SASL/SCRAM, ACLs enforced)");
         let cluster_id = base64_uuid();
+        // The superuser's SCRAM credential must exist before the first start
+        // (brokers authenticate to each other with it).
         let out = java(&libs, &log4j)
-            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "-c"])
+            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "--add-scram"])
+            .arg(format!("SCRAM-SHA-512=[name={ADMIN},password={password}]"))
+            .arg("-c")
             .arg(&props)
             .output()
             .map_err(|e| StackError::Missing(format!("cannot run java ({e}); install a Java 17 runtime")))?;
@@ -212,11 +282,14 @@ pub async fn healthy(cfg: &StackConfig) -> bool {
     if !listening(&bootstrap).await {
         return false;
     }
+    let password = admin_password(cfg);
     tokio::task::spawn_blocking(move || {
-        let consumer: Result<BaseConsumer, _> = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("log_level", "2")
-            .create();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &bootstrap).set("log_level", "2");
+        if let Some(pw) = password {
+            c.set("security.protocol", "sasl_plaintext").set("sasl.mechanism", "SCRAM-SHA-512").set("sasl.username", ADMIN).set("sasl.password", pw);
+        }
+        let consumer: Result<BaseConsumer, _> = c.create();
         consumer
             .and_then(|c| c.fetch_metadata(None, Duration::from_secs(3)))
             .map(|m| !m.brokers().is_empty())

@@ -1,0 +1,139 @@
+//! Access on the secured local stack (SASL/SCRAM, KRaft StandardAuthorizer),
+//! with the principals and ACLs that `topology apply` derives from
+//! `topology/`: a partner reads its own topic with its own groups and nothing
+//! else; a client without credentials, or with a wrong password, is refused;
+//! a hub role is refused a topic it does not use; ACLs no longer declared are
+//! removed; a second apply changes nothing.
+
+use orelink_domain::access::{Op, ResourceKind};
+use orelink_domain::topology::topics;
+use orelink_platform::access_apply::{AccessChange, apply_access, read_users};
+use orelink_platform::acl::{AclAdmin, Binding};
+use orelink_tests::TestEnv;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::{Duration, Instant};
+
+const A: &str = "beibu-gulf-logistics";
+const B: &str = "xijiang-shipping";
+
+/// Reads from `topic` (subscribed, from the start) in `group`: the first
+/// message, or the error the broker answers.
+fn read_first(config: &ClientConfig, group: &str, topic: &str) -> Result<Vec<u8>, KafkaError> {
+    let consumer: BaseConsumer = config.clone().set("group.id", group).set("enable.auto.commit", "false").set("auto.offset.reset", "earliest").create()?;
+    consumer.subscribe(&[topic])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                use rdkafka::Message;
+                // Committing proves the group may be used by this principal.
+                let mut at = TopicPartitionList::new();
+                at.add_partition_offset(topic, m.partition(), Offset::Offset(m.offset() + 1))?;
+                consumer.commit(&at, rdkafka::consumer::CommitMode::Sync)?;
+                return Ok(m.payload().unwrap_or_default().to_vec());
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+    Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OperationTimedOut))
+}
+
+fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+    e.rdkafka_error_code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_decides_who_reads_and_writes_what() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let users_file = dir.path().join("principals.toml");
+    let admin = env.client("admin");
+    let (reference, ns) = (env.reference.clone(), env.ns.clone());
+    let apply = {
+        let (admin, reference, ns, users_file) = (admin.clone(), reference.clone(), ns.clone(), users_file.clone());
+        move || apply_access(&admin, &reference, &ns, &users_file, false).expect("access apply")
+    };
+    let first = tokio::task::spawn_blocking(apply.clone()).await.unwrap();
+    let created = first.iter().filter(|c| matches!(c, AccessChange::CreateUser(_))).count();
+    assert_eq!(created, env.reference.topology.roles.len() + env.reference.topology.partners.len());
+    assert!(first.iter().any(|c| matches!(c, AccessChange::Grant(_))));
+    assert_eq!(tokio::task::spawn_blocking(apply.clone()).await.unwrap(), vec![], "a second apply changes nothing");
+    let users = read_users(&users_file).unwrap();
+    let pw = |name: &str| users[&format!("{ns}{name}")].expose().to_owned();
+    let (a_user, b_user, matcher_user) = (format!("{ns}partner-{A}"), format!("{ns}partner-{B}"), format!("{ns}orelink-matcher"));
+    let (a_pw, matcher_pw) = (pw(&format!("partner-{A}")), pw("orelink-matcher"));
+
+    // Something in A's and B's topics, written as the admin.
+    let (a_topic, b_topic) = (env.topic(&topics::partner(A)), env.topic(&topics::partner(B)));
+    env.produce(&a_topic, "SHP-1", b"for A").await;
+    env.produce(&b_topic, "SHP-2", b"for B").await;
+
+    let a = as_user_cfg(&env.cfg.kafka.brokers, Some((&a_user, &a_pw)));
+    let a_group = format!("{ns}partner-{A}-tracking");
+    let checks = {
+        let (a, a_group, a_topic, b_topic, orders) = (a.clone(), a_group.clone(), a_topic.clone(), b_topic.clone(), env.topic(topics::ORDERS));
+        let (ns, env_cfg) = (ns.clone(), env.cfg.clone());
+        let a_user = a_user.clone();
+        tokio::task::spawn_blocking(move || {
+            // A reads its own topic, in a group under its own prefix.
+            assert_eq!(read_first(&a, &a_group, &a_topic).expect("partner A reads its topic"), b"for A");
+            // A reading B's topic, or the orders, is refused.
+            let e = read_first(&a, &a_group, &b_topic).expect_err("A must not read B's topic");
+            assert_eq!(code(&e), Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{e}");
+            let e = read_first(&a, &a_group, &orders).expect_err("A must not read the orders");
+            assert_eq!(code(&e), Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{e}");
+            // Another group's offsets, or its own topic in a group outside its prefix.
+            let e = read_first(&a, &format!("{ns}orelink-fanout"), &a_topic).expect_err("A must not use the fanout's group or see its offsets");
+            assert_eq!(code(&e), Some(RDKafkaErrorCode::GroupAuthorizationFailed), "{e}");
+            let e = read_first(&a, &format!("{ns}someone-else"), &a_topic).expect_err("A must use its own group prefix");
+            assert_eq!(code(&e), Some(RDKafkaErrorCode::GroupAuthorizationFailed), "{e}");
+
+            // No credentials, or a wrong password: refused before anything else.
+            let anon: BaseConsumer = as_user_cfg(&env_cfg.kafka.brokers, None).create().unwrap();
+            assert!(anon.fetch_metadata(None, Duration::from_secs(5)).is_err(), "an anonymous client must get nothing");
+            let wrong: BaseConsumer = as_user_cfg(&env_cfg.kafka.brokers, Some((&a_user, "not-the-password"))).create().unwrap();
+            let e = wrong.fetch_metadata(None, Duration::from_secs(5)).expect_err("a wrong password must be refused");
+            assert!(format!("{e}").contains("uthentication") || code(&e).is_some(), "{e}");
+
+        })
+    };
+    checks.await.unwrap();
+
+    // A hub role is refused a topic it does not use (the matcher and a partner
+    // topic), and may write the topics it declares.
+    let matcher: FutureProducer = as_user_cfg(&env.cfg.kafka.brokers, Some((&matcher_user, &matcher_pw))).create().unwrap();
+    let send = |topic: String| {
+        let matcher = matcher.clone();
+        async move { matcher.send(FutureRecord::<str, [u8]>::to(&topic).key("k").payload(b"x"), Duration::from_secs(10)).await.map(|_| ()).map_err(|(e, _)| code(&e)) }
+    };
+    assert_eq!(send(a_topic.clone()).await, Err(Some(RDKafkaErrorCode::TopicAuthorizationFailed)));
+    assert_eq!(send(env.topic(topics::ALLOCATIONS)).await, Ok(()));
+
+    // An ACL the topology does not declare is removed by the next apply.
+    let stray = Binding { kind: ResourceKind::Topic, name: env.topic(topics::ORDERS), prefix: false, principal: format!("User:{b_user}"), op: Op::Read };
+    let add = {
+        let (admin, stray) = (admin.clone(), stray.clone());
+        move || AclAdmin::new(&admin).unwrap().create(&[stray]).unwrap()
+    };
+    tokio::task::spawn_blocking(add).await.unwrap();
+    let third = tokio::task::spawn_blocking(apply.clone()).await.unwrap();
+    assert_eq!(third, vec![AccessChange::Revoke(stray.clone())]);
+    let left = tokio::task::spawn_blocking(move || AclAdmin::new(&admin).unwrap().describe(&format!("{ns}partner-")).unwrap()).await.unwrap();
+    assert!(!left.contains(&stray));
+}
+
+/// A client as `user` (SCRAM-SHA-512), or with no credentials at all.
+fn as_user_cfg(brokers: &str, user: Option<(&str, &str)>) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers).set("log_level", "0").set("message.timeout.ms", "10000");
+    if let Some((u, p)) = user {
+        c.set("security.protocol", "sasl_plaintext").set("sasl.mechanism", "SCRAM-SHA-512").set("sasl.username", u).set("sasl.password", p);
+    }
+    c
+}

@@ -137,3 +137,74 @@ fn as_user_cfg(brokers: &str, user: Option<(&str, &str)>) -> ClientConfig {
     }
     c
 }
+
+/// The hub's roles, each as its own principal with only the ACLs the topology
+/// gives it, still do their work: the matcher allocates, the share role and
+/// the fanout consume and commit, shipments reach their partner's topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_roles_work_under_their_own_least_privilege_principals() {
+    use orelink_tests::{KillOnDrop, orelink_bin, produce_workload};
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let users_file = dir.path().join("principals.toml");
+    {
+        let (admin, reference, ns, users_file) = (env.client("admin"), env.reference.clone(), env.ns.clone(), users_file.clone());
+        tokio::task::spawn_blocking(move || apply_access(&admin, &reference, &ns, &users_file, false).expect("access apply")).await.unwrap();
+    }
+    let users = read_users(&users_file).unwrap();
+    let start = |role: &str| {
+        let user = format!("{}orelink-{role}", env.ns);
+        KillOnDrop(
+            std::process::Command::new(orelink_bin())
+                .args(["run", role])
+                .envs(env.process_env(&format!("least-{role}")))
+                .env("ORELINK__KAFKA__USERNAME", &user)
+                .env("ORELINK__KAFKA__PASSWORD", users[&user].expose())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("orelink runs"),
+        )
+    };
+    let (_matcher, _share, _fanout) = (start("matcher"), start("share"), start("fanout"));
+
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let produced = produce_workload(&env, &codec, 20, 400, 11, None).await;
+    assert!(produced > 400);
+    let shipments = env.topic(topics::SHIPMENTS);
+    for n in 0..20u32 {
+        let s = orelink_domain::events::wire::ShipmentEvent {
+            event_id: format!("least-shp-{n}"),
+            event_time: 1_795_000_000_000 + n as i64,
+            shipment_id: format!("SHP-L{n}"),
+            allocation_id: None,
+            carrier_id: "91450600MA5L0BGL1P".into(),
+            mode: orelink_domain::topology::TransportMode::Sea,
+            status: orelink_domain::events::ShipmentStatus::InTransit,
+            from_site: "fcg-port".into(),
+            to_site: "nanning-niuwan-port".into(),
+            quantity_kg: 1000,
+            lat: None,
+            lon: None,
+            eta: None,
+        };
+        env.produce(&shipments, &s.shipment_id, &codec.encode(&shipments, &s).await.unwrap()).await;
+    }
+    let groups = [
+        (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
+        (orelink_fanout::group(&env.cfg), vec![shipments.clone()]),
+    ];
+    for (group, topics) in &groups {
+        env.wait_caught_up(group, topics, Duration::from_secs(120)).await;
+    }
+    // The share role holds the offsets of shares its policy delays, so it
+    // need not catch up; it must have read and committed as its own principal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env.committed(&orelink_share::group(&env.cfg), &env.topic(topics::ORDER_STATUS)).await.values().sum::<i64>() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the share role committed nothing as its own principal");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!env.read_topic(&env.topic(topics::ALLOCATIONS)).await.is_empty(), "the matcher allocated as its own principal");
+    assert_eq!(env.read_topic(&env.topic(&topics::partner(A))).await.len(), 20, "the fanout routed as its own principal");
+}

@@ -16,11 +16,12 @@ pub struct AllStats {
 /// Runs the matcher, the share role, the fanout and the view until `cancel`, or until one of them
 /// fails, which stops the others (each drains and commits).
 pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken, view_bound: impl FnOnce(std::net::SocketAddr) + Send + 'static) -> Result<AllStats> {
-    let mut mcfg = cfg.clone();
+    let mut mcfg = crate::principal::as_role(&cfg, "matcher");
     if mcfg.matcher.instance_id.is_empty() {
         mcfg.matcher.instance_id = "all".into();
     }
-    let mcfg_for_fanout = mcfg.clone();
+    let mut mcfg_for_fanout = crate::principal::as_role(&cfg, "fanout");
+    mcfg_for_fanout.matcher.instance_id = mcfg.matcher.instance_id.clone();
     let matcher = {
         let (r, c) = (reference.clone(), cancel.clone());
         tokio::spawn(async move {
@@ -29,7 +30,7 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
         })
     };
     let share = {
-        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        let (cfg, r, c) = (crate::principal::as_role(&cfg, "share"), reference.clone(), cancel.clone());
         tokio::spawn(async move {
             let _stop_all = c.clone().drop_guard();
             orelink_share::run(&cfg, &r, c).await
@@ -43,7 +44,7 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
         })
     };
     let view = {
-        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        let (cfg, r, c) = (crate::principal::as_role(&cfg, "view"), reference.clone(), cancel.clone());
         tokio::spawn(async move {
             let _stop_all = c.clone().drop_guard();
             orelink_view::run_with(&cfg, &r, c, view_bound).await
@@ -54,7 +55,7 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
         tracing::warn!("gateway.keys_file is not set: the ingest gateway does not run");
         None
     } else {
-        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        let (cfg, r, c) = (crate::principal::as_role(&cfg, "gateway"), reference.clone(), cancel.clone());
         Some(tokio::spawn(async move {
             let _stop_all = c.clone().drop_guard();
             orelink_gateway::run(&cfg, &r, c).await
@@ -64,7 +65,7 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
     let webhooks = if cfg.webhooks.file.is_empty() {
         None
     } else {
-        let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
+        let (cfg, r, c) = (crate::principal::as_role(&cfg, "webhooks"), reference.clone(), cancel.clone());
         Some(tokio::spawn(async move {
             let _stop_all = c.clone().drop_guard();
             orelink_partners::webhook::run(&cfg, &r, c).await

@@ -116,6 +116,13 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
     let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
     let applied = apply::apply(&cfg.kafka.client_config("admin"), &registry, &reference, &cfg.namespace, false).await?;
     progress(&format!("topology applied ({} changes)", applied.changes.len()));
+    // Each role then connects as its own principal, under the topology's ACLs.
+    let (kafka, r, ns, users) = (cfg.kafka.client_config("admin"), reference.clone(), cfg.namespace.clone(), crate::principal::users_file());
+    match tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&kafka, &r, &ns, &users, false)).await? {
+        Ok(changes) => progress(&format!("principals and ACLs applied ({} changes)", changes.len())),
+        Err(orelink_platform::access_apply::AccessError::NoAuthorizer) => progress("the broker has no authorizer: roles connect with the configured credentials"),
+        Err(e) => return Err(e.into()),
+    }
 
     let roles = CancellationToken::new();
     let counter = AllocationCounter::start(&cfg)?;

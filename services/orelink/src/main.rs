@@ -4,6 +4,7 @@
 mod all;
 mod bench_view;
 mod k8s;
+mod principal;
 mod demo;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -421,7 +422,7 @@ async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()>
             for n in &applied.notes {
                 println!("! {n}");
             }
-            let users_file = users_file.unwrap_or_else(|| orelink_platform::config::stack_credentials_path().with_file_name("principals.toml"));
+            let users_file = users_file.unwrap_or_else(principal::users_file);
             let kafka = cfg.kafka.client_config("admin");
             let ns = cfg.namespace.clone();
             let access = tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&kafka, &r, &ns, &users_file, dry_run)).await?;
@@ -518,33 +519,40 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         }
         Role::Matcher => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "matcher");
             let stats = orelink_matcher::run(cfg, r, cancel).await?;
             tracing::info!(?stats, "matcher stopped");
         }
         Role::Share => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "share");
             orelink_share::run(&cfg, &r, cancel).await?;
         }
         Role::View => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "view");
             orelink_view::run(&cfg, &r, cancel).await?;
         }
         Role::Gateway => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "gateway");
             orelink_gateway::run(&cfg, &r, cancel).await?;
         }
         Role::Fanout => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "fanout");
             let stats = orelink_fanout::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "fanout stopped");
         }
         Role::Webhooks => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "webhooks");
             let stats = orelink_partners::webhook::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "webhooks stopped");
         }
         Role::Edge => {
             let r = reference(&cfg)?;
+            let cfg = principal::as_role(&cfg, "edge");
             orelink_edge::run_with(&cfg, &r, cancel, |_| {}).await?;
         }
         Role::All => {

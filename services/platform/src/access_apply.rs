@@ -78,6 +78,25 @@ fn new_password() -> Secret {
     Secret::new(format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()))
 }
 
+/// New SCRAM credentials reach the broker's authenticator a moment after the
+/// call returns; roles started right after `apply` would see their first
+/// logins fail. Waits (up to 15 s) until one of the new users can log in.
+fn wait_usable(kafka: &rdkafka::ClientConfig, users: &[(String, Secret)]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Some((user, pw)) = users.last() else { return };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let mut c = kafka.clone();
+        c.set("sasl.username", user).set("sasl.password", pw.expose()).set("log_level", "0");
+        let ok = c.create::<BaseConsumer>().is_ok_and(|consumer| consumer.fetch_metadata(None, std::time::Duration::from_secs(2)).is_ok());
+        if ok {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    tracing::warn!(%user, "new SCRAM credentials not usable after 15 s");
+}
+
 /// Plans, and unless `dry_run` applies, the topology's users and ACLs in `namespace`.
 pub fn apply_access(kafka: &rdkafka::ClientConfig, reference: &Reference, namespace: &str, users_file: &Path, dry_run: bool) -> Result<Vec<AccessChange>, AccessError> {
     let admin = AclAdmin::new(kafka)?;
@@ -112,6 +131,7 @@ pub fn apply_access(kafka: &rdkafka::ClientConfig, reference: &Reference, namesp
             // The file first: a password the broker knows must never be lost.
             write_users(users_file, &users)?;
             admin.upsert_users(&new_users)?;
+            wait_usable(kafka, &new_users);
         }
         admin.create(&grant)?;
         admin.delete(&revoke)?;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use kafka::KAFKA_VERSION;
+pub use kafka::{ADMIN as KAFKA_ADMIN, KAFKA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {

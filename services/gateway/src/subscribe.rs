@@ -36,10 +36,20 @@ pub struct StreamQuery {
 
 /// Which records of the topic a caller may see.
 enum Filter {
-    /// The whole topic is the caller's (a partner's own topic).
-    All,
+    /// The whole topic is the caller's (a partner's own shipments topic).
+    Partner,
     /// Allocations naming this enterprise as buyer or provider.
     Enterprise(String),
+}
+
+impl Filter {
+    /// The SSE event type, and the formats the stream comes in.
+    fn kind(&self) -> (&'static str, &'static [Format]) {
+        match self {
+            Filter::Partner => ("shipment", &[Format::Json, Format::Epcis]),
+            Filter::Enterprise(_) => ("allocation", &[Format::Json]),
+        }
+    }
 }
 
 pub async fn shipments(State(state): State<Arc<AppState>>, headers: HeaderMap, q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -51,27 +61,26 @@ pub async fn shipments(State(state): State<Arc<AppState>>, headers: HeaderMap, q
         .partner_by_carrier(carrier)
         .ok_or_else(|| ApiError::Forbidden(format!("carrier {carrier} is not a partner in the topology")))?;
     let topic = state.codec.topic(&topics::partner(partner.id.as_str()));
-    open(state.clone(), &headers, q, topic, Filter::All, "shipment", &[Format::Json, Format::Epcis]).await
+    open(state.clone(), who, &headers, q, topic, Filter::Partner).await
 }
 
 pub async fn allocations(State(state): State<Arc<AppState>>, headers: HeaderMap, q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let who = caller(&state, &headers)?;
     let enterprise = who.enterprise.clone().ok_or_else(|| ApiError::Forbidden(format!("key {} binds no enterprise", who.id)))?;
     let topic = state.codec.topic(topics::ALLOCATIONS);
-    open(state.clone(), &headers, q, topic, Filter::Enterprise(enterprise), "allocation", &[Format::Json]).await
+    open(state.clone(), who, &headers, q, topic, Filter::Enterprise(enterprise)).await
 }
 
 async fn open(
     state: Arc<AppState>,
+    who: &crate::keys::KeySpec,
     headers: &HeaderMap,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     topic: String,
     filter: Filter,
-    kind: &'static str,
-    formats: &[Format],
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ApiError> {
-    let who = caller(&state, headers)?;
     state.keys.take(who, 1).map_err(ApiError::RateLimited)?;
+    let (kind, formats) = filter.kind();
     let Query(q) = q.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let format = Format::parse(q.format.as_deref().unwrap_or("json")).map_err(ApiError::BadRequest)?;
     if !formats.contains(&format) {
@@ -108,7 +117,7 @@ async fn open(
                 }
             };
             let visible = match (&filter, &record) {
-                (Filter::All, _) => true,
+                (Filter::Partner, _) => true,
                 (Filter::Enterprise(e), Record::Allocation(a)) => &a.buyer_id == e || &a.provider_id == e,
                 (Filter::Enterprise(_), _) => false,
             };

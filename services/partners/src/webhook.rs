@@ -131,11 +131,10 @@ struct Pusher {
 
 impl Handler for Pusher {
     async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
-        let Some(body) = crate::render(&ev.record, self.hook.format) else {
-            // Partner topics hold shipments only (the fanout writes them).
+        // Partner topics hold shipments only (the fanout writes them).
+        let (Record::Shipment(_), Some(body)) = (&ev.record, crate::render(&ev.record, self.hook.format)) else {
             return Err(HandleError::Fatal(format!("not a shipment on {}: {:?}", ev.topic, ev.record)));
         };
-        debug_assert!(matches!(ev.record, Record::Shipment(_)));
         let body = serde_json::to_vec(&body).expect("JSON values serialise");
         let timestamp = now_millis().0.to_string();
         let delivery = format!("{}/{}/{}", self.hook.partner, ev.partition, ev.offset);

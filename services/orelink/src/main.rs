@@ -511,6 +511,11 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
     let cfg = load_config(config)?;
     telemetry::init(&cfg.log);
     let cancel = shutdown_token();
+    // A hub role connects as its own principal (the registry and `all` do not: see principal.rs, all.rs).
+    let cfg = match role {
+        Role::Registry | Role::All => cfg,
+        _ => principal::as_role(&cfg, role.to_possible_value().expect("every role has a name").get_name()),
+    };
     match role {
         Role::Registry => {
             let listen = cfg.registry.listen.parse().context("registry.listen")?;
@@ -519,40 +524,33 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         }
         Role::Matcher => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "matcher");
             let stats = orelink_matcher::run(cfg, r, cancel).await?;
             tracing::info!(?stats, "matcher stopped");
         }
         Role::Share => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "share");
             orelink_share::run(&cfg, &r, cancel).await?;
         }
         Role::View => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "view");
             orelink_view::run(&cfg, &r, cancel).await?;
         }
         Role::Gateway => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "gateway");
             orelink_gateway::run(&cfg, &r, cancel).await?;
         }
         Role::Fanout => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "fanout");
             let stats = orelink_fanout::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "fanout stopped");
         }
         Role::Webhooks => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "webhooks");
             let stats = orelink_partners::webhook::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "webhooks stopped");
         }
         Role::Edge => {
             let r = reference(&cfg)?;
-            let cfg = principal::as_role(&cfg, "edge");
             orelink_edge::run_with(&cfg, &r, cancel, |_| {}).await?;
         }
         Role::All => {

@@ -120,18 +120,23 @@ pub fn admin_password(cfg: &StackConfig) -> Option<String> {
     t.get("kafka")?.get("password")?.as_str().map(str::to_owned)
 }
 
-fn write_credentials(cfg: &StackConfig, password: &str) -> Result<(), StackError> {
+/// Writes a file only its owner may read (it holds the admin password).
+fn write_private(path: &Path, text: &str) -> Result<(), StackError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = credentials_file(cfg);
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path).map_err(io_err(format!("writing {}", path.display())))?;
+    let what = format!("writing {}", path.display());
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io_err(what.clone()))?;
+    f.write_all(text.as_bytes()).map_err(io_err(what))
+}
+
+fn write_credentials(cfg: &StackConfig, password: &str) -> Result<(), StackError> {
     let text = format!(
         "# Written by `orelink stack up`: how local commands reach this stack's Kafka\n\
          # (SASL/SCRAM as the superuser). A config layer under your own config file.\n\
          # Secret: never commit, print or share it.\n\
          [kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"{ADMIN}\"\npassword = \"{password}\"\n"
     );
-    f.write_all(text.as_bytes()).map_err(io_err(format!("writing {}", path.display())))
+    write_private(&credentials_file(cfg), &text)
 }
 
 /// SASL/SCRAM-SHA-512 for clients and between brokers, PLAIN on the
@@ -220,12 +225,7 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
         }
     };
     let props = dir.join("server.properties");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&props).map_err(io_err("writing server.properties"))?;
-        f.write_all(server_properties(cfg, &data, &password).as_bytes()).map_err(io_err("writing server.properties"))?;
-    }
+    write_private(&props, &server_properties(cfg, &data, &password))?;
     let log4j = dir.join("log4j2.properties");
     std::fs::write(&log4j, LOG4J2).map_err(io_err("writing log4j2.properties"))?;
 

@@ -1,9 +1,13 @@
 //! The matching engine alone, on one core: events per second with 10k open
 //! orders and 10k open capacities per family (target: at least 2M events/s).
+//!
+//! Two figures: `decide` is the engine (its decisions, the form a restore
+//! replays and the matcher renders); `decide_and_render` adds rendering every
+//! decision into the contract's records, as `Engine::apply` returns them.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use orelink_domain::freight::Network;
-use orelink_domain::matching::Engine;
+use orelink_domain::matching::{Decision, Engine};
 use orelink_domain::workload::steady_state;
 use orelink_domain::Topology;
 use std::hint::black_box;
@@ -22,7 +26,25 @@ fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Elements(w.stream.len() as u64));
     g.sample_size(10);
-    g.bench_function("steady_state_10k_open_per_family", |b| {
+    g.bench_function("decide/steady_state_10k_open_per_family", |b| {
+        b.iter_batched(
+            || warm.clone(),
+            |mut e| {
+                let mut out: Vec<Decision> = Vec::with_capacity(64);
+                let mut decisions = 0usize;
+                for i in &w.stream {
+                    e.decide(black_box(i), &mut out);
+                    decisions += out.len();
+                    out.clear();
+                }
+                // The engine goes back to criterion, which drops it after the
+                // measurement: tearing down its books is not event work.
+                (e, decisions)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("decide_and_render/steady_state_10k_open_per_family", |b| {
         b.iter_batched(
             || warm.clone(),
             |mut e| {
@@ -30,8 +52,6 @@ fn engine(c: &mut Criterion) {
                 for i in &w.stream {
                     outputs += e.apply(black_box(i)).len();
                 }
-                // The engine goes back to criterion, which drops it after the
-                // measurement: tearing down its books is not event work.
                 (e, outputs)
             },
             BatchSize::LargeInput,

@@ -78,6 +78,8 @@ pub struct Network {
     sites: Vec<String>,
     clusters: Vec<String>,
     site_cluster: Vec<usize>,
+    /// Sites per cluster, precomputed: the engine walks them for every order it matches.
+    cluster_sites: Vec<Vec<usize>>,
     /// routes[a * n + b], cheapest first; a == b has one free, instant route.
     routes: Vec<Vec<Route>>,
 }
@@ -86,10 +88,11 @@ impl Network {
     pub fn new(topology: &Topology) -> Network {
         let clusters: Vec<String> = topology.clusters.iter().map(|c| c.id.to_string()).collect();
         let sites: Vec<&crate::topology::Site> = topology.clusters.iter().flat_map(|c| c.sites.iter()).collect();
-        let site_cluster = sites
+        let site_cluster: Vec<usize> = sites
             .iter()
             .map(|s| clusters.iter().position(|c| Some(c.as_str()) == s.cluster.as_ref().map(|x| x.as_str())).unwrap_or(0))
             .collect();
+        let cluster_sites = (0..clusters.len()).map(|c| (0..sites.len()).filter(|s| site_cluster[*s] == c).collect()).collect();
         let n = sites.len();
         let mut routes = Vec::with_capacity(n * n);
         for a in &sites {
@@ -117,7 +120,7 @@ impl Network {
                 routes.push(list);
             }
         }
-        Network { sites: sites.iter().map(|s| s.id.to_string()).collect(), clusters, site_cluster, routes }
+        Network { sites: sites.iter().map(|s| s.id.to_string()).collect(), clusters, site_cluster, cluster_sites, routes }
     }
 
     pub fn site_index(&self, id: &str) -> Option<usize> {
@@ -142,8 +145,8 @@ impl Network {
         self.clusters.len()
     }
     /// Sites of a cluster, in topology order.
-    pub fn sites_of(&self, cluster: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.sites.len()).filter(move |s| self.site_cluster[*s] == cluster)
+    pub fn sites_of(&self, cluster: usize) -> &[usize] {
+        &self.cluster_sites[cluster]
     }
 
     /// Every route from `a` to `b`, cheapest first.

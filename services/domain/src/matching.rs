@@ -26,14 +26,16 @@
 //! matching only the orders an event touches equals re-matching every open
 //! order in arrival order (the property tests check exactly that).
 
-use crate::catalog::ProductCode;
+use crate::catalog::{MAX_GRADES, ProductCode};
 use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, OrderState, SharedOrder, SharedOrderKind, wire};
 use crate::freight::{Network, Route};
 use crate::ids::{CapacityId, EnterpriseId, EventId, OrderId};
-use crate::catalog::MAX_GRADES;
+use hashbrown::HashTable;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap, FxHashSet as HashSet};
+use xxhash_rust::xxh3::xxh3_128;
 use std::cmp::Reverse;
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::hash::BuildHasher;
 use std::ops::Bound::{Excluded, Included};
 use std::sync::Arc;
 
@@ -72,6 +74,7 @@ impl Input {
     }
 }
 
+/// What an event caused, as records of the contract.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Allocation(wire::Allocation),
@@ -81,17 +84,79 @@ pub enum Output {
     Ignored { event_id: EventId, reason: String },
 }
 
+/// What an event caused, as the engine decides it: numbers, network indices
+/// and shared handles to the parties, no text. Rendering into records
+/// (`Decision::render`) is the edge's work, and a restore needs none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Fill(Fill),
+    Status(Status),
+    Ignored(&'static str),
+}
+
+/// The parts of an order that never change once it is placed.
+#[derive(Debug, PartialEq)]
+pub struct OrderHead {
+    pub id: OrderId,
+    pub buyer: EnterpriseId,
+    pub product: ProductCode,
+    /// Network indices of the home cluster and the destination site.
+    pub home: usize,
+    pub dest: usize,
+    pub max_price: u64,
+    pub allow_cross: bool,
+}
+
+/// The parts of a capacity declaration that never change.
+#[derive(Debug, PartialEq)]
+pub struct CapHead {
+    pub id: CapacityId,
+    pub provider: EnterpriseId,
+    pub product: ProductCode,
+    pub cluster: usize,
+    pub site: usize,
+    pub price: u64,
+    pub energy: Option<u64>,
+}
+
+/// One allocation: `quantity_kg` of `cap` to `order` by `route`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fill {
+    pub order: Arc<OrderHead>,
+    pub cap: Arc<CapHead>,
+    /// 1 for the order's first fill, and so on.
+    pub number: u32,
+    /// Rank of `cap` among the capacity eligible for the order.
+    pub rank: u32,
+    pub quantity_kg: u64,
+    pub route: Route,
+    pub decided_at: i64,
+}
+
+/// An order as it stands right after an event touched it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    pub order: Arc<OrderHead>,
+    pub version: u32,
+    pub state: OrderState,
+    pub remaining_kg: u64,
+    pub allocated_kg: u64,
+    pub deliver_by: i64,
+    /// Bit per cluster whose capacity may fill the order.
+    pub visible: u64,
+    pub at: i64,
+}
+
 #[derive(Debug, Clone)]
 struct Order {
-    id: OrderId,
-    buyer: EnterpriseId,
-    product: ProductCode,
+    head: Arc<OrderHead>,
+    // Copies of the head's fields the search reads, kept inline for locality.
+    rank: u16,
     home: usize,
     dest: usize,
+    max_price: u64,
     event_time: i64,
     deliver_by: i64,
-    max_price: u64,
-    allow_cross: bool,
     remaining: u64,
     allocated: u64,
     open: bool,
@@ -105,9 +170,8 @@ struct Order {
 
 #[derive(Debug, Clone)]
 struct Cap {
-    id: CapacityId,
-    provider: EnterpriseId,
-    product: ProductCode,
+    head: Arc<CapHead>,
+    rank: u16,
     cluster: usize,
     site: usize,
     available_from: i64,
@@ -121,16 +185,22 @@ struct Cap {
 
 impl Order {
     fn new(o: &OrderEvent, home: usize, dest: usize, visible: u64) -> Order {
-        Order {
+        let head = OrderHead {
             id: o.order_id.clone(),
             buyer: o.buyer_id.clone(),
             product: o.product.clone(),
             home,
             dest,
-            event_time: o.event_time.0,
-            deliver_by: o.deliver_by.0,
             max_price: o.max_price.get(),
             allow_cross: o.allow_cross_cluster,
+        };
+        Order {
+            rank: head.product.rank(),
+            home,
+            dest,
+            max_price: head.max_price,
+            event_time: o.event_time.0,
+            deliver_by: o.deliver_by.0,
             remaining: o.quantity.get(),
             allocated: 0,
             open: true,
@@ -138,27 +208,40 @@ impl Order {
             visible: if o.allow_cross_cluster { visible } else { 0 } | (1 << home),
             fills: 0,
             version: 0,
+            head: Arc::new(head),
         }
     }
 }
 
 impl Cap {
     fn new(c: &CapacityEvent, cluster: usize, site: usize) -> Cap {
-        Cap {
+        let head = CapHead {
             id: c.capacity_id.clone(),
             provider: c.provider_id.clone(),
             product: c.product.clone(),
             cluster,
             site,
+            price: c.price.get(),
+            energy: c.energy_kwh_per_t,
+        };
+        Cap {
+            rank: head.product.rank(),
+            cluster,
+            site,
             available_from: c.available_from.0,
             available_until: c.available_until.0,
-            price: c.price.get(),
+            price: head.price,
             min_lot: c.min_lot.get(),
-            energy: c.energy_kwh_per_t,
+            energy: head.energy,
             remaining: c.quantity.get(),
             open: true,
+            head: Arc::new(head),
         }
     }
+}
+
+fn hash_id(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
 }
 
 /// The book of one product family.
@@ -166,9 +249,11 @@ impl Cap {
 struct Book {
     /// Slabs indexed by arrival sequence number.
     orders: Vec<Order>,
-    order_ids: HashMap<OrderId, u32>,
+    /// (hash of the id, sequence number) by order id; the ids themselves live
+    /// in the heads and are compared only when the hashes agree.
+    order_ids: HashTable<(u64, u32)>,
     caps: Vec<Cap>,
-    cap_ids: HashMap<CapacityId, u32>,
+    cap_ids: HashTable<(u64, u32)>,
     /// Per (site, grade rank): open capacity with something left, by (price, seq).
     cap_buckets: Vec<BTreeSet<(u64, u32)>>,
     /// Per cluster: open orders that cluster's capacity may fill, by (max_price, seq).
@@ -182,20 +267,36 @@ struct Book {
 /// The ranking of one eligible capacity for one order; smaller is better.
 type RankKey = (bool, u64, (bool, u64), u32);
 
+#[derive(Debug, Clone, Copy)]
 struct Candidate {
     cap: u32,
     route: Route,
-    landed: u64,
 }
 
 /// The next capacity of one (site, grade) bucket: its landed-cost lower bound first.
 type Cursor = Reverse<(bool, u64, usize, u64, u32)>;
 
+/// Buffers the search reuses from event to event, so that matching allocates
+/// nothing of its own in the steady state.
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    cursors: BinaryHeap<Cursor>,
+    found: Vec<Candidate>,
+    pending: BinaryHeap<Reverse<(RankKey, usize)>>,
+    orders: Vec<u32>,
+    touched: Vec<u32>,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     network: Arc<Network>,
     books: BTreeMap<String, Book>,
-    seen: HashSet<EventId>,
+    /// Event ids seen, by their 128-bit XXH3 fingerprint: 16 bytes each and
+    /// no copy of the id. Two distinct ids share a fingerprint with
+    /// probability about n²/2¹²⁹ (below 10⁻¹⁸ after 10¹⁰ events); the one
+    /// consequence would be a fresh event taken for a duplicate.
+    seen: HashSet<u128>,
+    scratch: Scratch,
 }
 
 /// Open orders and capacity across books, for metrics and views.
@@ -210,7 +311,11 @@ pub struct Summary {
 impl Engine {
     pub fn new(network: Arc<Network>) -> Engine {
         assert!(network.cluster_count() <= 64, "the engine keeps cluster visibility in a 64-bit mask");
-        Engine { network, books: BTreeMap::new(), seen: HashSet::default() }
+        Engine { network, books: BTreeMap::new(), seen: HashSet::default(), scratch: Scratch::default() }
+    }
+
+    pub fn network(&self) -> &Arc<Network> {
+        &self.network
     }
 
     pub fn summary(&self) -> Summary {
@@ -228,130 +333,56 @@ impl Engine {
         s
     }
 
-    /// Applies one event and returns what it caused, in a deterministic order.
+    /// Applies one event and returns what it caused as records, in a deterministic order.
     pub fn apply(&mut self, input: &Input) -> Vec<Output> {
-        let ignored = |reason: &str| vec![Output::Ignored { event_id: input.event_id().clone(), reason: reason.to_owned() }];
-        if !self.seen.insert(input.event_id().clone()) {
-            return ignored("duplicate event_id");
+        let mut decisions = Vec::new();
+        self.decide(input, &mut decisions);
+        decisions.iter().map(|d| d.render(&self.network, input)).collect()
+    }
+
+    /// Applies one event and appends what it caused to `out`, in a deterministic order.
+    pub fn decide(&mut self, input: &Input, out: &mut Vec<Decision>) {
+        if !self.seen.insert(xxh3_128(input.event_id().as_str().as_bytes())) {
+            return out.push(Decision::Ignored("duplicate event_id"));
         }
-        let net = self.network.clone();
+        let net = &*self.network;
         if !self.books.contains_key(input.family()) {
-            self.books.insert(input.family().to_owned(), Book::new(&net));
+            self.books.insert(input.family().to_owned(), Book::new(net));
         }
         let book = self.books.get_mut(input.family()).expect("inserted above");
+        let sc = &mut self.scratch;
         let now = input.time();
-        let mut out = Vec::new();
         // Orders whose status is reported after the event, in first-touch order.
-        let mut touched: Vec<u32> = Vec::new();
-        match input {
-            Input::Order(o) => match o.kind {
-                OrderKind::Placed => {
-                    if book.order_ids.contains_key(&o.order_id) {
-                        return ignored("order_id already placed");
-                    }
-                    let (Some(home), Some(dest)) = (net.cluster_index(o.cluster.as_str()), net.site_index(o.destination_site.as_str())) else {
-                        return ignored("cluster or destination not in the network");
-                    };
-                    let seq = book.orders.len() as u32;
-                    let shared = book.pending_shares.remove(&o.order_id).unwrap_or(0);
-                    book.orders.push(Order::new(o, home, dest, shared));
-                    book.order_ids.insert(o.order_id.clone(), seq);
-                    book.index_order(seq);
-                    book.fill_order(&net, seq, now, &mut out);
-                    touched.push(seq);
-                }
-                OrderKind::Amended => {
-                    let Some(seq) = book.open_order(&o.order_id) else { return ignored("no open order with this order_id") };
-                    book.unindex_order(seq);
-                    let ord = &mut book.orders[seq as usize];
-                    ord.remaining = o.quantity.get();
-                    ord.deliver_by = o.deliver_by.0;
-                    book.index_order(seq);
-                    book.fill_order(&net, seq, now, &mut out);
-                    touched.push(seq);
-                }
-                OrderKind::Cancelled => {
-                    let Some(seq) = book.open_order(&o.order_id) else { return ignored("no open order with this order_id") };
-                    book.unindex_order(seq);
-                    book.orders[seq as usize].open = false;
-                    book.orders[seq as usize].cancelled = true;
-                    touched.push(seq);
-                }
-            },
-            Input::Capacity(c) => match c.kind {
-                CapacityKind::Declared => {
-                    if book.cap_ids.contains_key(&c.capacity_id) {
-                        return ignored("capacity_id already declared");
-                    }
-                    let (Some(cluster), Some(site)) = (net.cluster_index(c.cluster.as_str()), net.site_index(c.site_id.as_str())) else {
-                        return ignored("cluster or site not in the network");
-                    };
-                    let seq = book.caps.len() as u32;
-                    book.caps.push(Cap::new(c, cluster, site));
-                    book.cap_ids.insert(c.capacity_id.clone(), seq);
-                    book.index_cap(seq);
-                    for o in book.orders_for(&net, seq) {
-                        if book.caps[seq as usize].remaining == 0 {
-                            break;
-                        }
-                        if book.fill_order(&net, o, now, &mut out) {
-                            touched.push(o);
-                        }
-                    }
-                }
-                CapacityKind::Withdrawn => {
-                    let Some(&seq) = book.cap_ids.get(&c.capacity_id).filter(|s| book.caps[**s as usize].open) else {
-                        return ignored("no open capacity with this capacity_id");
-                    };
-                    book.unindex_cap(seq);
-                    book.caps[seq as usize].open = false;
-                }
-            },
-            Input::Shared(s) => {
-                let mask = s.target_clusters.iter().filter_map(|c| net.cluster_index(c.as_str())).fold(0u64, |m, c| m | (1 << c));
-                let known = book.order_ids.get(&s.order_id).copied();
-                match (s.kind, known) {
-                    (SharedOrderKind::Shared, None) => *book.pending_shares.entry(s.order_id.clone()).or_default() |= mask,
-                    (SharedOrderKind::Withdrawn, None) => {
-                        if let Some(m) = book.pending_shares.get_mut(&s.order_id) {
-                            *m &= !mask;
-                        }
-                    }
-                    (_, Some(seq)) if !book.orders[seq as usize].allow_cross => {
-                        return ignored("the order does not allow cross-cluster filling");
-                    }
-                    (SharedOrderKind::Shared, Some(seq)) if !book.orders[seq as usize].open => {
-                        // A share that crossed the order's closing: report it, so the
-                        // share role withdraws what it published.
-                        book.orders[seq as usize].visible |= mask;
-                        touched.push(seq);
-                    }
-                    (SharedOrderKind::Withdrawn, Some(seq)) if !book.orders[seq as usize].open => {
-                        return ignored("the shared order is closed");
-                    }
-                    (kind, Some(seq)) => {
-                        book.unindex_order(seq);
-                        let ord = &mut book.orders[seq as usize];
-                        let home = 1u64 << ord.home;
-                        ord.visible = match kind {
-                            SharedOrderKind::Shared => ord.visible | mask,
-                            SharedOrderKind::Withdrawn => (ord.visible & !mask) | home,
-                        };
-                        book.index_order(seq);
-                        if kind == SharedOrderKind::Shared {
-                            book.fill_order(&net, seq, now, &mut out);
-                        }
-                        touched.push(seq);
-                    }
-                }
-            }
+        let mut touched = std::mem::take(&mut sc.touched);
+        touched.clear();
+        let ignored = match input {
+            Input::Order(o) => book.on_order(net, sc, o, now, out, &mut touched),
+            Input::Capacity(c) => book.on_capacity(net, sc, c, now, out, &mut touched),
+            Input::Shared(s) => book.on_share(net, sc, s, now, out, &mut touched),
+        };
+        if let Err(reason) = ignored {
+            out.push(Decision::Ignored(reason));
         }
-        for seq in touched {
-            out.push(Output::Status(book.status(&net, seq, input.event_id(), now)));
+        for &seq in &touched {
+            out.push(Decision::Status(book.status(seq, now)));
         }
-        out
+        sc.touched = touched;
     }
 }
+
+impl Decision {
+    /// The record this decision becomes; `cause` is the event that caused it.
+    pub fn render(&self, net: &Network, cause: &Input) -> Output {
+        match self {
+            Decision::Fill(f) => Output::Allocation(f.to_wire(net)),
+            Decision::Status(s) => Output::Status(s.to_wire(net, cause.event_id())),
+            Decision::Ignored(reason) => Output::Ignored { event_id: cause.event_id().clone(), reason: (*reason).to_owned() },
+        }
+    }
+}
+
+/// Why an event changed nothing.
+type Outcome = Result<(), &'static str>;
 
 impl Book {
     fn new(net: &Network) -> Book {
@@ -362,8 +393,143 @@ impl Book {
         }
     }
 
+    fn order_seq(&self, id: &str) -> Option<u32> {
+        let h = hash_id(id);
+        self.order_ids.find(h, |&(eh, s)| eh == h && self.orders[s as usize].head.id.as_str() == id).map(|e| e.1)
+    }
+
+    fn cap_seq(&self, id: &str) -> Option<u32> {
+        let h = hash_id(id);
+        self.cap_ids.find(h, |&(eh, s)| eh == h && self.caps[s as usize].head.id.as_str() == id).map(|e| e.1)
+    }
+
+    /// Adds a new order (with the shares that came before it), not yet indexed.
+    fn push_order(&mut self, o: &OrderEvent, home: usize, dest: usize) -> u32 {
+        let seq = self.orders.len() as u32;
+        let shared = self.pending_shares.remove(&o.order_id).unwrap_or(0);
+        self.orders.push(Order::new(o, home, dest, shared));
+        let h = hash_id(o.order_id.as_str());
+        self.order_ids.insert_unique(h, (h, seq), |e| e.0);
+        seq
+    }
+
+    /// Adds a new capacity, not yet indexed.
+    fn push_cap(&mut self, c: &CapacityEvent, cluster: usize, site: usize) -> u32 {
+        let seq = self.caps.len() as u32;
+        self.caps.push(Cap::new(c, cluster, site));
+        let h = hash_id(c.capacity_id.as_str());
+        self.cap_ids.insert_unique(h, (h, seq), |e| e.0);
+        seq
+    }
+
     fn open_order(&self, id: &OrderId) -> Option<u32> {
-        self.order_ids.get(id).copied().filter(|s| self.orders[*s as usize].open)
+        self.order_seq(id.as_str()).filter(|s| self.orders[*s as usize].open)
+    }
+
+    fn on_order(&mut self, net: &Network, sc: &mut Scratch, o: &OrderEvent, now: i64, out: &mut Vec<Decision>, touched: &mut Vec<u32>) -> Outcome {
+        match o.kind {
+            OrderKind::Placed => {
+                if self.order_seq(o.order_id.as_str()).is_some() {
+                    return Err("order_id already placed");
+                }
+                let (Some(home), Some(dest)) = (net.cluster_index(o.cluster.as_str()), net.site_index(o.destination_site.as_str())) else {
+                    return Err("cluster or destination not in the network");
+                };
+                let seq = self.push_order(o, home, dest);
+                self.index_order(seq);
+                self.fill_order(net, sc, seq, now, out);
+                touched.push(seq);
+            }
+            OrderKind::Amended => {
+                let seq = self.open_order(&o.order_id).ok_or("no open order with this order_id")?;
+                self.unindex_order(seq);
+                let ord = &mut self.orders[seq as usize];
+                ord.remaining = o.quantity.get();
+                ord.deliver_by = o.deliver_by.0;
+                self.index_order(seq);
+                self.fill_order(net, sc, seq, now, out);
+                touched.push(seq);
+            }
+            OrderKind::Cancelled => {
+                let seq = self.open_order(&o.order_id).ok_or("no open order with this order_id")?;
+                self.unindex_order(seq);
+                self.orders[seq as usize].open = false;
+                self.orders[seq as usize].cancelled = true;
+                touched.push(seq);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_capacity(&mut self, net: &Network, sc: &mut Scratch, c: &CapacityEvent, now: i64, out: &mut Vec<Decision>, touched: &mut Vec<u32>) -> Outcome {
+        match c.kind {
+            CapacityKind::Declared => {
+                if self.cap_seq(c.capacity_id.as_str()).is_some() {
+                    return Err("capacity_id already declared");
+                }
+                let (Some(cluster), Some(site)) = (net.cluster_index(c.cluster.as_str()), net.site_index(c.site_id.as_str())) else {
+                    return Err("cluster or site not in the network");
+                };
+                let seq = self.push_cap(c, cluster, site);
+                self.index_cap(seq);
+                let mut waiting = std::mem::take(&mut sc.orders);
+                self.orders_for(net, seq, &mut waiting);
+                for &o in &waiting {
+                    if self.caps[seq as usize].remaining == 0 {
+                        break;
+                    }
+                    if self.fill_order(net, sc, o, now, out) {
+                        touched.push(o);
+                    }
+                }
+                sc.orders = waiting;
+            }
+            CapacityKind::Withdrawn => {
+                let seq = self.cap_seq(c.capacity_id.as_str()).filter(|s| self.caps[*s as usize].open).ok_or("no open capacity with this capacity_id")?;
+                self.unindex_cap(seq);
+                self.caps[seq as usize].open = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_share(&mut self, net: &Network, sc: &mut Scratch, s: &SharedOrder, now: i64, out: &mut Vec<Decision>, touched: &mut Vec<u32>) -> Outcome {
+        let mask = s.target_clusters.iter().filter_map(|c| net.cluster_index(c.as_str())).fold(0u64, |m, c| m | (1 << c));
+        match (s.kind, self.order_seq(s.order_id.as_str())) {
+            (SharedOrderKind::Shared, None) => *self.pending_shares.entry(s.order_id.clone()).or_default() |= mask,
+            (SharedOrderKind::Withdrawn, None) => {
+                if let Some(m) = self.pending_shares.get_mut(&s.order_id) {
+                    *m &= !mask;
+                }
+            }
+            (_, Some(seq)) if !self.orders[seq as usize].head.allow_cross => {
+                return Err("the order does not allow cross-cluster filling");
+            }
+            (SharedOrderKind::Shared, Some(seq)) if !self.orders[seq as usize].open => {
+                // A share that crossed the order's closing: report it, so the
+                // share role withdraws what it published.
+                self.orders[seq as usize].visible |= mask;
+                touched.push(seq);
+            }
+            (SharedOrderKind::Withdrawn, Some(seq)) if !self.orders[seq as usize].open => {
+                return Err("the shared order is closed");
+            }
+            (kind, Some(seq)) => {
+                self.unindex_order(seq);
+                let ord = &mut self.orders[seq as usize];
+                let home = 1u64 << ord.home;
+                ord.visible = match kind {
+                    SharedOrderKind::Shared => ord.visible | mask,
+                    SharedOrderKind::Withdrawn => (ord.visible & !mask) | home,
+                };
+                self.index_order(seq);
+                if kind == SharedOrderKind::Shared {
+                    self.fill_order(net, sc, seq, now, out);
+                }
+                touched.push(seq);
+            }
+        }
+        Ok(())
     }
 
     fn index_order(&mut self, seq: u32) {
@@ -395,22 +561,23 @@ impl Book {
     fn index_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
         if c.open && c.remaining > 0 {
-            self.max_rank = self.max_rank.max(c.product.rank());
-            self.cap_buckets[Self::bucket(c.site, c.product.rank())].insert((c.price, seq));
+            self.max_rank = self.max_rank.max(c.rank);
+            self.cap_buckets[Self::bucket(c.site, c.rank)].insert((c.price, seq));
         }
     }
 
     fn unindex_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
-        self.cap_buckets[Self::bucket(c.site, c.product.rank())].remove(&(c.price, seq));
+        self.cap_buckets[Self::bucket(c.site, c.rank)].remove(&(c.price, seq));
     }
 
     /// The route by which `c` can serve `o`, if it is eligible (grade, cluster, time, price).
+    /// Both are of this book's family, so the grade check is on ranks alone.
     fn eligible<'n>(net: &'n Network, o: &Order, c: &Cap) -> Option<&'n Route> {
         if !(o.open && c.open && o.remaining > 0 && c.remaining > 0) {
             return None;
         }
-        if !c.product.can_fill(&o.product) || o.visible & (1 << c.cluster) == 0 {
+        if c.rank < o.rank || o.visible & (1 << c.cluster) == 0 {
             return None;
         }
         let dispatch = c.available_from.max(o.event_time);
@@ -425,27 +592,29 @@ impl Book {
     /// the eligible. Buckets are merged lazily by a lower bound of landed cost
     /// (price + the cheapest freight from the bucket's site), so only capacity
     /// that could rank first is looked at.
-    fn best_usable(&self, net: &Network, seq: u32) -> Option<(usize, Candidate)> {
+    fn best_usable(&self, net: &Network, sc: &mut Scratch, seq: u32) -> Option<(u32, Candidate)> {
         let o = &self.orders[seq as usize];
         if !o.open || o.remaining == 0 {
             return None;
         }
-        let mut cursors: BinaryHeap<Cursor> = BinaryHeap::new();
+        let Scratch { cursors, found, pending, .. } = sc;
+        cursors.clear();
+        found.clear();
+        pending.clear();
         let bound_of = |site: usize| o.max_price.saturating_sub(net.min_freight(site, o.dest) as u64);
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
-            for site in net.sites_of(cluster) {
+            for &site in net.sites_of(cluster) {
                 let min_freight = net.min_freight(site, o.dest) as u64;
-                for rank in o.product.rank()..=self.max_rank {
+                let bound = bound_of(site);
+                for rank in o.rank..=self.max_rank {
                     let b = Self::bucket(site, rank);
-                    if let Some(&(price, cseq)) = self.cap_buckets[b].range(..=(bound_of(site), u32::MAX)).next() {
+                    if let Some(&(price, cseq)) = self.cap_buckets[b].first().filter(|(p, _)| *p <= bound) {
                         cursors.push(Reverse((cluster != o.home, price + min_freight, b, price, cseq)));
                     }
                 }
             }
         }
-        let mut found: Vec<Candidate> = Vec::new();
-        let mut pending: BinaryHeap<Reverse<(RankKey, usize)>> = BinaryHeap::new();
-        let mut ranked_above = 0usize;
+        let mut ranked_above = 0u32;
         loop {
             let next_bound = cursors.peek().map(|Reverse((home, lb, ..))| (*home, *lb));
             if let Some(&Reverse((key, i))) = pending.peek() {
@@ -455,8 +624,7 @@ impl Book {
                     let c = &self.caps[found[i].cap as usize];
                     let qty = o.remaining.min(c.remaining);
                     if qty >= c.min_lot || qty == o.remaining {
-                        let cand = found.swap_remove(i);
-                        return Some((ranked_above + 1, cand));
+                        return Some((ranked_above + 1, found[i]));
                     }
                     ranked_above += 1;
                     continue;
@@ -467,9 +635,8 @@ impl Book {
             if let Some(route) = Self::eligible(net, o, c) {
                 let landed = c.price + route.freight_cny_per_t as u64;
                 let key = (home, landed, (c.energy.is_none(), c.energy.unwrap_or(0)), cseq);
-                // swap_remove above may reorder `found`; indices stay valid because we return right after.
                 pending.push(Reverse((key, found.len())));
-                found.push(Candidate { cap: cseq, route: *route, landed });
+                found.push(Candidate { cap: cseq, route: *route });
             }
             let site = b / MAX_GRADES;
             let next = self.cap_buckets[b].range((Excluded((price, cseq)), Included((bound_of(site), u32::MAX)))).next();
@@ -479,26 +646,26 @@ impl Book {
         }
     }
 
-    /// Open orders that capacity `cseq` is eligible for, first come first served.
-    fn orders_for(&self, net: &Network, cseq: u32) -> Vec<u32> {
+    /// Open orders that capacity `cseq` is eligible for, first come first served, into `seqs`.
+    fn orders_for(&self, net: &Network, cseq: u32, seqs: &mut Vec<u32>) {
         let c = &self.caps[cseq as usize];
-        let mut seqs: Vec<u32> = self.order_by_cluster[c.cluster]
-            .range((c.price, 0)..)
-            .map(|&(_, s)| s)
-            .filter(|s| Self::eligible(net, &self.orders[*s as usize], c).is_some())
-            .collect();
+        seqs.clear();
+        seqs.extend(
+            self.order_by_cluster[c.cluster]
+                .range((c.price, 0)..)
+                .map(|&(_, s)| s)
+                .filter(|s| Self::eligible(net, &self.orders[*s as usize], c).is_some()),
+        );
         seqs.sort_unstable();
-        seqs
     }
 
     /// Fills order `seq` from its best usable capacity, again and again;
     /// whether anything was allocated.
-    fn fill_order(&mut self, net: &Network, seq: u32, decided_at: i64, out: &mut Vec<Output>) -> bool {
+    fn fill_order(&mut self, net: &Network, sc: &mut Scratch, seq: u32, decided_at: i64, out: &mut Vec<Decision>) -> bool {
         let before = self.orders[seq as usize].fills;
-        while let Some((rank, cand)) = self.best_usable(net, seq) {
-            let qty = self.orders[seq as usize].remaining.min(self.caps[cand.cap as usize].remaining);
-            out.push(Output::Allocation(self.allocation(net, seq, &cand, rank, qty, decided_at)));
+        while let Some((rank, cand)) = self.best_usable(net, sc, seq) {
             let cseq = cand.cap;
+            let qty = self.orders[seq as usize].remaining.min(self.caps[cseq as usize].remaining);
             self.unindex_cap(cseq);
             self.caps[cseq as usize].remaining -= qty;
             self.index_cap(cseq);
@@ -507,13 +674,22 @@ impl Book {
             o.remaining -= qty;
             o.allocated += qty;
             o.fills += 1;
+            out.push(Decision::Fill(Fill {
+                order: o.head.clone(),
+                cap: self.caps[cseq as usize].head.clone(),
+                number: o.fills,
+                rank,
+                quantity_kg: qty,
+                route: cand.route,
+                decided_at,
+            }));
             self.index_order(seq);
         }
         self.orders[seq as usize].fills != before
     }
 
     /// Order `seq` as it stands now; counts a version.
-    fn status(&mut self, net: &Network, seq: u32, cause: &EventId, at: i64) -> wire::OrderStatus {
+    fn status(&mut self, seq: u32, at: i64) -> Status {
         let o = &mut self.orders[seq as usize];
         o.version += 1;
         let state = match (o.open, o.cancelled) {
@@ -521,47 +697,68 @@ impl Book {
             (false, true) => OrderState::Cancelled,
             (false, false) => OrderState::Filled,
         };
+        Status {
+            order: o.head.clone(),
+            version: o.version,
+            state,
+            remaining_kg: if o.open { o.remaining } else { 0 },
+            allocated_kg: o.allocated,
+            deliver_by: o.deliver_by,
+            visible: o.visible,
+            at,
+        }
+    }
+}
+
+impl Status {
+    pub fn to_wire(&self, net: &Network, cause: &EventId) -> wire::OrderStatus {
+        let o = &*self.order;
         wire::OrderStatus {
             event_id: format!("{cause}/{}", o.id),
-            status_at: at,
-            version: o.version as i32,
-            state,
+            status_at: self.at,
+            version: self.version as i32,
+            state: self.state,
             order_id: o.id.to_string(),
             cluster: net.cluster_name(o.home).to_owned(),
             buyer_id: o.buyer.to_string(),
             product_code: o.product.to_string(),
             destination_site: net.site_name(o.dest).to_owned(),
-            deliver_by: o.deliver_by,
+            deliver_by: self.deliver_by,
             max_price_cny_per_t: o.max_price as i64,
             allow_cross_cluster: o.allow_cross,
-            remaining_kg: if o.open { o.remaining as i64 } else { 0 },
-            allocated_kg: o.allocated as i64,
-            shared_to: (0..net.cluster_count()).filter(|c| *c != o.home && o.visible & (1 << c) != 0).map(|c| net.cluster_name(c).to_owned()).collect(),
+            remaining_kg: self.remaining_kg as i64,
+            allocated_kg: self.allocated_kg as i64,
+            shared_to: (0..net.cluster_count()).filter(|c| *c != o.home && self.visible & (1 << c) != 0).map(|c| net.cluster_name(c).to_owned()).collect(),
         }
     }
+}
 
-    fn allocation(&self, net: &Network, seq: u32, cand: &Candidate, rank: usize, qty: u64, decided_at: i64) -> wire::Allocation {
-        let o = &self.orders[seq as usize];
-        let c = &self.caps[cand.cap as usize];
+impl Fill {
+    pub fn landed_cny_per_t(&self) -> u64 {
+        self.cap.price + self.route.freight_cny_per_t as u64
+    }
+
+    pub fn to_wire(&self, net: &Network) -> wire::Allocation {
+        let (o, c, route) = (&*self.order, &*self.cap, &self.route);
         let home = c.cluster == o.home;
-        let freight = cand.route.freight_cny_per_t as i64;
+        let freight = route.freight_cny_per_t as i64;
         let summary = format!(
             "{} from {} ({}, {}) by {} {} km in {} h: {} + {} freight = {} CNY/t within the {} cap; rank {}",
             c.product,
             net.site_name(c.site),
             net.cluster_name(c.cluster),
             if home { "home cluster" } else { "shared" },
-            cand.route.mode.as_str(),
-            cand.route.distance_km,
-            cand.route.transit_hours,
+            route.mode.as_str(),
+            route.distance_km,
+            route.transit_hours,
             c.price,
             freight,
-            cand.landed,
+            self.landed_cny_per_t(),
             o.max_price,
-            rank
+            self.rank
         );
         wire::Allocation {
-            allocation_id: format!("ALC-{}-{}", o.id, o.fills + 1),
+            allocation_id: format!("ALC-{}-{}", o.id, self.number),
             order_id: o.id.to_string(),
             capacity_id: c.id.to_string(),
             order_cluster: net.cluster_name(o.home).to_owned(),
@@ -569,20 +766,20 @@ impl Book {
             buyer_id: o.buyer.to_string(),
             provider_id: c.provider.to_string(),
             product_code: c.product.to_string(),
-            quantity_kg: qty as i64,
+            quantity_kg: self.quantity_kg as i64,
             price_cny_per_t: c.price as i64,
             freight_cny_per_t: freight,
             from_site: net.site_name(c.site).to_owned(),
             destination_site: net.site_name(o.dest).to_owned(),
-            decided_at,
+            decided_at: self.decided_at,
             explanation: wire::Explanation {
-                rank: rank as i32,
+                rank: self.rank as i32,
                 home_cluster: home,
                 requested_product_code: o.product.to_string(),
-                landed_cost_cny_per_t: cand.landed as i64,
-                distance_km: cand.route.distance_km as i64,
-                transit_hours: cand.route.transit_hours as i64,
-                mode: cand.route.mode,
+                landed_cost_cny_per_t: self.landed_cny_per_t() as i64,
+                distance_km: route.distance_km as i64,
+                transit_hours: route.transit_hours as i64,
+                mode: route.mode,
                 energy_kwh_per_t: c.energy.map(|e| e as i64),
                 summary,
             },

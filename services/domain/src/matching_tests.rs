@@ -392,12 +392,9 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
         // State changes, no matching.
         match input {
             Input::Order(o) => match o.kind {
-                OrderKind::Placed if !book.order_ids.contains_key(&o.order_id) => {
-                    let seq = book.orders.len() as u32;
+                OrderKind::Placed if book.order_seq(o.order_id.as_str()).is_none() => {
                     let (home, dest) = (net.cluster_index(o.cluster.as_str()).unwrap(), net.site_index(o.destination_site.as_str()).unwrap());
-                    let shared = book.pending_shares.remove(&o.order_id).unwrap_or(0);
-                    book.orders.push(Order::new(o, home, dest, shared));
-                    book.order_ids.insert(o.order_id.clone(), seq);
+                    book.push_order(o, home, dest);
                 }
                 OrderKind::Amended => {
                     if let Some(seq) = book.open_order(&o.order_id) {
@@ -415,13 +412,11 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
                 _ => {}
             },
             Input::Capacity(c) => match c.kind {
-                CapacityKind::Declared if !book.cap_ids.contains_key(&c.capacity_id) => {
-                    let seq = book.caps.len() as u32;
-                    book.caps.push(Cap::new(c, net.cluster_index(c.cluster.as_str()).unwrap(), net.site_index(c.site_id.as_str()).unwrap()));
-                    book.cap_ids.insert(c.capacity_id.clone(), seq);
+                CapacityKind::Declared if book.cap_seq(c.capacity_id.as_str()).is_none() => {
+                    book.push_cap(c, net.cluster_index(c.cluster.as_str()).unwrap(), net.site_index(c.site_id.as_str()).unwrap());
                 }
                 CapacityKind::Withdrawn => {
-                    if let Some(&seq) = book.cap_ids.get(&c.capacity_id) {
+                    if let Some(seq) = book.cap_seq(c.capacity_id.as_str()) {
                         book.caps[seq as usize].open = false;
                     }
                 }
@@ -429,7 +424,7 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
             },
             Input::Shared(s) => {
                 let mask = s.target_clusters.iter().filter_map(|c| net.cluster_index(c.as_str())).fold(0u64, |m, c| m | (1 << c));
-                match (s.kind, book.order_ids.get(&s.order_id).copied()) {
+                match (s.kind, book.order_seq(s.order_id.as_str())) {
                     (SharedOrderKind::Shared, None) => *book.pending_shares.entry(s.order_id.clone()).or_default() |= mask,
                     (SharedOrderKind::Withdrawn, None) => {
                         if let Some(m) = book.pending_shares.get_mut(&s.order_id) {
@@ -468,7 +463,7 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
                 });
                 let Some((pos, (_, ci, route))) = pick else { break };
                 let q = o.remaining.min(book.caps[*ci].remaining);
-                out.push((o.id.to_string(), book.caps[*ci].id.to_string(), q as i64, route.freight_cny_per_t as i64, now, pos as i32 + 1));
+                out.push((o.head.id.to_string(), book.caps[*ci].head.id.to_string(), q as i64, route.freight_cny_per_t as i64, now, pos as i32 + 1));
                 let ci = *ci;
                 book.caps[ci].remaining -= q;
                 let o = &mut book.orders[seq];

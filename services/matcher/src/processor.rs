@@ -362,6 +362,8 @@ pub fn restore(
     tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
     consumer.assign(&tpl)?;
     let mut n = 0u64;
+    // A replay needs the engine's state, not its records: decisions are dropped unrendered.
+    let mut decisions = Vec::new();
     loop {
         match consumer.poll(Duration::from_secs(5)) {
             Some(Ok(m)) => {
@@ -369,7 +371,8 @@ pub fn restore(
                     break;
                 }
                 if let Some(input) = decode(codec, rt, &m.detach()) {
-                    engine.apply(&input);
+                    engine.decide(&input, &mut decisions);
+                    decisions.clear();
                 }
                 n += 1;
                 if m.offset() + 1 >= upto {

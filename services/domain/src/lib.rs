@@ -15,6 +15,7 @@ pub mod ids;
 pub mod matching;
 pub mod quantity;
 pub mod sharing;
+mod slab;
 pub mod topology;
 pub mod workload;
 

@@ -29,7 +29,9 @@
 use crate::catalog::{MAX_GRADES, ProductCode};
 use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, OrderState, SharedOrder, SharedOrderKind, wire};
 use crate::freight::{Network, Route};
-use crate::ids::{CapacityId, EnterpriseId, EventId, OrderId};
+use crate::slab::Slab;
+use crate::ids::{EventId, OrderId};
+use compact_str::CompactString;
 use hashbrown::HashTable;
 use rustc_hash::{FxBuildHasher, FxHashMap as HashMap, FxHashSet as HashSet};
 use xxhash_rust::xxh3::xxh3_128;
@@ -84,49 +86,26 @@ pub enum Output {
     Ignored { event_id: EventId, reason: String },
 }
 
-/// What an event caused, as the engine decides it: numbers, network indices
-/// and shared handles to the parties, no text. Rendering into records
-/// (`Decision::render`) is the edge's work, and a restore needs none of it.
-#[derive(Debug, Clone, PartialEq)]
+/// What an event caused, as the engine decides it: numbers and positions in
+/// the book of the event's family, no text. `Engine::render` turns a decision
+/// into its record (the edge's work; a restore needs none of it). Render a
+/// decision with the engine that made it: positions are only meaningful there.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
     Fill(Fill),
     Status(Status),
     Ignored(&'static str),
 }
 
-/// The parts of an order that never change once it is placed.
-#[derive(Debug, PartialEq)]
-pub struct OrderHead {
-    pub id: OrderId,
-    pub buyer: EnterpriseId,
-    pub product: ProductCode,
-    /// Network indices of the home cluster and the destination site.
-    pub home: usize,
-    pub dest: usize,
-    pub max_price: u64,
-    pub allow_cross: bool,
-}
-
-/// The parts of a capacity declaration that never change.
-#[derive(Debug, PartialEq)]
-pub struct CapHead {
-    pub id: CapacityId,
-    pub provider: EnterpriseId,
-    pub product: ProductCode,
-    pub cluster: usize,
-    pub site: usize,
-    pub price: u64,
-    pub energy: Option<u64>,
-}
-
-/// One allocation: `quantity_kg` of `cap` to `order` by `route`.
-#[derive(Debug, Clone, PartialEq)]
+/// One allocation: `quantity_kg` of capacity `cap` to order `order` by `route`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fill {
-    pub order: Arc<OrderHead>,
-    pub cap: Arc<CapHead>,
+    /// Positions of the order and the capacity in their book.
+    pub order: u32,
+    pub cap: u32,
     /// 1 for the order's first fill, and so on.
     pub number: u32,
-    /// Rank of `cap` among the capacity eligible for the order.
+    /// Rank of the capacity among those eligible for the order.
     pub rank: u32,
     pub quantity_kg: u64,
     pub route: Route,
@@ -134,9 +113,9 @@ pub struct Fill {
 }
 
 /// An order as it stands right after an event touched it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Status {
-    pub order: Arc<OrderHead>,
+    pub order: u32,
     pub version: u32,
     pub state: OrderState,
     pub remaining_kg: u64,
@@ -147,20 +126,25 @@ pub struct Status {
     pub at: i64,
 }
 
+/// Ids and credit codes inline (up to 24 bytes, which covers credit codes and
+/// most ids): a slab entry needs no heap allocation of its own.
+type InlineId = CompactString;
+
 #[derive(Debug, Clone)]
 struct Order {
-    head: Arc<OrderHead>,
-    // Copies of the head's fields the search reads, kept inline for locality.
+    id: InlineId,
+    buyer: InlineId,
     rank: u16,
-    home: usize,
-    dest: usize,
+    home: u16,
+    dest: u16,
+    allow_cross: bool,
+    open: bool,
+    cancelled: bool,
     max_price: u64,
     event_time: i64,
     deliver_by: i64,
     remaining: u64,
     allocated: u64,
-    open: bool,
-    cancelled: bool,
     /// Bit per cluster whose capacity may fill the order: home, plus shares.
     visible: u64,
     fills: u32,
@@ -170,72 +154,58 @@ struct Order {
 
 #[derive(Debug, Clone)]
 struct Cap {
-    head: Arc<CapHead>,
+    id: InlineId,
+    provider: InlineId,
     rank: u16,
-    cluster: usize,
-    site: usize,
+    cluster: u16,
+    site: u16,
+    open: bool,
     available_from: i64,
     available_until: i64,
     price: u64,
     min_lot: u64,
     energy: Option<u64>,
     remaining: u64,
-    open: bool,
 }
 
 impl Order {
     fn new(o: &OrderEvent, home: usize, dest: usize, visible: u64) -> Order {
-        let head = OrderHead {
-            id: o.order_id.clone(),
-            buyer: o.buyer_id.clone(),
-            product: o.product.clone(),
-            home,
-            dest,
-            max_price: o.max_price.get(),
-            allow_cross: o.allow_cross_cluster,
-        };
         Order {
-            rank: head.product.rank(),
-            home,
-            dest,
-            max_price: head.max_price,
+            id: InlineId::new(o.order_id.as_str()),
+            buyer: InlineId::new(o.buyer_id.as_str()),
+            rank: o.product.rank(),
+            home: home as u16,
+            dest: dest as u16,
+            allow_cross: o.allow_cross_cluster,
+            open: true,
+            cancelled: false,
+            max_price: o.max_price.get(),
             event_time: o.event_time.0,
             deliver_by: o.deliver_by.0,
             remaining: o.quantity.get(),
             allocated: 0,
-            open: true,
-            cancelled: false,
             visible: if o.allow_cross_cluster { visible } else { 0 } | (1 << home),
             fills: 0,
             version: 0,
-            head: Arc::new(head),
         }
     }
 }
 
 impl Cap {
     fn new(c: &CapacityEvent, cluster: usize, site: usize) -> Cap {
-        let head = CapHead {
-            id: c.capacity_id.clone(),
-            provider: c.provider_id.clone(),
-            product: c.product.clone(),
-            cluster,
-            site,
-            price: c.price.get(),
-            energy: c.energy_kwh_per_t,
-        };
         Cap {
-            rank: head.product.rank(),
-            cluster,
-            site,
+            id: InlineId::new(c.capacity_id.as_str()),
+            provider: InlineId::new(c.provider_id.as_str()),
+            rank: c.product.rank(),
+            cluster: cluster as u16,
+            site: site as u16,
+            open: true,
             available_from: c.available_from.0,
             available_until: c.available_until.0,
-            price: head.price,
+            price: c.price.get(),
             min_lot: c.min_lot.get(),
-            energy: head.energy,
+            energy: c.energy_kwh_per_t,
             remaining: c.quantity.get(),
-            open: true,
-            head: Arc::new(head),
         }
     }
 }
@@ -248,11 +218,11 @@ fn hash_id(id: &str) -> u64 {
 #[derive(Debug, Clone, Default)]
 struct Book {
     /// Slabs indexed by arrival sequence number.
-    orders: Vec<Order>,
+    orders: Slab<Order>,
     /// (hash of the id, sequence number) by order id; the ids themselves live
-    /// in the heads and are compared only when the hashes agree.
+    /// in the slabs and are compared only when the hashes agree.
     order_ids: HashTable<(u64, u32)>,
-    caps: Vec<Cap>,
+    caps: Slab<Cap>,
     cap_ids: HashTable<(u64, u32)>,
     /// Per (site, grade rank): open capacity with something left, by (price, seq).
     cap_buckets: Vec<BTreeSet<(u64, u32)>>,
@@ -262,6 +232,8 @@ struct Book {
     pending_shares: HashMap<OrderId, u64>,
     /// The highest grade rank any capacity in the book has: buckets above are empty.
     max_rank: u16,
+    /// Product codes by grade rank (the book is one family).
+    products: Vec<Option<ProductCode>>,
 }
 
 /// The ranking of one eligible capacity for one order; smaller is better.
@@ -337,7 +309,17 @@ impl Engine {
     pub fn apply(&mut self, input: &Input) -> Vec<Output> {
         let mut decisions = Vec::new();
         self.decide(input, &mut decisions);
-        decisions.iter().map(|d| d.render(&self.network, input)).collect()
+        decisions.iter().map(|d| self.render(d, input)).collect()
+    }
+
+    /// The record decision `d` becomes; `cause` is the event `decide` made it for.
+    pub fn render(&self, d: &Decision, cause: &Input) -> Output {
+        let book = || self.books.get(cause.family()).expect("a decision about a family has its book");
+        match d {
+            Decision::Fill(f) => Output::Allocation(book().render_fill(&self.network, f)),
+            Decision::Status(s) => Output::Status(book().render_status(&self.network, s, cause.event_id())),
+            Decision::Ignored(reason) => Output::Ignored { event_id: cause.event_id().clone(), reason: (*reason).to_owned() },
+        }
     }
 
     /// Applies one event and appends what it caused to `out`, in a deterministic order.
@@ -370,16 +352,6 @@ impl Engine {
     }
 }
 
-impl Decision {
-    /// The record this decision becomes; `cause` is the event that caused it.
-    pub fn render(&self, net: &Network, cause: &Input) -> Output {
-        match self {
-            Decision::Fill(f) => Output::Allocation(f.to_wire(net)),
-            Decision::Status(s) => Output::Status(s.to_wire(net, cause.event_id())),
-            Decision::Ignored(reason) => Output::Ignored { event_id: cause.event_id().clone(), reason: (*reason).to_owned() },
-        }
-    }
-}
 
 /// Why an event changed nothing.
 type Outcome = Result<(), &'static str>;
@@ -389,23 +361,25 @@ impl Book {
         Book {
             cap_buckets: vec![BTreeSet::new(); net.site_count() * MAX_GRADES],
             order_by_cluster: vec![BTreeSet::new(); net.cluster_count()],
+            products: vec![None; MAX_GRADES],
             ..Book::default()
         }
     }
 
     fn order_seq(&self, id: &str) -> Option<u32> {
         let h = hash_id(id);
-        self.order_ids.find(h, |&(eh, s)| eh == h && self.orders[s as usize].head.id.as_str() == id).map(|e| e.1)
+        self.order_ids.find(h, |&(eh, s)| eh == h && self.orders[s as usize].id == id).map(|e| e.1)
     }
 
     fn cap_seq(&self, id: &str) -> Option<u32> {
         let h = hash_id(id);
-        self.cap_ids.find(h, |&(eh, s)| eh == h && self.caps[s as usize].head.id.as_str() == id).map(|e| e.1)
+        self.cap_ids.find(h, |&(eh, s)| eh == h && self.caps[s as usize].id == id).map(|e| e.1)
     }
 
     /// Adds a new order (with the shares that came before it), not yet indexed.
     fn push_order(&mut self, o: &OrderEvent, home: usize, dest: usize) -> u32 {
         let seq = self.orders.len() as u32;
+        self.learn_product(&o.product);
         let shared = self.pending_shares.remove(&o.order_id).unwrap_or(0);
         self.orders.push(Order::new(o, home, dest, shared));
         let h = hash_id(o.order_id.as_str());
@@ -416,10 +390,23 @@ impl Book {
     /// Adds a new capacity, not yet indexed.
     fn push_cap(&mut self, c: &CapacityEvent, cluster: usize, site: usize) -> u32 {
         let seq = self.caps.len() as u32;
+        self.learn_product(&c.product);
         self.caps.push(Cap::new(c, cluster, site));
         let h = hash_id(c.capacity_id.as_str());
         self.cap_ids.insert_unique(h, (h, seq), |e| e.0);
         seq
+    }
+
+    /// The family's product codes by grade rank, kept once for rendering.
+    fn learn_product(&mut self, p: &ProductCode) {
+        let slot = &mut self.products[p.rank() as usize];
+        if slot.is_none() {
+            *slot = Some(p.clone());
+        }
+    }
+
+    fn product(&self, rank: u16) -> &ProductCode {
+        self.products[rank as usize].as_ref().expect("learnt when an order or capacity of this grade arrived")
     }
 
     fn open_order(&self, id: &OrderId) -> Option<u32> {
@@ -436,18 +423,19 @@ impl Book {
                     return Err("cluster or destination not in the network");
                 };
                 let seq = self.push_order(o, home, dest);
-                self.index_order(seq);
+                // Filled first, indexed after: an order that fills at once never enters the index.
                 self.fill_order(net, sc, seq, now, out);
+                self.index_order(seq);
                 touched.push(seq);
             }
             OrderKind::Amended => {
                 let seq = self.open_order(&o.order_id).ok_or("no open order with this order_id")?;
-                self.unindex_order(seq);
+                // The index key (max price, seq) does not change with quantity or deadline.
                 let ord = &mut self.orders[seq as usize];
                 ord.remaining = o.quantity.get();
                 ord.deliver_by = o.deliver_by.0;
-                self.index_order(seq);
                 self.fill_order(net, sc, seq, now, out);
+                self.settle_order(seq);
                 touched.push(seq);
             }
             OrderKind::Cancelled => {
@@ -479,6 +467,7 @@ impl Book {
                         break;
                     }
                     if self.fill_order(net, sc, o, now, out) {
+                        self.settle_order(o);
                         touched.push(o);
                     }
                 }
@@ -502,7 +491,7 @@ impl Book {
                     *m &= !mask;
                 }
             }
-            (_, Some(seq)) if !self.orders[seq as usize].head.allow_cross => {
+            (_, Some(seq)) if !self.orders[seq as usize].allow_cross => {
                 return Err("the order does not allow cross-cluster filling");
             }
             (SharedOrderKind::Shared, Some(seq)) if !self.orders[seq as usize].open => {
@@ -525,6 +514,7 @@ impl Book {
                 self.index_order(seq);
                 if kind == SharedOrderKind::Shared {
                     self.fill_order(net, sc, seq, now, out);
+                    self.settle_order(seq);
                 }
                 touched.push(seq);
             }
@@ -545,6 +535,14 @@ impl Book {
         }
     }
 
+    /// Closes an indexed order with nothing left to fill.
+    fn settle_order(&mut self, seq: u32) {
+        if self.orders[seq as usize].open && self.orders[seq as usize].remaining == 0 {
+            self.unindex_order(seq);
+            self.orders[seq as usize].open = false;
+        }
+    }
+
     fn unindex_order(&mut self, seq: u32) {
         let o = &self.orders[seq as usize];
         for (c, set) in self.order_by_cluster.iter_mut().enumerate() {
@@ -562,13 +560,13 @@ impl Book {
         let c = &self.caps[seq as usize];
         if c.open && c.remaining > 0 {
             self.max_rank = self.max_rank.max(c.rank);
-            self.cap_buckets[Self::bucket(c.site, c.rank)].insert((c.price, seq));
+            self.cap_buckets[Self::bucket(c.site as usize, c.rank)].insert((c.price, seq));
         }
     }
 
     fn unindex_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
-        self.cap_buckets[Self::bucket(c.site, c.rank)].remove(&(c.price, seq));
+        self.cap_buckets[Self::bucket(c.site as usize, c.rank)].remove(&(c.price, seq));
     }
 
     /// The route by which `c` can serve `o`, if it is eligible (grade, cluster, time, price).
@@ -584,7 +582,7 @@ impl Book {
         if dispatch > c.available_until {
             return None;
         }
-        let route = net.cheapest_in_time(c.site, o.dest, dispatch, o.deliver_by)?;
+        let route = net.cheapest_in_time(c.site as usize, o.dest as usize, dispatch, o.deliver_by)?;
         (c.price + route.freight_cny_per_t as u64 <= o.max_price).then_some(route)
     }
 
@@ -601,15 +599,16 @@ impl Book {
         cursors.clear();
         found.clear();
         pending.clear();
-        let bound_of = |site: usize| o.max_price.saturating_sub(net.min_freight(site, o.dest) as u64);
+        let dest = o.dest as usize;
+        let bound_of = |site: usize| o.max_price.saturating_sub(net.min_freight(site, dest) as u64);
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
             for &site in net.sites_of(cluster) {
-                let min_freight = net.min_freight(site, o.dest) as u64;
+                let min_freight = net.min_freight(site, dest) as u64;
                 let bound = bound_of(site);
                 for rank in o.rank..=self.max_rank {
                     let b = Self::bucket(site, rank);
                     if let Some(&(price, cseq)) = self.cap_buckets[b].first().filter(|(p, _)| *p <= bound) {
-                        cursors.push(Reverse((cluster != o.home, price + min_freight, b, price, cseq)));
+                        cursors.push(Reverse((cluster != o.home as usize, price + min_freight, b, price, cseq)));
                     }
                 }
             }
@@ -641,7 +640,7 @@ impl Book {
             let site = b / MAX_GRADES;
             let next = self.cap_buckets[b].range((Excluded((price, cseq)), Included((bound_of(site), u32::MAX)))).next();
             if let Some(&(p, s)) = next {
-                cursors.push(Reverse((home, p + net.min_freight(site, o.dest) as u64, b, p, s)));
+                cursors.push(Reverse((home, p + net.min_freight(site, dest) as u64, b, p, s)));
             }
         }
     }
@@ -651,7 +650,7 @@ impl Book {
         let c = &self.caps[cseq as usize];
         seqs.clear();
         seqs.extend(
-            self.order_by_cluster[c.cluster]
+            self.order_by_cluster[c.cluster as usize]
                 .range((c.price, 0)..)
                 .map(|&(_, s)| s)
                 .filter(|s| Self::eligible(net, &self.orders[*s as usize], c).is_some()),
@@ -660,30 +659,30 @@ impl Book {
     }
 
     /// Fills order `seq` from its best usable capacity, again and again;
-    /// whether anything was allocated.
+    /// whether anything was allocated. Leaves the order index to the caller.
     fn fill_order(&mut self, net: &Network, sc: &mut Scratch, seq: u32, decided_at: i64, out: &mut Vec<Decision>) -> bool {
         let before = self.orders[seq as usize].fills;
         while let Some((rank, cand)) = self.best_usable(net, sc, seq) {
             let cseq = cand.cap;
             let qty = self.orders[seq as usize].remaining.min(self.caps[cseq as usize].remaining);
-            self.unindex_cap(cseq);
+            // Index keys hold prices, not quantities: only an exhausted capacity leaves its bucket.
             self.caps[cseq as usize].remaining -= qty;
-            self.index_cap(cseq);
-            self.unindex_order(seq);
+            if self.caps[cseq as usize].remaining == 0 {
+                self.unindex_cap(cseq);
+            }
             let o = &mut self.orders[seq as usize];
             o.remaining -= qty;
             o.allocated += qty;
             o.fills += 1;
             out.push(Decision::Fill(Fill {
-                order: o.head.clone(),
-                cap: self.caps[cseq as usize].head.clone(),
+                order: seq,
+                cap: cseq,
                 number: o.fills,
                 rank,
                 quantity_kg: qty,
                 route: cand.route,
                 decided_at,
             }));
-            self.index_order(seq);
         }
         self.orders[seq as usize].fills != before
     }
@@ -698,7 +697,7 @@ impl Book {
             (false, false) => OrderState::Filled,
         };
         Status {
-            order: o.head.clone(),
+            order: seq,
             version: o.version,
             state,
             remaining_kg: if o.open { o.remaining } else { 0 },
@@ -710,73 +709,71 @@ impl Book {
     }
 }
 
-impl Status {
-    pub fn to_wire(&self, net: &Network, cause: &EventId) -> wire::OrderStatus {
-        let o = &*self.order;
+impl Book {
+    fn render_status(&self, net: &Network, d: &Status, cause: &EventId) -> wire::OrderStatus {
+        let o = &self.orders[d.order as usize];
+        let home = o.home as usize;
         wire::OrderStatus {
             event_id: format!("{cause}/{}", o.id),
-            status_at: self.at,
-            version: self.version as i32,
-            state: self.state,
+            status_at: d.at,
+            version: d.version as i32,
+            state: d.state,
             order_id: o.id.to_string(),
-            cluster: net.cluster_name(o.home).to_owned(),
+            cluster: net.cluster_name(home).to_owned(),
             buyer_id: o.buyer.to_string(),
-            product_code: o.product.to_string(),
-            destination_site: net.site_name(o.dest).to_owned(),
-            deliver_by: self.deliver_by,
+            product_code: self.product(o.rank).to_string(),
+            destination_site: net.site_name(o.dest as usize).to_owned(),
+            deliver_by: d.deliver_by,
             max_price_cny_per_t: o.max_price as i64,
             allow_cross_cluster: o.allow_cross,
-            remaining_kg: self.remaining_kg as i64,
-            allocated_kg: self.allocated_kg as i64,
-            shared_to: (0..net.cluster_count()).filter(|c| *c != o.home && self.visible & (1 << c) != 0).map(|c| net.cluster_name(c).to_owned()).collect(),
+            remaining_kg: d.remaining_kg as i64,
+            allocated_kg: d.allocated_kg as i64,
+            shared_to: (0..net.cluster_count()).filter(|c| *c != home && d.visible & (1 << c) != 0).map(|c| net.cluster_name(c).to_owned()).collect(),
         }
     }
-}
 
-impl Fill {
-    pub fn landed_cny_per_t(&self) -> u64 {
-        self.cap.price + self.route.freight_cny_per_t as u64
-    }
-
-    pub fn to_wire(&self, net: &Network) -> wire::Allocation {
-        let (o, c, route) = (&*self.order, &*self.cap, &self.route);
+    fn render_fill(&self, net: &Network, f: &Fill) -> wire::Allocation {
+        let (o, c, route) = (&self.orders[f.order as usize], &self.caps[f.cap as usize], &f.route);
+        let (o_home, c_cluster, c_site) = (o.home as usize, c.cluster as usize, c.site as usize);
         let home = c.cluster == o.home;
         let freight = route.freight_cny_per_t as i64;
+        let landed = c.price + route.freight_cny_per_t as u64;
+        let product = self.product(c.rank);
         let summary = format!(
             "{} from {} ({}, {}) by {} {} km in {} h: {} + {} freight = {} CNY/t within the {} cap; rank {}",
-            c.product,
-            net.site_name(c.site),
-            net.cluster_name(c.cluster),
+            product,
+            net.site_name(c_site),
+            net.cluster_name(c_cluster),
             if home { "home cluster" } else { "shared" },
             route.mode.as_str(),
             route.distance_km,
             route.transit_hours,
             c.price,
             freight,
-            self.landed_cny_per_t(),
+            landed,
             o.max_price,
-            self.rank
+            f.rank
         );
         wire::Allocation {
-            allocation_id: format!("ALC-{}-{}", o.id, self.number),
+            allocation_id: format!("ALC-{}-{}", o.id, f.number),
             order_id: o.id.to_string(),
             capacity_id: c.id.to_string(),
-            order_cluster: net.cluster_name(o.home).to_owned(),
-            capacity_cluster: net.cluster_name(c.cluster).to_owned(),
+            order_cluster: net.cluster_name(o_home).to_owned(),
+            capacity_cluster: net.cluster_name(c_cluster).to_owned(),
             buyer_id: o.buyer.to_string(),
             provider_id: c.provider.to_string(),
-            product_code: c.product.to_string(),
-            quantity_kg: self.quantity_kg as i64,
+            product_code: product.to_string(),
+            quantity_kg: f.quantity_kg as i64,
             price_cny_per_t: c.price as i64,
             freight_cny_per_t: freight,
-            from_site: net.site_name(c.site).to_owned(),
-            destination_site: net.site_name(o.dest).to_owned(),
-            decided_at: self.decided_at,
+            from_site: net.site_name(c_site).to_owned(),
+            destination_site: net.site_name(o.dest as usize).to_owned(),
+            decided_at: f.decided_at,
             explanation: wire::Explanation {
-                rank: self.rank as i32,
+                rank: f.rank as i32,
                 home_cluster: home,
-                requested_product_code: o.product.to_string(),
-                landed_cost_cny_per_t: self.landed_cny_per_t() as i64,
+                requested_product_code: self.product(o.rank).to_string(),
+                landed_cost_cny_per_t: landed as i64,
                 distance_km: route.distance_km as i64,
                 transit_hours: route.transit_hours as i64,
                 mode: route.mode,

@@ -463,7 +463,7 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
                 });
                 let Some((pos, (_, ci, route))) = pick else { break };
                 let q = o.remaining.min(book.caps[*ci].remaining);
-                out.push((o.head.id.to_string(), book.caps[*ci].head.id.to_string(), q as i64, route.freight_cny_per_t as i64, now, pos as i32 + 1));
+                out.push((o.id.to_string(), book.caps[*ci].id.to_string(), q as i64, route.freight_cny_per_t as i64, now, pos as i32 + 1));
                 let ci = *ci;
                 book.caps[ci].remaining -= q;
                 let o = &mut book.orders[seq];

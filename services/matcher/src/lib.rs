@@ -9,7 +9,8 @@
 //! 2. **processor** (exactly once): consumes `orelink.matcher-input.v1`
 //!    read_committed, applies each event to the pure engine of its partition,
 //!    and writes the allocations and the consumed offsets in one Kafka
-//!    transaction. A partition's engine is restored by replaying its input up
+//!    transaction per poll round, on a commit thread of its own so that the
+//!    next round is matched while the last one commits. A partition's engine is restored by replaying its input up
 //!    to the committed offset, so a restarted or rebalanced matcher continues
 //!    exactly where the last committed transaction ended.
 //!
@@ -17,6 +18,7 @@
 //! `event_id` and change nothing in the engine.
 
 pub mod bench;
+mod committer;
 mod processor;
 mod router;
 

@@ -1,53 +1,34 @@
 //! Stage 2: apply each family's events in order, exactly once.
 //!
-//! Runs on its own thread: rdkafka's transaction calls block. Each poll round
-//! becomes one transaction: the allocations the batch caused plus the batch's
-//! offsets (`send_offsets_to_transaction` with the group's metadata, so a
-//! fenced or rebalanced-away instance cannot commit). Errors are classed as
-//! the transactional producer reports them: retriable (try the commit again),
-//! abortable (abort, rewind to the committed offsets, rebuild the engines),
+//! Two threads, because rdkafka's transaction calls block: this one polls the
+//! matcher input, decodes, matches and encodes; the commit thread
+//! (`committer`) writes one poll round's allocations and statuses plus the
+//! round's input offsets in one Kafka transaction (`send_offsets_to_transaction`
+//! with the group's metadata, so a fenced or rebalanced-away instance cannot
+//! commit). While round N commits, round N+1 is read and matched, so the
+//! broker's round trips and the matching overlap; a round is handed over only
+//! once N's outcome is known. Errors are classed as the transactional producer
+//! reports them: retriable or abortable (abort, rewind to the committed
+//! offsets, rebuild the books, which also discards the round being built),
 //! fatal (stop; a restart resumes from the last commit).
 
 use crate::SOURCE_HEADER;
+use crate::committer::{Committer, InFlight, Out, OutRecord, Outcome, Round, Topics};
 use orelink_codec::{Codec, DecodeError, Record};
 use orelink_domain::freight::Network;
-use orelink_domain::matching::{Engine, Input, Output};
+use orelink_domain::matching::{Decision, Engine, Input, Output};
 use orelink_domain::topology::topics;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// Why a batch's transaction failed.
-#[derive(Debug, thiserror::Error)]
-enum BatchError {
-    #[error("{0}")]
-    Kafka(#[from] KafkaError),
-    #[error("encoding an allocation: {0}")]
-    Encode(#[from] orelink_codec::EncodeError),
-    #[error("the consumer has no group metadata (not in a group yet)")]
-    NoGroup,
-}
-
-impl BatchError {
-    fn class(&self) -> TxnError {
-        match self {
-            BatchError::Kafka(e) => classify(e),
-            // The registry was unreachable: abort and try the batch again.
-            BatchError::Encode(e) if e.retriable() => TxnError::Abort,
-            // An allocation that does not fit its schema is a bug: stop.
-            BatchError::Encode(_) => TxnError::Fatal,
-            BatchError::NoGroup => TxnError::Abort,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessorError {
@@ -59,10 +40,12 @@ pub enum ProcessorError {
 
 pub use orelink_platform::txn::{TxnError, classify};
 
-/// Tracks revocations so the processor drops the books of partitions it lost.
-#[derive(Default)]
+/// Tracks revocations so the processor drops the books of partitions it lost,
+/// and makes a revocation wait for the round in flight.
 struct Rebalances {
     revoked: Mutex<BTreeSet<i32>>,
+    in_flight: Arc<InFlight>,
+    timeout: Duration,
 }
 
 struct Ctx(Arc<Rebalances>);
@@ -72,6 +55,11 @@ impl ClientContext for Ctx {}
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
+            // The round in flight may hold these partitions' offsets: let it
+            // finish (commit or abort) before they move.
+            if !self.0.in_flight.wait_idle(self.0.timeout) {
+                tracing::warn!("a revocation did not see the round in flight finish in time");
+            }
             let mut r = self.0.revoked.lock().expect("rebalance lock");
             r.extend(tpl.elements().iter().map(|e| e.partition()));
         }
@@ -80,7 +68,7 @@ impl ConsumerContext for Ctx {
 
 pub struct Processor {
     consumer: BaseConsumer<Ctx>,
-    producer: BaseProducer,
+    producer: Option<BaseProducer>,
     rebalances: Arc<Rebalances>,
     codec: Arc<Codec>,
     network: Arc<Network>,
@@ -90,6 +78,7 @@ pub struct Processor {
     status_topic: String,
     restore_config: rdkafka::ClientConfig,
     engines: BTreeMap<i32, Engine>,
+    decisions: Vec<Decision>,
     batch_max: usize,
     batch_wait: Duration,
     txn_timeout: Duration,
@@ -104,16 +93,25 @@ pub struct ProcessorStats {
     pub aborts: u64,
 }
 
+/// Why a round could not be built.
+#[derive(Debug, thiserror::Error)]
+enum PrepareError {
+    #[error("encoding an allocation: {0}")]
+    Encode(#[from] orelink_codec::EncodeError),
+    #[error("{0}")]
+    Restore(ProcessorError),
+}
+
 impl Processor {
     pub fn new(cfg: &Config, codec: Arc<Codec>, reference: &Reference, rt: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
-        let rebalances = Arc::new(Rebalances::default());
+        let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
+        let rebalances = Arc::new(Rebalances { revoked: Mutex::default(), in_flight: Arc::default(), timeout: txn_timeout });
         let mut cc = cfg.kafka.consumer_config("matcher", &crate::processor_group(cfg));
         // Offsets are committed by the transactions, never by the consumer.
         cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
         let input_topic = codec.topic("orelink.matcher-input.v1");
         consumer.subscribe(&[&input_topic])?;
-        let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
         let producer: BaseProducer = cfg
             .kafka
             .producer_config("matcher")
@@ -121,7 +119,7 @@ impl Processor {
             .set("transaction.timeout.ms", txn_timeout.as_millis().to_string())
             .set("linger.ms", "0")
             // Right after a commit the broker may still be writing markers and answers
-            // CONCURRENT_TRANSACTIONS; the default 100 ms backoff would add that to every batch.
+            // CONCURRENT_TRANSACTIONS; the default 100 ms backoff would add that to every round.
             .set("retry.backoff.ms", "5")
             .create()?;
         producer.init_transactions(txn_timeout)?;
@@ -132,7 +130,7 @@ impl Processor {
             .set("isolation.level", "read_committed");
         Ok(Processor {
             consumer,
-            producer,
+            producer: Some(producer),
             rebalances,
             network: Arc::new(Network::new(&reference.topology)),
             allocations_topic: codec.topic(topics::ALLOCATIONS),
@@ -142,175 +140,193 @@ impl Processor {
             input_topic,
             restore_config,
             engines: BTreeMap::new(),
+            decisions: Vec::new(),
             batch_max: cfg.matcher.batch_max,
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
             txn_timeout,
         })
     }
 
-    /// Runs until `cancel`, then finishes the open batch and returns.
+    /// Runs until `cancel`, then commits the round it holds and returns.
     pub fn run(mut self, cancel: &CancellationToken) -> Result<ProcessorStats, ProcessorError> {
+        let topics = Topics { input: self.input_topic.clone(), allocations: self.allocations_topic.clone(), status: self.status_topic.clone() };
+        let producer = self.producer.take().expect("the producer is taken once");
+        let mut committer = Committer::start(producer, topics, self.txn_timeout, self.rebalances.in_flight.clone());
         let mut stats = ProcessorStats::default();
-        while !cancel.is_cancelled() {
-            let batch = orelink_platform::txn::poll_batch(&self.consumer, self.batch_max, self.batch_wait);
-            self.drop_revoked();
-            if batch.is_empty() {
-                continue;
-            }
-            let batch = self.still_assigned(batch);
-            if batch.is_empty() {
-                continue;
-            }
-            self.restore_missing(&batch)?;
-            let started = Instant::now();
-            let result = self.transact(&batch, &mut stats);
-            tracing::debug!(events = batch.len(), elapsed_us = started.elapsed().as_micros() as u64, "batch");
-            match result {
-                Ok(()) => {}
-                Err(e) => match e.class() {
-                    TxnError::Fatal => return Err(ProcessorError::Fatal(e.to_string())),
-                    TxnError::Retriable | TxnError::Abort => {
-                        stats.aborts += 1;
-                        tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
-                        self.abort_and_rewind()?;
+        let mut round = Round::default();
+        // When the round's first event was read, for the linger of an idle pipeline.
+        let mut first_at: Option<Instant> = None;
+        let result = loop {
+            let stopping = cancel.is_cancelled();
+            if !stopping && round.records.len() < self.batch_max * 4 && round.events < self.batch_max as u64 {
+                // Block for input only when there is nothing else to do.
+                let timeout = if committer.busy() || !round.is_empty() { Duration::from_millis(1) } else { Duration::from_millis(100) };
+                let polled = self.consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
+                let revoked = self.drop_revoked(&mut round);
+                match polled {
+                    // Read before its partition was revoked: the next owner reads it again.
+                    Some(Ok(m)) if revoked.contains(&m.partition()) => {}
+                    Some(Ok(m)) => {
+                        if let Err(e) = self.prepare(&m, &mut round) {
+                            // Nothing of this round is committed: finish the round
+                            // in flight, then rebuild from the committed offsets.
+                            if let Some(Err(e)) = committer.outcome(true).map(|o| settle(o, &mut stats)) {
+                                break Err(e);
+                            }
+                            stats.aborts += 1;
+                            tracing::warn!(error = %e, "a round could not be built; rewinding to the committed offsets");
+                            if let PrepareError::Restore(ProcessorError::Fatal(f)) = e {
+                                break Err(ProcessorError::Fatal(f));
+                            }
+                            round = Round::default();
+                            first_at = None;
+                            if let Err(e) = self.rewind() {
+                                break Err(e);
+                            }
+                            continue;
+                        }
+                        first_at.get_or_insert_with(Instant::now);
                     }
-                },
+                    Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
+                    None => {}
+                }
             }
-        }
+            // The round in flight: learn its outcome without waiting, unless
+            // this round is full (backpressure) or the processor is stopping.
+            let full = round.events >= self.batch_max as u64 || round.records.len() >= self.batch_max * 4;
+            if let Some(outcome) = committer.outcome(full || stopping) {
+                match settle(outcome, &mut stats) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        round = Round::default();
+                        first_at = None;
+                        if let Err(e) = self.rewind() {
+                            break Err(e);
+                        }
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            let lingered = first_at.is_some_and(|t| t.elapsed() >= self.batch_wait);
+            if !committer.busy() && !round.is_empty() && (lingered || full || stopping) {
+                let Some(group) = self.consumer.group_metadata() else {
+                    // Not in a group (yet, or any more): nothing of this round may be committed.
+                    tracing::warn!("no group metadata; the round is read again");
+                    round = Round::default();
+                    first_at = None;
+                    if let Err(e) = self.rewind() {
+                        break Err(e);
+                    }
+                    continue;
+                };
+                if let Err(Outcome::Fatal(f)) = committer.submit(std::mem::take(&mut round), group) {
+                    break Err(ProcessorError::Fatal(f));
+                }
+                first_at = None;
+            }
+            if stopping && !committer.busy() && round.is_empty() {
+                break Ok(());
+            }
+        };
+        drop(committer);
         tracing::info!(?stats, "matcher processor stopped");
-        Ok(stats)
+        result.map(|()| stats)
     }
 
-    fn drop_revoked(&mut self) {
+    /// Forgets the partitions revoked since the last call (books and the
+    /// round's share of them) and returns them.
+    fn drop_revoked(&mut self, round: &mut Round) -> Vec<i32> {
         let revoked: Vec<i32> = std::mem::take(&mut *self.rebalances.revoked.lock().expect("rebalance lock")).into_iter().collect();
-        for p in revoked {
-            if self.engines.remove(&p).is_some() {
+        if revoked.is_empty() {
+            return revoked;
+        }
+        round.drop_partitions(&revoked);
+        for p in &revoked {
+            if self.engines.remove(p).is_some() {
                 tracing::info!(partition = p, "partition revoked; its book is dropped");
             }
         }
+        revoked
     }
 
-    /// Drops messages of partitions revoked while the batch was collected.
-    fn still_assigned(&self, batch: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
-        let Ok(assignment) = self.consumer.assignment() else { return batch };
-        let mine: BTreeSet<i32> = assignment.elements().iter().map(|e| e.partition()).collect();
-        batch.into_iter().filter(|m| mine.contains(&m.partition())).collect()
-    }
-
-    /// A partition's first message in this assignment is at its committed
-    /// offset: replaying everything before it rebuilds its book.
-    fn restore_missing(&mut self, batch: &[OwnedMessage]) -> Result<(), ProcessorError> {
-        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
-        for m in batch {
-            first.entry(m.partition()).or_insert(m.offset());
-        }
-        for (p, upto) in first {
-            if self.engines.contains_key(&p) {
-                continue;
-            }
+    /// Applies one input event to its partition's book and adds what it
+    /// caused to `round`.
+    fn prepare(&mut self, m: &OwnedMessage, round: &mut Round) -> Result<(), PrepareError> {
+        let p = m.partition();
+        if !self.engines.contains_key(&p) {
+            // A partition's first message in this assignment is at its committed
+            // offset: replaying everything before it rebuilds its book.
             let started = Instant::now();
-            let (engine, n) = restore(&self.restore_config, &self.input_topic, p, upto, &self.codec, &self.network, &self.rt)?;
-            tracing::info!(partition = p, events = n, upto, elapsed_ms = started.elapsed().as_millis() as u64, "book restored");
+            let (engine, n) = restore(&self.restore_config, &self.input_topic, p, m.offset(), &self.codec, &self.network, &self.rt).map_err(PrepareError::Restore)?;
+            tracing::info!(partition = p, events = n, upto = m.offset(), elapsed_ms = started.elapsed().as_millis() as u64, "book restored");
             self.engines.insert(p, engine);
         }
-        Ok(())
-    }
-
-    fn transact(&mut self, batch: &[OwnedMessage], stats: &mut ProcessorStats) -> Result<(), BatchError> {
-        self.producer.begin_transaction()?;
-        let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        let mut allocations = 0u64;
-        for m in batch {
-            offsets.insert(m.partition(), m.offset() + 1);
-            let Some(input) = decode(&self.codec, &self.rt, m) else { continue };
-            let parent = TraceContext::from_headers(m.headers());
-            let ctx = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
-            let span = tracing::info_span!(
-                "match",
-                partition = m.partition(),
-                offset = m.offset(),
-                event_id = input.event_id().as_str(),
-                trace_id = %ctx.trace_id_hex(),
-                span_id = %ctx.span_id_hex(),
-                parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
-            );
-            let _guard = span.enter();
-            let engine = self.engines.get_mut(&m.partition()).expect("restored before the transaction");
-            for out in engine.apply(&input) {
-                match out {
-                    Output::Allocation(a) => {
-                        let bytes = self.rt.block_on(self.codec.encode(&self.allocations_topic, &a))?;
-                        self.send(&self.allocations_topic, input.family(), &bytes, &ctx)?;
-                        allocations += 1;
-                    }
-                    Output::Status(s) => {
-                        let bytes = self.rt.block_on(self.codec.encode(&self.status_topic, &s))?;
-                        self.send(&self.status_topic, input.family(), &bytes, &ctx)?;
-                    }
-                    Output::Ignored { reason, .. } => tracing::debug!(reason, "event changed nothing"),
+        round.offsets.insert(p, m.offset() + 1);
+        round.events += 1;
+        let Some(input) = decode(&self.codec, &self.rt, m) else { return Ok(()) };
+        let parent = TraceContext::from_headers(m.headers());
+        let ctx = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
+        let span = tracing::info_span!(
+            "match",
+            partition = p,
+            offset = m.offset(),
+            event_id = input.event_id().as_str(),
+            trace_id = %ctx.trace_id_hex(),
+            span_id = %ctx.span_id_hex(),
+            parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
+        );
+        let _guard = span.enter();
+        let engine = self.engines.get_mut(&p).expect("restored above");
+        self.decisions.clear();
+        engine.decide(&input, &mut self.decisions);
+        let key: Arc<str> = Arc::from(input.family());
+        for d in &self.decisions {
+            let (out, payload) = match engine.render(d, &input) {
+                Output::Allocation(a) => {
+                    round.allocations += 1;
+                    (Out::Allocation, self.rt.block_on(self.codec.encode(&self.allocations_topic, &a))?)
                 }
-            }
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &offsets {
-            tpl.add_partition_offset(&self.input_topic, *p, Offset::Offset(*o))?;
-        }
-        let applied = Instant::now();
-        // Serve the delivery reports first, polling briefly: librdkafka's commit
-        // counts unserved reports as outstanding, and rust-rdkafka's flush polls
-        // in 100 ms steps, which would add up to 100 ms to every batch.
-        self.await_deliveries()?;
-        let flushed = Instant::now();
-        let cgm = self.consumer.group_metadata().ok_or(BatchError::NoGroup)?;
-        self.producer.send_offsets_to_transaction(&tpl, &cgm, self.txn_timeout)?;
-        let offsets_sent = Instant::now();
-        orelink_platform::txn::commit(&self.producer, self.txn_timeout)?;
-        tracing::debug!(flush_us = (flushed - applied).as_micros() as u64, offsets_us = (offsets_sent - flushed).as_micros() as u64, commit_us = offsets_sent.elapsed().as_micros() as u64, allocations, "committed");
-        stats.transactions += 1;
-        stats.events += batch.len() as u64;
-        stats.allocations += allocations;
-        Ok(())
-    }
-
-    fn await_deliveries(&self) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + self.txn_timeout;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
-            }
-            self.producer.poll(Duration::from_millis(1));
-        }
-        Ok(())
-    }
-
-    fn send(&self, topic: &str, key: &str, payload: &[u8], trace: &TraceContext) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(trace.to_headers());
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(10));
+                Output::Status(s) => (Out::Status, self.rt.block_on(self.codec.encode(&self.status_topic, &s))?),
+                Output::Ignored { reason, .. } => {
+                    tracing::debug!(reason, "event changed nothing");
+                    continue;
                 }
-                Err((e, _)) => return Err(e),
-            }
+            };
+            round.records.push(OutRecord { out, partition: p, key: key.clone(), payload, trace: ctx });
         }
+        Ok(())
     }
 
-    /// After an abort the engines hold effects that were never committed:
-    /// drop them and read again from the committed offsets.
-    fn abort_and_rewind(&mut self) -> Result<(), ProcessorError> {
+    /// After an abort the books hold effects that were never committed: drop
+    /// them and read again from the committed offsets.
+    fn rewind(&mut self) -> Result<(), ProcessorError> {
         self.engines.clear();
-        orelink_platform::txn::abort_and_rewind(&self.producer, &self.consumer, self.txn_timeout).map_err(|e| match classify(&e) {
-            TxnError::Fatal => ProcessorError::Fatal(e.to_string()),
-            _ => ProcessorError::Kafka(e),
-        })
+        orelink_platform::txn::rewind(&self.consumer).map_err(ProcessorError::Kafka)
+    }
+}
+
+/// Counts a finished round: `Ok(true)` committed, `Ok(false)` aborted (rewind), `Err` fatal.
+fn settle(outcome: Outcome, stats: &mut ProcessorStats) -> Result<bool, ProcessorError> {
+    match outcome {
+        Outcome::Committed { events, allocations } => {
+            stats.transactions += 1;
+            stats.events += events;
+            stats.allocations += allocations;
+            Ok(true)
+        }
+        Outcome::Aborted(e) => {
+            stats.aborts += 1;
+            tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
+            Ok(false)
+        }
+        Outcome::Fatal(e) => Err(ProcessorError::Fatal(e)),
     }
 }
 
 /// The engine input of one matcher-input message; `None` (logged) if it no
 /// longer decodes, which only a topology change between runs can cause.
-pub fn decode(codec: &Codec, rt: &tokio::runtime::Handle, m: &OwnedMessage) -> Option<Input> {
+pub fn decode<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -> Option<Input> {
     let source = m
         .headers()
         .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))?;

@@ -70,6 +70,12 @@ pub fn abort_and_rewind<P: Producer<PC>, PC: ProducerContext, C: ConsumerContext
             return Err(e);
         }
     }
+    rewind(consumer)
+}
+
+/// Moves the consumer back to the committed offsets of its assignment, so
+/// whatever was read after them is read again.
+pub fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), KafkaError> {
     let committed = consumer.committed(Duration::from_secs(10))?;
     for e in committed.elements() {
         let offset = match e.offset() {

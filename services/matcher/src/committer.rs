@@ -8,7 +8,7 @@ use crate::processor::TxnError;
 use orelink_platform::trace::TraceContext;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::TopicPartitionList;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -106,7 +106,7 @@ pub(crate) struct Topics {
 }
 
 impl Committer {
-    pub fn start(producer: BaseProducer, topics: Topics, timeout: Duration, in_flight: Arc<InFlight>) -> Committer {
+    pub fn start(producer: ThreadedProducer<DefaultProducerContext>, topics: Topics, timeout: Duration, in_flight: Arc<InFlight>) -> Committer {
         // Capacity 1 each way: the processor hands over a round only after the
         // previous outcome, so neither side ever blocks on a full channel.
         let (rounds, rx) = sync_channel::<(Round, ConsumerGroupMetadata)>(1);
@@ -145,19 +145,21 @@ impl Committer {
         Ok(())
     }
 
-    /// The outcome of the round in flight, if it has finished (`wait`: block until it has).
-    pub fn outcome(&mut self, wait: bool) -> Option<Outcome> {
+    /// The outcome of the round in flight, if it finishes within `wait`
+    /// (`None`: block until it has).
+    pub fn outcome(&mut self, wait: Option<Duration>) -> Option<Outcome> {
+        use std::sync::mpsc::RecvTimeoutError;
         if !self.pending {
             return None;
         }
-        let got = if wait {
-            Some(self.outcomes.recv().unwrap_or_else(|_| Outcome::Fatal("the commit thread is gone".into())))
-        } else {
-            match self.outcomes.try_recv() {
+        let gone = || Outcome::Fatal("the commit thread is gone".into());
+        let got = match wait {
+            None => Some(self.outcomes.recv().unwrap_or_else(|_| gone())),
+            Some(d) => match self.outcomes.recv_timeout(d) {
                 Ok(o) => Some(o),
-                Err(std::sync::mpsc::TryRecvError::Empty) => None,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => Some(Outcome::Fatal("the commit thread is gone".into())),
-            }
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(gone()),
+            },
         };
         if got.is_some() {
             self.pending = false;
@@ -180,12 +182,16 @@ impl Drop for Committer {
 /// When each step of a transaction ended, for the debug log.
 struct Timings {
     sent: Instant,
-    delivered: Instant,
     offsets: Instant,
+    flushed: Instant,
 }
 
 struct Writer {
-    producer: BaseProducer,
+    /// Threaded: its own thread serves delivery reports as they arrive, so
+    /// waiting for deliveries (`txn::flush`) blocks on a condition. Polling them
+    /// here in 1 ms steps spun the CPU: rust-rdkafka's poll runs to its deadline
+    /// and rounds the remainder down to 0 ms.
+    producer: ThreadedProducer<DefaultProducerContext>,
     topics: Topics,
     timeout: Duration,
 }
@@ -200,9 +206,9 @@ impl Writer {
                     events = round.events,
                     records = round.records.len(),
                     send_us = us(t.sent - started),
-                    deliver_us = us(t.delivered - t.sent),
-                    offsets_us = us(t.offsets - t.delivered),
-                    commit_us = us(t.offsets.elapsed()),
+                    offsets_us = us(t.offsets - t.sent),
+                    flush_us = us(t.flushed - t.offsets),
+                    commit_us = us(t.flushed.elapsed()),
                     "committed"
                 );
                 Outcome::Committed { events: round.events, allocations: round.allocations }
@@ -234,27 +240,14 @@ impl Writer {
         for (p, o) in &round.offsets {
             tpl.add_partition_offset(&self.topics.input, *p, rdkafka::Offset::Offset(*o))?;
         }
-        // Serve the delivery reports first, polling briefly: librdkafka's commit
-        // counts unserved reports as outstanding, and rust-rdkafka's flush polls
-        // in 100 ms steps, which would add up to 100 ms to every round.
         let sent = Instant::now();
-        self.await_deliveries()?;
-        let delivered = Instant::now();
         self.producer.send_offsets_to_transaction(&tpl, group, self.timeout)?;
         let offsets = Instant::now();
+        // Delivered first, so the commit's own flush finds nothing to wait for.
+        orelink_platform::txn::flush(&self.producer, self.timeout)?;
+        let flushed = Instant::now();
         orelink_platform::txn::commit(&self.producer, self.timeout)?;
-        Ok(Timings { sent, delivered, offsets })
-    }
-
-    fn await_deliveries(&self) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + self.timeout;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(KafkaError::Flush(rdkafka::types::RDKafkaErrorCode::OperationTimedOut));
-            }
-            self.producer.poll(Duration::from_millis(1));
-        }
-        Ok(())
+        Ok(Timings { sent, offsets, flushed })
     }
 
     fn send(&self, topic: &str, key: &str, payload: &[u8], trace: &TraceContext) -> Result<(), KafkaError> {
@@ -263,8 +256,9 @@ impl Writer {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    // The queue drains as the broker acknowledges (backpressure).
                     record = r;
-                    self.producer.poll(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(2));
                 }
                 Err((e, _)) => return Err(e),
             }

@@ -23,7 +23,7 @@ use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -68,7 +68,7 @@ impl ConsumerContext for Ctx {
 
 pub struct Processor {
     consumer: BaseConsumer<Ctx>,
-    producer: Option<BaseProducer>,
+    producer: Option<ThreadedProducer<DefaultProducerContext>>,
     rebalances: Arc<Rebalances>,
     codec: Arc<Codec>,
     network: Arc<Network>,
@@ -112,7 +112,7 @@ impl Processor {
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
         let input_topic = codec.topic("orelink.matcher-input.v1");
         consumer.subscribe(&[&input_topic])?;
-        let producer: BaseProducer = cfg
+        let producer: ThreadedProducer<DefaultProducerContext> = cfg
             .kafka
             .producer_config("matcher")
             .set("transactional.id", format!("{}orelink-matcher-{}", cfg.namespace, cfg.matcher.instance()))
@@ -158,9 +158,17 @@ impl Processor {
         let mut first_at: Option<Instant> = None;
         let result = loop {
             let stopping = cancel.is_cancelled();
+            let mut got = false;
             if !stopping && round.records.len() < self.batch_max * 4 && round.events < self.batch_max as u64 {
-                // Block for input only when there is nothing else to do.
-                let timeout = if committer.busy() || !round.is_empty() { Duration::from_millis(1) } else { Duration::from_millis(100) };
+                // Block for input only when there is nothing else to wait for.
+                // (Short consumer polls spin: rust-rdkafka polls to the deadline
+                // and rounds the last millisecond down to 0; the wait for a
+                // commit happens on its channel below instead.)
+                let timeout = match first_at {
+                    _ if committer.busy() => Duration::ZERO,
+                    Some(t) => self.batch_wait.saturating_sub(t.elapsed()),
+                    None => Duration::from_millis(100),
+                };
                 let polled = self.consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
                 let revoked = self.drop_revoked(&mut round);
                 match polled {
@@ -170,7 +178,7 @@ impl Processor {
                         if let Err(e) = self.prepare(&m, &mut round) {
                             // Nothing of this round is committed: finish the round
                             // in flight, then rebuild from the committed offsets.
-                            if let Some(Err(e)) = committer.outcome(true).map(|o| settle(o, &mut stats)) {
+                            if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, &mut stats)) {
                                 break Err(e);
                             }
                             stats.aborts += 1;
@@ -186,15 +194,24 @@ impl Processor {
                             continue;
                         }
                         first_at.get_or_insert_with(Instant::now);
+                        got = true;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
                     None => {}
                 }
             }
-            // The round in flight: learn its outcome without waiting, unless
-            // this round is full (backpressure) or the processor is stopping.
+            // The round in flight: wait for its outcome while this round is
+            // full (backpressure) or the processor is stopping; otherwise
+            // briefly when no input came, and not at all when input did.
             let full = round.events >= self.batch_max as u64 || round.records.len() >= self.batch_max * 4;
-            if let Some(outcome) = committer.outcome(full || stopping) {
+            let wait = if full || stopping {
+                None
+            } else if got {
+                Some(Duration::ZERO)
+            } else {
+                Some(Duration::from_millis(1))
+            };
+            if let Some(outcome) = committer.outcome(wait) {
                 match settle(outcome, &mut stats) {
                     Ok(true) => {}
                     Ok(false) => {

@@ -3,12 +3,14 @@
 //! 4-byte big-endian schema id, Avro binary; subjects `<topic>-value`).
 //!
 //! Decoding resolves the writer's schema (fetched by id, cached) against the
-//! hub's own reader schema, so producers on any compatible version are read;
+//! hub's own reader schema, so producers on any compatible version are read
+//! (a writer schema identical to the hub's is read directly, see `binary`);
 //! then the record is validated into domain types. Anything that cannot be
 //! decoded or validated comes back as a [`Refusal`] carrying the error class
 //! for its dead letter; a registry that cannot be reached is [`DecodeError::Retry`],
 //! never a dead letter. Nothing here panics on input.
 
+mod binary;
 mod schemas;
 
 pub use schemas::{Schemas, SchemaProblem};
@@ -90,19 +92,33 @@ pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, Enc
 
 /// A resolved reader for one writer schema id: built once, used for every message.
 type Reader = apache_avro::reader::datum::GenericDatumReader<'static>;
-type Writer = apache_avro::writer::datum::GenericDatumWriter<'static>;
+
+/// How the bodies of one writer schema id are read.
+enum Decoder {
+    /// The writer's schema is the hub's own: read straight into the wire struct.
+    Direct,
+    /// Another version: apache-avro resolves it against the hub's schema.
+    Resolve(Reader),
+}
+
+/// A body on its way into a wire struct.
+enum Body<'a> {
+    Direct(&'a [u8]),
+    Value(Value),
+}
 
 pub struct Codec {
     decoder: AvroDecoder,
-    /// Writer id -> reader resolving it against the hub's schema. The schemas are
-    /// leaked to give the reader a 'static borrow: at most one per distinct
-    /// registry id, which are few and never change.
-    readers: std::sync::RwLock<std::collections::HashMap<u32, (String, Arc<Reader>)>>,
+    /// Writer id -> how its bodies are read: directly when the writer's schema
+    /// is the hub's, else a reader resolving it against the hub's schema (its
+    /// schemas leaked for a 'static borrow: one per distinct registry id, which
+    /// are few and never change).
+    readers: std::sync::RwLock<std::collections::HashMap<u32, (String, Arc<Decoder>)>>,
     encoder: AvroEncoder,
     /// Topic -> the registry id of the hub's schema under `<topic>-value`,
-    /// learnt from the first encode through the converter: later encodes skip
-    /// the converter (which clones and hashes the schema text per call).
-    ids: std::sync::RwLock<std::collections::HashMap<String, (u32, Arc<Writer>)>>,
+    /// learnt from the first encode through the converter: later encodes write
+    /// the body directly, without the converter or apache-avro's value tree.
+    ids: std::sync::RwLock<std::collections::HashMap<String, u32>>,
     schemas: Arc<Schemas>,
     catalog: Arc<Catalog>,
     topology: Arc<Topology>,
@@ -156,18 +172,28 @@ impl Codec {
             }
             None => self.reader_for(id, topic, record).await?,
         };
-        let mut cursor = body;
-        let value = reader
-            .read_value(&mut cursor)
-            .map_err(|e| refuse(ErrorClass::Undecodable, format!("Avro body does not decode with schema id {id}: {e}")))?;
-        if !cursor.is_empty() {
-            return Err(refuse(ErrorClass::Undecodable, format!("{} bytes left over after the record", cursor.len())));
-        }
-        self.to_record(record, value).map_err(DecodeError::Refused)
+        let body = match &*reader {
+            Decoder::Direct => Body::Direct(body),
+            Decoder::Resolve(reader) => {
+                let mut cursor = body;
+                let value = reader
+                    .read_value(&mut cursor)
+                    .map_err(|e| refuse(ErrorClass::Undecodable, format!("Avro body does not decode with schema id {id}: {e}")))?;
+                if !cursor.is_empty() {
+                    return Err(refuse(ErrorClass::Undecodable, format!("{} bytes left over after the record", cursor.len())));
+                }
+                Body::Value(value)
+            }
+        };
+        let direct = matches!(body, Body::Direct(_));
+        self.to_record(record, body).map_err(|r| match r.class {
+            ErrorClass::Undecodable if direct => DecodeError::Refused(Refusal { reason: format!("Avro body does not decode with schema id {id}: {}", r.reason), ..r }),
+            _ => DecodeError::Refused(r),
+        })
     }
 
     /// Fetches writer schema `id`, checks it is `record`, and caches its reader.
-    async fn reader_for(&self, id: u32, topic: &str, record: &str) -> Result<Arc<Reader>, DecodeError> {
+    async fn reader_for(&self, id: u32, topic: &str, record: &str) -> Result<Arc<Decoder>, DecodeError> {
         let refuse = |class, reason: String| DecodeError::Refused(Refusal { class, reason });
         let writer = match self.decoder.get_schema(id).await {
             Ok(s) => s,
@@ -184,22 +210,30 @@ impl Codec {
                 format!("schema id {id} is {writer_name}, but {topic} carries {record}"),
             ));
         }
-        let ours: &'static apache_avro::Schema = Box::leak(Box::new(
-            self.schemas.get(record).expect("topology check ensures every topic record has a schema").parsed.clone(),
-        ));
+        let our_schema = &self.schemas.get(record).expect("topology check ensures every topic record has a schema").parsed;
+        if writer.parsed.canonical_form() == our_schema.canonical_form() {
+            let direct = Arc::new(Decoder::Direct);
+            self.readers.write().expect("reader cache").insert(id, (record.to_owned(), direct.clone()));
+            return Ok(direct);
+        }
+        let ours: &'static apache_avro::Schema = Box::leak(Box::new(our_schema.clone()));
         let theirs: &'static apache_avro::Schema = Box::leak(Box::new(writer.parsed.clone()));
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(theirs)
             .reader_schema(ours)
             .build()
             .map_err(|e| refuse(ErrorClass::Undecodable, format!("schema id {id} cannot be read as {record}: {e}")))?;
-        let reader = Arc::new(reader);
+        let reader = Arc::new(Decoder::Resolve(reader));
         self.readers.write().expect("reader cache").insert(id, (record.to_owned(), reader.clone()));
         Ok(reader)
     }
 
-    fn to_record(&self, record: &str, value: Value) -> Result<Record, Refusal> {
-        fn de<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Refusal> {
-            apache_avro::from_value(&v).map_err(|e| Refusal { class: ErrorClass::Undecodable, reason: e.to_string() })
+    fn to_record(&self, record: &str, value: Body<'_>) -> Result<Record, Refusal> {
+        fn de<T: serde::de::DeserializeOwned>(b: Body<'_>) -> Result<T, Refusal> {
+            let undecodable = |reason: String| Refusal { class: ErrorClass::Undecodable, reason };
+            match b {
+                Body::Value(v) => apache_avro::from_value(&v).map_err(|e| undecodable(e.to_string())),
+                Body::Direct(bytes) => binary::read(bytes).map_err(|e| undecodable(e.to_string())),
+            }
         }
         let r = self.reference();
         Ok(match record {
@@ -224,6 +258,16 @@ impl Codec {
     pub async fn encode<T: serde::Serialize>(&self, topic: &str, value: &T) -> Result<Vec<u8>, EncodeError> {
         let record = self.record_of(topic).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
         let schema = self.schemas.get(record).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
+        let known = self.ids.read().expect("ids lock").get(topic).copied();
+        if let Some(id) = known {
+            // The hub's schema, registered under this id: the wire struct encodes
+            // straight to Avro (`binary`; its tests hold it to apache-avro's bytes).
+            let mut out = Vec::with_capacity(256);
+            out.push(0);
+            out.extend_from_slice(&id.to_be_bytes());
+            binary::write(value, &mut out).map_err(|e| EncodeError::Schema { record: record.to_owned(), message: e.to_string() })?;
+            return Ok(out);
+        }
         // Check the value against our schema first, so a bug reads as a schema error, not a registry one.
         let v = apache_avro::to_value(value)
             .and_then(|v| v.resolve(&schema.parsed))
@@ -233,26 +277,13 @@ impl Codec {
             false,
             SuppliedSchema::new(None, SchemaType::Avro, schema.text.clone()),
         );
-        let known = self.ids.read().expect("ids lock").get(topic).cloned();
-        if let Some((id, writer)) = known {
-            let mut out = Vec::with_capacity(256);
-            out.push(0);
-            out.extend_from_slice(&id.to_be_bytes());
-            writer.write_value_ref(&mut out, &v).map_err(|e| EncodeError::Schema { record: record.to_owned(), message: e.to_string() })?;
-            return Ok(out);
-        }
         let Value::Record(fields) = v else {
             return Err(EncodeError::Schema { record: record.to_owned(), message: "not a record".into() });
         };
         let fields: Vec<(&str, Value)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let bytes = self.encoder.encode(fields, strategy).await.map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: e.retriable })?;
         if let Ok((id, _)) = split_wire(&bytes) {
-            // Leaked like the readers' schemas: one per topic, for the codec's life.
-            let leaked: &'static apache_avro::Schema = Box::leak(Box::new(schema.parsed.clone()));
-            // Already resolved against the schema above: no second validation.
-            if let Ok(w) = Writer::builder(leaked).validate(false).build() {
-                self.ids.write().expect("ids lock").insert(topic.to_owned(), (id, Arc::new(w)));
-            }
+            self.ids.write().expect("ids lock").insert(topic.to_owned(), id);
         }
         Ok(bytes)
     }

@@ -21,6 +21,7 @@ pub struct KafkaSettings {
     pub message_timeout_ms: u64,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    pub compression: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +283,9 @@ impl Config {
                 false
             }
         };
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.kafka.compression.as_str()) {
+            p.push(format!("kafka.compression {:?}: expected none, gzip, snappy, lz4 or zstd", self.kafka.compression));
+        }
         if sasl && (self.kafka.username.is_empty() || self.kafka.password.is_empty()) {
             p.push("kafka.username and kafka.password are required with a SASL security_protocol".into());
         }
@@ -432,7 +436,7 @@ mod tests {
         std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\nheartbeat_interval_ms = 60000\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
         let errs = Config::load(&Sources {
             file: Some(f),
-            env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1")]),
+            env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1"), ("ORELINK__KAFKA__COMPRESSION", "brotli")]),
             stack: None,
         })
         .unwrap_err();
@@ -446,10 +450,11 @@ mod tests {
             "redis.url",
             "log.format",
             "kafka.heartbeat_interval_ms 60000: expected between 1 and a third of kafka.session_timeout_ms (45000)",
+            "kafka.compression \"brotli\": expected none, gzip, snappy, lz4 or zstd",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(errs.0.len(), 8, "{text}");
+        assert_eq!(errs.0.len(), 9, "{text}");
     }
 
     #[test]

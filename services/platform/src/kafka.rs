@@ -25,7 +25,7 @@ impl KafkaSettings {
             .set("acks", "all")
             .set("message.timeout.ms", self.message_timeout_ms.to_string())
             .set("linger.ms", "5")
-            .set("compression.type", "zstd");
+            .set("compression.type", &self.compression);
         c
     }
 

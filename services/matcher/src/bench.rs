@@ -48,6 +48,26 @@ async fn namespace(cfg: &Config, reference: &Reference, name: &str) -> Result<Co
     Ok(cfg)
 }
 
+/// Deletes the topics of a bench namespace: each run creates a few dozen, and
+/// a broker left with thousands of partitions gets slower run after run,
+/// which made later runs incomparable with earlier ones.
+async fn drop_namespace(cfg: &Config) {
+    let result = async {
+        let admin: AdminClient<DefaultClientContext> = cfg.kafka.client_config("bench").create()?;
+        let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        let mine: Vec<String> = metadata.topics().iter().map(|t| t.name().to_owned()).filter(|n| n.starts_with(&cfg.namespace)).collect();
+        let names: Vec<&str> = mine.iter().map(String::as_str).collect();
+        if !names.is_empty() {
+            admin.delete_topics(&names, &AdminOptions::new()).await?;
+        }
+        Ok::<usize, rdkafka::error::KafkaError>(names.len())
+    }
+    .await;
+    if let Err(e) = result {
+        eprintln!("[bench] could not delete the topics of {}: {e}", cfg.namespace);
+    }
+}
+
 /// One encoded event: its topic, key and Avro bytes, and whether it is an order.
 struct Encoded {
     contract_topic: &'static str,
@@ -255,6 +275,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let e2e_secs = t0.elapsed().as_secs_f64();
     cancel.cancel();
     let stats = matcher.await.map_err(setup)?.map_err(setup)?;
+    drop_namespace(&cfg).await;
 
     // Latency at a fixed rate, in a fresh namespace.
     let cfg = namespace(base, reference, "lat").await?;
@@ -294,6 +315,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let allocations = rx.finish();
     cancel.cancel();
     matcher.await.map_err(setup)?.map_err(setup)?;
+    drop_namespace(&cfg).await;
     let order_to_allocation = latency(&sent, &allocations, true);
 
     let raw_events_per_s = n as f64 / raw_secs;
@@ -358,5 +380,6 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     .map_err(setup)?
     .map_err(setup)?;
     let summary = engine.summary();
+    drop_namespace(&cfg).await;
     Ok(RestoreReport { events: count, seconds: secs, events_per_s: count as f64 / secs, open_orders: summary.open_orders, open_capacities: summary.open_capacities })
 }

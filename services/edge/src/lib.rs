@@ -419,7 +419,7 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
             }
             let value = last.to_string();
             orelink_platform::txn::send_waiting(p, BaseRecord::to(&progress_topic).key(site.as_str()).payload(value.as_bytes()))?;
-            p.commit_transaction(txn_timeout)?;
+            orelink_platform::txn::commit(p, txn_timeout)?;
             Ok(())
         })();
         match result {

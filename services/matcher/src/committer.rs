@@ -243,7 +243,7 @@ impl Writer {
         let sent = Instant::now();
         self.producer.send_offsets_to_transaction(&tpl, group, self.timeout)?;
         let offsets = Instant::now();
-        // Delivered first, so the commit's own flush finds nothing to wait for.
+        // Delivered first (timed apart from the commit below, which flushes too).
         orelink_platform::txn::flush(&self.producer, self.timeout)?;
         let flushed = Instant::now();
         orelink_platform::txn::commit(&self.producer, self.timeout)?;

@@ -66,8 +66,11 @@ pub fn flush<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, timeo
     }
 }
 
-/// Commits the open transaction; a retriable failure is tried again (three times).
-pub fn commit<P: Producer<C>, C: ProducerContext>(producer: &P, timeout: Duration) -> Result<(), KafkaError> {
+/// Commits the open transaction, after waiting for its records with [`flush`]
+/// (so rust-rdkafka's own flush inside the commit finds nothing to poll
+/// for); a retriable failure is tried again (three times).
+pub fn commit<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, timeout: Duration) -> Result<(), KafkaError> {
+    flush(producer, timeout)?;
     let mut tries = 0;
     loop {
         match producer.commit_transaction(timeout) {

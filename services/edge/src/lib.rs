@@ -360,10 +360,10 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
     let connect = || -> Result<ThreadedProducer<DefaultProducerContext>, EdgeError> {
         let p: ThreadedProducer<DefaultProducerContext> = cfg
             .kafka
-            .producer_config("edge")
-            .set("transactional.id", format!("{}orelink-edge-{site}", cfg.namespace))
-            .set("transaction.timeout.ms", txn_timeout.as_millis().to_string())
+            .transactional_config("edge", &format!("{}orelink-edge-{site}", cfg.namespace), txn_timeout)
             .set("linger.ms", "5")
+            // A remote uplink: back off like librdkafka's default, not the hub's 5 ms.
+            .set("retry.backoff.ms", "100")
             // Whole buffered batches over a weak uplink: bytes matter more than CPU here.
             .set("compression.type", "zstd")
             .create()?;

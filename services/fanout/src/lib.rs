@@ -88,11 +88,8 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
     let producer: ThreadedProducer<DefaultProducerContext> = cfg
         .kafka
-        .producer_config("fanout")
-        .set("transactional.id", format!("{}orelink-fanout-{}", cfg.namespace, cfg.matcher.instance()))
-        .set("transaction.timeout.ms", txn_timeout.as_millis().to_string())
+        .transactional_config("fanout", &format!("{}orelink-fanout-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout)
         .set("linger.ms", "1")
-        .set("retry.backoff.ms", "5")
         .create()?;
     let f = Fanout {
         consumer,

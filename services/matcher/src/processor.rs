@@ -114,13 +114,8 @@ impl Processor {
         consumer.subscribe(&[&input_topic])?;
         let producer: ThreadedProducer<DefaultProducerContext> = cfg
             .kafka
-            .producer_config("matcher")
-            .set("transactional.id", format!("{}orelink-matcher-{}", cfg.namespace, cfg.matcher.instance()))
-            .set("transaction.timeout.ms", txn_timeout.as_millis().to_string())
+            .transactional_config("matcher", &format!("{}orelink-matcher-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout)
             .set("linger.ms", "0")
-            // Right after a commit the broker may still be writing markers and answers
-            // CONCURRENT_TRANSACTIONS; the default 100 ms backoff would add that to every round.
-            .set("retry.backoff.ms", "5")
             .create()?;
         producer.init_transactions(txn_timeout)?;
         let mut restore_config = cfg.kafka.client_config("matcher-restore");

@@ -29,6 +29,18 @@ impl KafkaSettings {
         c
     }
 
+    /// A transactional producer's config. `transactional_id` must be stable per
+    /// instance (it fences the zombie of a restarted one).
+    pub fn transactional_config(&self, role: &str, transactional_id: &str, timeout: std::time::Duration) -> ClientConfig {
+        let mut c = self.producer_config(role);
+        c.set("transactional.id", transactional_id)
+            .set("transaction.timeout.ms", timeout.as_millis().to_string())
+            // Right after a commit the broker may still be writing markers and answers
+            // CONCURRENT_TRANSACTIONS; the default 100 ms backoff would add that to the next transaction.
+            .set("retry.backoff.ms", "5");
+        c
+    }
+
     /// A consumer that reads committed data only and stores offsets explicitly
     /// (after its output is delivered); the stored offsets are committed in the background.
     pub fn consumer_config(&self, role: &str, group: &str) -> ClientConfig {

@@ -253,7 +253,13 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
     cmd.args([
         &format!("-Xmx{}", cfg.kafka_heap),
         &format!("-Xms{}", cfg.kafka_heap),
+        // The GC settings of Kafka's own launch script (kafka-run-class.sh):
+        // without MaxGCPauseMillis=20, G1 aims at pauses of up to 200 ms.
+        "-server",
         "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
         "-Djava.awt.headless=true",
         &format!("-Dkafka.logs.dir={}", dir.join("logs").display()),
         "kafka.Kafka",

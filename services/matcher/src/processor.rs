@@ -378,6 +378,10 @@ pub fn restore(
     rt: &tokio::runtime::Handle,
 ) -> Result<(Engine, u64), ProcessorError> {
     let mut engine = Engine::new(network.clone());
+    // A replay reads one partition end to end: fetch 16 MiB at a time, not
+    // librdkafka's 1 MiB (1M events: 8.9 s -> 5.4-5.7 s in `orelink bench restore`).
+    let mut config = config.clone();
+    config.set("max.partition.fetch.bytes", "16777216").set("fetch.max.bytes", "67108864");
     let consumer: BaseConsumer = config.create()?;
     let (low, _high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
     if low > 0 {

@@ -305,10 +305,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
 fn committed_progress(cfg: &Config, topic: &str, site: &str) -> Result<Option<u64>, EdgeError> {
     let c: BaseConsumer = cfg
         .kafka
-        .client_config("edge-progress")
-        .set("group.id", format!("{}orelink-edge-progress-{site}", cfg.namespace))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .reader_config("edge-progress", &format!("{}orelink-edge-progress-{site}", cfg.namespace))
         .create()?;
     let probe: BaseConsumer = cfg.kafka.client_config("edge-probe").create()?;
     let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;

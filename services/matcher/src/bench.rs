@@ -365,8 +365,7 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     }
     let codec = orelink_platform::codec(&cfg, reference).map_err(setup)?;
     let network = Arc::new(Network::new(&reference.topology));
-    let mut rc = cfg.kafka.client_config("bench-restore");
-    rc.set("group.id", format!("{}restore", cfg.namespace)).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+    let rc = cfg.kafka.reader_config("bench-restore", &format!("{}restore", cfg.namespace));
     log("restoring");
     let rt = tokio::runtime::Handle::current();
     let n = encoded.len() as i64;

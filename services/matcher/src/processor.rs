@@ -118,11 +118,7 @@ impl Processor {
             .set("linger.ms", "0")
             .create()?;
         producer.init_transactions(txn_timeout)?;
-        let mut restore_config = cfg.kafka.client_config("matcher-restore");
-        restore_config
-            .set("group.id", format!("{}orelink-matcher-restore", cfg.namespace))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed");
+        let restore_config = cfg.kafka.reader_config("matcher-restore", &format!("{}orelink-matcher-restore", cfg.namespace));
         Ok(Processor {
             consumer,
             producer: Some(producer),

@@ -54,12 +54,8 @@ pub async fn open(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, canc
 fn open_blocking(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: CancellationToken) -> Result<mpsc::Receiver<Result<OwnedMessage, KafkaError>>, KafkaError> {
     let consumer: BaseConsumer = cfg
         .kafka
-        .client_config("subscriptions")
-        // librdkafka wants a group for assign(); it is never joined or committed to.
-        .set("group.id", format!("{}orelink-subscriptions", cfg.namespace))
-        .set("enable.auto.commit", "false")
+        .reader_config("subscriptions", &format!("{}orelink-subscriptions", cfg.namespace))
         .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .create()?;
     let md = consumer.fetch_metadata(Some(topic), TIMEOUT)?;

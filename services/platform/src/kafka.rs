@@ -41,6 +41,15 @@ impl KafkaSettings {
         c
     }
 
+    /// A consumer whose partitions are assigned by hand (replays, probes,
+    /// streams): it reads committed data only and commits nothing. librdkafka
+    /// still wants a `group.id`; the group is never joined.
+    pub fn reader_config(&self, role: &str, group: &str) -> ClientConfig {
+        let mut c = self.client_config(role);
+        c.set("group.id", group).set("enable.auto.commit", "false").set("isolation.level", "read_committed");
+        c
+    }
+
     /// A consumer that reads committed data only and stores offsets explicitly
     /// (after its output is delivered); the stored offsets are committed in the background.
     pub fn consumer_config(&self, role: &str, group: &str) -> ClientConfig {

@@ -84,12 +84,8 @@ impl Materialiser {
         changes: broadcast::Sender<Change>,
         metrics: Arc<Metrics>,
     ) -> Result<Materialiser, MaterialiseError> {
-        let mut consumer_config = cfg.kafka.client_config("view");
-        consumer_config
-            // No group management: partitions are assigned by hand from Redis's offsets.
-            .set("group.id", format!("{}orelink-view", cfg.namespace))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed");
+        // No group management: partitions are assigned by hand from Redis's offsets.
+        let consumer_config = cfg.kafka.reader_config("view", &format!("{}orelink-view", cfg.namespace));
         let consumer = consumer_config.create()?;
         let probe = cfg.kafka.client_config("view-probe").set("group.id", format!("{}orelink-view-probe", cfg.namespace)).create()?;
         Ok(Materialiser {

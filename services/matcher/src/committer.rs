@@ -234,7 +234,8 @@ impl Writer {
                 Out::Allocation => &self.topics.allocations,
                 Out::Status => &self.topics.status,
             };
-            self.send(topic, &r.key, &r.payload, &r.trace)?;
+            let record = BaseRecord::to(topic).key(&*r.key).payload(r.payload.as_slice()).headers(r.trace.to_headers());
+            orelink_platform::txn::send_waiting(&self.producer, record)?;
         }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in &round.offsets {
@@ -248,20 +249,5 @@ impl Writer {
         let flushed = Instant::now();
         orelink_platform::txn::commit(&self.producer, self.timeout)?;
         Ok(Timings { sent, offsets, flushed })
-    }
-
-    fn send(&self, topic: &str, key: &str, payload: &[u8], trace: &TraceContext) -> Result<(), KafkaError> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload).headers(trace.to_headers());
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    // The queue drains as the broker acknowledges (backpressure).
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
     }
 }

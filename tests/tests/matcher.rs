@@ -152,7 +152,10 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
     let producing = {
         let codec = codec.clone();
         let env2 = TestEnv { ns: env.ns.clone(), cfg: env.cfg.clone(), reference: env.reference.clone() };
-        tokio::spawn(async move { produce_workload(&env2, &codec, 200, 12_000, 7, Some(Duration::from_millis(40))).await })
+        // Paced to last several seconds (~72 chunks of 200): long enough that
+        // instance a's first commit is seen while events still arrive, now that
+        // encoding no longer slows the producer down.
+        tokio::spawn(async move { produce_workload(&env2, &codec, 200, 12_000, 7, Some(Duration::from_millis(120))).await })
     };
     // Stop one instance in the middle of the stream, once it has committed a
     // transaction of its own (not after a fixed time: how long the group takes

@@ -13,6 +13,9 @@ use orelink_domain::Topology;
 use std::hint::black_box;
 use std::sync::Arc;
 
+/// How many events ahead `decide` prefetches, as the matcher does.
+const AHEAD: usize = 8;
+
 fn engine(c: &mut Criterion) {
     let net = Arc::new(Network::new(&Topology::embedded()));
     let w = steady_state(10_000, 100_000, 42);
@@ -32,7 +35,10 @@ fn engine(c: &mut Criterion) {
             |mut e| {
                 let mut out: Vec<Decision> = Vec::with_capacity(64);
                 let mut decisions = 0usize;
-                for i in &w.stream {
+                for (n, i) in w.stream.iter().enumerate() {
+                    if let Some(ahead) = w.stream.get(n + AHEAD) {
+                        e.prefetch(ahead);
+                    }
                     e.decide(black_box(i), &mut out);
                     decisions += out.len();
                     out.clear();

@@ -6,6 +6,7 @@
 
 use crate::topology::{Topology, TransportMode};
 use crate::Invalid;
+use rustc_hash::FxHashMap as HashMap;
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +83,10 @@ pub struct Network {
     cluster_sites: Vec<Vec<usize>>,
     /// routes[a * n + b], cheapest first; a == b has one free, instant route.
     routes: Vec<Vec<Route>>,
+    /// Indexes by id: the engine looks a site and a cluster up for every
+    /// order and capacity, and a scan compares many strings.
+    site_index: HashMap<String, usize>,
+    cluster_index: HashMap<String, usize>,
 }
 
 impl Network {
@@ -120,14 +125,23 @@ impl Network {
                 routes.push(list);
             }
         }
-        Network { sites: sites.iter().map(|s| s.id.to_string()).collect(), clusters, site_cluster, cluster_sites, routes }
+        let sites: Vec<String> = sites.iter().map(|s| s.id.to_string()).collect();
+        // The first of equal ids wins, as a scan would find it.
+        let index = |ids: &[String]| {
+            let mut m = HashMap::default();
+            for (i, id) in ids.iter().enumerate().rev() {
+                m.insert(id.clone(), i);
+            }
+            m
+        };
+        Network { site_index: index(&sites), cluster_index: index(&clusters), sites, clusters, site_cluster, cluster_sites, routes }
     }
 
     pub fn site_index(&self, id: &str) -> Option<usize> {
-        self.sites.iter().position(|s| s == id)
+        self.site_index.get(id).copied()
     }
     pub fn cluster_index(&self, id: &str) -> Option<usize> {
-        self.clusters.iter().position(|c| c == id)
+        self.cluster_index.get(id).copied()
     }
     pub fn site_name(&self, i: usize) -> &str {
         &self.sites[i]

@@ -16,6 +16,7 @@ pub mod matching;
 pub mod quantity;
 pub mod sharing;
 mod slab;
+mod table;
 pub mod topology;
 pub mod workload;
 

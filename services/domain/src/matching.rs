@@ -30,15 +30,14 @@ use crate::catalog::{MAX_GRADES, ProductCode};
 use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, OrderState, SharedOrder, SharedOrderKind, wire};
 use crate::freight::{Network, Route};
 use crate::slab::Slab;
+use crate::table::{FingerprintSet, SeqIndex};
 use crate::ids::{EventId, OrderId};
 use compact_str::CompactString;
-use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashMap as HashMap, FxHashSet as HashSet};
-use xxhash_rust::xxh3::xxh3_128;
+use rustc_hash::FxHashMap as HashMap;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::hash::BuildHasher;
-use std::ops::Bound::{Excluded, Included};
+use smallvec::SmallVec;
+use std::collections::{BTreeSet, BinaryHeap, btree_set};
 use std::sync::Arc;
 
 /// One event for the engine, already validated.
@@ -211,7 +210,7 @@ impl Cap {
 }
 
 fn hash_id(id: &str) -> u64 {
-    FxBuildHasher.hash_one(id)
+    xxh3_64(id.as_bytes())
 }
 
 /// The book of one product family.
@@ -219,11 +218,11 @@ fn hash_id(id: &str) -> u64 {
 struct Book {
     /// Slabs indexed by arrival sequence number.
     orders: Slab<Order>,
-    /// (hash of the id, sequence number) by order id; the ids themselves live
-    /// in the slabs and are compared only when the hashes agree.
-    order_ids: HashTable<(u64, u32)>,
+    /// Sequence numbers by order id; the ids themselves live in the slabs
+    /// and are compared only when 32 bits of their hashes agree.
+    order_ids: SeqIndex,
     caps: Slab<Cap>,
-    cap_ids: HashTable<(u64, u32)>,
+    cap_ids: SeqIndex,
     /// Per (site, grade rank): open capacity with something left, by (price, seq).
     cap_buckets: Vec<BTreeSet<(u64, u32)>>,
     /// Per cluster: open orders that cluster's capacity may fill, by (max_price, seq).
@@ -245,8 +244,9 @@ struct Candidate {
     route: Route,
 }
 
-/// The next capacity of one (site, grade) bucket: its landed-cost lower bound first.
-type Cursor = Reverse<(bool, u64, usize, u64, u32)>;
+/// The next capacity of one (site, grade) bucket: outside the home cluster,
+/// landed-cost lower bound, the bucket's walk, sequence number.
+type Cursor = Reverse<(bool, u64, usize, u32)>;
 
 /// Buffers the search reuses from event to event, so that matching allocates
 /// nothing of its own in the steady state.
@@ -262,12 +262,14 @@ struct Scratch {
 #[derive(Clone)]
 pub struct Engine {
     network: Arc<Network>,
-    books: BTreeMap<String, Book>,
+    /// Books by product family, beside the hash of its name: a handful of
+    /// families, found by one hash and one string compare.
+    books: Vec<(u64, Box<str>, Book)>,
     /// Event ids seen, by their 128-bit XXH3 fingerprint: 16 bytes each and
     /// no copy of the id. Two distinct ids share a fingerprint with
     /// probability about n²/2¹²⁹ (below 10⁻¹⁸ after 10¹⁰ events); the one
     /// consequence would be a fresh event taken for a duplicate.
-    seen: HashSet<u128>,
+    seen: FingerprintSet,
     scratch: Scratch,
 }
 
@@ -283,7 +285,7 @@ pub struct Summary {
 impl Engine {
     pub fn new(network: Arc<Network>) -> Engine {
         assert!(network.cluster_count() <= 64, "the engine keeps cluster visibility in a 64-bit mask");
-        Engine { network, books: BTreeMap::new(), seen: HashSet::default(), scratch: Scratch::default() }
+        Engine { network, books: Vec::new(), seen: FingerprintSet::default(), scratch: Scratch::default() }
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -292,7 +294,7 @@ impl Engine {
 
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
-        for b in self.books.values() {
+        for (_, _, b) in &self.books {
             for o in b.orders.iter().filter(|o| o.open) {
                 s.open_orders += 1;
                 s.open_demand_kg += o.remaining;
@@ -314,11 +316,32 @@ impl Engine {
 
     /// The record decision `d` becomes; `cause` is the event `decide` made it for.
     pub fn render(&self, d: &Decision, cause: &Input) -> Output {
-        let book = || self.books.get(cause.family()).expect("a decision about a family has its book");
+        let book = || self.book(cause.family()).expect("a decision about a family has its book");
         match d {
             Decision::Fill(f) => Output::Allocation(book().render_fill(&self.network, f)),
             Decision::Status(s) => Output::Status(book().render_status(&self.network, s, cause.event_id())),
             Decision::Ignored(reason) => Output::Ignored { event_id: cause.event_id().clone(), reason: (*reason).to_owned() },
+        }
+    }
+
+    fn book(&self, family: &str) -> Option<&Book> {
+        let h = hash_id(family);
+        self.books.iter().find(|(bh, name, _)| *bh == h && **name == *family).map(|b| &b.2)
+    }
+
+    /// Brings in the memory `decide(input)` looks up first: the line of the
+    /// seen event ids and the line of the book's id index where the event's
+    /// id belongs. A caller that holds the next events prefetches a few ahead
+    /// of the one it decides, so that their cache misses overlap with work
+    /// instead of following one another. A hint: results never depend on it.
+    pub fn prefetch(&self, input: &Input) {
+        self.seen.prefetch(xxh3_128(input.event_id().as_str().as_bytes()));
+        if let Some(book) = self.book(input.family()) {
+            match input {
+                Input::Order(o) => book.order_ids.prefetch(hash_id(o.order_id.as_str())),
+                Input::Capacity(c) => book.cap_ids.prefetch(hash_id(c.capacity_id.as_str())),
+                Input::Shared(s) => book.order_ids.prefetch(hash_id(s.order_id.as_str())),
+            }
         }
     }
 
@@ -328,10 +351,16 @@ impl Engine {
             return out.push(Decision::Ignored("duplicate event_id"));
         }
         let net = &*self.network;
-        if !self.books.contains_key(input.family()) {
-            self.books.insert(input.family().to_owned(), Book::new(net));
-        }
-        let book = self.books.get_mut(input.family()).expect("inserted above");
+        let family = input.family();
+        let h = hash_id(family);
+        let b = match self.books.iter().position(|(bh, name, _)| *bh == h && **name == *family) {
+            Some(b) => b,
+            None => {
+                self.books.push((h, family.into(), Book::new(net)));
+                self.books.len() - 1
+            }
+        };
+        let book = &mut self.books[b].2;
         let sc = &mut self.scratch;
         let now = input.time();
         // Orders whose status is reported after the event, in first-touch order.
@@ -368,12 +397,12 @@ impl Book {
 
     fn order_seq(&self, id: &str) -> Option<u32> {
         let h = hash_id(id);
-        self.order_ids.find(h, |&(eh, s)| eh == h && self.orders[s as usize].id == id).map(|e| e.1)
+        self.order_ids.find(h, |s| self.orders[s as usize].id == id)
     }
 
     fn cap_seq(&self, id: &str) -> Option<u32> {
         let h = hash_id(id);
-        self.cap_ids.find(h, |&(eh, s)| eh == h && self.caps[s as usize].id == id).map(|e| e.1)
+        self.cap_ids.find(h, |s| self.caps[s as usize].id == id)
     }
 
     /// Adds a new order (with the shares that came before it), not yet indexed.
@@ -383,7 +412,7 @@ impl Book {
         let shared = self.pending_shares.remove(&o.order_id).unwrap_or(0);
         self.orders.push(Order::new(o, home, dest, shared));
         let h = hash_id(o.order_id.as_str());
-        self.order_ids.insert_unique(h, (h, seq), |e| e.0);
+        self.order_ids.insert_new(h, seq);
         seq
     }
 
@@ -393,7 +422,7 @@ impl Book {
         self.learn_product(&c.product);
         self.caps.push(Cap::new(c, cluster, site));
         let h = hash_id(c.capacity_id.as_str());
-        self.cap_ids.insert_unique(h, (h, seq), |e| e.0);
+        self.cap_ids.insert_new(h, seq);
         seq
     }
 
@@ -589,7 +618,9 @@ impl Book {
     /// The best-ranked usable capacity for order `seq`, with its rank among
     /// the eligible. Buckets are merged lazily by a lower bound of landed cost
     /// (price + the cheapest freight from the bucket's site), so only capacity
-    /// that could rank first is looked at.
+    /// that could rank first is looked at. Each bucket is walked by one
+    /// iterator: a fresh range search per step cost more than the rest of
+    /// the search together.
     fn best_usable(&self, net: &Network, sc: &mut Scratch, seq: u32) -> Option<(u32, Candidate)> {
         let o = &self.orders[seq as usize];
         if !o.open || o.remaining == 0 {
@@ -600,22 +631,25 @@ impl Book {
         found.clear();
         pending.clear();
         let dest = o.dest as usize;
-        let bound_of = |site: usize| o.max_price.saturating_sub(net.min_freight(site, dest) as u64);
+        // Per bucket within reach: its walk, the price bound and the cheapest freight from its site.
+        let mut walks: SmallVec<[(btree_set::Iter<'_, (u64, u32)>, u64, u64); 16]> = SmallVec::new();
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
+            let away = cluster != o.home as usize;
             for &site in net.sites_of(cluster) {
                 let min_freight = net.min_freight(site, dest) as u64;
-                let bound = bound_of(site);
+                let bound = o.max_price.saturating_sub(min_freight);
                 for rank in o.rank..=self.max_rank {
-                    let b = Self::bucket(site, rank);
-                    if let Some(&(price, cseq)) = self.cap_buckets[b].first().filter(|(p, _)| *p <= bound) {
-                        cursors.push(Reverse((cluster != o.home as usize, price + min_freight, b, price, cseq)));
+                    let mut walk = self.cap_buckets[Self::bucket(site, rank)].iter();
+                    if let Some(&(price, cseq)) = walk.next().filter(|(p, _)| *p <= bound) {
+                        cursors.push(Reverse((away, price + min_freight, walks.len(), cseq)));
+                        walks.push((walk, bound, min_freight));
                     }
                 }
             }
         }
         let mut ranked_above = 0u32;
         loop {
-            let next_bound = cursors.peek().map(|Reverse((home, lb, ..))| (*home, *lb));
+            let next_bound = cursors.peek().map(|Reverse((away, lb, ..))| (*away, *lb));
             if let Some(&Reverse((key, i))) = pending.peek() {
                 // Emit only when no unexplored capacity can tie or beat it.
                 if next_bound.is_none_or(|b| (key.0, key.1) < b) {
@@ -629,18 +663,17 @@ impl Book {
                     continue;
                 }
             }
-            let Reverse((home, _, b, price, cseq)) = cursors.pop()?;
+            let Reverse((away, _, w, cseq)) = cursors.pop()?;
             let c = &self.caps[cseq as usize];
             if let Some(route) = Self::eligible(net, o, c) {
                 let landed = c.price + route.freight_cny_per_t as u64;
-                let key = (home, landed, (c.energy.is_none(), c.energy.unwrap_or(0)), cseq);
+                let key = (away, landed, (c.energy.is_none(), c.energy.unwrap_or(0)), cseq);
                 pending.push(Reverse((key, found.len())));
                 found.push(Candidate { cap: cseq, route: *route });
             }
-            let site = b / MAX_GRADES;
-            let next = self.cap_buckets[b].range((Excluded((price, cseq)), Included((bound_of(site), u32::MAX)))).next();
-            if let Some(&(p, s)) = next {
-                cursors.push(Reverse((home, p + net.min_freight(site, dest) as u64, b, p, s)));
+            let (walk, bound, min_freight) = &mut walks[w];
+            if let Some(&(p, s)) = walk.next().filter(|(p, _)| *p <= *bound) {
+                cursors.push(Reverse((away, p + *min_freight, w, s)));
             }
         }
     }

@@ -5,6 +5,8 @@ use crate::events::{Reference, wire};
 use crate::topology::Topology;
 use crate::{Catalog, TransportMode};
 use proptest::prelude::*;
+use rustc_hash::FxHashSet as HashSet;
+use std::collections::BTreeMap;
 
 const T0: i64 = 1_795_000_000_000;
 const HOUR: i64 = 3_600_000;

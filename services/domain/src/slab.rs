@@ -7,10 +7,27 @@ use std::ops::{Index, IndexMut};
 const CHUNK_BITS: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Slab<T> {
     chunks: Vec<Vec<T>>,
     len: usize,
+}
+
+impl<T: Clone> Clone for Slab<T> {
+    /// Chunks keep their full capacity: a derived clone would give the last
+    /// one only its length, and the copy would reallocate as it grows.
+    fn clone(&self) -> Self {
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let mut copy = Vec::with_capacity(CHUNK);
+                copy.extend_from_slice(c);
+                copy
+            })
+            .collect();
+        Slab { chunks, len: self.len }
+    }
 }
 
 impl<T> Default for Slab<T> {
@@ -69,5 +86,10 @@ mod tests {
         assert_eq!(s[CHUNK], 7);
         assert_eq!(s.iter().count(), 3 * CHUNK + 5);
         assert_eq!(s.iter().nth(CHUNK + 1), Some(&(CHUNK + 1)));
+        let mut copy = s.clone();
+        assert!(copy.iter().eq(s.iter()));
+        assert_eq!(copy.chunks.last().unwrap().capacity(), CHUNK, "a copy grows in place too");
+        copy.push(1);
+        assert_eq!((copy.len(), s.len()), (3 * CHUNK + 6, 3 * CHUNK + 5));
     }
 }

@@ -7,14 +7,11 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use orelink_domain::freight::Network;
-use orelink_domain::matching::{Decision, Engine};
+use orelink_domain::matching::{Decision, Engine, PREFETCH_AHEAD};
 use orelink_domain::workload::steady_state;
 use orelink_domain::Topology;
 use std::hint::black_box;
 use std::sync::Arc;
-
-/// How many events ahead `decide` prefetches, as the matcher does.
-const AHEAD: usize = 8;
 
 fn engine(c: &mut Criterion) {
     let net = Arc::new(Network::new(&Topology::embedded()));
@@ -36,7 +33,7 @@ fn engine(c: &mut Criterion) {
                 let mut out: Vec<Decision> = Vec::with_capacity(64);
                 let mut decisions = 0usize;
                 for (n, i) in w.stream.iter().enumerate() {
-                    if let Some(ahead) = w.stream.get(n + AHEAD) {
+                    if let Some(ahead) = w.stream.get(n + PREFETCH_AHEAD) {
                         e.prefetch(ahead);
                     }
                     e.decide(black_box(i), &mut out);

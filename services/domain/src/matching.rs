@@ -40,6 +40,11 @@ use smallvec::SmallVec;
 use std::collections::{BTreeSet, BinaryHeap, btree_set};
 use std::sync::Arc;
 
+/// How far ahead of the event it decides a caller holding a stream of events
+/// calls `Engine::prefetch` (the restore and the benchmark): far enough for
+/// the lines to arrive, near enough that they are still cached when used.
+pub const PREFETCH_AHEAD: usize = 8;
+
 /// One event for the engine, already validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {

@@ -16,7 +16,7 @@ use crate::SOURCE_HEADER;
 use crate::committer::{Committer, InFlight, Out, OutRecord, Outcome, Round, Topics};
 use orelink_codec::{Codec, DecodeError, Record};
 use orelink_domain::freight::Network;
-use orelink_domain::matching::{Decision, Engine, Input, Output};
+use orelink_domain::matching::{Decision, Engine, Input, Output, PREFETCH_AHEAD};
 use orelink_domain::topology::topics;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::{Config, Reference};
@@ -25,7 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -392,6 +392,15 @@ pub fn restore(
     let mut n = 0u64;
     // A replay needs the engine's state, not its records: decisions are dropped unrendered.
     let mut decisions = Vec::new();
+    // Decoded events wait a few deep, so that the engine prefetches what each will look up.
+    let mut ahead: VecDeque<Input> = VecDeque::with_capacity(PREFETCH_AHEAD + 1);
+    let mut replay = |engine: &mut Engine, ahead: &mut VecDeque<Input>, keep: usize| {
+        while ahead.len() > keep {
+            let input = ahead.pop_front().expect("longer than keep");
+            engine.decide(&input, &mut decisions);
+            decisions.clear();
+        }
+    };
     loop {
         match consumer.poll(Duration::from_secs(5)) {
             Some(Ok(m)) => {
@@ -399,8 +408,9 @@ pub fn restore(
                     break;
                 }
                 if let Some(input) = decode(codec, rt, &m.detach()) {
-                    engine.decide(&input, &mut decisions);
-                    decisions.clear();
+                    engine.prefetch(&input);
+                    ahead.push_back(input);
+                    replay(&mut engine, &mut ahead, PREFETCH_AHEAD);
                 }
                 n += 1;
                 if m.offset() + 1 >= upto {
@@ -418,5 +428,6 @@ pub fn restore(
             }
         }
     }
+    replay(&mut engine, &mut ahead, 0);
     Ok((engine, n))
 }

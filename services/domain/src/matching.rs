@@ -229,15 +229,56 @@ struct Book {
     caps: Slab<Cap>,
     cap_ids: SeqIndex,
     /// Per (site, grade rank): open capacity with something left, by (price, seq).
-    cap_buckets: Vec<BTreeSet<(u64, u32)>>,
+    cap_buckets: Vec<PriceSet>,
     /// Per cluster: open orders that cluster's capacity may fill, by (max_price, seq).
-    order_by_cluster: Vec<BTreeSet<(u64, u32)>>,
+    order_by_cluster: Vec<PriceSet>,
     /// Shares that arrived before their order.
     pending_shares: HashMap<OrderId, u64>,
     /// The highest grade rank any capacity in the book has: buckets above are empty.
     max_rank: u16,
     /// Product codes by grade rank (the book is one family).
     products: Vec<Option<ProductCode>>,
+}
+
+/// Keys `(price, seq)` in order, with the first and the last kept beside the
+/// set: the search asks for them for every bucket and cluster it considers,
+/// and a B-tree answers them only by walking down from its root.
+#[derive(Debug, Clone, Default)]
+struct PriceSet {
+    set: BTreeSet<(u64, u32)>,
+    first: Option<(u64, u32)>,
+    last: Option<(u64, u32)>,
+}
+
+impl PriceSet {
+    fn insert(&mut self, key: (u64, u32)) {
+        self.set.insert(key);
+        if self.first.is_none_or(|f| key < f) {
+            self.first = Some(key);
+        }
+        if self.last.is_none_or(|l| key > l) {
+            self.last = Some(key);
+        }
+    }
+
+    fn remove(&mut self, key: (u64, u32)) {
+        if self.set.remove(&key) {
+            if self.first == Some(key) {
+                self.first = self.set.first().copied();
+            }
+            if self.last == Some(key) {
+                self.last = self.set.last().copied();
+            }
+        }
+    }
+
+    fn first(&self) -> Option<(u64, u32)> {
+        self.first
+    }
+
+    fn last(&self) -> Option<(u64, u32)> {
+        self.last
+    }
 }
 
 /// The ranking of one eligible capacity for one order; smaller is better.
@@ -393,8 +434,8 @@ type Outcome = Result<(), &'static str>;
 impl Book {
     fn new(net: &Network) -> Book {
         Book {
-            cap_buckets: vec![BTreeSet::new(); net.site_count() * MAX_GRADES],
-            order_by_cluster: vec![BTreeSet::new(); net.cluster_count()],
+            cap_buckets: vec![PriceSet::default(); net.site_count() * MAX_GRADES],
+            order_by_cluster: vec![PriceSet::default(); net.cluster_count()],
             products: vec![None; MAX_GRADES],
             ..Book::default()
         }
@@ -581,7 +622,7 @@ impl Book {
         let o = &self.orders[seq as usize];
         for (c, set) in self.order_by_cluster.iter_mut().enumerate() {
             if o.visible & (1 << c) != 0 {
-                set.remove(&(o.max_price, seq));
+                set.remove((o.max_price, seq));
             }
         }
     }
@@ -600,7 +641,7 @@ impl Book {
 
     fn unindex_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
-        self.cap_buckets[Self::bucket(c.site as usize, c.rank)].remove(&(c.price, seq));
+        self.cap_buckets[Self::bucket(c.site as usize, c.rank)].remove((c.price, seq));
     }
 
     /// The route by which `c` can serve `o`, if it is eligible (grade, cluster, time, price).
@@ -624,8 +665,9 @@ impl Book {
     /// the eligible. Buckets are merged lazily by a lower bound of landed cost
     /// (price + the cheapest freight from the bucket's site), so only capacity
     /// that could rank first is looked at. Each bucket is walked by one
-    /// iterator: a fresh range search per step cost more than the rest of
-    /// the search together.
+    /// iterator, begun only when its first capacity (kept beside the set) is
+    /// not enough: a fresh range search per step cost more than the rest of
+    /// the search together, and most orders need one bucket's first.
     fn best_usable(&self, net: &Network, sc: &mut Scratch, seq: u32) -> Option<(u32, Candidate)> {
         let o = &self.orders[seq as usize];
         if !o.open || o.remaining == 0 {
@@ -636,18 +678,19 @@ impl Book {
         found.clear();
         pending.clear();
         let dest = o.dest as usize;
-        // Per bucket within reach: its walk, the price bound and the cheapest freight from its site.
-        let mut walks: SmallVec<[(btree_set::Iter<'_, (u64, u32)>, u64, u64); 16]> = SmallVec::new();
+        // Per bucket within reach: its walk (begun only if its first capacity
+        // is not enough), the price bound and the cheapest freight from its site.
+        let mut walks: SmallVec<[(usize, Option<btree_set::Iter<'_, (u64, u32)>>, u64, u64); 16]> = SmallVec::new();
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
             let away = cluster != o.home as usize;
             for &site in net.sites_of(cluster) {
                 let min_freight = net.min_freight(site, dest) as u64;
                 let bound = o.max_price.saturating_sub(min_freight);
                 for rank in o.rank..=self.max_rank {
-                    let mut walk = self.cap_buckets[Self::bucket(site, rank)].iter();
-                    if let Some(&(price, cseq)) = walk.next().filter(|(p, _)| *p <= bound) {
+                    let b = Self::bucket(site, rank);
+                    if let Some((price, cseq)) = self.cap_buckets[b].first().filter(|(p, _)| *p <= bound) {
                         cursors.push(Reverse((away, price + min_freight, walks.len(), cseq)));
-                        walks.push((walk, bound, min_freight));
+                        walks.push((b, None, bound, min_freight));
                     }
                 }
             }
@@ -676,7 +719,12 @@ impl Book {
                 pending.push(Reverse((key, found.len())));
                 found.push(Candidate { cap: cseq, route: *route });
             }
-            let (walk, bound, min_freight) = &mut walks[w];
+            let (b, walk, bound, min_freight) = &mut walks[w];
+            let walk = walk.get_or_insert_with(|| {
+                let mut walk = self.cap_buckets[*b].set.iter();
+                walk.next();
+                walk
+            });
             if let Some(&(p, s)) = walk.next().filter(|(p, _)| *p <= *bound) {
                 cursors.push(Reverse((away, p + *min_freight, w, s)));
             }
@@ -687,8 +735,14 @@ impl Book {
     fn orders_for(&self, net: &Network, cseq: u32, seqs: &mut Vec<u32>) {
         let c = &self.caps[cseq as usize];
         seqs.clear();
+        let orders = &self.order_by_cluster[c.cluster as usize];
+        // Usually every waiting order's cap is below the price: no range search then.
+        if orders.last().is_none_or(|(max_price, _)| max_price < c.price) {
+            return;
+        }
         seqs.extend(
-            self.order_by_cluster[c.cluster as usize]
+            orders
+                .set
                 .range((c.price, 0)..)
                 .map(|&(_, s)| s)
                 .filter(|s| Self::eligible(net, &self.orders[*s as usize], c).is_some()),

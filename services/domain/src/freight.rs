@@ -83,6 +83,8 @@ pub struct Network {
     cluster_sites: Vec<Vec<usize>>,
     /// routes[a * n + b], cheapest first; a == b has one free, instant route.
     routes: Vec<Vec<Route>>,
+    /// min_freight[a * n + b]: the search reads it for every site it considers.
+    min_freight: Vec<u32>,
     /// Indexes by id: the engine looks a site and a cluster up for every
     /// order and capacity, and a scan compares many strings.
     site_index: HashMap<String, usize>,
@@ -134,7 +136,8 @@ impl Network {
             }
             m
         };
-        Network { site_index: index(&sites), cluster_index: index(&clusters), sites, clusters, site_cluster, cluster_sites, routes }
+        let min_freight = routes.iter().map(|r| r.first().map_or(0, |r| r.freight_cny_per_t)).collect();
+        Network { site_index: index(&sites), cluster_index: index(&clusters), min_freight, sites, clusters, site_cluster, cluster_sites, routes }
     }
 
     pub fn site_index(&self, id: &str) -> Option<usize> {
@@ -170,7 +173,7 @@ impl Network {
 
     /// The cheapest freight from `a` to `b` by any mode: a lower bound for pruning.
     pub fn min_freight(&self, a: usize, b: usize) -> u32 {
-        self.routes(a, b).first().map_or(0, |r| r.freight_cny_per_t)
+        self.min_freight[a * self.sites.len() + b]
     }
 
     /// The cheapest route from `a` to `b` that arrives by `deadline` when dispatched at `dispatch`.

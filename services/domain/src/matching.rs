@@ -234,8 +234,9 @@ struct Book {
     order_by_cluster: Vec<PriceSet>,
     /// Shares that arrived before their order.
     pending_shares: HashMap<OrderId, u64>,
-    /// The highest grade rank any capacity in the book has: buckets above are empty.
-    max_rank: u16,
+    /// Per site: a bit per grade rank whose bucket holds capacity. The
+    /// search skips empty buckets without touching them.
+    site_ranks: Vec<Ranks>,
     /// Product codes by grade rank (the book is one family).
     products: Vec<Option<ProductCode>>,
 }
@@ -281,6 +282,10 @@ impl PriceSet {
     }
 }
 
+/// A bit per grade rank.
+type Ranks = u16;
+const _: () = assert!(Ranks::BITS as usize >= MAX_GRADES);
+
 /// The ranking of one eligible capacity for one order; smaller is better.
 type RankKey = (bool, u64, (bool, u64), u32);
 
@@ -291,8 +296,8 @@ struct Candidate {
 }
 
 /// The next capacity of one (site, grade) bucket: outside the home cluster,
-/// landed-cost lower bound, the bucket's walk, sequence number.
-type Cursor = Reverse<(bool, u64, usize, u32)>;
+/// landed-cost lower bound, bucket, sequence number.
+type Cursor = Reverse<(bool, u64, u32, u32)>;
 
 /// Buffers the search reuses from event to event, so that matching allocates
 /// nothing of its own in the steady state.
@@ -437,6 +442,7 @@ impl Book {
             cap_buckets: vec![PriceSet::default(); net.site_count() * MAX_GRADES],
             order_by_cluster: vec![PriceSet::default(); net.cluster_count()],
             products: vec![None; MAX_GRADES],
+            site_ranks: vec![0; net.site_count()],
             ..Book::default()
         }
     }
@@ -634,14 +640,18 @@ impl Book {
     fn index_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
         if c.open && c.remaining > 0 {
-            self.max_rank = self.max_rank.max(c.rank);
+            self.site_ranks[c.site as usize] |= 1 << c.rank;
             self.cap_buckets[Self::bucket(c.site as usize, c.rank)].insert((c.price, seq));
         }
     }
 
     fn unindex_cap(&mut self, seq: u32) {
         let c = &self.caps[seq as usize];
-        self.cap_buckets[Self::bucket(c.site as usize, c.rank)].remove((c.price, seq));
+        let bucket = &mut self.cap_buckets[Self::bucket(c.site as usize, c.rank)];
+        bucket.remove((c.price, seq));
+        if bucket.first().is_none() {
+            self.site_ranks[c.site as usize] &= !(1 << c.rank);
+        }
     }
 
     /// The route by which `c` can serve `o`, if it is eligible (grade, cluster, time, price).
@@ -678,19 +688,28 @@ impl Book {
         found.clear();
         pending.clear();
         let dest = o.dest as usize;
-        // Per bucket within reach: its walk (begun only if its first capacity
-        // is not enough), the price bound and the cheapest freight from its site.
-        let mut walks: SmallVec<[(usize, Option<btree_set::Iter<'_, (u64, u32)>>, u64, u64); 16]> = SmallVec::new();
+        let reach = |site: usize| {
+            let min_freight = net.min_freight(site, dest) as u64;
+            (o.max_price.saturating_sub(min_freight), min_freight)
+        };
+        // A cursor stands for a bucket's first capacity within reach until it
+        // is taken; only then is the bucket walked, by an iterator kept here.
+        let mut walks: SmallVec<[(u32, btree_set::Iter<'_, (u64, u32)>); 4]> = SmallVec::new();
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
             let away = cluster != o.home as usize;
             for &site in net.sites_of(cluster) {
-                let min_freight = net.min_freight(site, dest) as u64;
-                let bound = o.max_price.saturating_sub(min_freight);
-                for rank in o.rank..=self.max_rank {
+                // Grades the order accepts (its own and up) that the site has.
+                let mut ranks = self.site_ranks[site] >> o.rank << o.rank;
+                if ranks == 0 {
+                    continue;
+                }
+                let (bound, min_freight) = reach(site);
+                while ranks != 0 {
+                    let rank = ranks.trailing_zeros() as u16;
+                    ranks &= ranks - 1;
                     let b = Self::bucket(site, rank);
                     if let Some((price, cseq)) = self.cap_buckets[b].first().filter(|(p, _)| *p <= bound) {
-                        cursors.push(Reverse((away, price + min_freight, walks.len(), cseq)));
-                        walks.push((b, None, bound, min_freight));
+                        cursors.push(Reverse((away, price + min_freight, b as u32, cseq)));
                     }
                 }
             }
@@ -711,7 +730,7 @@ impl Book {
                     continue;
                 }
             }
-            let Reverse((away, _, w, cseq)) = cursors.pop()?;
+            let Reverse((away, _, b, cseq)) = cursors.pop()?;
             let c = &self.caps[cseq as usize];
             if let Some(route) = Self::eligible(net, o, c) {
                 let landed = c.price + route.freight_cny_per_t as u64;
@@ -719,14 +738,18 @@ impl Book {
                 pending.push(Reverse((key, found.len())));
                 found.push(Candidate { cap: cseq, route: *route });
             }
-            let (b, walk, bound, min_freight) = &mut walks[w];
-            let walk = walk.get_or_insert_with(|| {
-                let mut walk = self.cap_buckets[*b].set.iter();
-                walk.next();
-                walk
-            });
-            if let Some(&(p, s)) = walk.next().filter(|(p, _)| *p <= *bound) {
-                cursors.push(Reverse((away, p + *min_freight, w, s)));
+            let w = match walks.iter().position(|(wb, _)| *wb == b) {
+                Some(w) => w,
+                None => {
+                    let mut walk = self.cap_buckets[b as usize].set.iter();
+                    walk.next(); // the bucket's first, just taken
+                    walks.push((b, walk));
+                    walks.len() - 1
+                }
+            };
+            let (bound, min_freight) = reach(b as usize / MAX_GRADES);
+            if let Some(&(p, s)) = walks[w].1.next().filter(|(p, _)| *p <= bound) {
+                cursors.push(Reverse((away, p + min_freight, b, s)));
             }
         }
     }

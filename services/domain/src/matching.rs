@@ -448,32 +448,38 @@ impl Book {
     }
 
     fn order_seq(&self, id: &str) -> Option<u32> {
-        let h = hash_id(id);
+        self.order_seq_hashed(hash_id(id), id)
+    }
+
+    /// `order_seq` for an id whose `hash_id` is `h`: a new order's hash serves twice.
+    fn order_seq_hashed(&self, h: u64, id: &str) -> Option<u32> {
         self.order_ids.find(h, |s| self.orders[s as usize].id == id)
     }
 
     fn cap_seq(&self, id: &str) -> Option<u32> {
-        let h = hash_id(id);
+        self.cap_seq_hashed(hash_id(id), id)
+    }
+
+    fn cap_seq_hashed(&self, h: u64, id: &str) -> Option<u32> {
         self.cap_ids.find(h, |s| self.caps[s as usize].id == id)
     }
 
     /// Adds a new order (with the shares that came before it), not yet indexed.
-    fn push_order(&mut self, o: &OrderEvent, home: usize, dest: usize) -> u32 {
+    fn push_order(&mut self, o: &OrderEvent, h: u64, home: usize, dest: usize) -> u32 {
         let seq = self.orders.len() as u32;
         self.learn_product(&o.product);
-        let shared = self.pending_shares.remove(&o.order_id).unwrap_or(0);
+        // Shares rarely come first: skip hashing the id into an empty map.
+        let shared = if self.pending_shares.is_empty() { 0 } else { self.pending_shares.remove(&o.order_id).unwrap_or(0) };
         self.orders.push(Order::new(o, home, dest, shared));
-        let h = hash_id(o.order_id.as_str());
         self.order_ids.insert_new(h, seq);
         seq
     }
 
     /// Adds a new capacity, not yet indexed.
-    fn push_cap(&mut self, c: &CapacityEvent, cluster: usize, site: usize) -> u32 {
+    fn push_cap(&mut self, c: &CapacityEvent, h: u64, cluster: usize, site: usize) -> u32 {
         let seq = self.caps.len() as u32;
         self.learn_product(&c.product);
         self.caps.push(Cap::new(c, cluster, site));
-        let h = hash_id(c.capacity_id.as_str());
         self.cap_ids.insert_new(h, seq);
         seq
     }
@@ -497,13 +503,14 @@ impl Book {
     fn on_order(&mut self, net: &Network, sc: &mut Scratch, o: &OrderEvent, now: i64, out: &mut Vec<Decision>, touched: &mut Vec<u32>) -> Outcome {
         match o.kind {
             OrderKind::Placed => {
-                if self.order_seq(o.order_id.as_str()).is_some() {
+                let h = hash_id(o.order_id.as_str());
+                if self.order_seq_hashed(h, o.order_id.as_str()).is_some() {
                     return Err("order_id already placed");
                 }
                 let (Some(home), Some(dest)) = (net.cluster_index(o.cluster.as_str()), net.site_index(o.destination_site.as_str())) else {
                     return Err("cluster or destination not in the network");
                 };
-                let seq = self.push_order(o, home, dest);
+                let seq = self.push_order(o, h, home, dest);
                 // Filled first, indexed after: an order that fills at once never enters the index.
                 self.fill_order(net, sc, seq, now, out);
                 self.index_order(seq);
@@ -533,13 +540,14 @@ impl Book {
     fn on_capacity(&mut self, net: &Network, sc: &mut Scratch, c: &CapacityEvent, now: i64, out: &mut Vec<Decision>, touched: &mut Vec<u32>) -> Outcome {
         match c.kind {
             CapacityKind::Declared => {
-                if self.cap_seq(c.capacity_id.as_str()).is_some() {
+                let h = hash_id(c.capacity_id.as_str());
+                if self.cap_seq_hashed(h, c.capacity_id.as_str()).is_some() {
                     return Err("capacity_id already declared");
                 }
                 let (Some(cluster), Some(site)) = (net.cluster_index(c.cluster.as_str()), net.site_index(c.site_id.as_str())) else {
                     return Err("cluster or site not in the network");
                 };
-                let seq = self.push_cap(c, cluster, site);
+                let seq = self.push_cap(c, h, cluster, site);
                 self.index_cap(seq);
                 let mut waiting = std::mem::take(&mut sc.orders);
                 self.orders_for(net, seq, &mut waiting);

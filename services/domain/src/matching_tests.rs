@@ -396,7 +396,7 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
             Input::Order(o) => match o.kind {
                 OrderKind::Placed if book.order_seq(o.order_id.as_str()).is_none() => {
                     let (home, dest) = (net.cluster_index(o.cluster.as_str()).unwrap(), net.site_index(o.destination_site.as_str()).unwrap());
-                    book.push_order(o, home, dest);
+                    book.push_order(o, hash_id(o.order_id.as_str()), home, dest);
                 }
                 OrderKind::Amended => {
                     if let Some(seq) = book.open_order(&o.order_id) {
@@ -415,7 +415,7 @@ fn reference(net: &Network, inputs: &[Input]) -> Vec<(String, String, i64, i64, 
             },
             Input::Capacity(c) => match c.kind {
                 CapacityKind::Declared if book.cap_seq(c.capacity_id.as_str()).is_none() => {
-                    book.push_cap(c, net.cluster_index(c.cluster.as_str()).unwrap(), net.site_index(c.site_id.as_str()).unwrap());
+                    book.push_cap(c, hash_id(c.capacity_id.as_str()), net.cluster_index(c.cluster.as_str()).unwrap(), net.site_index(c.site_id.as_str()).unwrap());
                 }
                 CapacityKind::Withdrawn => {
                     if let Some(seq) = book.cap_seq(c.capacity_id.as_str()) {

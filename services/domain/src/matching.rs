@@ -244,15 +244,31 @@ struct Book {
 /// Keys `(price, seq)` in order, with the first and the last kept beside the
 /// set: the search asks for them for every bucket and cluster it considers,
 /// and a B-tree answers them only by walking down from its root.
+///
+/// A key is packed into one `u64`, the price (capped at `u32::MAX`) above
+/// the sequence number: nodes hold half the bytes and compare one word. A
+/// price above the cap (over four billion CNY/t) only loosens the index: the
+/// packed price stays a lower bound in the same order, which is all the
+/// search's pruning relies on, and eligibility checks the real price.
 #[derive(Debug, Clone, Default)]
 struct PriceSet {
-    set: BTreeSet<(u64, u32)>,
-    first: Option<(u64, u32)>,
-    last: Option<(u64, u32)>,
+    set: BTreeSet<u64>,
+    first: Option<u64>,
+    last: Option<u64>,
 }
 
 impl PriceSet {
-    fn insert(&mut self, key: (u64, u32)) {
+    fn pack(price: u64, seq: u32) -> u64 {
+        (price.min(u32::MAX as u64) << 32) | seq as u64
+    }
+
+    /// The (capped) price and the sequence number of a packed key.
+    fn unpack(key: u64) -> (u64, u32) {
+        (key >> 32, key as u32)
+    }
+
+    fn insert(&mut self, (price, seq): (u64, u32)) {
+        let key = Self::pack(price, seq);
         self.set.insert(key);
         if self.first.is_none_or(|f| key < f) {
             self.first = Some(key);
@@ -262,7 +278,8 @@ impl PriceSet {
         }
     }
 
-    fn remove(&mut self, key: (u64, u32)) {
+    fn remove(&mut self, (price, seq): (u64, u32)) {
+        let key = Self::pack(price, seq);
         if self.set.remove(&key) {
             if self.first == Some(key) {
                 self.first = self.set.first().copied();
@@ -274,11 +291,21 @@ impl PriceSet {
     }
 
     fn first(&self) -> Option<(u64, u32)> {
-        self.first
+        self.first.map(Self::unpack)
     }
 
     fn last(&self) -> Option<(u64, u32)> {
-        self.last
+        self.last.map(Self::unpack)
+    }
+
+    /// Keys in order, packed.
+    fn iter(&self) -> btree_set::Iter<'_, u64> {
+        self.set.iter()
+    }
+
+    /// `(capped price, seq)` of the keys priced at least `price`, in order.
+    fn from(&self, price: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.set.range(Self::pack(price, 0)..).map(|k| Self::unpack(*k))
     }
 }
 
@@ -702,7 +729,7 @@ impl Book {
         };
         // A cursor stands for a bucket's first capacity within reach until it
         // is taken; only then is the bucket walked, by an iterator kept here.
-        let mut walks: SmallVec<[(u32, btree_set::Iter<'_, (u64, u32)>); 4]> = SmallVec::new();
+        let mut walks: SmallVec<[(u32, btree_set::Iter<'_, u64>); 4]> = SmallVec::new();
         for cluster in (0..net.cluster_count()).filter(|c| o.visible & (1 << c) != 0) {
             let away = cluster != o.home as usize;
             for &site in net.sites_of(cluster) {
@@ -749,14 +776,14 @@ impl Book {
             let w = match walks.iter().position(|(wb, _)| *wb == b) {
                 Some(w) => w,
                 None => {
-                    let mut walk = self.cap_buckets[b as usize].set.iter();
+                    let mut walk = self.cap_buckets[b as usize].iter();
                     walk.next(); // the bucket's first, just taken
                     walks.push((b, walk));
                     walks.len() - 1
                 }
             };
             let (bound, min_freight) = reach(b as usize / MAX_GRADES);
-            if let Some(&(p, s)) = walks[w].1.next().filter(|(p, _)| *p <= bound) {
+            if let Some((p, s)) = walks[w].1.next().map(|k| PriceSet::unpack(*k)).filter(|(p, _)| *p <= bound) {
                 cursors.push(Reverse((away, p + min_freight, b, s)));
             }
         }
@@ -768,14 +795,13 @@ impl Book {
         seqs.clear();
         let orders = &self.order_by_cluster[c.cluster as usize];
         // Usually every waiting order's cap is below the price: no range search then.
-        if orders.last().is_none_or(|(max_price, _)| max_price < c.price) {
+        if orders.last().is_none_or(|(max_price, _)| max_price < c.price.min(u32::MAX as u64)) {
             return;
         }
         seqs.extend(
             orders
-                .set
-                .range((c.price, 0)..)
-                .map(|&(_, s)| s)
+                .from(c.price)
+                .map(|(_, s)| s)
                 .filter(|s| Self::eligible(net, &self.orders[*s as usize], c).is_some()),
         );
         seqs.sort_unstable();

@@ -95,14 +95,22 @@ fn producer(cfg: &Config) -> Result<FutureProducer, BenchError> {
     Ok(cfg.kafka.producer_config("bench").set("linger.ms", "1").set("partitioner", "murmur2_random").create()?)
 }
 
+/// When an event was sent: the instant, the wall clock in ms (to compare
+/// with Kafka timestamps), and whether it is an order.
+type Sent = HashMap<[u8; 16], (Instant, i64, bool)>;
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Sends every event, each with a trace of its own; `rate` paces it (events/s), `None` = flat out.
-/// Returns the send instant of every trace id.
+/// Returns when each trace id was sent.
 async fn send_all(
     producer: &FutureProducer,
     events: &[Encoded],
     topic_of: impl Fn(&Encoded) -> String,
     rate: Option<u64>,
-) -> Result<HashMap<[u8; 16], (Instant, bool)>, BenchError> {
+) -> Result<Sent, BenchError> {
     let mut sent = HashMap::with_capacity(events.len());
     let mut pending = std::collections::VecDeque::new();
     let start = Instant::now();
@@ -117,7 +125,7 @@ async fn send_all(
         let trace = TraceContext::root();
         let topic = topic_of(e);
         let record = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).headers(trace.to_headers());
-        sent.insert(trace.trace_id, (Instant::now(), e.order));
+        sent.insert(trace.trace_id, (Instant::now(), wall_ms(), e.order));
         match producer.send_result(record) {
             Ok(d) => pending.push_back(d),
             Err((err, _)) => return Err(err.into()),
@@ -133,9 +141,13 @@ async fn send_all(
     Ok(sent)
 }
 
+/// One record received: its trace id, when, and its Kafka timestamp (ms;
+/// the time its producer created it).
+type Seen = ([u8; 16], Instant, Option<i64>);
+
 /// Reads `topic` read_committed on a thread of its own, noting when each trace id arrived.
 struct Receiver {
-    seen: Arc<Mutex<Vec<([u8; 16], Instant)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -158,7 +170,7 @@ impl Receiver {
             while !st.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
                     if let Some(t) = TraceContext::from_headers(m.headers()) {
-                        s.lock().expect("receiver lock").push((t.trace_id, Instant::now()));
+                        s.lock().expect("receiver lock").push((t.trace_id, Instant::now(), m.timestamp().to_millis()));
                     }
                 }
             }
@@ -170,7 +182,7 @@ impl Receiver {
         self.seen.lock().expect("receiver lock").len()
     }
 
-    fn finish(mut self) -> Vec<([u8; 16], Instant)> {
+    fn finish(mut self) -> Vec<Seen> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -187,18 +199,49 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
-fn latency(sent: &HashMap<[u8; 16], (Instant, bool)>, got: &[([u8; 16], Instant)], orders_only: bool) -> Latency {
-    let mut first: HashMap<[u8; 16], Instant> = HashMap::new();
-    for (t, at) in got {
-        first.entry(*t).or_insert(*at);
+impl Latency {
+    fn of(mut ms: Vec<f64>) -> Latency {
+        ms.sort_by(f64::total_cmp);
+        let q = |p: f64| if ms.is_empty() { 0.0 } else { ms[((ms.len() - 1) as f64 * p).round() as usize] };
+        Latency { samples: ms.len(), p50_ms: q(0.5), p99_ms: q(0.99), max_ms: ms.last().copied().unwrap_or(0.0) }
     }
-    let mut ms: Vec<f64> = first
-        .iter()
-        .filter_map(|(t, at)| sent.get(t).filter(|(_, order)| !orders_only || *order).map(|(s, _)| at.duration_since(*s).as_secs_f64() * 1000.0))
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    let q = |p: f64| if ms.is_empty() { 0.0 } else { ms[((ms.len() - 1) as f64 * p).round() as usize] };
-    Latency { samples: ms.len(), p50_ms: q(0.5), p99_ms: q(0.99), max_ms: ms.last().copied().unwrap_or(0.0) }
+}
+
+/// Send to first arrival of each trace id, over all records or orders only.
+fn latency(sent: &Sent, got: &[Seen], orders_only: bool) -> Latency {
+    Latency::of(first_arrivals(sent, got, orders_only).map(|((s, _), (at, _))| at.duration_since(*s).as_secs_f64() * 1000.0).collect())
+}
+
+/// The same first arrivals cut at the record's Kafka timestamp, when its
+/// producer (the matcher) created it: (send -> created, created -> read).
+/// Wall-clock milliseconds, so coarser than `latency`.
+fn latency_split(sent: &Sent, got: &[Seen], orders_only: bool) -> (Latency, Latency) {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for ((_, sent_ms), (_, read)) in first_arrivals(sent, got, orders_only) {
+        if let Some((created, read_ms)) = read {
+            before.push((created - sent_ms) as f64);
+            after.push((read_ms - created) as f64);
+        }
+    }
+    (Latency::of(before), Latency::of(after))
+}
+
+/// Per trace id sent (and an order, if `orders_only`): its send (instant, wall
+/// ms) and its first arrival (instant, and (Kafka timestamp, wall ms) when
+/// the record had a timestamp).
+#[allow(clippy::type_complexity)]
+fn first_arrivals<'a>(sent: &'a Sent, got: &'a [Seen], orders_only: bool) -> impl Iterator<Item = ((&'a Instant, i64), (Instant, Option<(i64, i64)>))> + 'a {
+    let mut first: HashMap<[u8; 16], (Instant, Option<i64>)> = HashMap::new();
+    for (t, at, ts) in got {
+        first.entry(*t).or_insert((*at, *ts));
+    }
+    // The arrival's wall clock, from its instant and the run's one clock pair.
+    let (now, now_ms) = (Instant::now(), wall_ms());
+    let wall = move |at: Instant| now_ms - now.duration_since(at).as_millis() as i64;
+    first.into_iter().filter_map(move |(t, (at, ts))| {
+        let (s, s_ms, order) = sent.get(&t)?;
+        (!orders_only || *order).then(|| ((s, *s_ms), (at, ts.map(|ts| (ts, wall(at))))))
+    })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -210,6 +253,11 @@ pub struct E2eReport {
     pub rate: u64,
     pub raw_latency: Latency,
     pub order_to_allocation: Latency,
+    /// Order sent -> allocation created by the matcher (its Kafka timestamp).
+    pub order_to_matcher_output: Latency,
+    /// Allocation created -> read by a read_committed consumer: the
+    /// transaction's commit and the last hop.
+    pub matcher_output_to_read: Latency,
     pub allocations: usize,
 }
 
@@ -317,6 +365,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     matcher.await.map_err(setup)?.map_err(setup)?;
     drop_namespace(&cfg).await;
     let order_to_allocation = latency(&sent, &allocations, true);
+    let (order_to_matcher_output, matcher_output_to_read) = latency_split(&sent, &allocations, true);
 
     let raw_events_per_s = n as f64 / raw_secs;
     let e2e_events_per_s = n as f64 / e2e_secs;
@@ -328,6 +377,8 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
         rate,
         raw_latency,
         order_to_allocation,
+        order_to_matcher_output,
+        matcher_output_to_read,
         allocations: stats.processor.allocations as usize,
     })
 }

@@ -476,6 +476,9 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                     "order->allocation at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
                     rep.rate, rep.order_to_allocation.p50_ms, rep.order_to_allocation.p99_ms, rep.order_to_allocation.samples
                 );
+                let (a, b) = (&rep.order_to_matcher_output, &rep.matcher_output_to_read);
+                println!("  of which order->matcher output p50 {:.0} ms  p99 {:.0} ms  (Kafka timestamps, ms)", a.p50_ms, a.p99_ms);
+                println!("  and matcher output->read       p50 {:.0} ms  p99 {:.0} ms  (commit and last hop)", b.p50_ms, b.p99_ms);
             }
         }
         BenchWhich::View { events, rate, seconds, json } => {

@@ -571,9 +571,14 @@ impl Book {
                 if self.cap_seq_hashed(h, c.capacity_id.as_str()).is_some() {
                     return Err("capacity_id already declared");
                 }
-                let (Some(cluster), Some(site)) = (net.cluster_index(c.cluster.as_str()), net.site_index(c.site_id.as_str())) else {
+                // The site names its cluster: one lookup, and a compare that the event agrees.
+                let Some(site) = net.site_index(c.site_id.as_str()) else {
                     return Err("cluster or site not in the network");
                 };
+                let cluster = net.cluster_of(site);
+                if net.cluster_name(cluster) != c.cluster.as_str() {
+                    return Err("cluster or site not in the network");
+                }
                 let seq = self.push_cap(c, h, cluster, site);
                 self.index_cap(seq);
                 let mut waiting = std::mem::take(&mut sc.orders);

@@ -324,13 +324,39 @@ struct Candidate {
 
 /// The next capacity of one (site, grade) bucket: outside the home cluster,
 /// landed-cost lower bound, bucket, sequence number.
-type Cursor = Reverse<(bool, u64, u32, u32)>;
+type Cursor = (bool, u64, u32, u32);
+
+/// The search's cursors, smallest taken first. A bucket has at most one
+/// cursor, so there are at most (sites × grades) and usually a handful: a
+/// vector kept sorted (largest first) does less work than a heap here, and
+/// an insertion moves at most that many entries.
+#[derive(Debug, Clone, Default)]
+struct Cursors(Vec<Cursor>);
+
+impl Cursors {
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn push(&mut self, c: Cursor) {
+        let at = self.0.partition_point(|x| *x > c);
+        self.0.insert(at, c);
+    }
+
+    fn peek(&self) -> Option<Cursor> {
+        self.0.last().copied()
+    }
+
+    fn pop(&mut self) -> Option<Cursor> {
+        self.0.pop()
+    }
+}
 
 /// Buffers the search reuses from event to event, so that matching allocates
 /// nothing of its own in the steady state.
 #[derive(Debug, Clone, Default)]
 struct Scratch {
-    cursors: BinaryHeap<Cursor>,
+    cursors: Cursors,
     found: Vec<Candidate>,
     pending: BinaryHeap<Reverse<(RankKey, usize)>>,
     orders: Vec<u32>,
@@ -749,14 +775,14 @@ impl Book {
                     ranks &= ranks - 1;
                     let b = Self::bucket(site, rank);
                     if let Some((price, cseq)) = self.cap_buckets[b].first().filter(|(p, _)| *p <= bound) {
-                        cursors.push(Reverse((away, price + min_freight, b as u32, cseq)));
+                        cursors.push((away, price + min_freight, b as u32, cseq));
                     }
                 }
             }
         }
         let mut ranked_above = 0u32;
         loop {
-            let next_bound = cursors.peek().map(|Reverse((away, lb, ..))| (*away, *lb));
+            let next_bound = cursors.peek().map(|(away, lb, ..)| (away, lb));
             if let Some(&Reverse((key, i))) = pending.peek() {
                 // Emit only when no unexplored capacity can tie or beat it.
                 if next_bound.is_none_or(|b| (key.0, key.1) < b) {
@@ -770,7 +796,7 @@ impl Book {
                     continue;
                 }
             }
-            let Reverse((away, _, b, cseq)) = cursors.pop()?;
+            let (away, _, b, cseq) = cursors.pop()?;
             let c = &self.caps[cseq as usize];
             if let Some(route) = Self::eligible(net, o, c) {
                 let landed = c.price + route.freight_cny_per_t as u64;
@@ -789,7 +815,7 @@ impl Book {
             };
             let (bound, min_freight) = reach(b as usize / MAX_GRADES);
             if let Some((p, s)) = walks[w].1.next().map(|k| PriceSet::unpack(*k)).filter(|(p, _)| *p <= bound) {
-                cursors.push(Reverse((away, p + min_freight, b, s)));
+                cursors.push((away, p + min_freight, b, s));
             }
         }
     }

@@ -65,7 +65,11 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::e
     let producer: FutureProducer = cfg
         .kafka
         .producer_config("matcher-router")
-        .set("linger.ms", "0")
+        // 2 ms: at 5k events/s the two cores are saturated, and fewer, larger
+        // produce requests cost the broker and this client less than one per
+        // event (order->allocation p50 23-26 ms against 27-30 ms with 0 ms,
+        // alternating runs; p99 within the spread).
+        .set("linger.ms", "2")
         // One partitioner for every writer of the matcher input (Java's, so other clients agree).
         .set("partitioner", "murmur2_random")
         .create()?;

@@ -4,6 +4,9 @@
 //! Two figures: `decide` is the engine (its decisions, the form a restore
 //! replays and the matcher renders); `decide_and_render` adds rendering every
 //! decision into the contract's records, as `Engine::apply` returns them.
+//! `decide` prefetches `PREFETCH_AHEAD` events ahead, as the matcher's
+//! restore does. With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in the
+//! environment it runs as the matcher's pods do (huge pages; README).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use orelink_domain::freight::Network;

@@ -594,6 +594,22 @@ proptest! {
     }
 
     #[test]
+    fn prefetching_ahead_changes_nothing(ops in proptest::collection::vec(op(), 1..60), ahead in 0usize..10) {
+        let w = World::new();
+        let inputs = build(&w, &ops);
+        let mut e = Engine::new(w.net.clone());
+        let mut prefetched = Vec::new();
+        // The first events meet no book, then books with empty tables.
+        for (n, input) in inputs.iter().enumerate() {
+            if let Some(next) = inputs.get(n + ahead) {
+                e.prefetch(next);
+            }
+            prefetched.extend(e.apply(input));
+        }
+        prop_assert_eq!(prefetched, run(&w.net, &inputs));
+    }
+
+    #[test]
     fn duplicates_change_nothing(ops in proptest::collection::vec(op(), 1..60), dup_every in 1usize..5) {
         let w = World::new();
         let inputs = build(&w, &ops);

@@ -29,14 +29,17 @@ impl<E: Copy + Default + PartialEq, const N: usize> LineTable<E, N> {
         LineTable { lines: Vec::new(), shift: 64, len: 0 }
     }
 
+    /// The line of hash `h`; there must be lines.
     fn home(&self, h: u64) -> usize {
+        debug_assert!(!self.lines.is_empty());
         // High bits: they are the well-mixed ones of a multiplicative hash too.
         (h >> self.shift) as usize
     }
 
     fn prefetch(&self, h: u64) {
-        if let Some(line) = self.lines.get(self.home(h)) {
-            prefetch(line);
+        // Before the first insert there are no lines (and `home` would shift by 64).
+        if !self.lines.is_empty() {
+            prefetch(&self.lines[self.home(h)]);
         }
     }
 
@@ -201,6 +204,14 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn empty_tables_take_prefetches_and_lookups() {
+        let (s, ix) = (FingerprintSet::default(), SeqIndex::default());
+        s.prefetch(u128::MAX);
+        ix.prefetch(u64::MAX);
+        assert_eq!(ix.find(u64::MAX, |_| true), None);
+    }
 
     #[test]
     fn fingerprints_grow_and_remember() {

@@ -261,12 +261,26 @@ pub struct E2eReport {
     pub allocations: usize,
 }
 
-/// True once the matcher has committed its input up to the end and the input holds `n` events.
-fn matcher_done(cfg: &Config, n: i64) -> Result<bool, BenchError> {
-    let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
-    let c: BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", crate::processor_group(cfg)).create()?;
-    let progress = group_progress(&c, &input, Duration::from_secs(5))?;
-    Ok(progress.iter().map(|p| p.end).sum::<i64>() >= n && progress.iter().all(|p| p.lag() == 0))
+/// Watches the matcher's group commit its input. One client for the whole
+/// wait: a client per check (every 20 ms) made the broker authenticate a new
+/// connection each time, a load the raw path it is compared with never had.
+struct Progress {
+    consumer: Arc<BaseConsumer>,
+    input: String,
+}
+
+impl Progress {
+    fn new(cfg: &Config) -> Result<Progress, BenchError> {
+        let consumer = cfg.kafka.client_config("bench-probe").set("group.id", crate::processor_group(cfg)).create()?;
+        Ok(Progress { consumer: Arc::new(consumer), input: format!("{}orelink.matcher-input.v1", cfg.namespace) })
+    }
+
+    /// True once the matcher has committed its input up to the end and the input holds `n` events.
+    async fn done(&self, n: i64) -> Result<bool, BenchError> {
+        let (c, input) = (self.consumer.clone(), self.input.clone());
+        let progress = tokio::task::spawn_blocking(move || group_progress(&c, &input, Duration::from_secs(5))).await.map_err(setup)??;
+        Ok(progress.iter().map(|p| p.end).sum::<i64>() >= n && progress.iter().all(|p| p.lag() == 0))
+    }
 }
 
 async fn raw_topic(cfg: &Config, name: &str) -> Result<String, BenchError> {
@@ -311,13 +325,10 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let matcher = tokio::spawn(crate::run(mcfg, reference.clone(), cancel.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ns = cfg.namespace.clone();
+    let progress = Progress::new(&cfg)?;
     let t0 = Instant::now();
     send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), None).await?;
-    loop {
-        let c = cfg.clone();
-        if tokio::task::spawn_blocking(move || matcher_done(&c, n as i64)).await.map_err(setup)?? {
-            break;
-        }
+    while !progress.done(n as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e2e_secs = t0.elapsed().as_secs_f64();
@@ -350,13 +361,9 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     tokio::time::sleep(Duration::from_secs(4)).await;
     log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
     let ns = cfg.namespace.clone();
+    let progress = Progress::new(&cfg)?;
     let sent = send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
-    loop {
-        let c = cfg.clone();
-        let n = encoded.len() as i64;
-        if tokio::task::spawn_blocking(move || matcher_done(&c, n)).await.map_err(setup)?? {
-            break;
-        }
+    while !progress.done(encoded.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -168,10 +168,10 @@ impl Receiver {
         let (s, st) = (seen.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !st.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
-                    if let Some(t) = TraceContext::from_headers(m.headers()) {
-                        s.lock().expect("receiver lock").push((t.trace_id, Instant::now(), m.timestamp().to_millis()));
-                    }
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50))
+                    && let Some(t) = TraceContext::from_headers(m.headers())
+                {
+                    s.lock().expect("receiver lock").push((t.trace_id, Instant::now(), m.timestamp().to_millis()));
                 }
             }
         });

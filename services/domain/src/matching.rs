@@ -429,8 +429,12 @@ impl Engine {
     }
 
     fn book(&self, family: &str) -> Option<&Book> {
-        let h = hash_id(family);
-        self.books.iter().find(|(bh, name, _)| *bh == h && **name == *family).map(|b| &b.2)
+        self.book_index(hash_id(family), family).map(|b| &self.books[b].2)
+    }
+
+    /// Where the book of `family`, whose `hash_id` is `h`, is in `books`.
+    fn book_index(&self, h: u64, family: &str) -> Option<usize> {
+        self.books.iter().position(|(bh, name, _)| *bh == h && **name == *family)
     }
 
     /// Brings in the memory `decide(input)` looks up first: the line of the
@@ -457,7 +461,7 @@ impl Engine {
         let net = &*self.network;
         let family = input.family();
         let h = hash_id(family);
-        let b = match self.books.iter().position(|(bh, name, _)| *bh == h && **name == *family) {
+        let b = match self.book_index(h, family) {
             Some(b) => b,
             None => {
                 self.books.push((h, family.into(), Book::new(net)));

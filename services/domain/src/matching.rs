@@ -294,8 +294,9 @@ impl PriceSet {
         self.first.map(Self::unpack)
     }
 
-    fn last(&self) -> Option<(u64, u32)> {
-        self.last.map(Self::unpack)
+    /// Whether some key is priced at least `price` (as packed, so capped alike).
+    fn reaches(&self, price: u64) -> bool {
+        self.last.is_some_and(|l| l >= Self::pack(price, 0))
     }
 
     /// Keys in order, packed.
@@ -830,7 +831,7 @@ impl Book {
         seqs.clear();
         let orders = &self.order_by_cluster[c.cluster as usize];
         // Usually every waiting order's cap is below the price: no range search then.
-        if orders.last().is_none_or(|(max_price, _)| max_price < c.price.min(u32::MAX as u64)) {
+        if !orders.reaches(c.price) {
             return;
         }
         seqs.extend(

@@ -328,6 +328,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let progress = Progress::new(&cfg)?;
     let t0 = Instant::now();
     send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), None).await?;
+    log(&format!("matched: all sent after {:.2} s", t0.elapsed().as_secs_f64()));
     while !progress.done(n as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

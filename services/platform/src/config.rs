@@ -22,6 +22,8 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub compression: String,
+    pub fetch_wait_max_ms: u64,
+    pub fetch_min_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +291,12 @@ impl Config {
         if sasl && (self.kafka.username.is_empty() || self.kafka.password.is_empty()) {
             p.push("kafka.username and kafka.password are required with a SASL security_protocol".into());
         }
+        if self.kafka.fetch_min_bytes == 0 || self.kafka.fetch_wait_max_ms == 0 || self.kafka.fetch_wait_max_ms > 1000 {
+            p.push(format!(
+                "kafka.fetch_min_bytes {} and kafka.fetch_wait_max_ms {}: expected at least 1 byte and 1 to 1000 ms",
+                self.kafka.fetch_min_bytes, self.kafka.fetch_wait_max_ms
+            ));
+        }
         if self.kafka.heartbeat_interval_ms == 0 || self.kafka.heartbeat_interval_ms * 3 > self.kafka.session_timeout_ms {
             p.push(format!(
                 "kafka.heartbeat_interval_ms {}: expected between 1 and a third of kafka.session_timeout_ms ({})",
@@ -433,7 +441,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orelink-cfg2-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("c.toml");
-        std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\nheartbeat_interval_ms = 60000\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
+        std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\nheartbeat_interval_ms = 60000\nfetch_wait_max_ms = 0\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
         let errs = Config::load(&Sources {
             file: Some(f),
             env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1"), ("ORELINK__KAFKA__COMPRESSION", "brotli")]),
@@ -451,10 +459,11 @@ mod tests {
             "log.format",
             "kafka.heartbeat_interval_ms 60000: expected between 1 and a third of kafka.session_timeout_ms (45000)",
             "kafka.compression \"brotli\": expected none, gzip, snappy, lz4 or zstd",
+            "kafka.fetch_min_bytes 1 and kafka.fetch_wait_max_ms 0: expected at least 1 byte and 1 to 1000 ms",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(errs.0.len(), 9, "{text}");
+        assert_eq!(errs.0.len(), 10, "{text}");
     }
 
     #[test]

@@ -61,7 +61,9 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string());
+            .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string())
+            .set("fetch.min.bytes", self.fetch_min_bytes.to_string())
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         c
     }
 }

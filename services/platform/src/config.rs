@@ -426,8 +426,9 @@ mod tests {
 
     #[test]
     fn file_then_env_override() {
-        let dir = std::env::temp_dir().join(format!("orelink-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, pass or fail.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let f = dir.join("c.toml");
         std::fs::write(&f, "[kafka]\nbrokers = \"k1:9092\"\nclient_id = \"from-file\"\n").unwrap();
         let c = Config::load(&Sources { file: Some(f), env: env(&[("ORELINK__KAFKA__CLIENT_ID", "from-env"), ("ORELINK__REGISTRY__TIMEOUT_MS", "99")]), stack: None }).unwrap();
@@ -438,8 +439,9 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let dir = std::env::temp_dir().join(format!("orelink-cfg2-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, pass or fail.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let f = dir.join("c.toml");
         std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\nheartbeat_interval_ms = 60000\nfetch_wait_max_ms = 0\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
         let errs = Config::load(&Sources {
@@ -468,8 +470,9 @@ mod tests {
 
     #[test]
     fn the_stack_credentials_sit_between_defaults_and_the_file() {
-        let dir = std::env::temp_dir().join(format!("orelink-cfg3-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when the test ends, pass or fail.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let stack = dir.join("credentials.toml");
         std::fs::write(&stack, "[kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"admin\"\npassword = \"local-secret\"\n").unwrap();
         let file = dir.join("c.toml");

@@ -99,6 +99,26 @@ fn producer(cfg: &Config) -> Result<FutureProducer, BenchError> {
 /// with Kafka timestamps), and whether it is an order.
 type Sent = HashMap<[u8; 16], (Instant, i64, bool)>;
 
+/// CPU time this process has used (all threads, user and system), from
+/// /proc/self/stat; `None` where that file is not there. Its unit is the
+/// kernel's USER_HZ, 100 per second on Linux.
+fn process_cpu() -> Option<Duration> {
+    stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// utime + stime of a /proc/<pid>/stat line.
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// Microseconds of this process's CPU per event since `from`.
+fn cpu_per_event(from: Option<Duration>, events: usize) -> Option<f64> {
+    Some((process_cpu()? - from?).as_secs_f64() * 1e6 / events as f64)
+}
+
 fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -259,6 +279,11 @@ pub struct E2eReport {
     /// transaction's commit and the last hop.
     pub matcher_output_to_read: Latency,
     pub allocations: usize,
+    /// This process's CPU per event in the flat-out runs, in µs: the
+    /// sender and the reader (raw), or the sender, router and matcher
+    /// (matched). The broker's is not in it.
+    pub raw_cpu_us_per_event: Option<f64>,
+    pub e2e_cpu_us_per_event: Option<f64>,
 }
 
 /// Watches the matcher's group commit its input. One client for the whole
@@ -309,12 +334,13 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let rx = Receiver::start(&cfg, &raw)?;
     tokio::time::sleep(Duration::from_secs(3)).await; // the reader joins its group
     log("raw: produce -> consume, flat out");
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), process_cpu());
     let raw_sent = send_all(&producer, &encoded, |_| raw.clone(), None).await?;
     while rx.count() < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let raw_secs = t0.elapsed().as_secs_f64();
+    let raw_cpu_us_per_event = cpu_per_event(cpu0, n);
     drop(rx.finish());
     drop(raw_sent);
 
@@ -326,13 +352,14 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ns = cfg.namespace.clone();
     let progress = Progress::new(&cfg)?;
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), process_cpu());
     send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), None).await?;
     log(&format!("matched: all sent after {:.2} s", t0.elapsed().as_secs_f64()));
     while !progress.done(n as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e2e_secs = t0.elapsed().as_secs_f64();
+    let e2e_cpu_us_per_event = cpu_per_event(cpu0, n);
     cancel.cancel();
     let stats = matcher.await.map_err(setup)?.map_err(setup)?;
     drop_namespace(&cfg).await;
@@ -388,6 +415,8 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
         order_to_matcher_output,
         matcher_output_to_read,
         allocations: stats.processor.allocations as usize,
+        raw_cpu_us_per_event,
+        e2e_cpu_us_per_event,
     })
 }
 
@@ -440,4 +469,18 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     let summary = engine.summary();
     drop_namespace(&cfg).await;
     Ok(RestoreReport { events: count, seconds: secs, events_per_s: count as f64 / secs, open_orders: summary.open_orders, open_capacities: summary.open_capacities })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let line = "4242 (orelink (bench) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 37 0 0 20 0 9 0 100 0 0";
+        assert_eq!(stat_cpu(line), Some(Duration::from_millis(2_870)));
+        assert_eq!(stat_cpu("4242 (no fields)"), None);
+        assert!(process_cpu().is_some(), "this test runs on Linux");
+    }
 }

@@ -468,6 +468,9 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                 println!("raw produce->consume           {:>10.0} events/s", rep.raw_events_per_s);
                 println!("matched end to end             {:>10.0} events/s", rep.e2e_events_per_s);
                 println!("ratio e2e / raw                {:>10.2}", rep.ratio);
+                if let (Some(raw), Some(e2e)) = (rep.raw_cpu_us_per_event, rep.e2e_cpu_us_per_event) {
+                    println!("CPU of this process per event  raw {raw:.1} us, matched {e2e:.1} us (broker not included)");
+                }
                 println!(
                     "raw latency at {} ev/s       p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
                     rep.rate, rep.raw_latency.p50_ms, rep.raw_latency.p99_ms, rep.raw_latency.samples

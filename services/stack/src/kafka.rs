@@ -271,9 +271,21 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
 }
 
 /// A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+/// A new cluster id, as Kafka's `Uuid.randomUuid` makes them: URL-safe
+/// base64 of a random UUID, drawn again when it starts with '-', which the
+/// storage tool would read as an option (about one format in 64 failed so).
 fn base64_uuid() -> String {
+    loop {
+        if let Some(id) = cluster_id(*uuid::Uuid::new_v4().as_bytes()) {
+            return id;
+        }
+    }
+}
+
+fn cluster_id(bytes: [u8; 16]) -> Option<String> {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    (!id.starts_with('-')).then_some(id)
 }
 
 pub async fn wait(cfg: &StackConfig, progress: Progress<'_>) -> Result<(), StackError> {
@@ -303,4 +315,21 @@ pub async fn healthy(cfg: &StackConfig) -> bool {
     })
     .await
     .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_never_start_with_a_dash() {
+        // 0xF8 puts 62, URL-safe base64's '-', in the first six bits.
+        assert_eq!(cluster_id([0xF8; 16]), None);
+        let id = cluster_id([0x04; 16]).unwrap();
+        assert_eq!(id.len(), 22, "16 bytes, unpadded");
+        // With one draw in 64 refused, a few thousand draws meet many refusals.
+        for _ in 0..5_000 {
+            assert!(!base64_uuid().starts_with('-'));
+        }
+    }
 }

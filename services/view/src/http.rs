@@ -283,19 +283,17 @@ async fn stream(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
     let gone = Gone(metrics);
     let events = futures::stream::unfold((rx, gone), |(mut rx, gone)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(change) => {
-                    let ev = Event::default().event("change").json_data(&change).unwrap_or_default();
-                    return Some((Ok::<Event, std::convert::Infallible>(ev), (rx, gone)));
-                }
-                // A slow dashboard skipped some batches: tell it to reload everything.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let ev = Event::default().event("change").data(json!({"applied": n, "allocations": []}).to_string());
-                    return Some((Ok(ev), (rx, gone)));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        match rx.recv().await {
+            Ok(change) => {
+                let ev = Event::default().event("change").json_data(&change).unwrap_or_default();
+                Some((Ok::<Event, std::convert::Infallible>(ev), (rx, gone)))
             }
+            // A slow dashboard skipped some batches: tell it to reload everything.
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let ev = Event::default().event("change").data(json!({"applied": n, "allocations": []}).to_string());
+                Some((Ok(ev), (rx, gone)))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     });
     Sse::new(events).keep_alive(KeepAlive::default())

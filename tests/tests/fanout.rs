@@ -72,7 +72,7 @@ async fn sigkill_mid_stream_routes_every_shipment_once_to_its_own_partner() {
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    env.wait_caught_up(&orelink_fanout::group(&env.cfg), &[input.clone()], Duration::from_secs(120)).await;
+    env.wait_caught_up(&orelink_fanout::group(&env.cfg), std::slice::from_ref(&input), Duration::from_secs(120)).await;
 
     for (partner, carrier) in [BEIBU, RAIL] {
         let topic = env.topic(&topics::partner(partner));

@@ -40,7 +40,7 @@ struct Topics<'a> {
 impl Topics<'_> {
     async fn send_order(&self, o: &wire::OrderEvent) {
         let t = self.env.topic(topics::ORDERS);
-        let family = o.product_code.rsplitn(2, '-').nth(1).unwrap().to_owned();
+        let family = o.product_code.rsplit_once('-').unwrap().0.to_owned();
         self.env.produce(&t, &family, &self.codec.encode(&t, o).await.unwrap()).await;
     }
 

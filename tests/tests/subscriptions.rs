@@ -74,8 +74,8 @@ fn shipment(n: u32, carrier: &str) -> wire::ShipmentEvent {
         from_site: "fcg-port".into(),
         to_site: "nanning-niuwan-port".into(),
         quantity_kg: 100_000 + n as i64,
-        lat: (n % 2 == 0).then_some(21.6),
-        lon: (n % 2 == 0).then_some(108.3),
+        lat: n.is_multiple_of(2).then_some(21.6),
+        lon: n.is_multiple_of(2).then_some(108.3),
         eta: None,
     }
 }

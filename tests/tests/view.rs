@@ -323,7 +323,7 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
 
     // A FLUSHALL under a running view: it notices and recomputes by itself.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
-    env.produce(&cap_topic, "AL-INGOT", &env.read_topic(&cap_topic).await[0].payload().unwrap().to_vec()).await;
+    env.produce(&cap_topic, "AL-INGOT", env.read_topic(&cap_topic).await[0].payload().unwrap()).await;
     wait_view_caught_up(&env, &codec).await;
     assert_eq!(served(addr).await, expected, "the view did not recover from a FLUSHALL");
 

@@ -333,10 +333,8 @@ impl Check {
         })
     }
     fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Rejection> {
-        if self.problems.is_empty() {
-            if let Some(v) = build() {
-                return Ok(v);
-            }
+        if self.problems.is_empty() && let Some(v) = build() {
+            return Ok(v);
         }
         let class = if self.unknown_reference { ErrorClass::UnknownReference } else { ErrorClass::Invalid };
         Err(Rejection { class, problems: self.problems })

@@ -46,6 +46,10 @@ use std::sync::Arc;
 pub const PREFETCH_AHEAD: usize = 8;
 
 /// One event for the engine, already validated.
+// A shared order (which keeps its wire form for re-publication) is larger
+// than the other two; boxing it would cost an allocation per share to save
+// memory only in queues of inputs, which are short.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     Order(OrderEvent),

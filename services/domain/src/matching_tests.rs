@@ -518,10 +518,8 @@ proptest! {
                     Input::Order(o) if o.kind == OrderKind::Placed => { order_left.entry(k(input.family(), o.order_id.as_str())).or_insert(o.quantity.to_wire()); }
                     Input::Order(o) if o.kind == OrderKind::Amended => {
                         let key = k(input.family(), o.order_id.as_str());
-                        if !closed.contains(&key) {
-                            if let Some(l) = order_left.get_mut(&key) {
-                                if *l > 0 { *l = o.quantity.to_wire(); }
-                            }
+                        if !closed.contains(&key) && let Some(l) = order_left.get_mut(&key) && *l > 0 {
+                            *l = o.quantity.to_wire();
                         }
                     }
                     Input::Order(o) => { closed.insert(k(input.family(), o.order_id.as_str())); }

@@ -42,7 +42,7 @@ impl<T> Slab<T> {
     }
 
     pub(crate) fn push(&mut self, value: T) {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks.last_mut().expect("a chunk with room").push(value);

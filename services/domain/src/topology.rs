@@ -377,10 +377,8 @@ impl Topology {
                 p.push(Invalid::new(format!("topic {required}"), "is in the contract but not declared"));
             }
         }
-        if let Some(inv) = self.topic(topics::INVENTORY) {
-            if inv.cleanup_policy != CleanupPolicy::Compact {
-                p.push(Invalid::new("topic orelink.inventory.v1", "must be compacted (contract)"));
-            }
+        if let Some(inv) = self.topic(topics::INVENTORY) && inv.cleanup_policy != CleanupPolicy::Compact {
+            p.push(Invalid::new("topic orelink.inventory.v1", "must be compacted (contract)"));
         }
         p.extend(self.freight.check());
         let mut role_names = BTreeSet::new();

@@ -15,7 +15,7 @@ impl Xorshift {
     pub fn new(seed: u64) -> Self {
         Xorshift(seed.max(1))
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -24,7 +24,7 @@ impl Xorshift {
         x
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -98,8 +98,8 @@ pub fn steady_state(open: usize, events: usize, seed: u64) -> Workload {
     };
 
     let mut warm = Vec::new();
-    for f in 0..FAMILIES.len() {
-        let base = FAMILIES[f].3;
+    for (f, family) in FAMILIES.iter().enumerate() {
+        let base = family.3;
         for _ in 0..open {
             // Waiting orders: caps far below the market.
             let p = base - 2_000 - rng.below(1_000) as i64;

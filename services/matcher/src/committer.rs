@@ -216,10 +216,8 @@ impl Writer {
             Err(e) => match crate::processor::classify(&e) {
                 TxnError::Fatal => Outcome::Fatal(e.to_string()),
                 TxnError::Retriable | TxnError::Abort => {
-                    if let Err(a) = self.producer.abort_transaction(self.timeout) {
-                        if crate::processor::classify(&a) == TxnError::Fatal {
-                            return Outcome::Fatal(a.to_string());
-                        }
+                    if let Err(a) = self.producer.abort_transaction(self.timeout) && crate::processor::classify(&a) == TxnError::Fatal {
+                        return Outcome::Fatal(a.to_string());
                     }
                     Outcome::Aborted(e.to_string())
                 }

@@ -88,7 +88,7 @@ fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
             .sum()
     };
     let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
-    let lag = orelink_platform::kafka::group_progress(&c, &input, Duration::from_secs(5))?.iter().map(|p| p.lag()).sum();
+    let lag = orelink_platform::kafka::group_progress(c, &input, Duration::from_secs(5))?.iter().map(|p| p.lag()).sum();
     Ok(Figures {
         events_in: [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum(),
         allocations: 0,

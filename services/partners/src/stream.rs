@@ -72,11 +72,8 @@ fn open_blocking(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cance
             while !cancel.is_cancelled() && !tx.is_closed() {
                 match consumer.poll(Duration::from_millis(250)) {
                     None => {}
-                    Some(Ok(m)) => {
-                        if tx.blocking_send(Ok(m.detach())).is_err() {
-                            break;
-                        }
-                    }
+                    Some(Ok(m)) if tx.blocking_send(Ok(m.detach())).is_err() => break,
+                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
                         let _ = tx.blocking_send(Err(e));
                         break;

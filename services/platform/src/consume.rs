@@ -108,10 +108,8 @@ impl ConsumerContext for LoopContext {
             if let Some(hook) = &self.on_revoke {
                 hook();
             }
-            if tpl.count() > 0 {
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                    tracing::debug!(error = %e, "commit on revoke skipped");
-                }
+            if tpl.count() > 0 && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "commit on revoke skipped");
             }
         }
     }

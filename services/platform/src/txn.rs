@@ -85,10 +85,8 @@ pub fn commit<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, time
 /// offsets, so the aborted input is read again. `Err` only when the producer
 /// is unusable (fatal).
 pub fn abort_and_rewind<P: Producer<PC>, PC: ProducerContext, C: ConsumerContext>(producer: &P, consumer: &BaseConsumer<C>, timeout: Duration) -> Result<(), KafkaError> {
-    if let Err(e) = producer.abort_transaction(timeout) {
-        if classify(&e) == TxnError::Fatal {
-            return Err(e);
-        }
+    if let Err(e) = producer.abort_transaction(timeout) && classify(&e) == TxnError::Fatal {
+        return Err(e);
     }
     rewind(consumer)
 }

@@ -31,15 +31,11 @@ pub fn check(level: Level, existing: &Schema, candidate: &Schema) -> Vec<String>
     let backward = matches!(level, Level::Backward | Level::BackwardTransitive | Level::Full | Level::FullTransitive);
     let forward = matches!(level, Level::Forward | Level::ForwardTransitive | Level::Full | Level::FullTransitive);
     let mut out = Vec::new();
-    if backward {
-        if let Err(e) = SchemaCompatibility::can_read(existing, candidate) {
-            out.push(format!("the new schema cannot read data written with it (backward): {e}"));
-        }
+    if backward && let Err(e) = SchemaCompatibility::can_read(existing, candidate) {
+        out.push(format!("the new schema cannot read data written with it (backward): {e}"));
     }
-    if forward {
-        if let Err(e) = SchemaCompatibility::can_read(candidate, existing) {
-            out.push(format!("it cannot read data written with the new schema (forward): {e}"));
-        }
+    if forward && let Err(e) = SchemaCompatibility::can_read(candidate, existing) {
+        out.push(format!("it cannot read data written with the new schema (forward): {e}"));
     }
     out
 }

@@ -124,10 +124,8 @@ fn restore(base: &ClientConfig, topic: &str) -> Result<(Store, usize), LogError>
             None => {
                 // Compaction may have removed the tail records; stop once our position passed the end.
                 let pos = consumer.position()?;
-                if let Some(Offset::Offset(o)) = pos.find_partition(topic, 0).map(|p| p.offset()) {
-                    if o >= high {
-                        return Ok((store, count));
-                    }
+                if let Some(Offset::Offset(o)) = pos.find_partition(topic, 0).map(|p| p.offset()) && o >= high {
+                    return Ok((store, count));
                 }
             }
         }

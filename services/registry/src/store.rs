@@ -303,10 +303,8 @@ impl Store {
     pub fn register(&self, subject: &str, sub: &Submitted) -> Result<(u32, Vec<LogRecord>), RegistryError> {
         let (canonical, parsed) = Self::canonical(sub)?;
         let versions: Vec<&Version> = self.subjects.get(subject).map(|v| v.iter().collect()).unwrap_or_default();
-        if let Some(id) = self.ids.get(&canonical) {
-            if versions.iter().any(|v| v.id == *id && !v.deleted) {
-                return Ok((*id, vec![]));
-            }
+        if let Some(id) = self.ids.get(&canonical) && versions.iter().any(|v| v.id == *id && !v.deleted) {
+            return Ok((*id, vec![]));
         }
         let messages = self.incompatibilities(subject, &parsed, None)?;
         if !messages.is_empty() {

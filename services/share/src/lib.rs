@@ -239,10 +239,8 @@ impl Recent {
     fn insert(&mut self, id: String) {
         if self.set.insert(id.clone()) {
             self.order.push_back(id);
-            if self.order.len() > self.cap {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+            if self.order.len() > self.cap && let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
             }
         }
     }
@@ -268,12 +266,10 @@ impl Handler for ShareHandler {
             let mut st = self.timers.state.lock().expect("timer lock");
             st.stream_time = st.stream_time.max(status.status_at);
             // A closed order makes its delayed share moot: release whoever waits for it.
-            if status.state != OrderState::Open {
-                if let Some(w) = st.waiting.remove(&status.order_id) {
-                    st.by_due.remove(&(w.due, status.order_id.clone()));
-                    for tx in w.waiters {
-                        let _ = tx.send(Ok(()));
-                    }
+            if status.state != OrderState::Open && let Some(w) = st.waiting.remove(&status.order_id) {
+                st.by_due.remove(&(w.due, status.order_id.clone()));
+                for tx in w.waiters {
+                    let _ = tx.send(Ok(()));
                 }
             }
             if let Decision::Share { due, share } = &decision {

@@ -76,7 +76,7 @@ pub fn ensure_jars(cfg: &StackConfig, progress: Progress<'_>) -> Result<PathBuf,
     for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
         if line.contains("Copying ") {
             copied += 1;
-            if copied % 10 == 0 {
+            if copied.is_multiple_of(10) {
                 progress(&format!("kafka: {copied} jars in place"));
             }
         }

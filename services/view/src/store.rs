@@ -133,10 +133,8 @@ impl Store {
 
     /// Every (cluster, family) cell the view has seen, sorted; at most `CELLS_TTL` old.
     pub async fn cells(&self) -> RedisResult<std::sync::Arc<Vec<Cell>>> {
-        if let Some((at, cells)) = self.cells.lock().expect("cells lock").as_ref() {
-            if at.elapsed() < CELLS_TTL {
-                return Ok(cells.clone());
-            }
+        if let Some((at, cells)) = self.cells.lock().expect("cells lock").as_ref() && at.elapsed() < CELLS_TTL {
+            return Ok(cells.clone());
         }
         let fresh = std::sync::Arc::new(self.read_cells().await?);
         *self.cells.lock().expect("cells lock") = Some((std::time::Instant::now(), fresh.clone()));

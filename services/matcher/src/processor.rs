@@ -78,9 +78,6 @@ pub struct Processor {
     status_topic: String,
     restore_config: rdkafka::ClientConfig,
     engines: BTreeMap<i32, Engine>,
-    /// Books restored before their partition's first message, with the
-    /// offset they were restored up to (the group's committed offset then).
-    restored_ahead: BTreeMap<i32, i64>,
     decisions: Vec<Decision>,
     batch_max: usize,
     batch_wait: Duration,
@@ -134,7 +131,6 @@ impl Processor {
             input_topic,
             restore_config,
             engines: BTreeMap::new(),
-            restored_ahead: BTreeMap::new(),
             decisions: Vec::new(),
             batch_max: cfg.matcher.batch_max,
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
@@ -255,7 +251,6 @@ impl Processor {
         }
         round.drop_partitions(&revoked);
         for p in &revoked {
-            self.restored_ahead.remove(p);
             if self.engines.remove(p).is_some() {
                 tracing::info!(partition = p, "partition revoked; its book is dropped");
             }
@@ -267,15 +262,13 @@ impl Processor {
     /// caused to `round`.
     fn prepare(&mut self, m: &OwnedMessage, round: &mut Round) -> Result<(), PrepareError> {
         let p = m.partition();
-        if let Some(upto) = self.restored_ahead.remove(&p)
-            && upto != m.offset()
-        {
-            // The partition did not start where its committed offset said: restore it again.
-            tracing::info!(partition = p, restored_upto = upto, first = m.offset(), "book restored ahead does not meet the first message; restoring again");
-            self.engines.remove(&p);
-        }
         if !self.engines.contains_key(&p) {
-            self.restore_assigned(p, m.offset()).map_err(PrepareError::Restore)?;
+            // A partition's first message in this assignment is at its committed
+            // offset: replaying everything before it rebuilds its book.
+            let started = Instant::now();
+            let (engine, n) = restore(&self.restore_config, &self.input_topic, p, m.offset(), &self.codec, &self.network, &self.rt).map_err(PrepareError::Restore)?;
+            tracing::info!(partition = p, events = n, upto = m.offset(), elapsed_ms = started.elapsed().as_millis() as u64, "book restored");
+            self.engines.insert(p, engine);
         }
         round.offsets.insert(p, m.offset() + 1);
         round.events += 1;
@@ -313,80 +306,10 @@ impl Processor {
         Ok(())
     }
 
-    /// Restores partition `p`'s book up to `upto`, the offset of its first
-    /// message in this assignment: replaying everything before it rebuilds
-    /// the book. The other assigned partitions that have no book yet are
-    /// restored at the same time, on threads of their own, up to their
-    /// committed offsets (where their first messages will be), so that a
-    /// restart replays its partitions side by side instead of one after
-    /// another. A failure there only leaves that partition to its own first
-    /// message.
-    fn restore_assigned(&mut self, p: i32, upto: i64) -> Result<(), ProcessorError> {
-        let mut jobs = vec![(p, upto)];
-        let others: Vec<i32> = match self.consumer.assignment() {
-            Ok(a) => a.elements_for_topic(&self.input_topic).iter().map(|e| e.partition()).filter(|q| *q != p && !self.engines.contains_key(q)).collect(),
-            Err(e) => {
-                tracing::debug!(error = %e, "no assignment to restore ahead");
-                Vec::new()
-            }
-        };
-        if !others.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for q in &others {
-                tpl.add_partition(&self.input_topic, *q);
-            }
-            match self.consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-                // A partition with no committed offset starts at the log's start: it waits for its first message.
-                Ok(c) => jobs.extend(c.elements().iter().filter_map(|e| if let Offset::Offset(o) = e.offset() { Some((e.partition(), o)) } else { None })),
-                Err(e) => tracing::debug!(error = %e, "committed offsets unknown; partitions restore at their first message"),
-            }
-        }
-        let started = Instant::now();
-        let queue = Mutex::new(jobs.clone());
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(jobs.len());
-        let (config, topic, codec, network, rt) = (&self.restore_config, self.input_topic.as_str(), &*self.codec, &self.network, &self.rt);
-        // Per partition: the offset restored up to, the book and its event count, and the time it took.
-        type Restored = (i32, i64, Result<(Engine, u64), ProcessorError>, Duration);
-        let results: Vec<Restored> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut done = Vec::new();
-                        while let Some((q, upto)) = queue.lock().expect("restore queue").pop() {
-                            let t = Instant::now();
-                            done.push((q, upto, restore(config, topic, q, upto, codec, network, rt), t.elapsed()));
-                        }
-                        done
-                    })
-                })
-                .collect();
-            handles.into_iter().flat_map(|h| h.join().expect("a restore thread panicked")).collect()
-        });
-        let mut own = Ok(());
-        for (q, upto, result, took) in results {
-            match result {
-                Ok((engine, n)) => {
-                    tracing::info!(partition = q, events = n, upto, elapsed_ms = took.as_millis() as u64, "book restored");
-                    if q != p {
-                        self.restored_ahead.insert(q, upto);
-                    }
-                    self.engines.insert(q, engine);
-                }
-                Err(e) if q == p => own = Err(e),
-                Err(e) => tracing::warn!(partition = q, error = %e, "restoring ahead failed; the partition restores at its first message"),
-            }
-        }
-        if jobs.len() > 1 {
-            tracing::info!(partitions = jobs.len(), threads = workers, elapsed_ms = started.elapsed().as_millis() as u64, "books restored side by side");
-        }
-        own
-    }
-
     /// After an abort the books hold effects that were never committed: drop
     /// them and read again from the committed offsets.
     fn rewind(&mut self) -> Result<(), ProcessorError> {
         self.engines.clear();
-        self.restored_ahead.clear();
         orelink_platform::txn::rewind(&self.consumer).map_err(ProcessorError::Kafka)
     }
 }

@@ -270,10 +270,10 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
     spawn_detached("kafka", cmd, &log, &props.display().to_string())
 }
 
-/// A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
-/// A new cluster id, as Kafka's `Uuid.randomUuid` makes them: URL-safe
-/// base64 of a random UUID, drawn again when it starts with '-', which the
-/// storage tool would read as an option (about one format in 64 failed so).
+/// A new KRaft cluster id, as Kafka's `Uuid.randomUuid` makes them: a
+/// random UUID in URL-safe base64 without padding, drawn again when it
+/// starts with '-', which the storage tool would read as an option (about
+/// one format in 64 failed so).
 fn base64_uuid() -> String {
     loop {
         if let Some(id) = cluster_id(*uuid::Uuid::new_v4().as_bytes()) {

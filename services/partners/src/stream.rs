@@ -72,8 +72,13 @@ fn open_blocking(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cance
             while !cancel.is_cancelled() && !tx.is_closed() {
                 match consumer.poll(Duration::from_millis(250)) {
                     None => {}
-                    Some(Ok(m)) if tx.blocking_send(Ok(m.detach())).is_err() => break,
-                    Some(Ok(_)) => {}
+                    // The send is an effect, not a condition: kept out of a match guard.
+                    #[allow(clippy::collapsible_match)]
+                    Some(Ok(m)) => {
+                        if tx.blocking_send(Ok(m.detach())).is_err() {
+                            break;
+                        }
+                    }
                     Some(Err(e)) => {
                         let _ = tx.blocking_send(Err(e));
                         break;

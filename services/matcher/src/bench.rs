@@ -227,17 +227,17 @@ impl Latency {
     }
 }
 
-/// Send to first arrival of each trace id, over all records or orders only.
-fn latency(sent: &Sent, got: &[Seen], orders_only: bool) -> Latency {
-    Latency::of(first_arrivals(sent, got, orders_only).map(|((s, _), (at, _))| at.duration_since(*s).as_secs_f64() * 1000.0).collect())
+/// Send to first arrival, per trace id.
+fn latency(arrivals: &[Arrival]) -> Latency {
+    Latency::of(arrivals.iter().map(|((s, _), (at, _))| at.duration_since(*s).as_secs_f64() * 1000.0).collect())
 }
 
 /// The same first arrivals cut at the record's Kafka timestamp, when its
 /// producer (the matcher) created it: (send -> created, created -> read).
 /// Wall-clock milliseconds, so coarser than `latency`.
-fn latency_split(sent: &Sent, got: &[Seen], orders_only: bool) -> (Latency, Latency) {
+fn latency_split(arrivals: &[Arrival]) -> (Latency, Latency) {
     let (mut before, mut after) = (Vec::new(), Vec::new());
-    for ((_, sent_ms), (_, read)) in first_arrivals(sent, got, orders_only) {
+    for &((_, sent_ms), (_, read)) in arrivals {
         if let Some((created, read_ms)) = read {
             before.push((created - sent_ms) as f64);
             after.push((read_ms - created) as f64);
@@ -246,22 +246,26 @@ fn latency_split(sent: &Sent, got: &[Seen], orders_only: bool) -> (Latency, Late
     (Latency::of(before), Latency::of(after))
 }
 
-/// Per trace id sent (and an order, if `orders_only`): its send (instant, wall
-/// ms) and its first arrival (instant, and (Kafka timestamp, wall ms) when
-/// the record had a timestamp).
-#[allow(clippy::type_complexity)]
-fn first_arrivals<'a>(sent: &'a Sent, got: &'a [Seen], orders_only: bool) -> impl Iterator<Item = ((&'a Instant, i64), (Instant, Option<(i64, i64)>))> + 'a {
+/// One trace id's send (instant, wall ms) and first arrival (instant, and
+/// (Kafka timestamp, wall ms) when the record had a timestamp).
+type Arrival = ((Instant, i64), (Instant, Option<(i64, i64)>));
+
+/// The first arrival of each trace id sent (and an order, if `orders_only`).
+fn first_arrivals(sent: &Sent, got: &[Seen], orders_only: bool) -> Vec<Arrival> {
     let mut first: HashMap<[u8; 16], (Instant, Option<i64>)> = HashMap::new();
     for (t, at, ts) in got {
         first.entry(*t).or_insert((*at, *ts));
     }
     // The arrival's wall clock, from its instant and the run's one clock pair.
     let (now, now_ms) = (Instant::now(), wall_ms());
-    let wall = move |at: Instant| now_ms - now.duration_since(at).as_millis() as i64;
-    first.into_iter().filter_map(move |(t, (at, ts))| {
-        let (s, s_ms, order) = sent.get(&t)?;
-        (!orders_only || *order).then(|| ((s, *s_ms), (at, ts.map(|ts| (ts, wall(at))))))
-    })
+    let wall = |at: Instant| now_ms - now.duration_since(at).as_millis() as i64;
+    first
+        .into_iter()
+        .filter_map(|(t, (at, ts))| {
+            let (s, s_ms, order) = sent.get(&t)?;
+            (!orders_only || *order).then(|| ((*s, *s_ms), (at, ts.map(|ts| (ts, wall(at))))))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -379,7 +383,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     while rx.count() < encoded.len() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let raw_latency = latency(&sent, &rx.finish(), false);
+    let raw_latency = latency(&first_arrivals(&sent, &rx.finish(), false));
 
     let cancel = CancellationToken::new();
     let mut mcfg = cfg.clone();
@@ -399,8 +403,9 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     cancel.cancel();
     matcher.await.map_err(setup)?.map_err(setup)?;
     drop_namespace(&cfg).await;
-    let order_to_allocation = latency(&sent, &allocations, true);
-    let (order_to_matcher_output, matcher_output_to_read) = latency_split(&sent, &allocations, true);
+    let arrivals = first_arrivals(&sent, &allocations, true);
+    let order_to_allocation = latency(&arrivals);
+    let (order_to_matcher_output, matcher_output_to_read) = latency_split(&arrivals);
 
     let raw_events_per_s = n as f64 / raw_secs;
     let e2e_events_per_s = n as f64 / e2e_secs;

@@ -54,6 +54,12 @@ impl ProductCode {
     pub fn rank(&self) -> u16 {
         self.rank
     }
+    /// A code the engine learnt from the catalog before, read back from a
+    /// book snapshot: its shape is checked again, its rank taken as recorded.
+    pub(crate) fn restore(code: &str, rank: u16) -> Result<ProductCode, Invalid> {
+        let (family, _) = split_code(code)?;
+        Ok(ProductCode { code: code.to_owned(), family_len: family.len(), rank })
+    }
     /// Whether a lot of `self` may fill an order for `requested`: same family, grade at least as high.
     pub fn can_fill(&self, requested: &ProductCode) -> bool {
         self.family_str() == requested.family_str() && self.rank >= requested.rank

@@ -973,6 +973,10 @@ impl Book {
     }
 }
 
+#[path = "matching_snapshot.rs"]
+mod snapshot;
+pub use snapshot::SnapshotError;
+
 #[cfg(test)]
 #[path = "matching_tests.rs"]
 mod tests;

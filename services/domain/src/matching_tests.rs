@@ -622,6 +622,78 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// A snapshot taken anywhere in a sequence and loaded continues it as
+    /// the engine it came from does: the same outputs, the same state.
+    #[test]
+    fn a_snapshot_continues_exactly(ops in proptest::collection::vec(op(), 1..80), cut in any::<proptest::sample::Index>()) {
+        let w = World::new();
+        let inputs = build(&w, &ops);
+        let k = cut.index(inputs.len() + 1);
+        let mut whole = Engine::new(w.net.clone());
+        for i in &inputs[..k] {
+            whole.apply(i);
+        }
+        let snap = whole.snapshot();
+        let mut loaded = Engine::from_snapshot(w.net.clone(), &snap).unwrap();
+        prop_assert_eq!(&loaded.snapshot(), &snap, "loading and saving again changed the bytes");
+        prop_assert_eq!(loaded.summary(), whole.summary());
+        for i in &inputs[k..] {
+            prop_assert_eq!(loaded.apply(i), whole.apply(i), "diverged at {:?}", i.event_id());
+        }
+        prop_assert_eq!(loaded.snapshot(), whole.snapshot());
+    }
+
+    /// Every strict prefix of a snapshot is refused, and damaged bytes are
+    /// refused or loaded, never a panic.
+    #[test]
+    fn a_damaged_snapshot_is_refused(ops in proptest::collection::vec(op(), 1..40), cut in any::<proptest::sample::Index>(), at in any::<proptest::sample::Index>(), bit in 0u8..8) {
+        let w = World::new();
+        let mut e = Engine::new(w.net.clone());
+        for i in &build(&w, &ops) {
+            e.apply(i);
+        }
+        let snap = e.snapshot();
+        let n = cut.index(snap.len());
+        prop_assert!(Engine::from_snapshot(w.net.clone(), &snap[..n]).is_err(), "a prefix of {} of {} bytes loaded", n, snap.len());
+        let mut flipped = snap.clone();
+        flipped[at.index(snap.len())] ^= 1 << bit;
+        let _ = Engine::from_snapshot(w.net.clone(), &flipped);
+    }
+}
+
+/// The random sequences share placed orders only; a share that comes
+/// before its order waits in the book, and a snapshot keeps it waiting.
+#[test]
+fn a_snapshot_keeps_shares_waiting_for_their_order() {
+    let w = World::new();
+    let dest = "baise-xinshan-processing";
+    let home = w.cluster_of(dest);
+    let mut whole = Engine::new(w.net.clone());
+    whole.apply(&w.share("s1", T0, SharedOrderKind::Shared, "ORD-9", &home, &["hechi", "nanning"], "AL-INGOT-AL99.70", T0 + 240 * HOUR, dest));
+    let mut loaded = Engine::from_snapshot(w.net.clone(), &whole.snapshot()).unwrap();
+    let place = w.order("o9", T0 + 1, "ORD-9", OrderKind::Placed, "AL-INGOT-AL99.70", 1_000, T0 + 240 * HOUR, dest, 30_000, true);
+    let out = whole.apply(&place);
+    assert_eq!(statuses(&out)[0].shared_to, vec!["hechi".to_owned(), "nanning".to_owned()]);
+    assert_eq!(loaded.apply(&place), out);
+}
+
+#[test]
+fn a_snapshot_of_another_network_or_no_snapshot_is_refused() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    e.apply(&w.order("e1", T0, "o1", OrderKind::Placed, "AL-INGOT-AL99.70", 1_000, T0 + 240 * HOUR, "baise-pingguo-smelter", 30_000, false));
+    let snap = e.snapshot();
+    assert!(Engine::from_snapshot(w.net.clone(), &snap).is_ok());
+    let mut other = Topology::embedded();
+    other.clusters[0].sites.pop();
+    let other = Arc::new(Network::new(&other));
+    assert_eq!(Engine::from_snapshot(other, &snap).err(), Some(SnapshotError::Network));
+    assert_eq!(Engine::from_snapshot(w.net.clone(), b"not a snapshot").err(), Some(SnapshotError::Format));
+}
+
 trait Landed {
     fn landed_cost(&self) -> i64;
 }

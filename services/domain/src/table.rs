@@ -90,6 +90,11 @@ impl<E: Copy + Default + PartialEq, const N: usize> LineTable<E, N> {
         }
     }
 
+    /// The stored entries, in table order.
+    fn entries(&self) -> impl Iterator<Item = E> + '_ {
+        self.lines.iter().flat_map(|l| l.0).filter(|e| *e != E::default())
+    }
+
     fn grow(&mut self, rehash: &impl Fn(E) -> u64) {
         let lines = (self.lines.len() * 2).max(MIN_LINES);
         let old = std::mem::replace(&mut self.lines, vec![Line([E::default(); N]); lines]);
@@ -155,6 +160,11 @@ impl FingerprintSet {
 
     pub(crate) fn prefetch(&self, fp: u128) {
         self.0.prefetch(Self::hash(Self::entry(fp)))
+    }
+
+    /// The stored fingerprints (as stored: 0 reads as 1), in table order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = u128> + '_ {
+        self.0.entries()
     }
 
     #[cfg(test)]

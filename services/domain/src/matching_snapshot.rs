@@ -169,6 +169,7 @@ impl Engine {
         }
         let mut engine = Engine::new(network);
         let n = r.len(16)?;
+        engine.seen.reserve(n);
         for _ in 0..n {
             let fp = r.u128()?;
             // Stored entries are never 0, and each is new.

@@ -193,6 +193,54 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
     }
 }
 
+/// A restarted matcher starts each book from its newest snapshot and replays
+/// only the input after it; what it commits still equals a replay of the
+/// whole input by a fresh engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_loads_the_newest_snapshot_and_replays_only_the_rest() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let mut cfg = env.role_config("snap");
+    cfg.matcher.snapshot_every = 200;
+    let groups = [
+        (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
+        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MATCHER_INPUT)]),
+    ];
+
+    let stop = CancellationToken::new();
+    let first = tokio::spawn(orelink_matcher::run(cfg.clone(), env.reference.clone(), stop.clone()));
+    produce_workload(&env, &codec, 200, 6_000, 21, None).await;
+    for (group, topics) in &groups {
+        env.wait_caught_up(group, topics, Duration::from_secs(120)).await;
+    }
+    stop.cancel();
+    let first = first.await.unwrap().expect("the first run stops cleanly").processor;
+    assert!(first.snapshots > 0, "no snapshot was published: {first:?}");
+    assert!(env.written(topics::MATCHER_SNAPSHOTS).await > 0, "the snapshot topic is empty");
+
+    // More input after the restart: each partition that gets some restores its book first.
+    let stop = CancellationToken::new();
+    let second = tokio::spawn(orelink_matcher::run(cfg, env.reference.clone(), stop.clone()));
+    produce_workload(&env, &codec, 50, 1_000, 22, None).await;
+    for (group, topics) in &groups {
+        env.wait_caught_up(group, topics, Duration::from_secs(120)).await;
+    }
+    stop.cancel();
+    let second = second.await.unwrap().expect("the second run stops cleanly").processor;
+    assert!(second.restores > 0 && second.restores_from_snapshot == second.restores, "every book should start from a snapshot: {second:?}");
+    // Without snapshots a restore replays everything the first run committed.
+    assert!(second.replayed * 2 < first.events, "replayed {} of {} events", second.replayed, first.events);
+
+    let expected = expected_allocations(&env, &codec).await;
+    let actual = actual_allocations(&env, &codec).await;
+    assert!(expected.values().map(Vec::len).sum::<usize>() > 500, "the workload should allocate plenty");
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (family, want) in &expected {
+        assert!(&actual[family] == want, "{family}: the allocations differ from a replay of the whole input");
+    }
+}
+
 /// Waits until the processor group is stable with two members and the
 /// committed offset of a partition assigned to `instance` has moved since:
 /// only that instance can have committed it.

@@ -1,6 +1,7 @@
 //! The matcher killed with SIGKILL in the middle of a stream, then restarted:
 //! a read_committed reader of the allocations sees exactly what a pure-engine
-//! replay of the matcher input (in commit order) produces.
+//! replay of the matcher input (in commit order) produces. The restarted
+//! matcher usually starts its books from snapshots taken before the kill.
 
 use orelink_domain::topology::topics;
 use orelink_tests::{TestEnv, actual_allocations, expected_allocations, produce_workload};
@@ -20,6 +21,9 @@ fn start(env: &TestEnv, log: &std::path::Path) -> Child {
     Command::new(orelink_binary())
         .args(["run", "matcher"])
         .envs(env.process_env("crash"))
+        // Snapshots often enough that the restart usually starts from them: the
+        // replay after a snapshot must give what a replay from the start gives.
+        .env("ORELINK__MATCHER__SNAPSHOT_EVERY", "100")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)

@@ -207,6 +207,10 @@ pub mod topics {
     pub const DLQ: &str = "orelink.dlq.v1";
     /// Internal: the matcher's statuses of the orders it touched.
     pub const ORDER_STATUS: &str = "orelink.order-status.v1";
+    /// Internal: the matcher's input, in the one order it applies it.
+    pub const MATCHER_INPUT: &str = "orelink.matcher-input.v1";
+    /// Internal: snapshots of the matcher's books.
+    pub const MATCHER_SNAPSHOTS: &str = "orelink.matcher-snapshots.v1";
     pub const CONTRACT: [&str; 7] = [ORDERS, CAPACITY, INVENTORY, SHIPMENTS, ALLOCATIONS, SHARED_ORDERS, DLQ];
 
     pub fn partner(partner_id: &str) -> String {

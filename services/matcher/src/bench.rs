@@ -432,6 +432,11 @@ pub struct RestoreReport {
     pub events_per_s: f64,
     pub open_orders: usize,
     pub open_capacities: usize,
+    /// The restored book's snapshot: its size, the time to take it, and a
+    /// restore from it (read from the snapshot topic, loaded, nothing left to replay).
+    pub snapshot_bytes: usize,
+    pub snapshot_take_ms: f64,
+    pub from_snapshot_seconds: f64,
 }
 
 /// Writes `events` events to partition 0 of a fresh matcher input and times the replay.
@@ -472,8 +477,39 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     .map_err(setup)?
     .map_err(setup)?;
     let summary = engine.summary();
+
+    log("snapshotting the restored book, then restoring from the snapshot");
+    let t0 = Instant::now();
+    let bytes = engine.snapshot();
+    let snapshot_take_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let snapshot_topic = format!("{}{}", cfg.namespace, topics::MATCHER_SNAPSHOTS);
+    let store = crate::snapshots::Store::new(&cfg.kafka.producer_config("bench"), snapshot_topic.clone())?;
+    store.publish(0, n, &bytes);
+    store.flush(Duration::from_secs(60));
+    let rc = cfg.kafka.reader_config("bench-restore", &format!("{}restore", cfg.namespace));
+    let network = engine.network().clone();
+    let from_snapshot = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let loaded = crate::snapshots::load(&rc, &snapshot_topic, 0, n, &network);
+        loaded.map(|(e, at)| (t0.elapsed().as_secs_f64(), e.snapshot(), at))
+    })
+    .await
+    .map_err(setup)?
+    .ok_or_else(|| setup("the snapshot just written could not be loaded"))?;
+    if from_snapshot.1 != bytes || from_snapshot.2 != n {
+        return Err(setup("the book loaded from the snapshot differs from the replayed one"));
+    }
     drop_namespace(&cfg).await;
-    Ok(RestoreReport { events: count, seconds: secs, events_per_s: count as f64 / secs, open_orders: summary.open_orders, open_capacities: summary.open_capacities })
+    Ok(RestoreReport {
+        events: count,
+        seconds: secs,
+        events_per_s: count as f64 / secs,
+        open_orders: summary.open_orders,
+        open_capacities: summary.open_capacities,
+        snapshot_bytes: bytes.len(),
+        snapshot_take_ms,
+        from_snapshot_seconds: from_snapshot.0,
+    })
 }
 
 #[cfg(test)]

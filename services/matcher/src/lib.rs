@@ -14,6 +14,11 @@
 //!    to the committed offset, so a restarted or rebalanced matcher continues
 //!    exactly where the last committed transaction ended.
 //!
+//! Books are snapshotted to `orelink.matcher-snapshots.v1` every
+//! `matcher.snapshot_every` input events of a partition, after the
+//! transaction covering them has committed, so that a restore replays only
+//! the input after the newest snapshot.
+//!
 //! Duplicates that the router may write after a crash carry the same
 //! `event_id` and change nothing in the engine.
 
@@ -21,6 +26,7 @@ pub mod bench;
 mod committer;
 mod processor;
 mod router;
+pub(crate) mod snapshots;
 
 pub use processor::{Processor, ProcessorError, ProcessorStats, decode};
 pub use orelink_platform::consume::LoopStats;

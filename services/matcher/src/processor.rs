@@ -79,6 +79,17 @@ pub struct Processor {
     restore_config: rdkafka::ClientConfig,
     engines: BTreeMap<i32, Engine>,
     decisions: Vec<Decision>,
+    snapshot_topic: String,
+    /// Where snapshots are published; `None` when `matcher.snapshot_every` is 0.
+    snapshots: Option<crate::snapshots::Store>,
+    snapshot_every: u64,
+    /// Restores so far: (books, from a snapshot, events replayed).
+    restored: (u64, u64, u64),
+    /// Per partition: events applied since its book was last snapshotted (or restored).
+    since_snapshot: BTreeMap<i32, u64>,
+    /// Snapshots taken when the round in flight was handed over, published
+    /// once it has committed: (partition, offset, bytes).
+    pending_snapshots: Vec<(i32, i64, Vec<u8>)>,
     batch_max: usize,
     batch_wait: Duration,
     txn_timeout: Duration,
@@ -91,6 +102,13 @@ pub struct ProcessorStats {
     pub events: u64,
     pub allocations: u64,
     pub aborts: u64,
+    /// Snapshots published.
+    pub snapshots: u64,
+    /// Books restored, and how many of them started from a snapshot.
+    pub restores: u64,
+    pub restores_from_snapshot: u64,
+    /// Input events replayed by those restores.
+    pub replayed: u64,
 }
 
 /// Why a round could not be built.
@@ -119,6 +137,11 @@ impl Processor {
             .create()?;
         producer.init_transactions(txn_timeout)?;
         let restore_config = cfg.kafka.reader_config("matcher-restore", &format!("{}orelink-matcher-restore", cfg.namespace));
+        let snapshot_topic = codec.topic(topics::MATCHER_SNAPSHOTS);
+        let snapshots = match cfg.matcher.snapshot_every {
+            0 => None,
+            _ => Some(crate::snapshots::Store::new(&cfg.kafka.producer_config("matcher-snapshots"), snapshot_topic.clone())?),
+        };
         Ok(Processor {
             consumer,
             producer: Some(producer),
@@ -132,6 +155,12 @@ impl Processor {
             restore_config,
             engines: BTreeMap::new(),
             decisions: Vec::new(),
+            snapshot_topic,
+            snapshots,
+            snapshot_every: cfg.matcher.snapshot_every,
+            restored: (0, 0, 0),
+            since_snapshot: BTreeMap::new(),
+            pending_snapshots: Vec::new(),
             batch_max: cfg.matcher.batch_max,
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
             txn_timeout,
@@ -169,7 +198,7 @@ impl Processor {
                         if let Err(e) = self.prepare(&m, &mut round) {
                             // Nothing of this round is committed: finish the round
                             // in flight, then rebuild from the committed offsets.
-                            if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, &mut stats)) {
+                            if let Some(Err(e)) = committer.outcome(None).map(|o| self.settle(o, &mut stats)) {
                                 break Err(e);
                             }
                             stats.aborts += 1;
@@ -203,7 +232,7 @@ impl Processor {
                 Some(Duration::from_millis(1))
             };
             if let Some(outcome) = committer.outcome(wait) {
-                match settle(outcome, &mut stats) {
+                match self.settle(outcome, &mut stats) {
                     Ok(true) => {}
                     Ok(false) => {
                         round = Round::default();
@@ -228,6 +257,7 @@ impl Processor {
                     }
                     continue;
                 };
+                self.take_snapshots(&round);
                 if let Err(Outcome::Fatal(f)) = committer.submit(std::mem::take(&mut round), group) {
                     break Err(ProcessorError::Fatal(f));
                 }
@@ -238,6 +268,10 @@ impl Processor {
             }
         };
         drop(committer);
+        if let Some(store) = &self.snapshots {
+            store.flush(self.txn_timeout);
+        }
+        (stats.restores, stats.restores_from_snapshot, stats.replayed) = self.restored;
         tracing::info!(?stats, "matcher processor stopped");
         result.map(|()| stats)
     }
@@ -251,6 +285,7 @@ impl Processor {
         }
         round.drop_partitions(&revoked);
         for p in &revoked {
+            self.since_snapshot.remove(p);
             if self.engines.remove(p).is_some() {
                 tracing::info!(partition = p, "partition revoked; its book is dropped");
             }
@@ -266,12 +301,22 @@ impl Processor {
             // A partition's first message in this assignment is at its committed
             // offset: replaying everything before it rebuilds its book.
             let started = Instant::now();
-            let (engine, n) = restore(&self.restore_config, &self.input_topic, p, m.offset(), &self.codec, &self.network, &self.rt).map_err(PrepareError::Restore)?;
-            tracing::info!(partition = p, events = n, upto = m.offset(), elapsed_ms = started.elapsed().as_millis() as u64, "book restored");
+            let upto = m.offset();
+            // The newest snapshot at or below the committed offset, if any; the input after it is replayed.
+            let start = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network) } else { None };
+            let from = start.as_ref().map_or(0, |(_, o)| *o);
+            let start = start.unwrap_or_else(|| (Engine::new(self.network.clone()), 0));
+            let (engine, n) = replay(&self.restore_config, &self.input_topic, p, start, upto, &self.codec, &self.rt).map_err(PrepareError::Restore)?;
+            tracing::info!(partition = p, snapshot_offset = from, replayed = n, upto, elapsed_ms = started.elapsed().as_millis() as u64, "book restored");
+            self.restored.0 += 1;
+            self.restored.1 += u64::from(from > 0);
+            self.restored.2 += n;
+            self.since_snapshot.insert(p, n);
             self.engines.insert(p, engine);
         }
         round.offsets.insert(p, m.offset() + 1);
         round.events += 1;
+        *self.since_snapshot.entry(p).or_default() += 1;
         let Some(input) = decode(&self.codec, &self.rt, m) else { return Ok(()) };
         let parent = TraceContext::from_headers(m.headers());
         let ctx = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
@@ -306,10 +351,45 @@ impl Processor {
         Ok(())
     }
 
+    /// Snapshots the books of the round's partitions that are due. Called
+    /// as the round is handed over, when each book is exactly the state after
+    /// the round's last offset; they are published if the round commits.
+    fn take_snapshots(&mut self, round: &Round) {
+        if self.snapshots.is_none() {
+            return;
+        }
+        for (&p, &offset) in &round.offsets {
+            let due = self.since_snapshot.get(&p).is_some_and(|n| *n >= self.snapshot_every);
+            if let (true, Some(engine)) = (due, self.engines.get(&p)) {
+                let started = Instant::now();
+                let bytes = engine.snapshot();
+                tracing::debug!(partition = p, offset, bytes = bytes.len(), elapsed_us = started.elapsed().as_micros() as u64, "snapshot taken");
+                self.pending_snapshots.push((p, offset, bytes));
+                self.since_snapshot.insert(p, 0);
+            }
+        }
+    }
+
+    /// Counts a finished round (`Ok(true)` committed, `Ok(false)` aborted:
+    /// rewind; `Err` fatal) and publishes its snapshots if it committed.
+    fn settle(&mut self, outcome: Outcome, stats: &mut ProcessorStats) -> Result<bool, ProcessorError> {
+        let snapshots = std::mem::take(&mut self.pending_snapshots);
+        let committed = settle(outcome, stats)?;
+        if committed && let Some(store) = &self.snapshots {
+            for (p, offset, bytes) in snapshots {
+                store.publish(p, offset, &bytes);
+                stats.snapshots += 1;
+            }
+        }
+        Ok(committed)
+    }
+
     /// After an abort the books hold effects that were never committed: drop
     /// them and read again from the committed offsets.
     fn rewind(&mut self) -> Result<(), ProcessorError> {
         self.engines.clear();
+        self.since_snapshot.clear();
+        self.pending_snapshots.clear();
         orelink_platform::txn::rewind(&self.consumer).map_err(ProcessorError::Kafka)
     }
 }
@@ -373,8 +453,21 @@ pub fn restore(
     network: &Arc<Network>,
     rt: &tokio::runtime::Handle,
 ) -> Result<(Engine, u64), ProcessorError> {
-    let mut engine = Engine::new(network.clone());
-    if upto <= 0 {
+    replay(config, topic, p, (Engine::new(network.clone()), 0), upto, codec, rt)
+}
+
+/// Replays partition `p` of the matcher input into `engine`, which holds
+/// the state after the input before `from`, up to `upto` (exclusive).
+pub fn replay(
+    config: &rdkafka::ClientConfig,
+    topic: &str,
+    p: i32,
+    (mut engine, from): (Engine, i64),
+    upto: i64,
+    codec: &Codec,
+    rt: &tokio::runtime::Handle,
+) -> Result<(Engine, u64), ProcessorError> {
+    if upto <= from {
         // Nothing precedes the first offset: no client to open. A new
         // partition's first event had waited ~150 ms for one, partition
         // after partition, on the matching thread.
@@ -386,14 +479,14 @@ pub fn restore(
     config.set("max.partition.fetch.bytes", "16777216").set("fetch.max.bytes", "67108864");
     let consumer: BaseConsumer = config.create()?;
     let (low, _high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-    if low > 0 {
-        tracing::error!(partition = p, low, "matcher input was truncated by retention: the book cannot be fully restored");
+    if low > from {
+        tracing::error!(partition = p, low, from, "matcher input was truncated by retention: the book cannot be fully restored");
     }
     if upto <= low {
         return Ok((engine, 0));
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
+    tpl.add_partition_offset(topic, p, Offset::Offset(low.max(from)))?;
     consumer.assign(&tpl)?;
     let mut n = 0u64;
     // A replay needs the engine's state, not its records: decisions are dropped unrendered.

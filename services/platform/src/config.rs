@@ -67,6 +67,8 @@ pub struct MatcherSettings {
     pub batch_max: usize,
     pub batch_wait_ms: u64,
     pub transaction_timeout_ms: u64,
+    /// Input events per partition between snapshots of its book; 0: none.
+    pub snapshot_every: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -299,10 +299,10 @@ impl Processor {
         let p = m.partition();
         if !self.engines.contains_key(&p) {
             // A partition's first message in this assignment is at its committed
-            // offset: replaying everything before it rebuilds its book.
+            // offset: the newest snapshot before it plus the input after that
+            // (or the whole input before it) rebuilds its book.
             let started = Instant::now();
             let upto = m.offset();
-            // The newest snapshot at or below the committed offset, if any; the input after it is replayed.
             let start = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network) } else { None };
             let from = start.as_ref().map_or(0, |(_, o)| *o);
             let start = start.unwrap_or_else(|| (Engine::new(self.network.clone()), 0));
@@ -468,9 +468,9 @@ pub fn replay(
     rt: &tokio::runtime::Handle,
 ) -> Result<(Engine, u64), ProcessorError> {
     if upto <= from {
-        // Nothing precedes the first offset: no client to open. A new
-        // partition's first event had waited ~150 ms for one, partition
-        // after partition, on the matching thread.
+        // Nothing to replay (a new partition, or a snapshot that covers it
+        // all): no client to open. A new partition's first event had waited
+        // ~150 ms for one, partition after partition, on the matching thread.
         return Ok((engine, 0));
     }
     // A replay reads one partition end to end: fetch 16 MiB at a time, not

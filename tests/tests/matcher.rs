@@ -139,8 +139,15 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
-    let a = tokio::spawn(orelink_matcher::run(env.role_config("a"), env.reference.clone(), stop_a.clone()));
-    let b = tokio::spawn(orelink_matcher::run(env.role_config("b"), env.reference.clone(), stop_b.clone()));
+    // Snapshots often, so that the instance taking over a partition may
+    // start its book from a snapshot the other one wrote.
+    let instance = |name: &str| {
+        let mut cfg = env.role_config(name);
+        cfg.matcher.snapshot_every = 300;
+        cfg
+    };
+    let a = tokio::spawn(orelink_matcher::run(instance("a"), env.reference.clone(), stop_a.clone()));
+    let b = tokio::spawn(orelink_matcher::run(instance("b"), env.reference.clone(), stop_b.clone()));
     // Both processors in the group before the stream starts.
     let input = env.topic("orelink.matcher-input.v1");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

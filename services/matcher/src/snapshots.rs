@@ -108,7 +108,9 @@ impl Assembly {
         }
     }
 
-    /// Complete generations, newest first: (offset, bytes).
+    /// Complete generations, newest first: (offset, bytes). Only the newest
+    /// complete one is kept while reading (compaction removes the older ones
+    /// anyway), so a refused snapshot usually means a replay from the start.
     fn complete(self) -> impl Iterator<Item = (i64, Vec<u8>)> {
         self.generations.into_iter().rev().filter_map(|(offset, (count, parts))| (parts.len() as u32 == count).then(|| (offset, parts.into_values().flatten().collect())))
     }
@@ -201,7 +203,7 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
                 tracing::info!(partition = p, offset, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "snapshot loaded");
                 return Some((engine, offset));
             }
-            Err(e) => tracing::warn!(partition = p, offset, error = %e, "a snapshot was refused; trying an older one"),
+            Err(e) => tracing::warn!(partition = p, offset, error = %e, "a snapshot was refused (one taken with other sites or clusters, or damaged)"),
         }
     }
     None

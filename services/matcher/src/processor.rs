@@ -359,7 +359,7 @@ impl Processor {
             return;
         }
         for (&p, &offset) in &round.offsets {
-            let due = self.since_snapshot.get(&p).is_some_and(|n| *n >= self.snapshot_every);
+            let due = self.since_snapshot.get(&p).is_some_and(|n| crate::snapshots::due(*n, self.snapshot_every, offset));
             if let (true, Some(engine)) = (due, self.engines.get(&p)) {
                 let started = Instant::now();
                 let bytes = engine.snapshot();

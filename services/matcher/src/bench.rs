@@ -119,6 +119,27 @@ fn cpu_per_event(from: Option<Duration>, events: usize) -> Option<f64> {
     Some((process_cpu()? - from?).as_secs_f64() * 1e6 / events as f64)
 }
 
+/// The machine's CPU time so far, busy and total (all cores), from the
+/// first line of /proc/stat; `None` where that file is not there.
+fn machine_cpu() -> Option<(u64, u64)> {
+    machine_cpu_of(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// (busy, total) jiffies of a /proc/stat text: idle and iowait are not busy.
+fn machine_cpu_of(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Share of all cores busy since `from` (0 to 1).
+fn machine_busy(from: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (from?, machine_cpu()?);
+    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+}
+
 fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -288,6 +309,10 @@ pub struct E2eReport {
     /// (matched). The broker's is not in it.
     pub raw_cpu_us_per_event: Option<f64>,
     pub e2e_cpu_us_per_event: Option<f64>,
+    /// Share of the machine's cores busy (everything on it, the broker
+    /// included) during the raw and the matched latency phase.
+    pub raw_latency_machine_busy: Option<f64>,
+    pub e2e_latency_machine_busy: Option<f64>,
 }
 
 /// Watches the matcher's group commit its input. One client for the whole
@@ -379,10 +404,12 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let rx = Receiver::start(&cfg, &raw)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     log(&format!("raw latency at {rate} events/s for {seconds} s"));
+    let busy0 = machine_cpu();
     let sent = send_all(&producer, &encoded, |_| raw.clone(), Some(rate)).await?;
     while rx.count() < encoded.len() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let raw_latency_machine_busy = machine_busy(busy0);
     let raw_latency = latency(&first_arrivals(&sent, &rx.finish(), false));
 
     let cancel = CancellationToken::new();
@@ -394,7 +421,9 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
     let ns = cfg.namespace.clone();
     let progress = Progress::new(&cfg)?;
+    let busy0 = machine_cpu();
     let sent = send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
+    let e2e_latency_machine_busy = machine_busy(busy0);
     while !progress.done(encoded.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -422,6 +451,8 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
         allocations: stats.processor.allocations as usize,
         raw_cpu_us_per_event,
         e2e_cpu_us_per_event,
+        raw_latency_machine_busy,
+        e2e_latency_machine_busy,
     })
 }
 
@@ -515,6 +546,14 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn machine_cpu_counts_idle_and_iowait_as_not_busy() {
+        // user nice system idle iowait irq softirq steal guest guest_nice
+        let stat = "cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 50 2 25 400 10 1 1 5 0 0\n";
+        assert_eq!(machine_cpu_of(stat), Some((170, 990)));
+        assert_eq!(machine_cpu_of("intr 1 2 3"), None);
+    }
 
     #[test]
     fn cpu_time_is_read_after_the_command_name() {

@@ -475,6 +475,9 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                     "raw latency at {} ev/s       p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
                     rep.rate, rep.raw_latency.p50_ms, rep.raw_latency.p99_ms, rep.raw_latency.samples
                 );
+                if let (Some(raw), Some(e2e)) = (rep.raw_latency_machine_busy, rep.e2e_latency_machine_busy) {
+                    println!("machine CPU busy at {} ev/s  raw {:.0} %, matched {:.0} % of all cores (broker included)", rep.rate, raw * 100.0, e2e * 100.0);
+                }
                 println!(
                     "order->allocation at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
                     rep.rate, rep.order_to_allocation.p50_ms, rep.order_to_allocation.p99_ms, rep.order_to_allocation.samples

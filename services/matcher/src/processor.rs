@@ -128,7 +128,7 @@ impl Processor {
         // Offsets are committed by the transactions, never by the consumer.
         cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
-        let input_topic = codec.topic("orelink.matcher-input.v1");
+        let input_topic = codec.topic(topics::MATCHER_INPUT);
         consumer.subscribe(&[&input_topic])?;
         let producer: ThreadedProducer<DefaultProducerContext> = cfg
             .kafka

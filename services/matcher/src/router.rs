@@ -91,7 +91,7 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::e
     let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
     Ok(Router {
         consume: ConsumeLoop::new(consumer, codec.clone(), dead, backoff),
-        forward: Forward { producer, topic: codec.topic("orelink.matcher-input.v1"), namespace: cfg.namespace.clone() },
+        forward: Forward { producer, topic: codec.topic(topics::MATCHER_INPUT), namespace: cfg.namespace.clone() },
     })
 }
 

@@ -7,6 +7,8 @@
 //! `decide` prefetches `PREFETCH_AHEAD` events ahead, as the matcher's
 //! restore does. With `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` in the
 //! environment it runs as the matcher's pods do (huge pages; README).
+//! The `snapshot` group times taking and loading a book snapshot of the
+//! warm state.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use orelink_domain::freight::Network;
@@ -63,6 +65,16 @@ fn engine(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    g.finish();
+
+    // A book snapshot of the same steady state, and loading it back.
+    let bytes = warm.snapshot();
+    let net = warm.network().clone();
+    let mut g = c.benchmark_group("snapshot");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.sample_size(10);
+    g.bench_function("take/steady_state_10k_open_per_family", |b| b.iter(|| black_box(warm.snapshot())));
+    g.bench_function("load/steady_state_10k_open_per_family", |b| b.iter(|| Engine::from_snapshot(net.clone(), black_box(&bytes)).expect("a snapshot just taken loads")));
     g.finish();
 }
 

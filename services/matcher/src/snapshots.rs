@@ -119,6 +119,10 @@ impl Assembly {
         }
     }
 
+    fn has_complete(&self) -> bool {
+        self.generations.values().any(|(count, parts)| parts.len() as u32 == *count)
+    }
+
     /// Complete generations, newest first: (offset, bytes). Only the newest
     /// complete one is kept while reading (compaction removes the older ones
     /// anyway), so a refused snapshot usually means a replay from the start.
@@ -220,23 +224,50 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
     None
 }
 
+/// Reads the end of the snapshot partition: a window of the last records,
+/// widened until it holds a complete snapshot of `p` (or the whole
+/// partition). Compaction keeps older generations around for a while (until
+/// their segments roll), and reading them all would make a restore slower
+/// the longer the matcher ran; generations are written one after another,
+/// so the first window that holds a complete one holds the newest.
 fn read(config: &ClientConfig, topic: &str, p: i32, upto: i64) -> Result<Assembly, rdkafka::error::KafkaError> {
     let mut config = config.clone();
     config.set("max.partition.fetch.bytes", "16777216").set("fetch.max.bytes", "67108864");
     let consumer: BaseConsumer = config.create()?;
     let target = p.rem_euclid(partition_count(consumer.client(), topic)?);
     let (low, high) = consumer.fetch_watermarks(topic, target, Duration::from_secs(10))?;
+    newest(low, high, 1024, |from| read_range(&consumer, topic, target, p, upto, from, high))
+}
+
+/// Reads `[from, high)` through `read` for ever earlier `from`, the window
+/// growing fourfold from `first` records, until what was read holds a
+/// complete snapshot or `from` reached `low`.
+fn newest<E>(low: i64, high: i64, first: i64, mut read: impl FnMut(i64) -> Result<Assembly, E>) -> Result<Assembly, E> {
+    let mut window = first.max(1);
+    loop {
+        let from = high.saturating_sub(window).max(low);
+        let assembly = read(from)?;
+        if from == low || assembly.has_complete() {
+            return Ok(assembly);
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
+/// The chunks of `p`'s snapshots in offsets `[from, high)` of the snapshot partition.
+fn read_range(consumer: &BaseConsumer, topic: &str, target: i32, p: i32, upto: i64, from: i64, high: i64) -> Result<Assembly, rdkafka::error::KafkaError> {
     let mut assembly = Assembly::new(p, upto);
-    if high <= low {
+    if high <= from {
         return Ok(assembly);
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, target, Offset::Offset(low))?;
+    tpl.add_partition_offset(topic, target, Offset::Offset(from))?;
     consumer.assign(&tpl)?;
+    let prefix = format!("{p}/");
     loop {
         match consumer.poll(Duration::from_secs(5)) {
             Some(Ok(m)) => {
-                if m.key().is_some_and(|k| k.starts_with(format!("{p}/").as_bytes()))
+                if m.key().is_some_and(|k| k.starts_with(prefix.as_bytes()))
                     && let Some(v) = m.payload()
                 {
                     assembly.add(v);
@@ -246,13 +277,9 @@ fn read(config: &ClientConfig, topic: &str, p: i32, upto: i64) -> Result<Assembl
                 }
             }
             Some(Err(e)) => return Err(e),
-            None => {
-                // Compaction may have removed the last offsets: stop at the end.
-                let pos = consumer.position()?;
-                if pos.find_partition(topic, target).is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= high)) {
-                    return Ok(assembly);
-                }
-            }
+            // Everything below the high watermark is there to read at once:
+            // a poll that waited in vain means the rest was compacted away.
+            None => return Ok(assembly),
         }
     }
 }
@@ -304,6 +331,35 @@ mod tests {
         assert!(!due(500_000, 500_000, 4_000_001));
         assert!(due(2_500_000, 500_000, 20_000_000));
         assert!(!due(10_000_000, 0, 1), "0 turns snapshots off");
+    }
+
+    #[test]
+    fn reading_starts_at_the_end_and_widens_only_until_a_snapshot_is_complete() {
+        let big = vec![5u8; 2 * CHUNK + 1];
+        // Ten generations of three chunks each; then one of the eleventh's three.
+        let mut log: Vec<Vec<u8>> = (1..=10).flat_map(|g| chunks(0, g * 10, &big).into_iter().map(|(_, v)| v)).collect();
+        let read = |log: &[Vec<u8>], from: i64, reads: &mut Vec<i64>| {
+            reads.push(from);
+            let mut a = Assembly::new(0, 1_000);
+            log[from as usize..].iter().for_each(|v| a.add(v));
+            Ok::<_, ()>(a)
+        };
+        let mut reads = Vec::new();
+        let got = newest(0, log.len() as i64, 4, |from| read(&log, from, &mut reads)).unwrap();
+        assert_eq!(reads, [26], "the last four records hold the newest generation");
+        assert_eq!(got.complete().next().map(|(o, b)| (o, b.len())), Some((100, big.len())));
+
+        log.push(chunks(0, 110, &big)[0].1.clone());
+        let mut reads = Vec::new();
+        let got = newest(0, log.len() as i64, 2, |from| read(&log, from, &mut reads)).unwrap();
+        assert_eq!(reads, [29, 23], "widened once, past the incomplete newest generation");
+        assert_eq!(got.complete().next().map(|(o, _)| o), Some(100));
+
+        // Nothing complete anywhere: the whole partition is read, once.
+        let mut reads = Vec::new();
+        let got = newest(0, 2, 1, |from| read(&log[..2], from, &mut reads)).unwrap();
+        assert_eq!(reads, [1, 0]);
+        assert!(!got.has_complete());
     }
 
     #[test]

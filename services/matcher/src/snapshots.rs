@@ -140,7 +140,7 @@ impl ProducerContext for LogFailures {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, m)) = result {
-            tracing::warn!(error = %e, partition = m.partition(), "a snapshot chunk was not written; restores replay from an older snapshot until the next one");
+            tracing::warn!(error = %e, partition = m.partition(), "a snapshot chunk was not written; until the next snapshot, restores replay more");
         }
     }
 }
@@ -179,9 +179,7 @@ impl Store {
             }
         }
     }
-}
 
-impl Store {
     /// Waits for the snapshots queued so far (a clean stop publishes them).
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {

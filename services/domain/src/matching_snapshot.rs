@@ -14,10 +14,11 @@
 //! tests compare them that way. A snapshot names the network it was taken
 //! with (site and cluster names by position, which the books refer to by
 //! position), and loading it against another network is an error: the
-//! caller then replays the input instead.
+//! caller then replays the input instead. Likewise a caller checks the
+//! grade ranks the books learnt against its catalog (`agrees_with`).
 
 use super::{Book, Cap, Engine, InlineId, Order, hash_id};
-use crate::catalog::{MAX_GRADES, ProductCode};
+use crate::catalog::{Catalog, MAX_GRADES, ProductCode};
 use crate::freight::Network;
 use crate::ids::OrderId;
 use std::sync::Arc;
@@ -156,6 +157,15 @@ impl Engine {
             write_book(&mut w, book);
         }
         w.0
+    }
+
+    /// Whether every product code the books learnt has the same grade rank
+    /// in `catalog`. The books keep ranks as they were when the codes were
+    /// decoded; a replay decodes with today's catalog. So a snapshot loaded
+    /// under a catalog whose ladders moved would diverge from a replay, and
+    /// the caller refuses it.
+    pub fn agrees_with(&self, catalog: &Catalog) -> bool {
+        self.books.iter().flat_map(|(_, _, b)| b.products.iter().flatten()).all(|p| catalog.parse(p.as_str()).is_ok_and(|c| c.rank() == p.rank()))
     }
 
     /// An engine in the state `bytes` were taken in, on `network`.

@@ -681,6 +681,23 @@ fn a_snapshot_keeps_shares_waiting_for_their_order() {
 }
 
 #[test]
+fn a_book_agrees_with_the_catalog_its_ranks_came_from_only() {
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone());
+    e.apply(&w.order("e1", T0, "o1", OrderKind::Placed, "AL-INGOT-AL99.70", 1_000, T0 + 240 * HOUR, "baise-pingguo-smelter", 30_000, false));
+    let loaded = Engine::from_snapshot(w.net.clone(), &e.snapshot()).unwrap();
+    assert!(loaded.agrees_with(&w.catalog));
+    // The lowest aluminium grade moved to the top: AL99.70 is one rank lower now.
+    let mut families = w.catalog.families().to_vec();
+    let al = families.iter_mut().find(|f| f.family == "AL-INGOT").unwrap();
+    al.grades.rotate_left(1);
+    assert!(!loaded.agrees_with(&Catalog::from_specs(families.clone()).unwrap()));
+    // Without the family at all.
+    families.retain(|f| f.family != "AL-INGOT");
+    assert!(!loaded.agrees_with(&Catalog::from_specs(families).unwrap()));
+}
+
+#[test]
 fn a_snapshot_of_another_network_or_no_snapshot_is_refused() {
     let w = World::new();
     let mut e = Engine::new(w.net.clone());

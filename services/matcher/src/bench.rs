@@ -519,9 +519,10 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     store.flush(Duration::from_secs(60));
     let rc = cfg.kafka.reader_config("bench-restore", &format!("{}restore", cfg.namespace));
     let network = engine.network().clone();
+    let catalog = reference.catalog.clone();
     let from_snapshot = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
-        let loaded = crate::snapshots::load(&rc, &snapshot_topic, 0, n, &network);
+        let loaded = crate::snapshots::load(&rc, &snapshot_topic, 0, n, &network, &catalog);
         loaded.map(|(e, at)| (t0.elapsed().as_secs_f64(), e.snapshot(), at))
     })
     .await

@@ -80,6 +80,8 @@ pub struct Processor {
     engines: BTreeMap<i32, Engine>,
     decisions: Vec<Decision>,
     snapshot_topic: String,
+    /// A snapshot's grade ranks must agree with it (see `Engine::agrees_with`).
+    catalog: Arc<orelink_domain::catalog::Catalog>,
     /// Where snapshots are published; `None` when `matcher.snapshot_every` is 0.
     snapshots: Option<crate::snapshots::Store>,
     snapshot_every: u64,
@@ -156,6 +158,7 @@ impl Processor {
             engines: BTreeMap::new(),
             decisions: Vec::new(),
             snapshot_topic,
+            catalog: reference.catalog.clone(),
             snapshots,
             snapshot_every: cfg.matcher.snapshot_every,
             restored: (0, 0, 0),
@@ -303,7 +306,7 @@ impl Processor {
             // (or the whole input before it) rebuilds its book.
             let started = Instant::now();
             let upto = m.offset();
-            let start = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network) } else { None };
+            let start = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network, &self.catalog) } else { None };
             let from = start.as_ref().map_or(0, |(_, o)| *o);
             let start = start.unwrap_or_else(|| (Engine::new(self.network.clone()), 0));
             let (engine, n) = replay(&self.restore_config, &self.input_topic, p, start, upto, &self.codec, &self.rt).map_err(PrepareError::Restore)?;

@@ -16,6 +16,7 @@
 //! compacted, which keeps the newest chunk of each number; generations are
 //! told apart by their offset.
 
+use orelink_domain::catalog::Catalog;
 use orelink_domain::freight::Network;
 use orelink_domain::matching::Engine;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -200,7 +201,7 @@ fn partition_count<C: ClientContext>(client: &rdkafka::client::Client<C>, topic:
 /// The newest usable snapshot of input partition `p` at or below `upto`:
 /// the engine and the offset to replay from. `None` (logged when something
 /// was there) means replay from the start.
-pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc<Network>) -> Option<(Engine, i64)> {
+pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc<Network>, catalog: &Catalog) -> Option<(Engine, i64)> {
     let started = Instant::now();
     let result = read(config, topic, p, upto);
     let assembly = match result {
@@ -212,6 +213,9 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
     };
     for (offset, bytes) in assembly.complete() {
         match Engine::from_snapshot(network.clone(), &bytes) {
+            Ok(engine) if !engine.agrees_with(catalog) => {
+                tracing::warn!(partition = p, offset, "a snapshot was refused (taken with other grade ladders in the catalog)");
+            }
             Ok(engine) => {
                 tracing::info!(partition = p, offset, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "snapshot loaded");
                 return Some((engine, offset));

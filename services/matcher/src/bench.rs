@@ -495,6 +495,7 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     let codec = orelink_platform::codec(&cfg, reference).map_err(setup)?;
     let network = Arc::new(Network::new(&reference.topology));
     let rc = cfg.kafka.reader_config("bench-restore", &format!("{}restore", cfg.namespace));
+    let snapshot_rc = rc.clone();
     log("restoring");
     let rt = tokio::runtime::Handle::current();
     let n = encoded.len() as i64;
@@ -517,12 +518,11 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     let store = crate::snapshots::Store::new(&cfg.kafka.producer_config("bench"), snapshot_topic.clone())?;
     store.publish(0, n, &bytes);
     store.flush(Duration::from_secs(60));
-    let rc = cfg.kafka.reader_config("bench-restore", &format!("{}restore", cfg.namespace));
     let network = engine.network().clone();
     let catalog = reference.catalog.clone();
     let from_snapshot = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
-        let loaded = crate::snapshots::load(&rc, &snapshot_topic, 0, n, &network, &catalog);
+        let loaded = crate::snapshots::load(&snapshot_rc, &snapshot_topic, 0, n, &network, &catalog);
         loaded.map(|(e, at)| (t0.elapsed().as_secs_f64(), e.snapshot(), at))
     })
     .await

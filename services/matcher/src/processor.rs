@@ -85,8 +85,7 @@ pub struct Processor {
     /// Where snapshots are published; `None` when `matcher.snapshot_every` is 0.
     snapshots: Option<crate::snapshots::Store>,
     snapshot_every: u64,
-    /// Restores so far: (books, from a snapshot, events replayed).
-    restored: (u64, u64, u64),
+    stats: ProcessorStats,
     /// Per partition: events applied since its book was last snapshotted (or restored).
     since_snapshot: BTreeMap<i32, u64>,
     /// Snapshots taken when the round in flight was handed over, published
@@ -161,7 +160,7 @@ impl Processor {
             catalog: reference.catalog.clone(),
             snapshots,
             snapshot_every: cfg.matcher.snapshot_every,
-            restored: (0, 0, 0),
+            stats: ProcessorStats::default(),
             since_snapshot: BTreeMap::new(),
             pending_snapshots: Vec::new(),
             batch_max: cfg.matcher.batch_max,
@@ -175,7 +174,6 @@ impl Processor {
         let topics = Topics { input: self.input_topic.clone(), allocations: self.allocations_topic.clone(), status: self.status_topic.clone() };
         let producer = self.producer.take().expect("the producer is taken once");
         let mut committer = Committer::start(producer, topics, self.txn_timeout, self.rebalances.in_flight.clone());
-        let mut stats = ProcessorStats::default();
         let mut round = Round::default();
         // When the round's first event was read, for the linger of an idle pipeline.
         let mut first_at: Option<Instant> = None;
@@ -201,10 +199,10 @@ impl Processor {
                         if let Err(e) = self.prepare(&m, &mut round) {
                             // Nothing of this round is committed: finish the round
                             // in flight, then rebuild from the committed offsets.
-                            if let Some(Err(e)) = committer.outcome(None).map(|o| self.settle(o, &mut stats)) {
+                            if let Some(Err(e)) = committer.outcome(None).map(|o| self.settle(o)) {
                                 break Err(e);
                             }
-                            stats.aborts += 1;
+                            self.stats.aborts += 1;
                             tracing::warn!(error = %e, "a round could not be built; rewinding to the committed offsets");
                             if let PrepareError::Restore(ProcessorError::Fatal(f)) = e {
                                 break Err(ProcessorError::Fatal(f));
@@ -235,7 +233,7 @@ impl Processor {
                 Some(Duration::from_millis(1))
             };
             if let Some(outcome) = committer.outcome(wait) {
-                match self.settle(outcome, &mut stats) {
+                match self.settle(outcome) {
                     Ok(true) => {}
                     Ok(false) => {
                         round = Round::default();
@@ -274,7 +272,7 @@ impl Processor {
         if let Some(store) = &self.snapshots {
             store.flush(self.txn_timeout);
         }
-        (stats.restores, stats.restores_from_snapshot, stats.replayed) = self.restored;
+        let stats = self.stats;
         tracing::info!(?stats, "matcher processor stopped");
         result.map(|()| stats)
     }
@@ -306,14 +304,14 @@ impl Processor {
             // (or the whole input before it) rebuilds its book.
             let started = Instant::now();
             let upto = m.offset();
-            let start = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network, &self.catalog) } else { None };
-            let from = start.as_ref().map_or(0, |(_, o)| *o);
-            let start = start.unwrap_or_else(|| (Engine::new(self.network.clone()), 0));
+            let snapshot = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network, &self.catalog) } else { None };
+            let start = snapshot.unwrap_or_else(|| (Engine::new(self.network.clone()), 0));
+            let from = start.1;
             let (engine, n) = replay(&self.restore_config, &self.input_topic, p, start, upto, &self.codec, &self.rt).map_err(PrepareError::Restore)?;
             tracing::info!(partition = p, snapshot_offset = from, replayed = n, upto, elapsed_ms = started.elapsed().as_millis() as u64, "book restored");
-            self.restored.0 += 1;
-            self.restored.1 += u64::from(from > 0);
-            self.restored.2 += n;
+            self.stats.restores += 1;
+            self.stats.restores_from_snapshot += u64::from(from > 0);
+            self.stats.replayed += n;
             self.since_snapshot.insert(p, n);
             self.engines.insert(p, engine);
         }
@@ -375,13 +373,13 @@ impl Processor {
 
     /// Counts a finished round (`Ok(true)` committed, `Ok(false)` aborted:
     /// rewind; `Err` fatal) and publishes its snapshots if it committed.
-    fn settle(&mut self, outcome: Outcome, stats: &mut ProcessorStats) -> Result<bool, ProcessorError> {
+    fn settle(&mut self, outcome: Outcome) -> Result<bool, ProcessorError> {
         let snapshots = std::mem::take(&mut self.pending_snapshots);
-        let committed = settle(outcome, stats)?;
+        let committed = settle(outcome, &mut self.stats)?;
         if committed && let Some(store) = &self.snapshots {
             for (p, offset, bytes) in snapshots {
                 store.publish(p, offset, &bytes);
-                stats.snapshots += 1;
+                self.stats.snapshots += 1;
             }
         }
         Ok(committed)
@@ -459,6 +457,15 @@ pub fn restore(
     replay(config, topic, p, (Engine::new(network.clone()), 0), upto, codec, rt)
 }
 
+/// `config` for reading one partition end to end (a replay, a snapshot):
+/// fetching 16 MiB at a time, not librdkafka's 1 MiB (1M events: 8.9 s ->
+/// 5.4-5.7 s in `orelink bench restore`).
+pub(crate) fn bulk_reader(config: &rdkafka::ClientConfig) -> rdkafka::ClientConfig {
+    let mut config = config.clone();
+    config.set("max.partition.fetch.bytes", "16777216").set("fetch.max.bytes", "67108864");
+    config
+}
+
 /// Replays partition `p` of the matcher input into `engine`, which holds
 /// the state after the input before `from`, up to `upto` (exclusive).
 pub fn replay(
@@ -476,11 +483,7 @@ pub fn replay(
         // ~150 ms for one, partition after partition, on the matching thread.
         return Ok((engine, 0));
     }
-    // A replay reads one partition end to end: fetch 16 MiB at a time, not
-    // librdkafka's 1 MiB (1M events: 8.9 s -> 5.4-5.7 s in `orelink bench restore`).
-    let mut config = config.clone();
-    config.set("max.partition.fetch.bytes", "16777216").set("fetch.max.bytes", "67108864");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer = bulk_reader(config).create()?;
     let (low, _high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
     if low > from {
         tracing::error!(partition = p, low, from, "matcher input was truncated by retention: the book cannot be fully restored");

@@ -233,9 +233,7 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
 /// the longer the matcher ran; generations are written one after another,
 /// so the first window that holds a complete one holds the newest.
 fn read(config: &ClientConfig, topic: &str, p: i32, upto: i64) -> Result<Assembly, rdkafka::error::KafkaError> {
-    let mut config = config.clone();
-    config.set("max.partition.fetch.bytes", "16777216").set("fetch.max.bytes", "67108864");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer = crate::processor::bulk_reader(config).create()?;
     let target = p.rem_euclid(partition_count(consumer.client(), topic)?);
     let (low, high) = consumer.fetch_watermarks(topic, target, Duration::from_secs(10))?;
     newest(low, high, 1024, |from| read_range(&consumer, topic, target, p, upto, from, high))

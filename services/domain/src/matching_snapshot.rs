@@ -190,11 +190,12 @@ impl Engine {
         let books = r.len(4)?;
         for _ in 0..books {
             let family: Box<str> = r.str()?.into();
-            if engine.books.iter().any(|(_, f, _)| *f == family) {
+            let h = hash_id(&family);
+            if engine.book_index(h, &family).is_some() {
                 return Err(SnapshotError::Corrupt("a family's book twice"));
             }
             let book = read_book(&mut r, &engine.network, &family)?;
-            engine.books.push((hash_id(&family), family, book));
+            engine.books.push((h, family, book));
         }
         if !r.0.is_empty() {
             return Err(SnapshotError::Corrupt("bytes after the last book"));

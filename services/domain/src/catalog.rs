@@ -6,6 +6,7 @@
 //! the reverse and never across families.
 
 use crate::Invalid;
+use compact_str::CompactString;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -32,7 +33,8 @@ impl fmt::Display for Family {
 /// A product code known to the catalog, with its grade's rank in the family ladder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct ProductCode {
-    code: String,
+    /// Inline (every catalog code is under 24 bytes): no allocation per event.
+    code: CompactString,
     family_len: usize,
     rank: u16,
 }
@@ -58,7 +60,7 @@ impl ProductCode {
     /// book snapshot: its shape is checked again, its rank taken as recorded.
     pub(crate) fn restore(code: &str, rank: u16) -> Result<ProductCode, Invalid> {
         let (family, _) = split_code(code)?;
-        Ok(ProductCode { code: code.to_owned(), family_len: family.len(), rank })
+        Ok(ProductCode { code: code.into(), family_len: family.len(), rank })
     }
     /// Whether a lot of `self` may fill an order for `requested`: same family, grade at least as high.
     pub fn can_fill(&self, requested: &ProductCode) -> bool {
@@ -179,7 +181,7 @@ impl Catalog {
         let rank = *ladder
             .get(grade)
             .ok_or_else(|| Invalid::new("product_code", format!("{s}: {grade} is not a grade of {family}")))?;
-        Ok(ProductCode { code: s.to_owned(), family_len: family.len(), rank })
+        Ok(ProductCode { code: s.into(), family_len: family.len(), rank })
     }
 
     /// Whether a family exists (keys of the family-keyed topics).

@@ -1,6 +1,9 @@
-//! Identifier newtypes, each parsed once at the edge.
+//! Identifier newtypes, each parsed once at the edge. Held inline up to 24
+//! bytes (`CompactString`): most ids and every credit code need no heap
+//! allocation, so a decoded event is one contiguous value.
 
 use crate::Invalid;
+use compact_str::CompactString;
 use std::fmt;
 
 /// Rules shared by every free-form id: 1 to 128 bytes of printable ASCII, no spaces.
@@ -27,10 +30,10 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(CompactString);
 
         impl $name {
-            pub fn parse(s: impl Into<String>) -> Result<Self, Invalid> {
+            pub fn parse(s: impl Into<CompactString>) -> Result<Self, Invalid> {
                 let s = s.into();
                 $check($field, &s)?;
                 Ok(Self(s))
@@ -48,7 +51,7 @@ macro_rules! id_type {
 
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
+                let s = CompactString::deserialize(d)?;
                 Self::parse(s).map_err(serde::de::Error::custom)
             }
         }

@@ -83,7 +83,7 @@ impl World {
             buyer_id: None,
             max_price_cny_per_t: None,
         };
-        Input::Shared(SharedOrder::validate(&w, &self.r()).unwrap())
+        Input::Shared(Box::new(SharedOrder::validate(&w, &self.r()).unwrap()))
     }
 }
 

@@ -425,7 +425,7 @@ pub fn decode<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -> 
         match rt.block_on(codec.decode(&topic, m.payload())) {
             Ok(Record::Order(o)) => return Some(Input::Order(o)),
             Ok(Record::Capacity(c)) => return Some(Input::Capacity(c)),
-            Ok(Record::SharedOrder(s)) => return Some(Input::Shared(s)),
+            Ok(Record::SharedOrder(s)) => return Some(Input::Shared(Box::new(s))),
             Ok(other) => {
                 tracing::error!(?other, "matcher input holds a record the matcher does not take");
                 return None;

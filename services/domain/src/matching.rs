@@ -456,6 +456,12 @@ impl Engine {
                 Input::Shared(s) => book.order_ids.prefetch(hash_id(s.order_id.as_str())),
             }
         }
+        // The site decide looks up by name: a long one (over 24 bytes) is on the heap.
+        match input {
+            Input::Order(o) => crate::table::prefetch(o.destination_site.as_str()),
+            Input::Capacity(c) => crate::table::prefetch(c.site_id.as_str()),
+            Input::Shared(_) => {}
+        }
     }
 
     /// Applies one event and appends what it caused to `out`, in a deterministic order.

@@ -125,7 +125,7 @@ impl<E: Copy + Default + PartialEq, const N: usize> LineTable<E, N> {
 
 /// Asks the CPU to bring `value`'s cache line in; a hint with no effect on results.
 #[inline(always)]
-fn prefetch<T>(value: &T) {
+pub(crate) fn prefetch<T: ?Sized>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch does not access memory architecturally; the
     // pointer comes from a live reference anyway.

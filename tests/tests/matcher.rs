@@ -277,3 +277,16 @@ async fn wait_until_committed_by(env: &TestEnv, instance: &str, timeout: Duratio
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `orelink bench floor` on the real broker: every event of a short run,
+/// warm-up included, comes through its transactional forwarder (the bench
+/// refuses to report otherwise), and each measured one has a latency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_transaction_floor_bench_forwards_every_event() {
+    let env = TestEnv::new().await;
+    let rep = orelink_matcher::bench::floor(&env.cfg, &env.reference, 300, 2, &|_| {}).await.expect("floor bench");
+    assert_eq!(rep.events, 900, "one second of warm-up and two measured");
+    assert_eq!(rep.latency.samples, 600);
+    assert!(rep.transactions > 0);
+    assert_eq!(rep.transaction.samples as u64, rep.transactions);
+}

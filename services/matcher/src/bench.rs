@@ -6,6 +6,9 @@
 //!   matched (router, matcher input, transactional matcher, allocations read
 //!   read_committed). Throughput unpaced, then order→allocation latency at a
 //!   fixed rate; the raw path is measured the same way in the same run.
+//! - `floor`: the latency phase's messages through one transactional hop
+//!   that does nothing else: the floor any matcher on Kafka transactions
+//!   has on the same machine.
 //! - `restore`: write N events to one partition of the matcher input and time
 //!   the replay that rebuilds a book from it.
 
@@ -349,6 +352,12 @@ async fn raw_topic(cfg: &Config, name: &str) -> Result<String, BenchError> {
 
 /// Runs the end-to-end benchmark: `events` events unpaced for throughput, then
 /// `rate` events/s for `seconds` for latency, raw and matched.
+///
+/// Warm-up: before its latency is measured, each path takes one second of
+/// the same traffic and drains it. The first transaction, the groups'
+/// joins and the first metadata lookups are start-up, not the steady state a
+/// latency target is about; they had held the first second's events for up
+/// to ~600 ms, which alone set the p99 of a 20 s run (`bench floor`, per second).
 pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
     // Throughput: the same messages, flat out.
     let cfg = namespace(base, reference, "tput").await?;
@@ -393,19 +402,25 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let stats = matcher.await.map_err(setup)?.map_err(setup)?;
     drop_namespace(&cfg).await;
 
-    // Latency at a fixed rate, in a fresh namespace.
+    // Latency at a fixed rate, in a fresh namespace. Each path first takes a
+    // second of the same traffic, unmeasured, and drains it (`warm_up`).
     let cfg = namespace(base, reference, "lat").await?;
-    let count = (rate * seconds) as usize;
-    let w = steady_state(200, count, 7);
-    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(count).collect();
+    let (warm, count) = (rate as usize, (rate * seconds) as usize);
+    let w = steady_state(200, warm + count, 7);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(warm + count).collect();
     let encoded = encode(&cfg, reference, &inputs).await?;
+    let (warm_up, measured) = encoded.split_at(warm.min(encoded.len()));
     let producer = self::producer(&cfg)?;
     let raw = raw_topic(&cfg, "raw").await?;
     let rx = Receiver::start(&cfg, &raw)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    send_all(&producer, warm_up, |_| raw.clone(), Some(rate)).await?;
+    while rx.count() < warm_up.len() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     log(&format!("raw latency at {rate} events/s for {seconds} s"));
     let busy0 = machine_cpu();
-    let sent = send_all(&producer, &encoded, |_| raw.clone(), Some(rate)).await?;
+    let sent = send_all(&producer, measured, |_| raw.clone(), Some(rate)).await?;
     while rx.count() < encoded.len() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -418,11 +433,15 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let matcher = tokio::spawn(crate::run(mcfg, reference.clone(), cancel.clone()));
     let rx = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
     let ns = cfg.namespace.clone();
     let progress = Progress::new(&cfg)?;
+    send_all(&producer, warm_up, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
+    while !progress.done(warm_up.len() as i64).await? {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
     let busy0 = machine_cpu();
-    let sent = send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
+    let sent = send_all(&producer, measured, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
     let e2e_latency_machine_busy = machine_busy(busy0);
     while !progress.done(encoded.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -454,6 +473,124 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
         raw_latency_machine_busy,
         e2e_latency_machine_busy,
     })
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FloorReport {
+    /// Forwarded, the warm-up's included.
+    pub events: usize,
+    pub rate: u64,
+    /// Sent -> read read_committed after one transactional hop.
+    pub latency: Latency,
+    pub transactions: u64,
+    /// One transaction each (begin to committed), in ms.
+    pub transaction: Latency,
+    pub machine_busy: Option<f64>,
+}
+
+/// The floor of one exactly-once hop on this machine: the latency phase's
+/// messages, at the same rate, through a forwarder that only moves each poll
+/// round into one Kafka transaction (read_committed in, the round's offsets
+/// in the transaction, read_committed out), as the matcher's processor does,
+/// but without the router's hop, Avro, the engine or a commit thread. A
+/// matcher built on Kafka transactions cannot be faster than this here.
+pub async fn floor(base: &Config, reference: &Reference, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<FloorReport, BenchError> {
+    let cfg = namespace(base, reference, "floor").await?;
+    let (warm, count) = (rate as usize, (rate * seconds) as usize);
+    let w = steady_state(200, warm + count, 7);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(warm + count).collect();
+    let encoded = encode(&cfg, reference, &inputs).await?;
+    let (warm_up, measured) = encoded.split_at(warm.min(encoded.len()));
+    let (input, output) = (raw_topic(&cfg, "floor-in").await?, raw_topic(&cfg, "floor-out").await?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forwarder = {
+        let (cfg, input, output, stop) = (cfg.clone(), input.clone(), output.clone(), stop.clone());
+        std::thread::spawn(move || forward(&cfg, &input, &output, &stop))
+    };
+    let rx = Receiver::start(&cfg, &output)?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // both groups joined
+    let producer = producer(&cfg)?;
+    // The same warm-up as `e2e`'s latency runs.
+    send_all(&producer, warm_up, |_| input.clone(), Some(rate)).await?;
+    // A forwarder that failed ends its thread: stop waiting, its error is reported below.
+    while rx.count() < warm_up.len() && !forwarder.is_finished() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    log(&format!("one transactional hop at {rate} events/s for {seconds} s"));
+    let busy0 = machine_cpu();
+    let sent = send_all(&producer, measured, |_| input.clone(), Some(rate)).await?;
+    let machine_busy = machine_busy(busy0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rx.count() < encoded.len() && Instant::now() < deadline && !forwarder.is_finished() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = rx.finish();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let txns = tokio::task::spawn_blocking(move || forwarder.join()).await.map_err(setup)?.map_err(|_| setup("the forwarder panicked"))??;
+    drop_namespace(&cfg).await;
+    if got.len() < encoded.len() {
+        return Err(setup(format!("only {} of {} events came through the forwarder", got.len(), encoded.len())));
+    }
+    Ok(FloorReport {
+        events: encoded.len(),
+        rate,
+        latency: latency(&first_arrivals(&sent, &got, false)),
+        transactions: txns.len() as u64,
+        transaction: Latency::of(txns),
+        machine_busy,
+    })
+}
+
+/// The floor's forwarder: poll a round, forward it in one transaction with
+/// its offsets, commit, again, until `stop`. Returns each transaction's ms.
+fn forward(cfg: &Config, input: &str, output: &str, stop: &std::sync::atomic::AtomicBool) -> Result<Vec<f64>, BenchError> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use orelink_platform::txn;
+    let timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
+    // The processor's own consumer and producer settings.
+    let mut cc = cfg.kafka.consumer_config("bench-floor", &format!("{}floor", cfg.namespace));
+    cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    let consumer: BaseConsumer = cc.create()?;
+    consumer.subscribe(&[input])?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        cfg.kafka.transactional_config("bench-floor", &format!("{}floor", cfg.namespace), timeout).set("linger.ms", "0").create()?;
+    producer.init_transactions(timeout)?;
+    let mut took = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // A round is what has arrived by now, as the processor's is when its
+        // commit thread is free: up to 100 ms for the first, then no waiting.
+        let mut batch = Vec::new();
+        let mut polled = consumer.poll(Duration::from_millis(100));
+        while let Some(r) = polled {
+            batch.push(r?.detach());
+            if batch.len() >= cfg.matcher.batch_max {
+                break;
+            }
+            polled = consumer.poll(Duration::ZERO);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let t0 = Instant::now();
+        producer.begin_transaction()?;
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        for m in &batch {
+            let mut record = BaseRecord::to(output).payload(m.payload().unwrap_or_default()).key(m.key().unwrap_or_default());
+            if let Some(h) = m.headers() {
+                record = record.headers(h.clone());
+            }
+            txn::send_waiting(&producer, record)?;
+            next.insert(m.partition(), m.offset() + 1);
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (p, o) in next {
+            tpl.add_partition_offset(input, p, rdkafka::Offset::Offset(o))?;
+        }
+        producer.send_offsets_to_transaction(&tpl, &consumer.group_metadata().ok_or_else(|| setup("no group metadata"))?, timeout)?;
+        txn::commit(&producer, timeout)?;
+        took.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(took)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -116,6 +116,16 @@ enum BenchWhich {
         #[arg(long)]
         json: bool,
     },
+    /// Latency through one Kafka transaction that does nothing else, at the
+    /// e2e latency run's rate: the floor of any exactly-once matcher here.
+    Floor {
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to restore a matcher book from its input.
     Restore {
         #[arg(long, default_value_t = 1_000_000)]
@@ -498,6 +508,25 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                 println!("query latency                  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms", rep.p50_ms, rep.p99_ms, rep.max_ms);
                 for (k, v) in &rep.by_endpoint_p99_ms {
                     println!("  p99 {k:<12} {v:>6.2} ms");
+                }
+            }
+        }
+        BenchWhich::Floor { rate, seconds, json } => {
+            let rep = orelink_matcher::bench::floor(&cfg, &r, rate, seconds, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                let (l, t) = (&rep.latency, &rep.transaction);
+                println!("one transactional hop at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)", rep.rate, l.p50_ms, l.p99_ms, l.samples);
+                println!(
+                    "transactions                   {} ({:.0} events each), p50 {:.1} ms  p99 {:.1} ms",
+                    rep.transactions,
+                    rep.events as f64 / rep.transactions.max(1) as f64,
+                    t.p50_ms,
+                    t.p99_ms
+                );
+                if let Some(b) = rep.machine_busy {
+                    println!("machine CPU busy               {:.0} % of all cores (broker included)", b * 100.0);
                 }
             }
         }

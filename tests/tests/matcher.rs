@@ -279,12 +279,13 @@ async fn wait_until_committed_by(env: &TestEnv, instance: &str, timeout: Duratio
 }
 
 /// `orelink bench floor` on the real broker: every event of a short run,
-/// warm-up included, comes through its transactional forwarder (the bench
-/// refuses to report otherwise), and each measured one has a latency.
+/// flat out and warm-up included, comes through its transactional forwarder
+/// (the bench refuses to report otherwise), and each measured one has a latency.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_transaction_floor_bench_forwards_every_event() {
     let env = TestEnv::new().await;
-    let rep = orelink_matcher::bench::floor(&env.cfg, &env.reference, 300, 2, &|_| {}).await.expect("floor bench");
+    let rep = orelink_matcher::bench::floor(&env.cfg, &env.reference, 2_000, 300, 2, &|_| {}).await.expect("floor bench");
+    assert!(rep.ratio.is_some_and(|r| r > 0.0), "flat out, raw and forwarded: {rep:?}");
     assert_eq!(rep.events, 900, "one second of warm-up and two measured");
     assert_eq!(rep.latency.samples, 600);
     assert!(rep.transactions > 0);

@@ -6,9 +6,9 @@
 //!   matched (router, matcher input, transactional matcher, allocations read
 //!   read_committed). Throughput unpaced, then order→allocation latency at a
 //!   fixed rate; the raw path is measured the same way in the same run.
-//! - `floor`: the latency phase's messages through one transactional hop
-//!   that does nothing else: the floor any matcher on Kafka transactions
-//!   has on the same machine.
+//! - `floor`: the same messages through one transactional hop that does
+//!   nothing else, flat out beside raw, then at the latency run's rate: the
+//!   floor any matcher on Kafka transactions has on the same machine.
 //! - `restore`: write N events to one partition of the matcher input and time
 //!   the replay that rebuilds a book from it.
 
@@ -477,61 +477,97 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FloorReport {
-    /// Forwarded, the warm-up's included.
+    /// Flat out (when asked for): the same messages produced and consumed
+    /// raw, and through the forwarder, in events/s, and their ratio.
+    pub raw_events_per_s: Option<f64>,
+    pub forwarded_events_per_s: Option<f64>,
+    pub ratio: Option<f64>,
+    /// Events of the latency run, its warm-up included.
     pub events: usize,
     pub rate: u64,
     /// Sent -> read read_committed after one transactional hop.
     pub latency: Latency,
+    /// Transactions of the whole run, flat out and warm-up included.
     pub transactions: u64,
     /// One transaction each (begin to committed), in ms.
     pub transaction: Latency,
     pub machine_busy: Option<f64>,
 }
 
-/// The floor of one exactly-once hop on this machine: the latency phase's
-/// messages, at the same rate, through a forwarder that only moves each poll
-/// round into one Kafka transaction (read_committed in, the round's offsets
-/// in the transaction, read_committed out), as the matcher's processor does,
-/// but without the router's hop, Avro, the engine or a commit thread. A
-/// matcher built on Kafka transactions cannot be faster than this here.
-pub async fn floor(base: &Config, reference: &Reference, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<FloorReport, BenchError> {
+/// The floor of one exactly-once hop on this machine: the `e2e` benchmark's
+/// messages through a forwarder that only moves each poll round into one
+/// Kafka transaction (read_committed in, the round's offsets in the
+/// transaction, read_committed out), as the matcher's processor does, but
+/// without the router's hop, Avro, the engine or a commit thread. A matcher
+/// built on Kafka transactions cannot do better here. First `events` flat
+/// out, raw and forwarded (none when 0), then `rate` events/s for `seconds`.
+pub async fn floor(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<FloorReport, BenchError> {
     let cfg = namespace(base, reference, "floor").await?;
+    let flat = if events > 0 {
+        let w = steady_state(events / 24, events - events / 2, 2026);
+        let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).collect();
+        encode(&cfg, reference, &inputs).await?
+    } else {
+        Vec::new()
+    };
     let (warm, count) = (rate as usize, (rate * seconds) as usize);
     let w = steady_state(200, warm + count, 7);
     let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(warm + count).collect();
     let encoded = encode(&cfg, reference, &inputs).await?;
     let (warm_up, measured) = encoded.split_at(warm.min(encoded.len()));
-    let (input, output) = (raw_topic(&cfg, "floor-in").await?, raw_topic(&cfg, "floor-out").await?);
+    let (input, output, raw) = (raw_topic(&cfg, "floor-in").await?, raw_topic(&cfg, "floor-out").await?, raw_topic(&cfg, "raw").await?);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forwarder = {
         let (cfg, input, output, stop) = (cfg.clone(), input.clone(), output.clone(), stop.clone());
         std::thread::spawn(move || forward(&cfg, &input, &output, &stop))
     };
     let rx = Receiver::start(&cfg, &output)?;
-    tokio::time::sleep(Duration::from_secs(4)).await; // both groups joined
+    let raw_rx = Receiver::start(&cfg, &raw)?;
+    tokio::time::sleep(Duration::from_secs(4)).await; // the groups joined
     let producer = producer(&cfg)?;
+    // Until the forwarder has passed on `n` events; a forwarder that failed
+    // ends its thread, and its error is reported below.
+    let forwarded = async |n: usize, deadline: Duration| {
+        let deadline = Instant::now() + deadline;
+        while rx.count() < n && !forwarder.is_finished() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (mut raw_events_per_s, mut forwarded_events_per_s) = (None, None);
+    if !flat.is_empty() {
+        log("raw: produce -> consume, flat out");
+        let t0 = Instant::now();
+        send_all(&producer, &flat, |_| raw.clone(), None).await?;
+        while raw_rx.count() < flat.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        raw_events_per_s = Some(flat.len() as f64 / t0.elapsed().as_secs_f64());
+        log("forwarded: produce -> transactional hop -> consume, flat out");
+        let t0 = Instant::now();
+        send_all(&producer, &flat, |_| input.clone(), None).await?;
+        forwarded(flat.len(), Duration::from_secs(600)).await;
+        forwarded_events_per_s = Some(flat.len() as f64 / t0.elapsed().as_secs_f64());
+    }
+    drop(raw_rx.finish());
     // The same warm-up as `e2e`'s latency runs.
     send_all(&producer, warm_up, |_| input.clone(), Some(rate)).await?;
-    // A forwarder that failed ends its thread: stop waiting, its error is reported below.
-    while rx.count() < warm_up.len() && !forwarder.is_finished() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    forwarded(flat.len() + warm_up.len(), Duration::from_secs(60)).await;
     log(&format!("one transactional hop at {rate} events/s for {seconds} s"));
     let busy0 = machine_cpu();
     let sent = send_all(&producer, measured, |_| input.clone(), Some(rate)).await?;
     let machine_busy = machine_busy(busy0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rx.count() < encoded.len() && Instant::now() < deadline && !forwarder.is_finished() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    forwarded(flat.len() + encoded.len(), Duration::from_secs(60)).await;
     let got = rx.finish();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let txns = tokio::task::spawn_blocking(move || forwarder.join()).await.map_err(setup)?.map_err(|_| setup("the forwarder panicked"))??;
     drop_namespace(&cfg).await;
-    if got.len() < encoded.len() {
-        return Err(setup(format!("only {} of {} events came through the forwarder", got.len(), encoded.len())));
+    if got.len() < flat.len() + encoded.len() {
+        return Err(setup(format!("only {} of {} events came through the forwarder", got.len(), flat.len() + encoded.len())));
     }
     Ok(FloorReport {
+        raw_events_per_s,
+        forwarded_events_per_s,
+        ratio: raw_events_per_s.zip(forwarded_events_per_s).map(|(r, f)| f / r),
         events: encoded.len(),
         rate,
         latency: latency(&first_arrivals(&sent, &got, false)),

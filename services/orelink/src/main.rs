@@ -116,9 +116,12 @@ enum BenchWhich {
         #[arg(long)]
         json: bool,
     },
-    /// Latency through one Kafka transaction that does nothing else, at the
-    /// e2e latency run's rate: the floor of any exactly-once matcher here.
+    /// One Kafka transaction that does nothing else, flat out beside raw and
+    /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
     Floor {
+        /// Events for the flat-out run (0: none).
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
         #[arg(long, default_value_t = 5_000)]
         rate: u64,
         #[arg(long, default_value_t = 20)]
@@ -511,11 +514,16 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                 }
             }
         }
-        BenchWhich::Floor { rate, seconds, json } => {
-            let rep = orelink_matcher::bench::floor(&cfg, &r, rate, seconds, &log).await?;
+        BenchWhich::Floor { events, rate, seconds, json } => {
+            let rep = orelink_matcher::bench::floor(&cfg, &r, events, rate, seconds, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
+                if let (Some(raw), Some(fwd), Some(ratio)) = (rep.raw_events_per_s, rep.forwarded_events_per_s, rep.ratio) {
+                    println!("raw produce->consume           {raw:>10.0} events/s");
+                    println!("one transactional hop          {fwd:>10.0} events/s");
+                    println!("ratio hop / raw                {ratio:>10.2}");
+                }
                 let (l, t) = (&rep.latency, &rep.transaction);
                 println!("one transactional hop at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)", rep.rate, l.p50_ms, l.p99_ms, l.samples);
                 println!(

@@ -88,21 +88,25 @@ enum Command {
     },
 }
 
+/// A path through the broker measured flat out, then at a fixed rate.
+#[derive(clap::Args)]
+struct PathArgs {
+    /// Events for the flat-out (throughput) run.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Events per second for the latency run.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum BenchWhich {
     /// Matcher throughput and order->allocation latency, beside the raw produce->consume path.
-    E2e {
-        /// Events for the throughput run.
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-        /// Events per second for the latency run.
-        #[arg(long, default_value_t = 5_000)]
-        rate: u64,
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        #[arg(long)]
-        json: bool,
-    },
+    E2e(PathArgs),
     /// View materialisation events/s and API query latency at a fixed rate.
     View {
         /// Simulated events to process first.
@@ -118,17 +122,7 @@ enum BenchWhich {
     },
     /// One Kafka transaction that does nothing else, flat out beside raw and
     /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
-    Floor {
-        /// Events for the flat-out run (0: none).
-        #[arg(long, default_value_t = 100_000)]
-        events: usize,
-        #[arg(long, default_value_t = 5_000)]
-        rate: u64,
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        #[arg(long)]
-        json: bool,
-    },
+    Floor(PathArgs),
     /// Time to restore a matcher book from its input.
     Restore {
         #[arg(long, default_value_t = 1_000_000)]
@@ -472,7 +466,7 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
     let r = reference(&cfg)?;
     let log = |s: &str| eprintln!("[bench] {s}");
     match which {
-        BenchWhich::E2e { events, rate, seconds, json } => {
+        BenchWhich::E2e(PathArgs { events, rate, seconds, json }) => {
             let rep = orelink_matcher::bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
@@ -514,7 +508,7 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
                 }
             }
         }
-        BenchWhich::Floor { events, rate, seconds, json } => {
+        BenchWhich::Floor(PathArgs { events, rate, seconds, json }) => {
             let rep = orelink_matcher::bench::floor(&cfg, &r, events, rate, seconds, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);

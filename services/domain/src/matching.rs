@@ -444,9 +444,10 @@ impl Engine {
 
     /// Brings in the memory `decide(input)` looks up first: the line of the
     /// seen event ids, the line of the book's id index where the event's id
-    /// belongs, and the event's site name. A caller that holds the next events prefetches a few ahead
-    /// of the one it decides, so that their cache misses overlap with work
-    /// instead of following one another. A hint: results never depend on it.
+    /// belongs, and the event's site name. A caller that holds the next
+    /// events prefetches a few ahead of the one it decides, so that their
+    /// cache misses overlap with work instead of following one another. A
+    /// hint: results never depend on it.
     pub fn prefetch(&self, input: &Input) {
         self.seen.prefetch(xxh3_128(input.event_id().as_str().as_bytes()));
         if let Some(book) = self.book(input.family()) {

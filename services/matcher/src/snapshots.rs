@@ -164,19 +164,10 @@ impl Store {
     pub fn publish(&self, p: i32, offset: i64, bytes: &[u8]) {
         let target = p.rem_euclid(self.partitions);
         for (key, value) in chunks(p, offset, bytes) {
-            let mut record = BaseRecord::to(&self.topic).key(&key).payload(&value).partition(target);
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => {
-                        tracing::warn!(error = %e, partition = p, offset, "a snapshot could not be queued; the next one replaces it");
-                        return;
-                    }
-                }
+            let record = BaseRecord::to(&self.topic).key(&key).payload(&value).partition(target);
+            if let Err(e) = orelink_platform::txn::send_waiting(&self.producer, record) {
+                tracing::warn!(error = %e, partition = p, offset, "a snapshot could not be queued; the next one replaces it");
+                return;
             }
         }
     }

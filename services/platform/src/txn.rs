@@ -6,7 +6,7 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{OwnedMessage, ToBytes};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use std::time::{Duration, Instant};
 
 /// What to do about a transactional error.
@@ -108,7 +108,10 @@ pub fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), Kafk
 }
 
 /// Sends on a producer that polls itself, waiting while its queue is full (backpressure).
-pub fn send_waiting<K: ToBytes + ?Sized, V: ToBytes + ?Sized>(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, K, V>) -> Result<(), KafkaError> {
+pub fn send_waiting<K: ToBytes + ?Sized, V: ToBytes + ?Sized, C: ProducerContext<DeliveryOpaque = ()> + 'static>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, V>,
+) -> Result<(), KafkaError> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

@@ -94,6 +94,26 @@ async fn encode(cfg: &Config, reference: &Reference, inputs: &[Input]) -> Result
     Ok(out)
 }
 
+/// The flat-out runs' events (`e2e`'s throughput run, `floor`'s), encoded:
+/// books of `events / 24` open orders and capacities per family, then the
+/// stream that makes up the rest.
+async fn flat_out_events(cfg: &Config, reference: &Reference, events: usize) -> Result<Vec<Encoded>, BenchError> {
+    let w = steady_state(events / 24, events - events / 2, 2026);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).collect();
+    encode(cfg, reference, &inputs).await
+}
+
+/// The latency runs' events (`e2e`'s, `floor`'s), encoded: one second of
+/// warm-up at `rate`, then `rate * seconds` to measure. Returns all of them
+/// and how many the warm-up takes.
+async fn latency_events(cfg: &Config, reference: &Reference, rate: u64, seconds: u64) -> Result<(Vec<Encoded>, usize), BenchError> {
+    let (warm, count) = (rate as usize, (rate * seconds) as usize);
+    let w = steady_state(200, warm + count, 7);
+    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(warm + count).collect();
+    let encoded = encode(cfg, reference, &inputs).await?;
+    Ok((encoded, warm))
+}
+
 fn producer(cfg: &Config) -> Result<FutureProducer, BenchError> {
     Ok(cfg.kafka.producer_config("bench").set("linger.ms", "1").set("partitioner", "murmur2_random").create()?)
 }
@@ -361,10 +381,8 @@ async fn raw_topic(cfg: &Config, name: &str) -> Result<String, BenchError> {
 pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
     // Throughput: the same messages, flat out.
     let cfg = namespace(base, reference, "tput").await?;
-    let w = steady_state(events / 24, events - events / 2, 2026);
-    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).collect();
-    log(&format!("encoding {} events", inputs.len()));
-    let encoded = encode(&cfg, reference, &inputs).await?;
+    log("encoding the throughput run's events");
+    let encoded = flat_out_events(&cfg, reference, events).await?;
     let n = encoded.len();
     let producer = producer(&cfg)?;
 
@@ -405,10 +423,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     // Latency at a fixed rate, in a fresh namespace. Each path first takes a
     // second of the same traffic, unmeasured, and drains it (`warm_up`).
     let cfg = namespace(base, reference, "lat").await?;
-    let (warm, count) = (rate as usize, (rate * seconds) as usize);
-    let w = steady_state(200, warm + count, 7);
-    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(warm + count).collect();
-    let encoded = encode(&cfg, reference, &inputs).await?;
+    let (encoded, warm) = latency_events(&cfg, reference, rate, seconds).await?;
     let (warm_up, measured) = encoded.split_at(warm.min(encoded.len()));
     let producer = self::producer(&cfg)?;
     let raw = raw_topic(&cfg, "raw").await?;
@@ -503,17 +518,8 @@ pub struct FloorReport {
 /// out, raw and forwarded (none when 0), then `rate` events/s for `seconds`.
 pub async fn floor(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<FloorReport, BenchError> {
     let cfg = namespace(base, reference, "floor").await?;
-    let flat = if events > 0 {
-        let w = steady_state(events / 24, events - events / 2, 2026);
-        let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).collect();
-        encode(&cfg, reference, &inputs).await?
-    } else {
-        Vec::new()
-    };
-    let (warm, count) = (rate as usize, (rate * seconds) as usize);
-    let w = steady_state(200, warm + count, 7);
-    let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(warm + count).collect();
-    let encoded = encode(&cfg, reference, &inputs).await?;
+    let flat = if events > 0 { flat_out_events(&cfg, reference, events).await? } else { Vec::new() };
+    let (encoded, warm) = latency_events(&cfg, reference, rate, seconds).await?;
     let (warm_up, measured) = encoded.split_at(warm.min(encoded.len()));
     let (input, output, raw) = (raw_topic(&cfg, "floor-in").await?, raw_topic(&cfg, "floor-out").await?, raw_topic(&cfg, "raw").await?);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

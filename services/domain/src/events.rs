@@ -477,10 +477,7 @@ impl CapacityEvent {
         if let (Some(m), Some(q), CapacityKind::Declared) = (min_lot, quantity, w.kind) {
             c.rule(m <= q, "min_lot_kg", || format!("{m} is more than the {q} declared"));
         }
-        let energy = match w.energy_kwh_per_t {
-            None => Some(None),
-            Some(e) => c.take(u64::try_from(e).map(Some).map_err(|_| Invalid::new("energy_kwh_per_t", format!("is {e}; energy is never negative")))),
-        };
+        let energy = c.take(crate::quantity::parse_energy("energy_kwh_per_t", w.energy_kwh_per_t));
         c.finish(|| {
             Some(CapacityEvent {
                 event_id: event_id?,
@@ -661,7 +658,7 @@ pub fn validate_allocation(w: &wire::Allocation, r: &Reference) -> Result<(), Re
     c.product(r, &w.product_code);
     c.take(Kg::parse_positive("quantity_kg", w.quantity_kg));
     c.take(PricePerTonne::parse("price_cny_per_t", w.price_cny_per_t));
-    c.take(PricePerTonne::parse("freight_cny_per_t", w.freight_cny_per_t));
+    c.take(PricePerTonne::parse_charge("freight_cny_per_t", w.freight_cny_per_t));
     c.take(Millis::parse("decided_at", w.decided_at));
     c.finish(|| Some(()))
 }

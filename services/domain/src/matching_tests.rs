@@ -316,9 +316,9 @@ fn build(w: &World, ops: &[Op]) -> Vec<Input> {
                 ["AL-INGOT-AL99.50", "AL-INGOT-AL99.70", "AL-INGOT-AL99.85", "AL-INGOT-AL99.90"][grade as usize % 4].to_string()
             }
         };
-        // Copper prices straddle u32::MAX, where the price indexes cap the
-        // prices they pack into their keys: the reference has no such cap.
-        let base = |cu: bool| if cu { u32::MAX as i64 - 400 } else { 20_000 };
+        // Copper prices sit at the contract's top bound (1e9 CNY/t), the
+        // largest the price indexes ever pack into their keys.
+        let base = |cu: bool| if cu { crate::quantity::bounds::MAX_PRICE - 1_000 } else { 20_000 };
         let input = match op {
             Op::Place { o, cu, grade, site, qty, price, slack_h, cross } => {
                 let product = family(*cu, *grade);

@@ -129,12 +129,21 @@ fn write_private(path: &Path, text: &str) -> Result<(), StackError> {
     f.write_all(text.as_bytes()).map_err(io_err(what))
 }
 
-fn write_credentials(cfg: &StackConfig, password: &str) -> Result<(), StackError> {
+/// The stack's client file: where its parts listen and how to log in to
+/// Kafka. Rewritten on every `up`, so it follows the stack's ports.
+pub(crate) fn write_credentials(cfg: &StackConfig, password: &str) -> Result<(), StackError> {
     let text = format!(
-        "# Written by `orelink stack up`: how local commands reach this stack's Kafka\n\
-         # (SASL/SCRAM as the superuser). A config layer under your own config file.\n\
+        "# Written by `orelink stack up`: how local commands reach this stack\n\
+         # (Kafka with SASL/SCRAM as the superuser). A config layer under your own config file.\n\
          # Secret: never commit, print or share it.\n\
-         [kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"{ADMIN}\"\npassword = \"{password}\"\n"
+         [kafka]\nbrokers = \"{}\"\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nusername = \"{ADMIN}\"\npassword = \"{password}\"\n\n\
+         [registry]\nurl = \"{}\"\nlisten = \"{}:{}\"\n\n\
+         [redis]\nurl = \"{}\"\n",
+        cfg.kafka_bootstrap(),
+        cfg.registry_url(),
+        cfg.host,
+        cfg.registry_port,
+        cfg.redis_url()
     );
     write_private(&credentials_file(cfg), &text)
 }

@@ -42,7 +42,10 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 }
 
 /// Where and how the stack runs. Defaults: Kafka on 127.0.0.1:9092 (controller
-/// 9093), Redis on 6379, registry on 8081.
+/// 9093), Redis on 6379, registry on 8081; `ORELINK_STACK_KAFKA_PORT`,
+/// `ORELINK_STACK_CONTROLLER_PORT`, `ORELINK_STACK_REDIS_PORT` and
+/// `ORELINK_STACK_REGISTRY_PORT` move them, so a second stack (a test's, with
+/// its own `ORELINK_HOME`) runs beside a developer's.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// Downloaded artifacts (Kafka jars); kept by `--purge`.
@@ -59,26 +62,50 @@ pub struct StackConfig {
     pub kafka_heap: String,
 }
 
+/// The environment variables that move the stack's ports, with their defaults.
+pub const PORT_VARS: [(&str, u16); 4] =
+    [("ORELINK_STACK_KAFKA_PORT", 9092), ("ORELINK_STACK_CONTROLLER_PORT", 9093), ("ORELINK_STACK_REDIS_PORT", 6379), ("ORELINK_STACK_REGISTRY_PORT", 8081)];
+
 impl StackConfig {
-    /// Defaults under `$ORELINK_CACHE` (else `~/.cache/orelink`) and `$ORELINK_HOME` (else `~/.local/share/orelink`).
-    pub fn from_env(orelink_exe: PathBuf) -> StackConfig {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-        let cache_dir = std::env::var_os("ORELINK_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/orelink"));
-        let data_dir = std::env::var_os("ORELINK_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".local/share/orelink"))
-            .join("stack");
-        StackConfig {
+    /// Defaults under `$ORELINK_CACHE` (else `~/.cache/orelink`) and
+    /// `$ORELINK_HOME` (else `~/.local/share/orelink`), ports from `PORT_VARS`.
+    /// Every malformed port is reported at once.
+    pub fn from_env(orelink_exe: PathBuf) -> Result<StackConfig, StackError> {
+        Self::from_vars(orelink_exe, |k| std::env::var_os(k))
+    }
+
+    pub fn from_vars(orelink_exe: PathBuf, var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<StackConfig, StackError> {
+        let home = var("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+        let cache_dir = var("ORELINK_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join(".cache/orelink"));
+        let data_dir = var("ORELINK_HOME").map(PathBuf::from).unwrap_or_else(|| home.join(".local/share/orelink")).join("stack");
+        let mut problems = Vec::new();
+        let ports = PORT_VARS.map(|(name, default)| match var(name) {
+            None => default,
+            Some(v) => v.to_str().and_then(|s| s.trim().parse::<u16>().ok()).filter(|p| *p > 0).unwrap_or_else(|| {
+                problems.push(format!("{name}={v:?} is not a port (1 to 65535)"));
+                default
+            }),
+        });
+        let mut sorted = ports;
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            problems.push(format!("the stack's four ports must differ ({})", PORT_VARS.map(|(n, _)| n).join(", ")));
+        }
+        if !problems.is_empty() {
+            return Err(StackError::Missing(problems.join("; ")));
+        }
+        let [kafka_port, controller_port, redis_port, registry_port] = ports;
+        Ok(StackConfig {
             cache_dir,
             data_dir,
             host: "127.0.0.1".into(),
-            kafka_port: 9092,
-            controller_port: 9093,
-            redis_port: 6379,
-            registry_port: 8081,
+            kafka_port,
+            controller_port,
+            redis_port,
+            registry_port,
             orelink_exe,
             kafka_heap: "1g".into(),
-        }
+        })
     }
 
     pub fn kafka_bootstrap(&self) -> String {
@@ -186,6 +213,10 @@ pub async fn up(cfg: &StackConfig, progress: Progress<'_>) -> Result<Vec<String>
         registry::wait(cfg).await?;
         progress(&format!("registry: healthy on {}", cfg.registry_url()));
     }
+    // Local commands find this stack's endpoints (and its Kafka login) there.
+    if let Some(password) = kafka::admin_password(cfg) {
+        kafka::write_credentials(cfg, &password)?;
+    }
     Ok(started)
 }
 
@@ -261,5 +292,34 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn with(vars: &[(&str, &str)]) -> Result<StackConfig, StackError> {
+        let vars: Vec<(String, OsString)> = vars.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+        StackConfig::from_vars("orelink".into(), |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn ports_default_and_move_with_the_environment() {
+        let d = with(&[("HOME", "/h")]).unwrap();
+        assert_eq!((d.kafka_port, d.controller_port, d.redis_port, d.registry_port), (9092, 9093, 6379, 8081));
+        assert_eq!(d.data_dir, PathBuf::from("/h/.local/share/orelink/stack"));
+        let m = with(&[("ORELINK_HOME", "/t"), ("ORELINK_STACK_KAFKA_PORT", "19092"), ("ORELINK_STACK_REDIS_PORT", "16379")]).unwrap();
+        assert_eq!((m.kafka_bootstrap(), m.redis_url()), ("127.0.0.1:19092".to_owned(), "redis://127.0.0.1:16379/".to_owned()));
+        assert_eq!(m.data_dir, PathBuf::from("/t/stack"));
+    }
+
+    #[test]
+    fn every_bad_port_is_reported_at_once() {
+        let e = with(&[("ORELINK_STACK_KAFKA_PORT", "x"), ("ORELINK_STACK_REGISTRY_PORT", "70000")]).unwrap_err().to_string();
+        assert!(e.contains("ORELINK_STACK_KAFKA_PORT") && e.contains("ORELINK_STACK_REGISTRY_PORT"), "{e}");
+        let e = with(&[("ORELINK_STACK_REDIS_PORT", "9092")]).unwrap_err().to_string();
+        assert!(e.contains("must differ"), "{e}");
     }
 }

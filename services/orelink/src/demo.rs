@@ -1,12 +1,13 @@
 //! `orelink demo`: the whole hub on the local stack with a simulated workload.
 //!
-//! Brings the stack up (reusing what runs), applies the topology, runs every
+//! With the stack up (`main` brings it up first, reusing what runs, so that
+//! the configuration it then reads has the stack's endpoints and login), applies the topology, runs every
 //! hub role built so far in this process, drives the simulator, and prints a
 //! line of live figures every two seconds, read from Kafka itself. Ctrl-C (or
 //! `--duration`) stops the simulator and the roles cleanly; the stack keeps
 //! running, and the last lines say where its data is.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use orelink_domain::topology::topics;
 use orelink_platform::registry_client::RegistryClient;
 use orelink_platform::{Config, Reference, apply};
@@ -98,7 +99,18 @@ fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
     })
 }
 
-pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Option<i64>, rate: u64, duration: Option<Duration>, cancel: CancellationToken) -> Result<()> {
+/// Runs the hub on `stack`, which is up.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    mut cfg: Config,
+    reference: Reference,
+    stack: &orelink_stack::StackConfig,
+    seed: u64,
+    start_ms: Option<i64>,
+    rate: u64,
+    duration: Option<Duration>,
+    cancel: CancellationToken,
+) -> Result<()> {
     // The dashboard needs an operator token: one for this run, unless configured.
     if cfg.view.tokens().is_empty() {
         cfg.view.operator_tokens = orelink_platform::config::Secret::new(uuid::Uuid::new_v4().simple().to_string());
@@ -109,10 +121,7 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
         let now = orelink_platform::dlq::now_millis().0;
         now - now % 60_000
     });
-    let stack = orelink_stack::StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?);
     let progress = |line: &str| eprintln!("[demo] {line}");
-    progress("bringing up the local stack (Kafka, Redis, schema registry)");
-    orelink_stack::up(&stack, &progress).await?;
     let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
     let applied = apply::apply(&cfg.kafka.client_config("admin"), &registry, &reference, &cfg.namespace, false).await?;
     progress(&format!("topology applied ({} changes)", applied.changes.len()));
@@ -131,14 +140,18 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
         cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?,
     );
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone(), move |addr| {
+    let health = crate::supervise::Health::default();
+    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone(), health.clone(), move |addr| {
         let _ = bound_tx.send(addr);
     }));
     let dashboard = match tokio::time::timeout(Duration::from_secs(30), bound_rx).await {
         Ok(Ok(addr)) => format!("http://{addr}/?token={token}"),
         _ => {
             roles.cancel();
-            let e = hub.await?.err().map(|e| format!("{e:#}")).unwrap_or_else(|| "it did not start".into());
+            let e = match hub.await? {
+                Err(e) => e.to_string(),
+                Ok(_) => health.snapshot().remove("view").and_then(|h| h.last_error).unwrap_or_else(|| "it did not start within 30 s".into()),
+            };
             anyhow::bail!("the view role failed to start: {e}");
         }
     };
@@ -155,6 +168,7 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
     let started = Instant::now();
     let mut last = Figures::default();
     let mut last_at = Instant::now();
+    let mut reported = health.snapshot();
     let stop_at = duration.map(|d| started + d);
     loop {
         tokio::select! {
@@ -176,6 +190,14 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
             f.dead_letters,
             f.lag
         );
+        // A role that failed is restarted by its supervisor; say so as it happens.
+        let now_failed = health.snapshot();
+        for (role, h) in &now_failed {
+            if reported.get(role).map(|r| r.failures) != Some(h.failures) {
+                progress(&format!("{role} failed ({} so far) and is being restarted: {}", h.failures, h.last_error.as_deref().unwrap_or("")));
+            }
+        }
+        reported = now_failed;
         last = f;
         last_at = Instant::now();
         if stop_at.is_some_and(|t| Instant::now() >= t) {
@@ -192,6 +214,13 @@ pub async fn run(mut cfg: Config, reference: Reference, seed: u64, start_ms: Opt
         "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view; {} shipments routed to their carriers",
         sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters, stats.view.applied, stats.fanout.routed
     ));
+    let failures = health.report();
+    if failures.is_empty() {
+        progress("every role ran without a failure");
+    }
+    for line in failures {
+        progress(&line);
+    }
     progress(&format!("the stack keeps running; its data is in {} (stop it with `orelink stack down`, add --purge to remove the data)", stack.data_dir.display()));
     Ok(())
 }

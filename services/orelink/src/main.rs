@@ -6,6 +6,7 @@ mod bench_view;
 mod k8s;
 mod principal;
 mod demo;
+mod supervise;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -255,22 +256,47 @@ fn shutdown_token() -> CancellationToken {
     token
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// A failure is one plain message (with its causes), never a backtrace.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Stack { action } => stack(action).await,
         Command::Topology { action } => topology(action, cli.config).await,
         Command::Run { role } => run(role, cli.config).await,
         Command::Bench { which } => bench(which, cli.config).await,
         Command::Demo { seed, rate, duration, start_ms } => {
-            let cfg = load_config(cli.config)?;
+            // Configuration problems are reported before anything starts...
+            let cfg = load_config(cli.config.clone())?;
+            reference(&cfg)?;
             let mut log = cfg.log.clone();
-            // The live table is the demo's output; the roles log warnings only.
+            // The live table is the demo's output; the roles log errors only.
             log.level = std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into());
             telemetry::init(&log);
+            let stack = StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?)?;
+            eprintln!("[demo] bringing up the local stack (Kafka, Redis, schema registry)");
+            orelink_stack::up(&stack, &|line: &str| eprintln!("[demo] {line}")).await?;
+            // ...and the configuration is read again once the stack is up: its
+            // first `up` writes the client file (endpoints, Kafka login) it layers in.
+            let cfg = load_config(cli.config)?;
             let r = reference(&cfg)?;
-            demo::run(cfg, r, seed, start_ms, rate, duration, shutdown_token()).await
+            demo::run(cfg, r, &stack, seed, start_ms, rate, duration, shutdown_token()).await
         }
         Command::Simulate { seed, rate, duration, start_ms } => {
             let cfg = load_config(cli.config)?;
@@ -311,7 +337,7 @@ async fn main() -> Result<()> {
 }
 
 async fn stack(action: StackAction) -> Result<()> {
-    let cfg = StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?);
+    let cfg = StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?)?;
     let progress = |line: &str| eprintln!("[stack] {line}");
     match action {
         StackAction::Up => {
@@ -601,7 +627,11 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         }
         Role::All => {
             let r = reference(&cfg)?;
-            let stats = all::run_all(cfg, r, cancel, |_| {}).await?;
+            let health = supervise::Health::default();
+            let stats = all::run_all(cfg, r, cancel, health.clone(), |_| {}).await?;
+            for line in health.report() {
+                tracing::warn!("{line}");
+            }
             tracing::info!(?stats, "all roles stopped");
         }
     }

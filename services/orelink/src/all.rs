@@ -1,10 +1,14 @@
-//! `orelink run all`: every hub role in one process, stopped together.
+//! `orelink run all`: every hub role in one process, each supervised (see
+//! `supervise`): a role that fails is restarted with backoff while the others
+//! keep running; a configuration error stops them all.
 
-use anyhow::{Context, Result};
+use crate::supervise::{Fatal, Health, supervise};
 use orelink_platform::{Config, Reference};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// What each role did.
+/// What each role did in its last run (a restarted role counts from its restart).
 #[derive(Debug, Default)]
 pub struct AllStats {
     pub matcher: orelink_matcher::MatcherStats,
@@ -13,73 +17,89 @@ pub struct AllStats {
     pub fanout: orelink_fanout::FanoutStats,
 }
 
-/// Runs the matcher, the share role, the fanout and the view until `cancel`, or until one of them
-/// fails, which stops the others (each drains and commits).
-pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken, view_bound: impl FnOnce(std::net::SocketAddr) + Send + 'static) -> Result<AllStats> {
+/// Called with the view's address each time it binds.
+pub type OnBound = Arc<Mutex<Option<Box<dyn FnOnce(SocketAddr) + Send>>>>;
+
+/// Runs the matcher, the share role, the fanout and the view (and the gateway
+/// and webhooks where configured) until `cancel`. Each role drains and
+/// commits on the way out. Fails only on a configuration error.
+pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken, health: Health, view_bound: impl FnOnce(SocketAddr) + Send + 'static) -> Result<AllStats, Fatal> {
     let mut mcfg = crate::principal::as_role(&cfg, "matcher");
     if mcfg.matcher.instance_id.is_empty() {
         mcfg.matcher.instance_id = "all".into();
     }
-    let mut mcfg_for_fanout = crate::principal::as_role(&cfg, "fanout");
-    mcfg_for_fanout.matcher.instance_id = mcfg.matcher.instance_id.clone();
-    let matcher = {
-        let (r, c) = (reference.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let _stop_all = c.clone().drop_guard();
-            orelink_matcher::run(mcfg, r, c).await
-        })
-    };
-    let share = {
-        let (cfg, r, c) = (crate::principal::as_role(&cfg, "share"), reference.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let _stop_all = c.clone().drop_guard();
-            orelink_share::run(&cfg, &r, c).await
-        })
-    };
-    let fanout = {
-        let (cfg, r, c) = (mcfg_for_fanout, reference.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let _stop_all = c.clone().drop_guard();
-            orelink_fanout::run(&cfg, &r, c).await
-        })
-    };
+    let mut fanout_cfg = crate::principal::as_role(&cfg, "fanout");
+    fanout_cfg.matcher.instance_id = mcfg.matcher.instance_id.clone();
+
+    // Each role's start: its own copies of the config and reference, so it can start again.
+    macro_rules! role {
+        ($name:literal, $cfg:expr, |$c:ident, $r:ident, $t:ident| $run:expr) => {{
+            let (cfg, reference, cancel, health) = ($cfg, reference.clone(), cancel.clone(), health.clone());
+            tokio::spawn(supervise($name, health, cancel, move |$t| {
+                let ($c, $r) = (cfg.clone(), reference.clone());
+                async move { $run }
+            }))
+        }};
+    }
+
+    let matcher = role!("matcher", mcfg, |c, r, t| orelink_matcher::run(c, r, t).await);
+    let share = role!("share", crate::principal::as_role(&cfg, "share"), |c, r, t| orelink_share::run(&c, &r, t).await);
+    let fanout = role!("fanout", fanout_cfg, |c, r, t| orelink_fanout::run(&c, &r, t).await);
+    let on_bound: OnBound = Arc::new(Mutex::new(Some(Box::new(view_bound))));
     let view = {
-        let (cfg, r, c) = (crate::principal::as_role(&cfg, "view"), reference.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let _stop_all = c.clone().drop_guard();
-            orelink_view::run_with(&cfg, &r, c, view_bound).await
-        })
+        let (cfg, reference, health) = (crate::principal::as_role(&cfg, "view"), reference.clone(), health.clone());
+        tokio::spawn(supervise("view", health, cancel.clone(), move |t| {
+            let (c, r, on_bound) = (cfg.clone(), reference.clone(), on_bound.clone());
+            async move {
+                orelink_view::run_with(&c, &r, t, move |addr| {
+                    if let Some(f) = on_bound.lock().expect("view_bound lock").take() {
+                        f(addr)
+                    }
+                })
+                .await
+            }
+        }))
     };
     // The gateway serves only where enterprises' keys are configured.
     let gateway = if cfg.gateway.keys_file.is_empty() {
         tracing::warn!("gateway.keys_file is not set: the ingest gateway does not run");
         None
     } else {
-        let (cfg, r, c) = (crate::principal::as_role(&cfg, "gateway"), reference.clone(), cancel.clone());
-        Some(tokio::spawn(async move {
-            let _stop_all = c.clone().drop_guard();
-            orelink_gateway::run(&cfg, &r, c).await
-        }))
+        Some(role!("gateway", crate::principal::as_role(&cfg, "gateway"), |c, r, t| orelink_gateway::run(&c, &r, t).await))
     };
     // Webhooks run where some are configured.
     let webhooks = if cfg.webhooks.file.is_empty() {
         None
     } else {
-        let (cfg, r, c) = (crate::principal::as_role(&cfg, "webhooks"), reference.clone(), cancel.clone());
-        Some(tokio::spawn(async move {
-            let _stop_all = c.clone().drop_guard();
-            orelink_partners::webhook::run(&cfg, &r, c).await
-        }))
+        Some(role!("webhooks", crate::principal::as_role(&cfg, "webhooks"), |c, r, t| orelink_partners::webhook::run(&c, &r, t).await))
     };
+
+    let mut fatal: Option<Fatal> = None;
     if let Some(g) = gateway {
-        g.await.context("the gateway task panicked")?.context("gateway")?;
+        settle(g.await, &mut fatal);
     }
     if let Some(w) = webhooks {
-        w.await.context("the webhooks task panicked")?.context("webhooks")?;
+        settle(w.await, &mut fatal);
     }
-    let matcher = matcher.await.context("the matcher task panicked")?;
-    let share = share.await.context("the share task panicked")?;
-    let view = view.await.context("the view task panicked")?;
-    let fanout = fanout.await.context("the fanout task panicked")?;
-    Ok(AllStats { matcher: matcher.context("matcher")?, share: share.context("share")?, view: view.context("view")?, fanout: fanout.context("fanout")? })
+    let stats = AllStats {
+        matcher: settle(matcher.await, &mut fatal).unwrap_or_default(),
+        share: settle(share.await, &mut fatal).unwrap_or_default(),
+        view: settle(view.await, &mut fatal).unwrap_or_default(),
+        fanout: settle(fanout.await, &mut fatal).unwrap_or_default(),
+    };
+    match fatal {
+        Some(f) => Err(f),
+        None => Ok(stats),
+    }
+}
+
+/// A role's last stats; its fatal error, the first of all, is kept in `fatal`.
+fn settle<T>(joined: Result<Result<Option<T>, Fatal>, tokio::task::JoinError>, fatal: &mut Option<Fatal>) -> Option<T> {
+    match joined.expect("a supervisor catches its role's panics") {
+        Ok(stats) => stats,
+        Err(f) => {
+            fatal.get_or_insert(f);
+            None
+        }
+    }
 }

@@ -79,7 +79,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         let app = http::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await })
     };
-    let materialiser = Materialiser::new(cfg, codec, redis, changes, metrics).await?;
+    let materialiser = Materialiser::new(cfg, reference, codec, redis, changes, metrics).await?;
     let ready_state = state.clone();
     let result = materialiser.run(cancel.clone(), None, move || ready_state.ready.store(true, Ordering::Relaxed)).await;
     // However the materialiser ends, the server stops too.
@@ -101,7 +101,7 @@ pub async fn rebuild(cfg: &Config, reference: &Reference, cancel: CancellationTo
     let mut redis = connect(cfg).await?;
     let removed = materialise::clear(&mut redis, &cfg.namespace).await?;
     let (changes, _) = broadcast::channel::<Change>(16);
-    let materialiser = Materialiser::new(cfg, codec, redis, changes, Arc::new(Metrics::default())).await?;
+    let materialiser = Materialiser::new(cfg, reference, codec, redis, changes, Arc::new(Metrics::default())).await?;
     let ends = materialiser.ends().await?;
     let applied = materialiser.run(cancel, Some(ends), || {}).await?;
     Ok((removed, applied))

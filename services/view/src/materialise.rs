@@ -2,10 +2,21 @@
 //! each partition's offset stored in Redis by the same script call that
 //! applies its events: the view resumes from Redis, not from a consumer
 //! group, so an event is applied once however often it is read.
+//!
+//! Bad input never stops it. Inventory that does not decode or validate is
+//! dead-lettered here (no other role reads it; the router dead-letters bad
+//! orders and capacity, which the view only skips). A record the script
+//! cannot apply is found by the script itself, dead-lettered with the
+//! script's reason, and passed over; the rest of its batch goes on. Only
+//! Redis or Kafka being unreachable is retried, and those never skip a record.
 
 use crate::metrics::Metrics;
 use crate::ops::{Body, Op, op_of};
-use orelink_codec::{Codec, DecodeError};
+use orelink_codec::{Codec, DecodeError, Refusal, SourceRef};
+use orelink_domain::ErrorClass;
+use orelink_domain::Topology;
+use orelink_platform::dlq::DeadLetters;
+use orelink_platform::trace::TraceContext;
 use orelink_domain::topology::topics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -20,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 pub const SCRIPT: &str = include_str!("view.lua");
 
 /// The contract and internal topics the view reads.
-pub const INPUTS: [&str; 5] = [topics::CAPACITY, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::DLQ];
+pub const INPUTS: [&str; 6] = [topics::CAPACITY, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::INVENTORY, topics::DLQ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialiseError {
@@ -28,6 +39,10 @@ pub enum MaterialiseError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("dead letter: {0}")]
+    DeadLetter(#[from] orelink_platform::dlq::DeadLetterError),
+    #[error("the view script answered {0:?}")]
+    Script(String),
 }
 
 impl MaterialiseError {
@@ -35,7 +50,8 @@ impl MaterialiseError {
     pub fn retriable(&self) -> bool {
         match self {
             MaterialiseError::Redis(e) => e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal(),
-            MaterialiseError::Kafka(_) => false,
+            MaterialiseError::DeadLetter(e) => e.retriable(),
+            MaterialiseError::Kafka(_) | MaterialiseError::Script(_) => false,
         }
     }
 }
@@ -64,6 +80,52 @@ pub struct Materialiser {
     batch_max: usize,
     changes: broadcast::Sender<Change>,
     metrics: Arc<Metrics>,
+    topology: Arc<Topology>,
+    dead_letters: DeadLetters,
+    inventory_topic: String,
+}
+
+/// Where a batch's event came from, kept to dead-letter it with its bytes.
+pub struct Source {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    /// Refused by the codec, and to be dead-lettered by the view.
+    refused: Option<Refusal>,
+}
+
+impl Source {
+    fn source_ref(&self) -> SourceRef<'_> {
+        SourceRef { topic: &self.topic, partition: self.partition, offset: self.offset, key: self.key.as_deref(), value: self.value.as_deref() }
+    }
+}
+
+/// What one script call answered.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// The epoch changed: resume from Redis.
+    Resume,
+    /// Every op went through; so many changed the view.
+    Applied(i64),
+    /// Ops before `index` went through (`applied` changed the view); op `index` did not, for `reason`.
+    Failed { applied: i64, index: usize, reason: String },
+}
+
+impl Answer {
+    fn parse(reply: &[redis::Value]) -> Result<Answer, MaterialiseError> {
+        let int = |v: &redis::Value| redis::from_redis_value::<i64>(v.clone()).ok();
+        match reply {
+            [v] if int(v) == Some(-1) => Ok(Answer::Resume),
+            [v] => int(v).map(Answer::Applied).ok_or_else(|| MaterialiseError::Script(format!("{reply:?}"))),
+            [a, i, r] => match (int(a), int(i), redis::from_redis_value::<String>(r.clone()).ok()) {
+                (Some(applied), Some(i), Some(reason)) if i >= 1 => Ok(Answer::Failed { applied, index: (i - 1) as usize, reason }),
+                _ => Err(MaterialiseError::Script(format!("{reply:?}"))),
+            },
+            _ => Err(MaterialiseError::Script(format!("{reply:?}"))),
+        }
+    }
 }
 
 /// Events read and, of them, applied (not replays, duplicates or skips).
@@ -79,6 +141,7 @@ pub type Ends = BTreeMap<(String, i32), i64>;
 impl Materialiser {
     pub async fn new(
         cfg: &orelink_platform::Config,
+        reference: &orelink_platform::Reference,
         codec: Arc<Codec>,
         redis: ConnectionManager,
         changes: broadcast::Sender<Change>,
@@ -88,7 +151,11 @@ impl Materialiser {
         let consumer_config = cfg.kafka.reader_config("view", &format!("{}orelink-view", cfg.namespace));
         let consumer = consumer_config.create()?;
         let probe = cfg.kafka.client_config("view-probe").set("group.id", format!("{}orelink-view-probe", cfg.namespace)).create()?;
+        let dead_letters = DeadLetters::new(cfg.kafka.producer_config("view").create()?, codec.clone(), "view");
         Ok(Materialiser {
+            topology: reference.topology.clone(),
+            dead_letters,
+            inventory_topic: codec.topic(topics::INVENTORY),
             consumer,
             consumer_config,
             probe,
@@ -180,7 +247,7 @@ impl Materialiser {
             if until.as_ref().is_some_and(|ends| self.reached(ends, &positions)) {
                 break;
             }
-            let batch = tokio::select! {
+            let (mut batch, sources) = tokio::select! {
                 _ = cancel.cancelled() => break,
                 b = self.next_batch() => b?,
             };
@@ -196,7 +263,11 @@ impl Materialiser {
                     positions.insert((topic.to_owned(), p.parse().unwrap_or(0)), op.o);
                 }
             }
-            match self.apply(&batch).await {
+            let outcome = match self.dead_letter_refused(&sources).await {
+                Ok(()) => self.apply_all(&mut batch, &sources).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(Some(applied)) => {
                     total.read += batch.len() as u64;
                     total.applied += applied as u64;
@@ -222,7 +293,7 @@ impl Materialiser {
                     self.resume().await?;
                 }
                 Err(e) if e.retriable() => {
-                    tracing::warn!(error = %e, "redis unavailable; retrying the batch from Redis's offsets");
+                    tracing::warn!(error = %e, "redis or kafka unavailable; retrying the batch from Redis's offsets");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -250,35 +321,53 @@ impl Materialiser {
             .is_some_and(|o| matches!(o, Offset::Offset(p) if p >= end))
     }
 
-    /// Up to `batch_max` decoded events: waits up to 200 ms for the first,
-    /// then takes what has already arrived.
-    async fn next_batch(&mut self) -> Result<Vec<Op>, MaterialiseError> {
-        let mut batch = Vec::new();
+    /// Up to `batch_max` decoded events and where they came from: waits up to
+    /// 200 ms for the first, then takes what has already arrived.
+    async fn next_batch(&mut self) -> Result<(Vec<Op>, Vec<Source>), MaterialiseError> {
+        let (mut batch, mut sources) = (Vec::new(), Vec::new());
         let first = match tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await {
-            Err(_) => return Ok(batch),
+            Err(_) => return Ok((batch, sources)),
             Ok(m) => m?,
         };
-        batch.push(self.op(&first).await);
+        let (op, source) = self.op(&first).await;
+        batch.push(op);
+        sources.push(source);
         while batch.len() < self.batch_max {
             match tokio::time::timeout(Duration::from_millis(1), self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(self.op(&m).await),
+                Ok(Ok(m)) => {
+                    let (op, source) = self.op(&m).await;
+                    batch.push(op);
+                    sources.push(source);
+                }
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => break,
             }
         }
-        Ok(batch)
+        Ok((batch, sources))
     }
 
-    async fn op(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Op {
+    async fn op(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> (Op, Source) {
         let t = format!("{}:{}", m.topic(), m.partition());
+        let mut source = Source {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            refused: None,
+        };
         let mut delay = Duration::from_millis(200);
         loop {
             match self.codec.decode(m.topic(), m.payload()).await {
-                Ok(r) => return op_of(t, m.offset(), Some(&r)),
-                // The router (or the role that wrote it) dead-letters bad input; the view only moves on.
+                Ok(r) => return (op_of(t, m.offset(), Some(&r), &self.topology), source),
                 Err(DecodeError::Refused(r)) => {
                     tracing::debug!(topic = m.topic(), offset = m.offset(), reason = %r, "skipped");
-                    return op_of(t, m.offset(), None);
+                    // The router (or the role that wrote it) dead-letters other bad input;
+                    // inventory has no other reader, so the view does.
+                    if m.topic() == self.inventory_topic {
+                        source.refused = Some(r);
+                    }
+                    return (op_of(t, m.offset(), None, &self.topology), source);
                 }
                 // The registry is away: the event is not skipped, it waits.
                 Err(DecodeError::Retry(e)) => {
@@ -290,13 +379,67 @@ impl Materialiser {
         }
     }
 
-    /// Runs the script; `None` if the epoch changed.
-    async fn apply(&mut self, batch: &[Op]) -> Result<Option<i64>, MaterialiseError> {
+    /// Dead-letters the batch's refused inventory, before the batch's offsets move.
+    async fn dead_letter_refused(&mut self, sources: &[Source]) -> Result<(), MaterialiseError> {
+        for s in sources {
+            if let Some(r) = &s.refused {
+                self.dead_letter(s, r).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one dead letter, unless one was written for that offset before
+    /// (a rebuild reads the inputs again). Its mark lives outside the view's
+    /// keys, so a rebuild keeps it; a crash between the two writes repeats a
+    /// dead letter, never loses one.
+    async fn dead_letter(&mut self, source: &Source, refusal: &Refusal) -> Result<(), MaterialiseError> {
+        let marks = format!("{}-dead-lettered", self.prefix.trim_end_matches(':'));
+        let field = format!("{}:{}", source.topic, source.partition);
+        let done: Option<i64> = redis::cmd("HGET").arg(&marks).arg(&field).query_async(&mut self.redis).await?;
+        if done.is_some_and(|d| d >= source.offset) {
+            return Ok(());
+        }
+        self.dead_letters.send(&source.source_ref(), refusal, &TraceContext::root()).await?;
+        self.metrics.dead_lettered();
+        let _: () = redis::cmd("HSET").arg(&marks).arg(&field).arg(source.offset).query_async(&mut self.redis).await?;
+        Ok(())
+    }
+
+    /// Applies `batch`; an op the script refuses is dead-lettered and passed
+    /// over, and the ops after it go on. `None` if the epoch changed.
+    async fn apply_all(&mut self, batch: &mut [Op], sources: &[Source]) -> Result<Option<i64>, MaterialiseError> {
+        let (mut from, mut total) = (0, 0);
+        loop {
+            match self.apply(&batch[from..]).await? {
+                Answer::Resume => return Ok(None),
+                Answer::Applied(n) => return Ok(Some(total + n)),
+                Answer::Failed { applied, index, reason } => {
+                    total += applied;
+                    let i = from + index;
+                    tracing::warn!(topic = sources[i].topic, offset = sources[i].offset, reason, "the view cannot apply a record; dead-lettering it");
+                    let refusal = Refusal { class: ErrorClass::Invalid, reason: format!("the view cannot apply it: {reason}") };
+                    self.dead_letter(&sources[i], &refusal).await?;
+                    // Applied as a skip: only its offset moves.
+                    batch[i].body = Body::Skip {};
+                    from = i;
+                }
+            }
+        }
+    }
+
+    /// Runs the script once.
+    async fn apply(&mut self, batch: &[Op]) -> Result<Answer, MaterialiseError> {
         let started = Instant::now();
         let ops = serde_json::to_string(batch).expect("ops serialise");
-        let applied: i64 = self.script.arg(&self.prefix).arg(&self.epoch).arg(ops).invoke_async(&mut self.redis).await?;
+        let reply: Vec<redis::Value> = self.script.arg(&self.prefix).arg(&self.epoch).arg(ops).invoke_async(&mut self.redis).await?;
+        let answer = Answer::parse(&reply)?;
+        let applied = match &answer {
+            Answer::Applied(n) | Answer::Failed { applied: n, .. } => *n,
+            Answer::Resume => 0,
+        };
         self.metrics.batch(batch.len() as u64, applied.max(0) as u64, started.elapsed());
-        Ok((applied >= 0).then_some(applied))
+        Ok(answer)
     }
 }
 

@@ -10,6 +10,7 @@ pub struct Metrics {
     events_read: AtomicU64,
     events_applied: AtomicU64,
     batches: AtomicU64,
+    dead_lettered: AtomicU64,
     batch_seconds: Mutex<Histogram>,
     pub http: HttpMetrics,
     sse_clients: AtomicU64,
@@ -21,6 +22,10 @@ impl Metrics {
         self.events_applied.fetch_add(applied, Ordering::Relaxed);
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batch_seconds.lock().expect("metrics lock").observe(took.as_secs_f64());
+    }
+
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn sse(&self, delta: i64) {
@@ -36,6 +41,7 @@ impl Metrics {
         counter(&mut out, "orelink_view_events_read_total", "Input events read by the materialiser.", &[("", self.events_read.load(Ordering::Relaxed))]);
         counter(&mut out, "orelink_view_events_applied_total", "Input events that changed the view (not replays or duplicates).", &[("", self.events_applied.load(Ordering::Relaxed))]);
         counter(&mut out, "orelink_view_batches_total", "Script calls that applied a batch.", &[("", self.batches.load(Ordering::Relaxed))]);
+        counter(&mut out, "orelink_view_dead_lettered_total", "Records the view dead-lettered: bad inventory, or a record its script could not apply.", &[("", self.dead_lettered.load(Ordering::Relaxed))]);
         out.push_str("# HELP orelink_view_batch_seconds Time to apply one batch to Redis.\n# TYPE orelink_view_batch_seconds histogram\n");
         self.batch_seconds.lock().expect("metrics lock").render(&mut out, "orelink_view_batch_seconds", "");
         out.push_str("# HELP orelink_view_sse_clients Dashboards connected for live updates.\n# TYPE orelink_view_sse_clients gauge\n");

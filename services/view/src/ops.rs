@@ -1,7 +1,9 @@
 //! One small op per record kind, as the view script (`view.lua`) applies them.
-//! Pure: a decoded record and where it came from in, an op out.
+//! Pure: a decoded record and where it came from in, an op out. Products of
+//! quantities are computed here, checked, so the script only adds integers.
 
 use orelink_codec::Record;
+use orelink_domain::Topology;
 use orelink_domain::catalog::family_of;
 use orelink_domain::events::{CapacityKind, SharedOrderKind};
 use serde::Serialize;
@@ -20,20 +22,33 @@ pub struct Op {
 pub enum Body {
     /// Capacity declared (`D`) or withdrawn (`W`).
     Cap { f: String, id: String, c: String, kind: &'static str, q: i64, at: i64 },
-    /// An allocation; `e` is the capacity's kWh/t or -1; `j` its JSON for the API.
-    Al { f: String, id: String, ord: String, cap: String, cc: String, q: i64, e: i64, at: i64, j: String },
+    /// An allocation; `ekwh` the energy it took to make (kWh), -1 when its
+    /// capacity's intensity is unknown; `j` its JSON for the API.
+    Al { f: String, id: String, ord: String, cap: String, cc: String, q: i64, ekwh: i64, at: i64, j: String },
     /// An order status from the matcher; `j` its JSON for the API.
     St { f: String, id: String, c: String, v: i64, s: &'static str, r: i64, a: i64, at: i64, j: String },
     /// A share (`S`) or withdrawal (`W`); `j` its JSON for the API.
     Sh { f: String, ord: String, kind: &'static str, origin: String, targets: Vec<String>, j: String },
+    /// A site's stock of one product (`p`), in its site's cluster (`c`).
+    Inv { site: String, c: String, f: String, p: String, oh: i64, rs: i64, at: i64 },
     /// A dead letter, counted by class.
     Dl { class: &'static str },
     /// Input the view does not use, or cannot decode: only the offset moves.
     Skip {},
 }
 
+/// kWh/t times kg, in kWh (rounded); -1 when unknown or past what an i64 holds.
+fn energy_kwh(kwh_per_t: Option<i64>, kg: i64) -> i64 {
+    kwh_per_t
+        .filter(|e| *e >= 0)
+        .and_then(|e| e.checked_mul(kg))
+        .and_then(|x| x.checked_add(500))
+        .map(|x| x / 1000)
+        .unwrap_or(-1)
+}
+
 /// The op for `record`, read at `offset` of `topic`/`partition` (topic without namespace in `t`).
-pub fn op_of(t: String, o: i64, record: Option<&Record>) -> Op {
+pub fn op_of(t: String, o: i64, record: Option<&Record>, topology: &Topology) -> Op {
     let json = |v: &dyn erased::Json| v.to_json();
     let body = match record {
         Some(Record::Capacity(c)) => Body::Cap {
@@ -54,7 +69,7 @@ pub fn op_of(t: String, o: i64, record: Option<&Record>) -> Op {
             cap: a.capacity_id.clone(),
             cc: a.capacity_cluster.clone(),
             q: a.quantity_kg,
-            e: a.explanation.energy_kwh_per_t.unwrap_or(-1),
+            ekwh: energy_kwh(a.explanation.energy_kwh_per_t, a.quantity_kg),
             at: a.decided_at,
             j: json(a),
         },
@@ -87,6 +102,19 @@ pub fn op_of(t: String, o: i64, record: Option<&Record>) -> Op {
                 j: json(&w),
             }
         }
+        Some(Record::Inventory(i)) => match topology.site(i.site_id.as_str()).and_then(|s| s.cluster.as_ref()) {
+            Some(cluster) => Body::Inv {
+                site: i.site_id.to_string(),
+                c: cluster.to_string(),
+                f: i.product.family_str().to_owned(),
+                p: i.product.to_string(),
+                oh: i.on_hand.to_wire(),
+                rs: i.reserved.to_wire(),
+                at: i.event_time.0,
+            },
+            // Validation found the site in this topology; a site outside every cluster holds no stock here.
+            None => Body::Skip {},
+        },
         Some(Record::DeadLetter(d)) => Body::Dl { class: d.error_class.as_str() },
         _ => Body::Skip {},
     };
@@ -129,12 +157,21 @@ mod tests {
             allocated_kg: 7,
             shared_to: vec![],
         };
-        let op = op_of("orelink.order-status.v1:3".into(), 42, Some(&Record::OrderStatus(s)));
+        let topology = Topology::embedded();
+        let op = op_of("orelink.order-status.v1:3".into(), 42, Some(&Record::OrderStatus(s)), &topology);
         let v: serde_json::Value = serde_json::to_value(&op).unwrap();
         assert_eq!(v["k"], "st");
         assert_eq!((v["t"].as_str(), v["o"].as_i64(), v["f"].as_str()), (Some("orelink.order-status.v1:3"), Some(42), Some("AL-INGOT")));
         assert_eq!((v["v"].as_i64(), v["s"].as_str(), v["r"].as_i64(), v["a"].as_i64()), (Some(2), Some("OPEN"), Some(5), Some(7)));
-        let skip = serde_json::to_value(op_of("x:0".into(), 1, None)).unwrap();
+        let skip = serde_json::to_value(op_of("x:0".into(), 1, None, &topology)).unwrap();
         assert_eq!(skip["k"], "skip");
+    }
+
+    #[test]
+    fn energy_is_multiplied_in_rust_checked_and_in_kwh() {
+        assert_eq!(energy_kwh(Some(13_300), 2_000), 26_600);
+        assert_eq!(energy_kwh(Some(1_000_000), 10_000_000_000), 10_000_000_000_000);
+        assert_eq!(energy_kwh(None, 5), -1);
+        assert_eq!(energy_kwh(Some(i64::MAX), i64::MAX), -1, "an overflow is unknown energy, never a wrap");
     }
 }

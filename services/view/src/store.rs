@@ -36,14 +36,24 @@ pub struct Cell {
     /// This cluster's orders currently shared out, and others' shared in.
     pub shared_out: i64,
     pub shared_in: i64,
+    /// Stock at this cluster's sites (the latest snapshot of each site and product), kg.
+    pub stock_on_hand_kg: i64,
+    pub stock_reserved_kg: i64,
+    /// On hand divided by the family's placed demand per day in this cluster
+    /// over the last 7 days of event time; null without such demand.
+    pub days_of_cover: Option<f64>,
+    /// Demand placed over those 7 days, kg.
     #[serde(skip)]
-    energy_kwh_x_kg: i64,
+    demand_7d_kg: i64,
+    #[serde(skip)]
+    energy_kwh: i64,
     #[serde(skip)]
     energy_kg: i64,
 }
 
 impl Cell {
-    fn from_hash(cluster: &str, family: &str, h: &BTreeMap<String, i64>) -> Cell {
+    /// A cell from its aggregate hash and its placed demand of the last 7 days.
+    fn from_hash(cluster: &str, family: &str, h: &BTreeMap<String, i64>, demand_7d_kg: i64) -> Cell {
         let g = |k: &str| h.get(k).copied().unwrap_or(0);
         let mut c = Cell {
             cluster: cluster.to_owned(),
@@ -60,7 +70,10 @@ impl Cell {
             filled_kg: g("order_allocated_kg"),
             shared_out: g("shared_out"),
             shared_in: g("shared_in"),
-            energy_kwh_x_kg: g("energy_kwh_x_kg"),
+            stock_on_hand_kg: g("stock_on_hand_kg"),
+            stock_reserved_kg: g("stock_reserved_kg"),
+            demand_7d_kg,
+            energy_kwh: g("energy_kwh"),
             energy_kg: g("energy_kg"),
             ..Cell::default()
         };
@@ -72,7 +85,9 @@ impl Cell {
         let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
         self.fill_rate = ratio(self.filled_kg, self.filled_kg + self.open_demand_kg);
         self.utilisation = ratio(self.allocated_kg, self.declared_kg);
-        self.energy_kwh_per_t = ratio(self.energy_kwh_x_kg, self.energy_kg);
+        // kWh per kg is 1000 kWh per tonne.
+        self.energy_kwh_per_t = ratio(self.energy_kwh, self.energy_kg).map(|r| r * 1000.0);
+        self.days_of_cover = ratio(self.stock_on_hand_kg, self.demand_7d_kg).map(|r| r * 7.0);
     }
 
     /// Sums cells (a cluster's families) into one, ratios recomputed.
@@ -91,7 +106,10 @@ impl Cell {
             t.filled_kg += c.filled_kg;
             t.shared_out += c.shared_out;
             t.shared_in += c.shared_in;
-            t.energy_kwh_x_kg += c.energy_kwh_x_kg;
+            t.stock_on_hand_kg += c.stock_on_hand_kg;
+            t.stock_reserved_kg += c.stock_reserved_kg;
+            t.demand_7d_kg += c.demand_7d_kg;
+            t.energy_kwh += c.energy_kwh;
             t.energy_kg += c.energy_kg;
         }
         t.derive();
@@ -145,16 +163,36 @@ impl Store {
         let mut con = self.redis.clone();
         let mut names: Vec<String> = redis::cmd("SMEMBERS").arg(self.key("cells")).query_async(&mut con).await?;
         names.sort();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(self.key("clock"));
         for n in &names {
             pipe.cmd("HGETALL").arg(self.key(&format!("agg:{n}")));
+            pipe.cmd("HGETALL").arg(self.key(&format!("tsd:{n}:demand")));
         }
-        let hashes: Vec<BTreeMap<String, i64>> = if names.is_empty() { Vec::new() } else { pipe.query_async(&mut con).await? };
-        Ok(names
-            .iter()
-            .zip(hashes)
-            .filter_map(|(n, h)| n.split_once('|').map(|(c, f)| Cell::from_hash(c, f, &h)))
-            .collect())
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+        let rest = replies.split_off(1);
+        let clock: Option<i64> = redis::from_redis_value(replies.remove(0))?;
+        // The last 7 days of event time, the view's clock's day included.
+        let today = clock.unwrap_or(0).div_euclid(86_400_000);
+        let mut cells = Vec::with_capacity(names.len());
+        for (n, pair) in names.iter().zip(rest.chunks(2)) {
+            let agg: BTreeMap<String, i64> = redis::from_redis_value(pair[0].clone())?;
+            let days: BTreeMap<i64, i64> = redis::from_redis_value(pair[1].clone())?;
+            let demand_7d = days.range(today - 6..=today).map(|(_, kg)| kg).sum();
+            if let Some((c, f)) = n.split_once('|') {
+                cells.push(Cell::from_hash(c, f, &agg, demand_7d));
+            }
+        }
+        Ok(cells)
+    }
+
+    /// The view's clock: the latest event time it has applied (ms), if any.
+    pub async fn clock(&self) -> RedisResult<Option<i64>> {
+        let mut con = self.redis.clone();
+        redis::cmd("GET").arg(self.key("clock")).query_async(&mut con).await
     }
 
     /// Open orders of a cluster, newest first (the matcher's status JSON).

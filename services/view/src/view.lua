@@ -1,25 +1,45 @@
--- orelink view: applies a batch of events to the operators' view, atomically.
+-- orelink view: applies a batch of events to the operators' view.
 -- ARGV[1]: key prefix ("<namespace>view:"); ARGV[2]: the epoch the caller
 -- works in; ARGV[3]: JSON array of ops, each {t = "topic:partition", o = offset, k = kind, ...}.
--- Returns -1 if the epoch changed (a rebuild or FLUSHALL: the caller re-seeks),
--- else the number of ops applied. An op at or below its partition's stored
--- offset was applied before and is skipped, which is what makes replays and
--- concurrent writers harmless; entity checks (a capacity declared twice, an
--- allocation id seen, an older order version) absorb duplicates at new offsets.
+-- Returns {-1} if the epoch changed (a rebuild or FLUSHALL: the caller re-seeks),
+-- {applied} when every op went through, or {applied, i, reason} when op i
+-- (1-based) failed: the ops before it are applied and their offsets stored,
+-- nothing of op i or after it is, and the caller dead-letters op i and goes on
+-- after it. An op checks its numbers before it writes anything, so an op
+-- refused for a number leaves no trace. An op at or below its partition's stored offset was applied
+-- before and is skipped, which is what makes replays and concurrent writers
+-- harmless; entity checks (a capacity declared twice, an allocation id seen,
+-- an older order version) absorb duplicates at new offsets.
 local P = ARGV[1]
 if redis.call('GET', P .. 'epoch') ~= ARGV[2] then
-  return -1
+  return {-1}
 end
 local ops = cjson.decode(ARGV[3])
 local DAY_MIN = 1440
+-- Lua numbers are doubles: integers are exact up to 2^53, and Redis is handed
+-- them formatted with %d (tostring would write 1e+14 from 10^14 on).
+local EXACT = 9007199254740992
 
 local function num(v)
   return tonumber(v) or 0
 end
 
+-- Refuses what is not an exact integer, naming the field.
+local function int(op, field)
+  local v = op[field]
+  if type(v) ~= 'number' or v ~= math.floor(v) or v >= EXACT or v <= -EXACT then
+    error('field ' .. field .. ' is not an integer the view can add exactly: ' .. tostring(v), 0)
+  end
+  return v
+end
+
+local function d(v)
+  return string.format('%d', v)
+end
+
 local function agg(cell, field, delta)
   if delta ~= 0 then
-    redis.call('HINCRBY', P .. 'agg:' .. cell, field, delta)
+    redis.call('HINCRBY', P .. 'agg:' .. cell, field, d(delta))
   end
 end
 
@@ -28,16 +48,36 @@ local function series(cell, name, at, delta)
   if delta == 0 then return end
   local key = P .. 'ts:' .. cell .. ':' .. name
   local minute = math.floor(at / 60000)
-  redis.call('HINCRBY', key, minute, delta)
+  redis.call('HINCRBY', key, d(minute), d(delta))
   local low = num(redis.call('HGET', key, 'low'))
   if low == 0 then
-    redis.call('HSET', key, 'low', minute)
+    redis.call('HSET', key, 'low', d(minute))
   elseif minute - low > DAY_MIN + 60 then
     local upto = math.min(minute - DAY_MIN, low + 120)
     for m = low, upto - 1 do
-      redis.call('HDEL', key, m)
+      redis.call('HDEL', key, d(m))
     end
-    redis.call('HSET', key, 'low', upto)
+    redis.call('HSET', key, 'low', d(upto))
+  end
+end
+
+-- Per-day buckets of the last 8 days (event time), for days of cover.
+local function daily(cell, name, at, delta)
+  if delta == 0 then return end
+  local key = P .. 'tsd:' .. cell .. ':' .. name
+  local day = math.floor(at / 86400000)
+  redis.call('HINCRBY', key, d(day), d(delta))
+  for _, k in ipairs(redis.call('HKEYS', key)) do
+    if num(k) < day - 8 then
+      redis.call('HDEL', key, k)
+    end
+  end
+end
+
+-- The view's clock: the latest event time it has applied.
+local function clock(at)
+  if at > num(redis.call('GET', P .. 'clock')) then
+    redis.call('SET', P .. 'clock', d(at))
   end
 end
 
@@ -61,6 +101,7 @@ local apply = {}
 
 -- Capacity declared or withdrawn.
 apply.cap = function(op)
+  int(op, 'q'); int(op, 'at')
   local key = P .. 'cap:' .. op.f .. '|' .. op.id
   local h = hget_all(key)
   local cell = op.c .. '|' .. op.f
@@ -68,7 +109,7 @@ apply.cap = function(op)
   if op.kind == 'D' then
     if num(h.declared) == 1 then return false end
     h.declared, h.open, h.q = 1, 1, op.q
-    redis.call('HSET', key, 'declared', 1, 'open', 1, 'q', op.q, 'c', op.c)
+    redis.call('HSET', key, 'declared', 1, 'open', 1, 'q', d(op.q), 'c', op.c)
     agg(cell, 'declared_kg', op.q)
     agg(cell, 'open_capacities', 1)
     series(cell, 'declared', op.at, op.q)
@@ -85,19 +126,20 @@ end
 
 -- An allocation: capacity side by the capacity's cluster.
 apply.al = function(op)
+  int(op, 'q'); int(op, 'ekwh'); int(op, 'at')
   local per_order = P .. 'alo:' .. op.f .. '|' .. op.ord
   if redis.call('HSETNX', per_order, op.id, op.j) == 0 then return false end
   local key = P .. 'cap:' .. op.f .. '|' .. op.cap
   local h = hget_all(key)
   local before = cap_remaining(h)
   h.alloc = num(h.alloc) + op.q
-  redis.call('HSET', key, 'alloc', h.alloc)
+  redis.call('HSET', key, 'alloc', d(h.alloc))
   local cell = op.cc .. '|' .. op.f
   agg(cell, 'cap_remaining_kg', cap_remaining(h) - before)
   agg(cell, 'cap_allocated_kg', op.q)
   agg(cell, 'allocations', 1)
-  if op.e >= 0 then
-    agg(cell, 'energy_kwh_x_kg', op.e * op.q)
+  if op.ekwh >= 0 then
+    agg(cell, 'energy_kwh', op.ekwh)
     agg(cell, 'energy_kg', op.q)
   end
   series(cell, 'allocated', op.at, op.q)
@@ -109,6 +151,7 @@ end
 
 -- The matcher's status of an order: the highest version wins.
 apply.st = function(op)
+  int(op, 'v'); int(op, 'r'); int(op, 'a'); int(op, 'at')
   local key = P .. 'ord:' .. op.f .. '|' .. op.id
   local h = hget_all(key)
   local old_v = num(h.v)
@@ -125,11 +168,13 @@ apply.st = function(op)
     agg(cell, 'orders', 1)
     agg(cell, 'demand_kg', op.r + op.a)
     series(cell, 'demand', op.at, op.r + op.a)
+    daily(cell, 'demand', op.at, op.r + op.a)
   end
-  redis.call('HSET', key, 'v', op.v, 's', op.s, 'r', op.r, 'a', op.a, 'c', op.c, 'j', op.j)
+  clock(op.at)
+  redis.call('HSET', key, 'v', d(op.v), 's', op.s, 'r', d(op.r), 'a', d(op.a), 'c', op.c, 'j', op.j)
   local open_key = P .. 'open:' .. op.c
   if is_open == 1 then
-    redis.call('ZADD', open_key, op.at, op.f .. '|' .. op.id)
+    redis.call('ZADD', open_key, d(op.at), op.f .. '|' .. op.id)
   else
     redis.call('ZREM', open_key, op.f .. '|' .. op.id)
   end
@@ -170,6 +215,24 @@ apply.sh = function(op)
   return changed
 end
 
+-- A site's stock of one product: the latest snapshot by event time stands.
+apply.inv = function(op)
+  int(op, 'oh'); int(op, 'rs'); int(op, 'at')
+  local key = P .. 'inv:' .. op.site .. '|' .. op.p
+  local h = hget_all(key)
+  if h.at ~= nil and op.at < num(h.at) then return false end
+  local cell = op.c .. '|' .. op.f
+  agg(cell, 'stock_on_hand_kg', op.oh - num(h.oh))
+  agg(cell, 'stock_reserved_kg', op.rs - num(h.rs))
+  if h.at == nil then
+    agg(cell, 'stock_items', 1)
+  end
+  redis.call('HSET', key, 'at', d(op.at), 'oh', d(op.oh), 'rs', d(op.rs), 'c', op.c, 'f', op.f)
+  redis.call('SADD', P .. 'cells', cell)
+  clock(op.at)
+  return true
+end
+
 apply.dl = function(op)
   redis.call('HINCRBY', P .. 'dlq', op.class, 1)
   return true
@@ -182,19 +245,34 @@ end
 
 local offsets = {}
 local applied = 0
-for _, op in ipairs(ops) do
+local failed, reason = nil, nil
+for i, op in ipairs(ops) do
   local last = offsets[op.t]
   if last == nil then
     last = tonumber(redis.call('HGET', P .. 'offsets', op.t)) or -1
   end
   if op.o > last then
-    if apply[op.k](op) then
+    local fn = apply[op.k]
+    if fn == nil then
+      failed, reason = i, 'unknown op kind ' .. tostring(op.k)
+      break
+    end
+    local ok, result = pcall(fn, op)
+    if not ok then
+      -- redis.call raises a table {err = ...}; the view's own checks a string.
+      failed, reason = i, (type(result) == 'table' and result.err) or tostring(result)
+      break
+    end
+    if result then
       applied = applied + 1
     end
     offsets[op.t] = op.o
   end
 end
 for tp, o in pairs(offsets) do
-  redis.call('HSET', P .. 'offsets', tp, string.format('%d', o))
+  redis.call('HSET', P .. 'offsets', tp, d(o))
 end
-return applied
+if failed then
+  return {applied, failed, reason}
+end
+return {applied}

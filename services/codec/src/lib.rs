@@ -35,7 +35,7 @@ pub enum Record {
     Allocation(wire::Allocation),
     SharedOrder(SharedOrder),
     DeadLetter(wire::DeadLetter),
-    /// Internal: written by the matcher only, so trusted as decoded.
+    /// Internal: written by the matcher only, so checked for shape and plausible values only.
     OrderStatus(wire::OrderStatus),
 }
 
@@ -228,29 +228,7 @@ impl Codec {
     }
 
     fn to_record(&self, record: &str, value: Body<'_>) -> Result<Record, Refusal> {
-        fn de<T: serde::de::DeserializeOwned>(b: Body<'_>) -> Result<T, Refusal> {
-            let undecodable = |reason: String| Refusal { class: ErrorClass::Undecodable, reason };
-            match b {
-                Body::Value(v) => apache_avro::from_value(&v).map_err(|e| undecodable(e.to_string())),
-                Body::Direct(bytes) => binary::read(bytes).map_err(|e| undecodable(e.to_string())),
-            }
-        }
-        let r = self.reference();
-        Ok(match record {
-            "orelink.v1.OrderEvent" => Record::Order(OrderEvent::validate(&de(value)?, &r)?),
-            "orelink.v1.CapacityEvent" => Record::Capacity(CapacityEvent::validate(&de(value)?, &r)?),
-            "orelink.v1.InventoryEvent" => Record::Inventory(InventoryEvent::validate(&de(value)?, &r)?),
-            "orelink.v1.ShipmentEvent" => Record::Shipment(ShipmentEvent::validate(&de(value)?, &r)?),
-            "orelink.v1.Allocation" => {
-                let w: wire::Allocation = de(value)?;
-                orelink_domain::events::validate_allocation(&w, &r)?;
-                Record::Allocation(w)
-            }
-            "orelink.v1.SharedOrder" => Record::SharedOrder(SharedOrder::validate(&de(value)?, &r)?),
-            "orelink.v1.DeadLetter" => Record::DeadLetter(de(value)?),
-            "orelink.v1.OrderStatus" => Record::OrderStatus(de(value)?),
-            other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
-        })
+        to_record(record, value, &self.reference())
     }
 
     /// Encodes a wire record for `topic` with the hub's schema, registering it
@@ -324,6 +302,50 @@ pub struct SourceRef<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+/// The pure half of decoding, shared by every consumer: an Avro body written
+/// with the hub's own schema of `record`, read and validated. No registry, no
+/// I/O; never panics, whatever the bytes.
+pub fn read_record(record: &str, body: &[u8], reference: &Reference<'_>) -> Result<Record, Refusal> {
+    to_record(record, Body::Direct(body), reference)
+}
+
+fn to_record(record: &str, value: Body<'_>, r: &Reference<'_>) -> Result<Record, Refusal> {
+    fn de<T: serde::de::DeserializeOwned>(b: Body<'_>) -> Result<T, Refusal> {
+        let undecodable = |reason: String| Refusal { class: ErrorClass::Undecodable, reason };
+        match b {
+            Body::Value(v) => apache_avro::from_value(&v).map_err(|e| undecodable(e.to_string())),
+            Body::Direct(bytes) => binary::read(bytes).map_err(|e| undecodable(e.to_string())),
+        }
+    }
+    Ok(match record {
+        "orelink.v1.OrderEvent" => Record::Order(OrderEvent::validate(&de(value)?, r)?),
+        "orelink.v1.CapacityEvent" => Record::Capacity(CapacityEvent::validate(&de(value)?, r)?),
+        "orelink.v1.InventoryEvent" => Record::Inventory(InventoryEvent::validate(&de(value)?, r)?),
+        "orelink.v1.ShipmentEvent" => Record::Shipment(ShipmentEvent::validate(&de(value)?, r)?),
+        "orelink.v1.Allocation" => {
+            let w: wire::Allocation = de(value)?;
+            orelink_domain::events::validate_allocation(&w, r)?;
+            Record::Allocation(w)
+        }
+        "orelink.v1.SharedOrder" => Record::SharedOrder(SharedOrder::validate(&de(value)?, r)?),
+        "orelink.v1.DeadLetter" => Record::DeadLetter(de(value)?),
+        "orelink.v1.OrderStatus" => {
+            let w: wire::OrderStatus = de(value)?;
+            orelink_domain::events::validate_order_status(&w, r)?;
+            Record::OrderStatus(w)
+        }
+        other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
+    })
+}
+
+/// Encodes a wire record with the hub's own schema, without the registry
+/// (the body of Confluent wire format; tests and tools use it).
+pub fn write_body<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    binary::write(value, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// Splits Confluent wire format into schema id and Avro body.
 pub fn split_wire(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
     match bytes {
@@ -356,3 +378,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod poison_tests;

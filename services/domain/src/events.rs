@@ -663,6 +663,26 @@ pub fn validate_allocation(w: &wire::Allocation, r: &Reference) -> Result<(), Re
     c.finish(|| Some(()))
 }
 
+/// The matcher's order status, checked for shape and plausible values like
+/// an allocation: what reads it (share, view) never sees numbers no event admits.
+pub fn validate_order_status(w: &wire::OrderStatus, r: &Reference) -> Result<(), Rejection> {
+    let mut c = Check::new();
+    c.take(EventId::parse(&*w.event_id));
+    c.take(Millis::parse("status_at", w.status_at));
+    c.rule(w.version >= 1, "version", || format!("is {}; versions start at 1", w.version));
+    c.take(OrderId::parse(&*w.order_id));
+    c.cluster(r, "cluster", &w.cluster);
+    c.product(r, &w.product_code);
+    c.take(Millis::parse("deliver_by", w.deliver_by));
+    c.take(PricePerTonne::parse("max_price_cny_per_t", w.max_price_cny_per_t));
+    c.take(Kg::parse("remaining_kg", w.remaining_kg));
+    c.take(Kg::parse("allocated_kg", w.allocated_kg));
+    for t in &w.shared_to {
+        c.cluster(r, "shared_to", t);
+    }
+    c.finish(|| Some(()))
+}
+
 /// An order remainder shared with other clusters (or the share withdrawn).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedOrder {

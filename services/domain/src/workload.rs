@@ -136,11 +136,12 @@ pub fn steady_state(open: usize, events: usize, seed: u64) -> Workload {
             }
             8 if !placed.is_empty() => {
                 let (f, id) = placed.swap_remove(rng.below(placed.len() as u64) as usize);
-                stream.push(order(&mut rng, f, 0, OrderKind::Cancelled, Some(id)));
+                // A cancellation restates a price: the contract bounds every price.
+                stream.push(order(&mut rng, f, base, OrderKind::Cancelled, Some(id)));
             }
             _ if !declared.is_empty() => {
                 let (f, id) = declared.swap_remove(rng.below(declared.len() as u64) as usize);
-                stream.push(capacity(&mut rng, f, 0, CapacityKind::Withdrawn, Some(id)));
+                stream.push(capacity(&mut rng, f, base, CapacityKind::Withdrawn, Some(id)));
             }
             _ => {}
         }

@@ -3,9 +3,11 @@
 //! applies its events: the view resumes from Redis, not from a consumer
 //! group, so an event is applied once however often it is read.
 //!
-//! Bad input never stops it. Inventory that does not decode or validate is
-//! dead-lettered here (no other role reads it; the router dead-letters bad
-//! orders and capacity, which the view only skips). A record the script
+//! Bad input never stops it. A record that does not decode or validate is
+//! dead-lettered here when the view is the only role that reads its topic
+//! (`DEAD_LETTERS_FOR`: inventory, allocations, dead letters); elsewhere its
+//! other reader dead-letters it (the router orders, capacity and shares, the
+//! share role order statuses) and the view only skips it. A record the script
 //! cannot apply is found by the script itself, dead-lettered with the
 //! script's reason, and passed over; the rest of its batch goes on. Only
 //! Redis or Kafka being unreachable is retried, and those never skip a record.
@@ -32,6 +34,9 @@ pub const SCRIPT: &str = include_str!("view.lua");
 
 /// The contract and internal topics the view reads.
 pub const INPUTS: [&str; 6] = [topics::CAPACITY, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::INVENTORY, topics::DLQ];
+
+/// Inputs whose bad records no other hub role dead-letters.
+pub const DEAD_LETTERS_FOR: [&str; 3] = [topics::INVENTORY, topics::ALLOCATIONS, topics::DLQ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialiseError {
@@ -82,7 +87,8 @@ pub struct Materialiser {
     metrics: Arc<Metrics>,
     topology: Arc<Topology>,
     dead_letters: DeadLetters,
-    inventory_topic: String,
+    /// `DEAD_LETTERS_FOR`, as deployed.
+    dead_letters_for: Vec<String>,
 }
 
 /// Where a batch's event came from, kept to dead-letter it with its bytes.
@@ -155,7 +161,7 @@ impl Materialiser {
         Ok(Materialiser {
             topology: reference.topology.clone(),
             dead_letters,
-            inventory_topic: codec.topic(topics::INVENTORY),
+            dead_letters_for: DEAD_LETTERS_FOR.iter().map(|t| codec.topic(t)).collect(),
             consumer,
             consumer_config,
             probe,
@@ -362,9 +368,7 @@ impl Materialiser {
                 Ok(r) => return (op_of(t, m.offset(), Some(&r), &self.topology), source),
                 Err(DecodeError::Refused(r)) => {
                     tracing::debug!(topic = m.topic(), offset = m.offset(), reason = %r, "skipped");
-                    // The router (or the role that wrote it) dead-letters other bad input;
-                    // inventory has no other reader, so the view does.
-                    if m.topic() == self.inventory_topic {
+                    if self.dead_letters_for.iter().any(|t| t == m.topic()) {
                         source.refused = Some(r);
                     }
                     return (op_of(t, m.offset(), None, &self.topology), source);
@@ -379,7 +383,7 @@ impl Materialiser {
         }
     }
 
-    /// Dead-letters the batch's refused inventory, before the batch's offsets move.
+    /// Dead-letters the batch's refused records, before the batch's offsets move.
     async fn dead_letter_refused(&mut self, sources: &[Source]) -> Result<(), MaterialiseError> {
         for s in sources {
             if let Some(r) = &s.refused {

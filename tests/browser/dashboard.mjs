@@ -21,6 +21,7 @@ const api = async (path) => {
 };
 const tonnes = (kg) => (kg / 1000).toLocaleString("en-US", { maximumFractionDigits: 0 }) + " t";
 const pct = (x) => (x == null ? "—" : (x * 100).toFixed(1) + "%");
+const days = (d) => (d == null ? "—" : d.toFixed(1) + " d");
 
 const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
 try {
@@ -39,7 +40,10 @@ try {
     "open-demand": tonnes(detail.totals.open_demand_kg),
     "fill-rate": pct(detail.totals.fill_rate),
     "shared": `${detail.totals.shared_out} / ${detail.totals.shared_in}`,
+    "stock": `${tonnes(detail.totals.stock_on_hand_kg).replace(" t", "")} / ${tonnes(detail.totals.stock_reserved_kg)}`,
+    "days-of-cover": days(detail.totals.days_of_cover),
   };
+  if (!(detail.totals.stock_on_hand_kg > 0)) fail("the API shows no stock in Nanning: " + JSON.stringify(detail.totals));
   for (const [id, want] of Object.entries(checks)) {
     const got = await text(id);
     if (got !== want) fail(`${id}: the page shows ${JSON.stringify(got)}, the API says ${JSON.stringify(want)}`);

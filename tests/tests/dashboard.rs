@@ -94,6 +94,17 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     env.produce(&ot, "AL-INGOT", &codec.encode(&ot, &order("ORD-DASH-A", 300_000)).await.unwrap()).await;
+    // Stock at a Nanning site: the page shows it, and days of cover against the order's demand.
+    let it = env.topic(topics::INVENTORY);
+    let stock = wire::InventoryEvent {
+        event_id: "evt-inv-nn".into(),
+        event_time: 1_795_000_000_000,
+        site_id: "nanning-jiangnan-processing".into(),
+        product_code: "AL-INGOT-AL99.70".into(),
+        on_hand_kg: 1_250_000,
+        reserved_kg: 250_000,
+    };
+    env.produce(&it, "nanning-jiangnan-processing/AL-INGOT-AL99.70", &codec.encode(&it, &stock).await.unwrap()).await;
     while allocations_of(addr, "ORD-DASH-A").await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the first allocation never reached the view");
         tokio::time::sleep(Duration::from_millis(200)).await;

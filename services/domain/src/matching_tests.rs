@@ -570,6 +570,41 @@ proptest! {
         }
     }
 
+    /// Values at the contract's bounds (10 Mt, 1e9 CNY/t, 1e6 kWh/t, the last
+    /// days before 2100): the engine neither panics nor over-allocates.
+    #[test]
+    fn the_engine_holds_at_the_bounds(events in proptest::collection::vec((any::<bool>(), any::<bool>(), any::<bool>(), 0usize..7, 0u8..4), 1..40)) {
+        use crate::quantity::bounds::{MAX_ENERGY, MAX_KG, MAX_MILLIS, MAX_PRICE};
+        let w = World::new();
+        let mut e = Engine::new(w.net.clone());
+        let t0 = MAX_MILLIS - 1_000 * HOUR;
+        let (mut order_left, mut cap_left): (HashMap<String, i64>, HashMap<String, i64>) = Default::default();
+        let mut order_cap: HashMap<String, i64> = HashMap::default();
+        for (i, (is_order, big, dear, site, edge)) in events.into_iter().enumerate() {
+            let t = t0 + i as i64 * HOUR;
+            let qty = if big { MAX_KG } else { 1 + edge as i64 };
+            let price = if dear { MAX_PRICE } else { 1 };
+            let site = SITES[site];
+            let input = if is_order {
+                order_left.insert(format!("O{i}"), qty);
+                order_cap.insert(format!("O{i}"), price);
+                w.order(&format!("e{i}"), t, &format!("O{i}"), OrderKind::Placed, "AL-INGOT-AL99.70", qty, MAX_MILLIS - 1, site, price, edge % 2 == 0)
+            } else {
+                cap_left.insert(format!("C{i}"), qty);
+                let energy = [None, Some(0), Some(MAX_ENERGY), Some(13_000)][edge as usize];
+                w.capacity(&format!("e{i}"), t, &format!("C{i}"), CapacityKind::Declared, "AL-INGOT-AL99.90", site, qty, t, MAX_MILLIS - 1, price, qty.min(25_000), energy)
+            };
+            for a in allocations(&e.apply(&input)) {
+                let o = order_left.get_mut(&a.order_id).expect("a known order");
+                *o -= a.quantity_kg;
+                let c = cap_left.get_mut(&a.capacity_id).expect("a known capacity");
+                *c -= a.quantity_kg;
+                prop_assert!(*o >= 0 && *c >= 0, "over-allocated: {a:?}");
+                prop_assert!(a.landed_cost() <= order_cap[&a.order_id], "over the order's price cap: {a:?}");
+            }
+        }
+    }
+
     #[test]
     fn status_versions_count_up_per_order(ops in proptest::collection::vec(op(), 1..80)) {
         let w = World::new();

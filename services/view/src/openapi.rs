@@ -66,6 +66,9 @@ pub fn document() -> Value {
                     "orders": {"type": "integer"}, "demand_kg": {"type": "integer"}, "open_demand_kg": {"type": "integer"}, "open_orders": {"type": "integer"},
                     "filled_kg": {"type": "integer"},
                     "fill_rate": {"type": ["number", "null"]}, "utilisation": {"type": ["number", "null"]}, "energy_kwh_per_t": {"type": ["number", "null"]},
+                    "stock_on_hand_kg": {"type": "integer", "description": "Stock at the cluster's sites: the latest inventory snapshot of each site and product."},
+                    "stock_reserved_kg": {"type": "integer"},
+                    "days_of_cover": {"type": ["number", "null"], "description": "Stock on hand divided by the family's placed demand per day in the cluster over the last 7 days of event time; null without such demand."},
                     "shared_out": {"type": "integer"}, "shared_in": {"type": "integer"}
                 }},
                 "Cells": {"type": "object", "properties": {"cells": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}}},

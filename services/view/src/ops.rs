@@ -167,6 +167,37 @@ mod tests {
         assert_eq!(skip["k"], "skip");
     }
 
+    proptest::proptest! {
+        /// Every number an op hands the script is an integer Lua holds exactly
+        /// (below 2^53), for any allocation and stock within the contract's bounds.
+        #[test]
+        fn ops_of_bounded_records_carry_exact_integers(
+            q in 1i64..=orelink_domain::quantity::bounds::MAX_KG,
+            e in proptest::option::of(0i64..=orelink_domain::quantity::bounds::MAX_ENERGY),
+            at in orelink_domain::quantity::bounds::MIN_MILLIS..orelink_domain::quantity::bounds::MAX_MILLIS,
+        ) {
+            const EXACT: i64 = 1 << 53;
+            let topology = Topology::embedded();
+            let a = wire::Allocation {
+                allocation_id: "A".into(), order_id: "O".into(), capacity_id: "C".into(),
+                order_cluster: "baise".into(), capacity_cluster: "baise".into(),
+                buyer_id: "b".into(), provider_id: "p".into(), product_code: "AL-INGOT-AL99.70".into(),
+                quantity_kg: q, price_cny_per_t: 20_000, freight_cny_per_t: 0,
+                from_site: "s".into(), destination_site: "d".into(), decided_at: at,
+                explanation: wire::Explanation {
+                    rank: 1, home_cluster: true, requested_product_code: "AL-INGOT-AL99.70".into(), landed_cost_cny_per_t: 20_000,
+                    distance_km: 0, transit_hours: 0, mode: orelink_domain::TransportMode::Road, energy_kwh_per_t: e, summary: String::new(),
+                },
+            };
+            let v = serde_json::to_value(op_of("t:0".into(), 0, Some(&Record::Allocation(a)), &topology)).unwrap();
+            for field in ["q", "ekwh", "at"] {
+                let n = v[field].as_i64().unwrap();
+                proptest::prop_assert!(n.abs() < EXACT, "{field} = {n}");
+            }
+            proptest::prop_assert_eq!(v["ekwh"].as_i64().unwrap(), e.map_or(-1, |e| (e * q + 500) / 1000));
+        }
+    }
+
     #[test]
     fn energy_is_multiplied_in_rust_checked_and_in_kwh() {
         assert_eq!(energy_kwh(Some(13_300), 2_000), 26_600);

@@ -93,24 +93,29 @@ impl Cell {
     /// Sums cells (a cluster's families) into one, ratios recomputed.
     pub fn total(cluster: &str, cells: &[Cell]) -> Cell {
         let mut t = Cell { cluster: cluster.to_owned(), family: "*".into(), ..Cell::default() };
+        // Saturating: a sum of cells never panics, whatever Redis holds.
         for c in cells {
-            t.declared_kg += c.declared_kg;
-            t.allocated_kg += c.allocated_kg;
-            t.remaining_kg += c.remaining_kg;
-            t.open_capacities += c.open_capacities;
-            t.allocations += c.allocations;
-            t.orders += c.orders;
-            t.demand_kg += c.demand_kg;
-            t.open_demand_kg += c.open_demand_kg;
-            t.open_orders += c.open_orders;
-            t.filled_kg += c.filled_kg;
-            t.shared_out += c.shared_out;
-            t.shared_in += c.shared_in;
-            t.stock_on_hand_kg += c.stock_on_hand_kg;
-            t.stock_reserved_kg += c.stock_reserved_kg;
-            t.demand_7d_kg += c.demand_7d_kg;
-            t.energy_kwh += c.energy_kwh;
-            t.energy_kg += c.energy_kg;
+            for (sum, x) in [
+                (&mut t.declared_kg, c.declared_kg),
+                (&mut t.allocated_kg, c.allocated_kg),
+                (&mut t.remaining_kg, c.remaining_kg),
+                (&mut t.open_capacities, c.open_capacities),
+                (&mut t.allocations, c.allocations),
+                (&mut t.orders, c.orders),
+                (&mut t.demand_kg, c.demand_kg),
+                (&mut t.open_demand_kg, c.open_demand_kg),
+                (&mut t.open_orders, c.open_orders),
+                (&mut t.filled_kg, c.filled_kg),
+                (&mut t.shared_out, c.shared_out),
+                (&mut t.shared_in, c.shared_in),
+                (&mut t.stock_on_hand_kg, c.stock_on_hand_kg),
+                (&mut t.stock_reserved_kg, c.stock_reserved_kg),
+                (&mut t.demand_7d_kg, c.demand_7d_kg),
+                (&mut t.energy_kwh, c.energy_kwh),
+                (&mut t.energy_kg, c.energy_kg),
+            ] {
+                *sum = sum.saturating_add(x);
+            }
         }
         t.derive();
         t

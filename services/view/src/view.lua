@@ -121,6 +121,7 @@ apply.cap = function(op)
     agg(cell, 'open_capacities', -1)
   end
   agg(cell, 'cap_remaining_kg', cap_remaining(h) - before)
+  clock(op.at)
   return true
 end
 
@@ -146,6 +147,7 @@ apply.al = function(op)
   redis.call('SADD', P .. 'cells', cell)
   redis.call('LPUSH', P .. 'latest', op.j)
   redis.call('LTRIM', P .. 'latest', 0, 199)
+  clock(op.at)
   return true
 end
 

@@ -128,6 +128,18 @@ async fn accepted_events_are_in_kafka_once_and_keys_bind_identities() {
     for f in ["quantity_kg", "product_code", "destination_site"] {
         assert!(fields.contains(&f), "{f} not reported: {body}");
     }
+    // Past the contract's plausible values: each field named with its bound.
+    let mut absurd = serde_json::to_value(order_wire(9)).unwrap();
+    absurd["quantity_kg"] = json!(9_000_000_000_000_000_000i64);
+    absurd["max_price_cny_per_t"] = json!(2_000_000_000i64);
+    absurd["deliver_by"] = json!(7_258_118_400_000i64);
+    let (status, _, body) = post(addr, "/v1/orders", Some(KEY_BUYER), &absurd, None).await;
+    assert_eq!(status, 422, "{body}");
+    let problems: Vec<(String, String)> =
+        body["problems"].as_array().unwrap().iter().map(|p| (p["field"].as_str().unwrap().to_owned(), p["message"].as_str().unwrap().to_owned())).collect();
+    for (field, bound) in [("quantity_kg", "10000000000 kg"), ("max_price_cny_per_t", "1000000000 CNY/t"), ("deliver_by", "2100-01-01")] {
+        assert!(problems.iter().any(|(f, m)| f == field && m.contains(bound)), "{field} and its bound not reported: {body}");
+    }
     let (status, _, body) = post(addr, "/v1/orders", Some(KEY_BUYER), &json!({"event_id": 1, "colour": "red"}), None).await;
     assert_eq!(status, 422);
     assert!(body["problems"].as_array().unwrap().len() >= 10, "{body}");

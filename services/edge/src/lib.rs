@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orelink_codec::Codec;
-use orelink_gateway::{ApiError, Kind, avro_documents, parse};
+use orelink_ingest::{Documents, Kind, Rejection, avro_documents, parse};
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -177,7 +177,7 @@ impl Queue {
 struct AppState {
     queue: Arc<Queue>,
     reference: Reference,
-    avro: BTreeMap<&'static str, Value>,
+    avro: Documents,
     link_up: Arc<AtomicBool>,
     forwarded: Arc<AtomicU64>,
     accepted: AtomicU64,
@@ -255,6 +255,44 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     match forwarded {
         Ok(Ok(r)) => r,
         _ => Err(EdgeError::Config("the forwarder thread panicked".into())),
+    }
+}
+
+/// What the relay's API answers besides success; JSON bodies in the gateway's shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the event is not valid")]
+    Invalid(Vec<(String, String)>),
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::Invalid(p) => ApiError::Invalid(p),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        let mut body = json!({"error": code, "message": self.to_string()});
+        if let ApiError::Invalid(problems) = &self {
+            body["problems"] = problems.iter().map(|(f, m)| json!({"field": f, "message": m})).collect();
+        }
+        (status, Json(body)).into_response()
     }
 }
 
@@ -449,17 +487,6 @@ fn sleep(cancel: &CancellationToken, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_rows_are_typed_by_the_schema_and_bad_rows_say_why() {
-        let avro: Value = serde_json::from_str(include_str!("../../../schemas/InventoryEvent.avsc")).unwrap();
-        let text = "event_id,event_time,site_id,product_code,on_hand_kg,reserved_kg\ne1,1795000000000,hechi-dachang-tin,SN-INGOT-SN99.90,5000,0\ne2,soon,hechi-dachang-tin,SN-INGOT-SN99.90,5000,0\n";
-        let rows = csv::rows(&avro, text).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].as_ref().unwrap()["on_hand_kg"], 5000);
-        assert!(rows[1].as_ref().unwrap_err().contains("event_time"), "{:?}", rows[1]);
-        assert!(csv::rows(&avro, "event_id,colour\n").is_err(), "unknown columns refuse the file");
-    }
 
     #[test]
     fn the_queue_survives_reopening_and_refuses_when_full() {

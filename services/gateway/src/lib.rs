@@ -15,7 +15,6 @@
 
 pub mod keys;
 mod openapi;
-pub mod schema;
 mod subscribe;
 
 use axum::body::Bytes;
@@ -27,9 +26,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use keys::{KeySpec, Keys};
+pub use orelink_ingest::{Kind, Parsed, WireEvent};
+use orelink_ingest::{Rejection, avro_documents, parse};
 use orelink_codec::Codec;
-use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Reference as DomainRef, ShipmentEvent, wire};
-use orelink_domain::topology::topics;
 use orelink_platform::metrics::{HttpMetrics, counter};
 use orelink_platform::{Config, Reference};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -49,45 +48,6 @@ pub enum GatewayError {
     Redis(#[from] redis::RedisError),
     #[error("http: {0}")]
     Http(#[from] std::io::Error),
-}
-
-/// The four kinds of event an enterprise may send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    Order,
-    Capacity,
-    Inventory,
-    Shipment,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Order, Kind::Capacity, Kind::Inventory, Kind::Shipment];
-    pub fn topic(self) -> &'static str {
-        match self {
-            Kind::Order => topics::ORDERS,
-            Kind::Capacity => topics::CAPACITY,
-            Kind::Inventory => topics::INVENTORY,
-            Kind::Shipment => topics::SHIPMENTS,
-        }
-    }
-    /// The Avro record's full name.
-    pub fn record(self) -> &'static str {
-        match self {
-            Kind::Order => "orelink.v1.OrderEvent",
-            Kind::Capacity => "orelink.v1.CapacityEvent",
-            Kind::Inventory => "orelink.v1.InventoryEvent",
-            Kind::Shipment => "orelink.v1.ShipmentEvent",
-        }
-    }
-    pub fn path(self) -> &'static str {
-        match self {
-            Kind::Order => "/v1/orders",
-            Kind::Capacity => "/v1/capacity",
-            Kind::Inventory => "/v1/inventory",
-            Kind::Shipment => "/v1/shipments",
-        }
-    }
 }
 
 /// Everything a request can be refused for; each maps to a status and a JSON body.
@@ -165,6 +125,27 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         r
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::Invalid(p) => ApiError::Invalid(p),
+            other => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Whether the key `who` may publish `event` as itself: the identity its key binds.
+fn owned_by(event: &Parsed, who: &KeySpec) -> Result<(), ApiError> {
+    let forbid = |what: String| Err(ApiError::Forbidden(format!("this key ({}) may not publish {what}", who.id)));
+    match &event.wire {
+        WireEvent::Order(w) if who.enterprise.as_deref() != Some(w.buyer_id.as_str()) => forbid(format!("orders as buyer {}", w.buyer_id)),
+        WireEvent::Capacity(w) if who.enterprise.as_deref() != Some(w.provider_id.as_str()) => forbid(format!("capacity as provider {}", w.provider_id)),
+        WireEvent::Inventory(w) if !who.sites.contains(&w.site_id) => forbid(format!("inventory of site {}", w.site_id)),
+        WireEvent::Shipment(w) if who.carrier.as_deref() != Some(w.carrier_id.as_str()) => forbid(format!("shipments as carrier {}", w.carrier_id)),
+        _ => Ok(()),
     }
 }
 
@@ -318,112 +299,12 @@ struct Ready {
     bytes: Vec<u8>,
 }
 
-/// Schema, contract and identity checks of one event; every problem reported.
-/// A contract event as the caller sent it, checked against the schema and the
-/// contract; shared by the gateway and the edge relay.
-#[derive(Debug, Clone)]
-pub enum WireEvent {
-    Order(wire::OrderEvent),
-    Capacity(wire::CapacityEvent),
-    Inventory(wire::InventoryEvent),
-    Shipment(wire::ShipmentEvent),
-}
-
-/// A checked event: its kind, id, Kafka key and record.
-#[derive(Debug, Clone)]
-pub struct Parsed {
-    pub kind: Kind,
-    pub event_id: String,
-    pub key: String,
-    pub wire: WireEvent,
-}
-
-/// The Avro schema documents of the four kinds, by record name.
-pub fn avro_documents(reference: &Reference) -> std::collections::BTreeMap<&'static str, Value> {
-    Kind::ALL
-        .iter()
-        .filter_map(|k| {
-            let text = &reference.schemas.get(k.record())?.text;
-            Some((k.record(), serde_json::from_str(text).ok()?))
-        })
-        .collect()
-}
-
-/// Schema and contract checks of one event (`at` prefixes field paths);
-/// every problem is reported. No identity, no I/O.
-pub fn parse(reference: &Reference, avro: &std::collections::BTreeMap<&'static str, Value>, kind: Kind, value: &Value, at: &str) -> Result<Parsed, ApiError> {
-    let mut problems = Vec::new();
-    match avro.get(kind.record()) {
-        Some(schema) => schema::check(schema, value, at, &mut problems),
-        None => return Err(ApiError::Unavailable(format!("no schema for {}", kind.record()))),
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::Invalid(problems));
-    }
-    let r = DomainRef { catalog: &reference.catalog, topology: &reference.topology };
-    let invalid = |p: Vec<orelink_domain::Invalid>| -> ApiError {
-        ApiError::Invalid(p.into_iter().map(|i| (if at.is_empty() { i.field } else { format!("{at}.{}", i.field) }, i.message)).collect())
-    };
-    let (event_id, key, wire) = match kind {
-        Kind::Order => {
-            let w: wire::OrderEvent = de(value, at)?;
-            let o = OrderEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
-            (w.event_id.clone(), o.product.family_str().to_owned(), WireEvent::Order(w))
-        }
-        Kind::Capacity => {
-            let w: wire::CapacityEvent = de(value, at)?;
-            let c = CapacityEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
-            (w.event_id.clone(), c.product.family_str().to_owned(), WireEvent::Capacity(w))
-        }
-        Kind::Inventory => {
-            let w: wire::InventoryEvent = de(value, at)?;
-            InventoryEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
-            (w.event_id.clone(), format!("{}/{}", w.site_id, w.product_code), WireEvent::Inventory(w))
-        }
-        Kind::Shipment => {
-            let w: wire::ShipmentEvent = de(value, at)?;
-            ShipmentEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
-            (w.event_id.clone(), w.shipment_id.clone(), WireEvent::Shipment(w))
-        }
-    };
-    Ok(Parsed { kind, event_id, key, wire })
-}
-
-impl Parsed {
-    /// Whether `who` may publish this event as itself.
-    pub fn owned_by(&self, who: &KeySpec) -> Result<(), ApiError> {
-        let forbid = |what: String| Err(ApiError::Forbidden(format!("this key ({}) may not publish {what}", who.id)));
-        match &self.wire {
-            WireEvent::Order(w) if who.enterprise.as_deref() != Some(w.buyer_id.as_str()) => forbid(format!("orders as buyer {}", w.buyer_id)),
-            WireEvent::Capacity(w) if who.enterprise.as_deref() != Some(w.provider_id.as_str()) => forbid(format!("capacity as provider {}", w.provider_id)),
-            WireEvent::Inventory(w) if !who.sites.contains(&w.site_id) => forbid(format!("inventory of site {}", w.site_id)),
-            WireEvent::Shipment(w) if who.carrier.as_deref() != Some(w.carrier_id.as_str()) => forbid(format!("shipments as carrier {}", w.carrier_id)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Confluent Avro for the deployed topic (`codec.topic(kind.topic())`).
-    pub async fn encode(&self, codec: &Codec) -> Result<Vec<u8>, orelink_codec::EncodeError> {
-        let topic = codec.topic(self.kind.topic());
-        match &self.wire {
-            WireEvent::Order(w) => codec.encode(&topic, w).await,
-            WireEvent::Capacity(w) => codec.encode(&topic, w).await,
-            WireEvent::Inventory(w) => codec.encode(&topic, w).await,
-            WireEvent::Shipment(w) => codec.encode(&topic, w).await,
-        }
-    }
-}
-
 /// Schema, contract and identity checks of one event, then its Avro bytes.
 async fn validate(state: &AppState, who: &KeySpec, kind: Kind, value: &Value, at: &str) -> Result<Ready, ApiError> {
     let parsed = parse(&state.reference, &state.avro, kind, value, at)?;
-    parsed.owned_by(who)?;
+    owned_by(&parsed, who)?;
     let bytes = parsed.encode(&state.codec).await.map_err(|e| ApiError::Unavailable(format!("the schema registry is unavailable: {e}")))?;
     Ok(Ready { kind, event_id: parsed.event_id, key: parsed.key, bytes })
-}
-
-fn de<T: serde::de::DeserializeOwned>(v: &Value, at: &str) -> Result<T, ApiError> {
-    serde_json::from_value(v.clone()).map_err(|e| ApiError::Invalid(vec![(at.to_owned(), e.to_string())]))
 }
 
 /// What Redis holds for an idempotency key.

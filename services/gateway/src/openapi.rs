@@ -2,7 +2,7 @@
 //! at start-up (so request bodies cannot drift from the contract).
 
 use crate::Kind;
-use crate::schema::json_schema;
+use orelink_ingest::schema::json_schema;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 

@@ -284,7 +284,7 @@ async fn wait_until_committed_by(env: &TestEnv, instance: &str, timeout: Duratio
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_transaction_floor_bench_forwards_every_event() {
     let env = TestEnv::new().await;
-    let rep = orelink_matcher::bench::floor(&env.cfg, &env.reference, 2_000, 300, 2, &|_| {}).await.expect("floor bench");
+    let rep = orelink_bench::floor(&env.cfg, &env.reference, 2_000, 300, 2, &|_| {}).await.expect("floor bench");
     assert!(rep.ratio.is_some_and(|r| r > 0.0), "flat out, raw and forwarded: {rep:?}");
     assert_eq!(rep.events, 900, "one second of warm-up and two measured");
     assert_eq!(rep.latency.samples, 600);

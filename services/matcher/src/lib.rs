@@ -22,13 +22,12 @@
 //! Duplicates that the router may write after a crash carry the same
 //! `event_id` and change nothing in the engine.
 
-pub mod bench;
 mod committer;
 mod processor;
 mod router;
-pub(crate) mod snapshots;
+pub mod snapshots;
 
-pub use processor::{Processor, ProcessorError, ProcessorStats, decode};
+pub use processor::{Processor, ProcessorError, ProcessorStats, decode, restore};
 pub use orelink_platform::consume::LoopStats;
 
 /// What each stage did, returned when the role stops.

@@ -147,7 +147,7 @@ impl ProducerContext for LogFailures {
 }
 
 /// Publishes snapshots.
-pub(crate) struct Store {
+pub struct Store {
     producer: ThreadedProducer<LogFailures>,
     topic: String,
     partitions: i32,

@@ -2,7 +2,6 @@
 //! container image serves every Deployment. See `orelink --help`.
 
 mod all;
-mod bench_view;
 mod k8s;
 mod principal;
 mod demo;
@@ -493,7 +492,7 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
     let log = |s: &str| eprintln!("[bench] {s}");
     match which {
         BenchWhich::E2e(PathArgs { events, rate, seconds, json }) => {
-            let rep = orelink_matcher::bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
+            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
@@ -521,7 +520,7 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
             }
         }
         BenchWhich::View { events, rate, seconds, json } => {
-            let rep = bench_view::run(&cfg, &r, events, rate, seconds, &log).await?;
+            let rep = orelink_bench::view::run(&cfg, &r, events, rate, seconds, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
@@ -535,7 +534,7 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
             }
         }
         BenchWhich::Floor(PathArgs { events, rate, seconds, json }) => {
-            let rep = orelink_matcher::bench::floor(&cfg, &r, events, rate, seconds, &log).await?;
+            let rep = orelink_bench::floor(&cfg, &r, events, rate, seconds, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
@@ -559,7 +558,7 @@ async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
             }
         }
         BenchWhich::Restore { events, json } => {
-            let rep = orelink_matcher::bench::restore(&cfg, &r, events, &log).await?;
+            let rep = orelink_bench::restore(&cfg, &r, events, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {

@@ -1,4 +1,4 @@
-//! Benchmarks of the matcher through the real broker (`orelink bench ...`).
+//! The matcher's benchmarks through the real broker (`orelink bench e2e|floor|restore`).
 //! They measure; they assert nothing. Each run uses a namespace of its own.
 //!
 //! - `e2e`: the same Avro messages (a) produced to a plain topic and consumed
@@ -12,7 +12,8 @@
 //! - `restore`: write N events to one partition of the matcher input and time
 //!   the replay that rebuilds a book from it.
 
-use crate::SOURCE_HEADER;
+use crate::{BenchError, setup};
+use orelink_matcher::SOURCE_HEADER;
 use orelink_domain::freight::Network;
 use orelink_domain::matching::Input;
 use orelink_domain::topology::topics;
@@ -30,17 +31,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error("{0}")]
-    Setup(String),
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-}
-
-fn setup<E: std::fmt::Display>(e: E) -> BenchError {
-    BenchError::Setup(e.to_string())
-}
 
 /// A fresh namespace with the topology applied.
 async fn namespace(cfg: &Config, reference: &Reference, name: &str) -> Result<Config, BenchError> {
@@ -348,7 +338,7 @@ struct Progress {
 
 impl Progress {
     fn new(cfg: &Config) -> Result<Progress, BenchError> {
-        let consumer = cfg.kafka.client_config("bench-probe").set("group.id", crate::processor_group(cfg)).create()?;
+        let consumer = cfg.kafka.client_config("bench-probe").set("group.id", orelink_matcher::processor_group(cfg)).create()?;
         Ok(Progress { consumer: Arc::new(consumer), input: format!("{}orelink.matcher-input.v1", cfg.namespace) })
     }
 
@@ -404,7 +394,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let cancel = CancellationToken::new();
     let mut mcfg = cfg.clone();
     mcfg.matcher.instance_id = "bench".into();
-    let matcher = tokio::spawn(crate::run(mcfg, reference.clone(), cancel.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), cancel.clone()));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ns = cfg.namespace.clone();
     let progress = Progress::new(&cfg)?;
@@ -445,7 +435,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let cancel = CancellationToken::new();
     let mut mcfg = cfg.clone();
     mcfg.matcher.instance_id = "bench".into();
-    let matcher = tokio::spawn(crate::run(mcfg, reference.clone(), cancel.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), cancel.clone()));
     let rx = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let ns = cfg.namespace.clone();
@@ -680,7 +670,7 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     let n = encoded.len() as i64;
     let (secs, engine, count) = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
-        let r = crate::processor::restore(&rc, &topic, 0, n, &codec, &network, &rt);
+        let r = orelink_matcher::restore(&rc, &topic, 0, n, &codec, &network, &rt);
         (t0.elapsed().as_secs_f64(), r)
     })
     .await
@@ -694,14 +684,14 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     let bytes = engine.snapshot();
     let snapshot_take_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let snapshot_topic = format!("{}{}", cfg.namespace, topics::MATCHER_SNAPSHOTS);
-    let store = crate::snapshots::Store::new(&cfg.kafka.producer_config("bench"), snapshot_topic.clone())?;
+    let store = orelink_matcher::snapshots::Store::new(&cfg.kafka.producer_config("bench"), snapshot_topic.clone())?;
     store.publish(0, n, &bytes);
     store.flush(Duration::from_secs(60));
     let network = engine.network().clone();
     let catalog = reference.catalog.clone();
     let from_snapshot = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
-        let loaded = crate::snapshots::load(&snapshot_rc, &snapshot_topic, 0, n, &network, &catalog);
+        let loaded = orelink_matcher::snapshots::load(&snapshot_rc, &snapshot_topic, 0, n, &network, &catalog);
         loaded.map(|(e, at)| (t0.elapsed().as_secs_f64(), e.snapshot(), at))
     })
     .await

@@ -8,7 +8,7 @@
 //!
 //! It measures; it asserts nothing.
 
-use anyhow::{Context, Result};
+use crate::{BenchError, OrSetup};
 use orelink_platform::registry_client::RegistryClient;
 use orelink_platform::{Config, Reference, apply};
 use std::time::{Duration, Instant};
@@ -27,15 +27,15 @@ pub struct ViewReport {
     pub by_endpoint_p99_ms: std::collections::BTreeMap<&'static str, f64>,
 }
 
-pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<ViewReport> {
+pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<ViewReport, BenchError> {
     let mut cfg = base.clone();
     cfg.namespace = format!("{}bench-view-{}.", cfg.namespace, std::process::id());
     cfg.matcher.instance_id = "bench-view".into();
     cfg.view.listen = "127.0.0.1:0".into();
     let token = uuid::Uuid::new_v4().simple().to_string();
     cfg.view.operator_tokens = orelink_platform::config::Secret::new(token.clone());
-    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_secs(10))?;
-    apply::apply(&cfg.kafka.client_config("bench"), &registry, reference, &cfg.namespace, false).await?;
+    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_secs(10)).or_setup("registry client")?;
+    apply::apply(&cfg.kafka.client_config("bench"), &registry, reference, &cfg.namespace, false).await.or_setup("topology apply")?;
 
     // 1. A workload, processed by the matcher and the share role.
     log(&format!("simulating {sim_events} events into {}", cfg.namespace));
@@ -49,29 +49,31 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
     let secs = sim_events.div_ceil(sim_rate);
     // The simulated clock runs behind the wall clock, so delayed shares fall due.
     let start = orelink_platform::dlq::now_millis().0 - 30 * 86_400_000;
-    orelink_simulator::run(&cfg, reference, 7, start, sim_rate, Duration::from_secs(secs), CancellationToken::new()).await?;
+    orelink_simulator::run(&cfg, reference, 7, start, sim_rate, Duration::from_secs(secs), CancellationToken::new()).await.or_setup("simulator")?;
     log("waiting for the matcher and the share role to catch up");
-    let probe: rdkafka::consumer::BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?;
+    let probe: rdkafka::consumer::BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create().or_setup("probe")?;
     let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let p = orelink_platform::kafka::group_progress(&probe, &input, Duration::from_secs(5))?;
+        let p = orelink_platform::kafka::group_progress(&probe, &input, Duration::from_secs(5)).or_setup("matcher progress")?;
         if p.iter().all(|x| x.lag() == 0) {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the matcher did not catch up");
+        if Instant::now() >= deadline {
+            return Err(BenchError::Setup("the matcher did not catch up".into()));
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The share role's last publications follow the statuses within a moment.
     tokio::time::sleep(Duration::from_secs(3)).await;
     hub.cancel();
-    matcher.await?.context("matcher")?;
-    share.await?.context("share")?;
+    matcher.await.or_setup("matcher task")?.or_setup("matcher")?;
+    share.await.or_setup("share task")?.or_setup("share")?;
 
     // 2. Materialisation from an empty view.
     log("rebuilding the view from Kafka");
     let started = Instant::now();
-    let (_, applied) = orelink_view::rebuild(&cfg, reference, CancellationToken::new()).await?;
+    let (_, applied) = orelink_view::rebuild(&cfg, reference, CancellationToken::new()).await.or_setup("view rebuild")?;
     let materialise = applied.read as f64 / started.elapsed().as_secs_f64();
     log(&format!("{} events read, {} applied in {:.2} s", applied.read, applied.applied, started.elapsed().as_secs_f64()));
 
@@ -87,10 +89,10 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
             .await
         })
     };
-    let addr = rx.await.context("the view did not start")?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
+    let addr = rx.await.or_setup("the view did not start")?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().or_setup("http client")?;
     let order = {
-        let r: serde_json::Value = client.get(format!("http://{addr}/api/v1/allocations/latest?limit=1")).bearer_auth(&token).send().await?.json().await?;
+        let r: serde_json::Value = client.get(format!("http://{addr}/api/v1/allocations/latest?limit=1")).bearer_auth(&token).send().await.or_setup("latest allocations")?.json().await.or_setup("latest allocations")?;
         r["allocations"][0]["order_id"].as_str().unwrap_or("none").to_owned()
     };
     let endpoints: Vec<(&'static str, String)> = vec![
@@ -105,7 +107,7 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
     ];
     // Warm the connection pool and the server.
     for (_, path) in &endpoints {
-        client.get(format!("http://{addr}{path}")).bearer_auth(&token).send().await?.bytes().await?;
+        client.get(format!("http://{addr}{path}")).bearer_auth(&token).send().await.or_setup("warm-up")?.bytes().await.or_setup("warm-up")?;
     }
     log(&format!("querying at {rate} requests/s for {seconds} s"));
     let total = (rate * seconds) as usize;
@@ -134,7 +136,7 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
     let mut per: std::collections::BTreeMap<&'static str, Vec<f64>> = Default::default();
     let mut errors = 0;
     for t in tasks {
-        let (name, took, ok) = t.await?;
+        let (name, took, ok) = t.await.or_setup("query task")?;
         let ms = took.as_secs_f64() * 1000.0;
         if !ok {
             errors += 1;
@@ -143,7 +145,7 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
         per.entry(name).or_default().push(ms);
     }
     stop.cancel();
-    view.await?.context("view")?;
+    view.await.or_setup("view task")?.or_setup("view")?;
     let q = |v: &mut Vec<f64>, p: f64| {
         v.sort_by(f64::total_cmp);
         if v.is_empty() { 0.0 } else { v[((v.len() - 1) as f64 * p).round() as usize] }

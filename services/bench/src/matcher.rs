@@ -500,11 +500,11 @@ pub struct FloorReport {
 }
 
 /// The floor of one exactly-once hop on this machine: the `e2e` benchmark's
-/// messages through a forwarder that only moves each poll round into one
-/// Kafka transaction (read_committed in, the round's offsets in the
-/// transaction, read_committed out), as the matcher's processor does, but
-/// without the router's hop, Avro, the engine or a commit thread. A matcher
-/// built on Kafka transactions cannot do better here. First `events` flat
+/// messages through a forwarder on the matcher's own exactly-once loop
+/// (`txn_loop`: read_committed in, each round and its offsets in one
+/// transaction on a commit thread, read_committed out) that does nothing
+/// else: no router hop, no Avro, no engine. A matcher built on that loop
+/// cannot do better here. First `events` flat
 /// out, raw and forwarded (none when 0), then `rate` events/s for `seconds`.
 pub async fn floor(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<FloorReport, BenchError> {
     let cfg = namespace(base, reference, "floor").await?;
@@ -512,10 +512,10 @@ pub async fn floor(base: &Config, reference: &Reference, events: usize, rate: u6
     let (encoded, warm) = latency_events(&cfg, reference, rate, seconds).await?;
     let (warm_up, measured) = encoded.split_at(warm.min(encoded.len()));
     let (input, output, raw) = (raw_topic(&cfg, "floor-in").await?, raw_topic(&cfg, "floor-out").await?, raw_topic(&cfg, "raw").await?);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = CancellationToken::new();
     let forwarder = {
         let (cfg, input, output, stop) = (cfg.clone(), input.clone(), output.clone(), stop.clone());
-        std::thread::spawn(move || forward(&cfg, &input, &output, &stop))
+        std::thread::spawn(move || forward(&cfg, &input, &output, stop))
     };
     let rx = Receiver::start(&cfg, &output)?;
     let raw_rx = Receiver::start(&cfg, &raw)?;
@@ -554,7 +554,7 @@ pub async fn floor(base: &Config, reference: &Reference, events: usize, rate: u6
     let machine_busy = machine_busy(busy0);
     forwarded(flat.len() + encoded.len(), Duration::from_secs(60)).await;
     let got = rx.finish();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.cancel();
     let txns = tokio::task::spawn_blocking(move || forwarder.join()).await.map_err(setup)?.map_err(|_| setup("the forwarder panicked"))??;
     drop_namespace(&cfg).await;
     if got.len() < flat.len() + encoded.len() {
@@ -575,54 +575,57 @@ pub async fn floor(base: &Config, reference: &Reference, events: usize, rate: u6
 
 /// The floor's forwarder: poll a round, forward it in one transaction with
 /// its offsets, commit, again, until `stop`. Returns each transaction's ms.
-fn forward(cfg: &Config, input: &str, output: &str, stop: &std::sync::atomic::AtomicBool) -> Result<Vec<f64>, BenchError> {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    use orelink_platform::txn;
-    let timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
-    // The processor's own consumer and producer settings.
-    let mut cc = cfg.kafka.consumer_config("bench-floor", &format!("{}floor", cfg.namespace));
-    cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
-    let consumer: BaseConsumer = cc.create()?;
-    consumer.subscribe(&[input])?;
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        cfg.kafka.transactional_config("bench-floor", &format!("{}floor", cfg.namespace), timeout).set("linger.ms", "0").create()?;
-    producer.init_transactions(timeout)?;
-    let mut took = Vec::new();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        // A round is what has arrived by now, as the processor's is when its
-        // commit thread is free: up to 100 ms for the first, then no waiting.
-        let mut batch = Vec::new();
-        let mut polled = consumer.poll(Duration::from_millis(100));
-        while let Some(r) = polled {
-            batch.push(r?.detach());
-            if batch.len() >= cfg.matcher.batch_max {
-                break;
-            }
-            polled = consumer.poll(Duration::ZERO);
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let t0 = Instant::now();
-        producer.begin_transaction()?;
-        let mut next: HashMap<i32, i64> = HashMap::new();
-        for m in &batch {
-            let mut record = BaseRecord::to(output).payload(m.payload().unwrap_or_default()).key(m.key().unwrap_or_default());
-            if let Some(h) = m.headers() {
-                record = record.headers(h.clone());
-            }
-            txn::send_waiting(&producer, record)?;
-            next.insert(m.partition(), m.offset() + 1);
-        }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for (p, o) in next {
-            tpl.add_partition_offset(input, p, rdkafka::Offset::Offset(o))?;
-        }
-        producer.send_offsets_to_transaction(&tpl, &consumer.group_metadata().ok_or_else(|| setup("no group metadata"))?, timeout)?;
-        txn::commit(&producer, timeout)?;
-        took.push(t0.elapsed().as_secs_f64() * 1000.0);
+/// The floor's transform: each message forwarded as it is, on the one
+/// exactly-once loop the matcher runs on; times each transaction (from its
+/// round being sealed to its commit being known).
+struct Forward {
+    sealed_at: Option<Instant>,
+    took: Vec<f64>,
+}
+
+impl orelink_platform::txn_loop::Transform for Forward {
+    fn apply(&mut self, m: &rdkafka::message::OwnedMessage, out: &mut Vec<orelink_platform::txn_loop::Record>) -> Result<(), orelink_platform::txn_loop::Step> {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default());
+        let trace = TraceContext::from_headers(m.headers()).unwrap_or_else(TraceContext::root);
+        out.push(orelink_platform::txn_loop::Record { output: 0, partition: m.partition(), key: Arc::from(&*key), payload: m.payload().unwrap_or_default().to_vec(), trace });
+        Ok(())
     }
-    Ok(took)
+
+    fn sealed(&mut self, _offsets: &std::collections::BTreeMap<i32, i64>) {
+        self.sealed_at = Some(Instant::now());
+    }
+
+    fn committed(&mut self) {
+        if let Some(t) = self.sealed_at.take() {
+            self.took.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+
+    fn aborted(&mut self) {
+        self.sealed_at = None;
+    }
+}
+
+/// Forwards `input` to `output` until `stop`, with the matcher processor's
+/// client and loop settings; returns each transaction's duration in ms.
+fn forward(cfg: &Config, input: &str, output: &str, stop: CancellationToken) -> Result<Vec<f64>, BenchError> {
+    use orelink_platform::txn_loop::{Settings, TxnLoop};
+    let timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
+    let settings = Settings {
+        input: input.to_owned(),
+        outputs: vec![output.to_owned()],
+        batch_max: cfg.matcher.batch_max,
+        batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
+        txn_timeout: timeout,
+        retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
+        name: "floor-commit".into(),
+    };
+    let mut producer = cfg.kafka.transactional_config("bench-floor", &format!("{}floor", cfg.namespace), timeout);
+    producer.set("linger.ms", "0");
+    let txn = TxnLoop::new(&cfg.kafka.consumer_config("bench-floor", &format!("{}floor", cfg.namespace)), &producer, settings)?;
+    let mut hop = Forward { sealed_at: None, took: Vec::new() };
+    txn.run(&mut hop, &stop).map_err(setup)?;
+    Ok(hop.took)
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

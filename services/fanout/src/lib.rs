@@ -2,28 +2,23 @@
 //! partner it names (`orelink.shipments.partner.<id>.v1`), so a logistics
 //! partner reads its own shipments and only those.
 //!
-//! Delivery: exactly once. Each poll round is one Kafka transaction: the
-//! routed records (the original Confluent Avro bytes, keyed by shipment id,
-//! so per-shipment order is kept), the dead letters (undecodable events, a
-//! carrier that is no partner), and the consumed offsets
-//! (`send_offsets_to_transaction`). Retriable errors retry the call, abortable
-//! ones abort and rewind to the committed offsets, fatal ones stop the role
-//! (a restart fences the old producer and resumes). A registry outage aborts
-//! and waits; it never dead-letters.
+//! Delivery: exactly once, on the one exactly-once loop
+//! (`orelink_platform::txn_loop`): each round is one Kafka transaction holding
+//! the routed records (the original Confluent Avro bytes, keyed by shipment
+//! id, so per-shipment order is kept), the dead letters (undecodable events, a
+//! carrier that is no partner), and the consumed offsets. A registry outage
+//! drops the round and waits; it never dead-letters.
 
 use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
 use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::dlq::now_millis;
 use orelink_platform::trace::TraceContext;
-use orelink_platform::txn::{self, TxnError, classify};
+use orelink_platform::txn_loop::{self, Step, Transform, TxnLoop, TxnLoopError};
 use orelink_platform::{Config, Reference};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
-use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +31,15 @@ pub enum FanoutError {
     Config(String),
     #[error("fatal: {0}")]
     Fatal(String),
+}
+
+impl From<TxnLoopError> for FanoutError {
+    fn from(e: TxnLoopError) -> Self {
+        match e {
+            TxnLoopError::Kafka(k) => FanoutError::Kafka(k),
+            TxnLoopError::Fatal(f) => FanoutError::Fatal(f),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -51,140 +55,160 @@ pub fn group(cfg: &Config) -> String {
     format!("{}orelink-fanout", cfg.namespace)
 }
 
-/// Why one batch did not commit.
-enum BatchError {
-    Kafka(KafkaError),
-    /// The registry is away: abort, wait, read again.
-    Retry(String),
+/// The dead-letter topic is the loop's first output; the partners' topics follow.
+const DLQ: usize = 0;
+
+/// The fanout's transform: a shipment to its carrier's topic, or a dead letter.
+pub struct Routing {
+    codec: Arc<Codec>,
+    rt: tokio::runtime::Handle,
+    /// Carrier id -> the output index of its partner's topic.
+    partner_of: HashMap<String, usize>,
 }
 
-impl From<KafkaError> for BatchError {
-    fn from(e: KafkaError) -> Self {
-        BatchError::Kafka(e)
+impl Routing {
+    /// The transform and the outputs it writes, in the loop's order.
+    pub fn new(codec: Arc<Codec>, reference: &Reference, rt: tokio::runtime::Handle) -> (Routing, Vec<String>) {
+        let mut outputs = vec![codec.dlq_topic()];
+        let mut partner_of = HashMap::new();
+        for p in &reference.topology.partners {
+            outputs.push(codec.topic(&topics::partner(p.id.as_str())));
+            partner_of.insert(p.carrier_id.clone(), outputs.len() - 1);
+        }
+        (Routing { codec, rt, partner_of }, outputs)
     }
 }
 
-struct Fanout {
-    consumer: BaseConsumer,
-    producer: ThreadedProducer<DefaultProducerContext>,
-    codec: Arc<Codec>,
-    reference: Reference,
-    rt: tokio::runtime::Handle,
-    input: String,
-    namespace: String,
-    txn_timeout: Duration,
-    batch_max: usize,
+/// Where one decoded shipment goes.
+#[derive(Debug, PartialEq)]
+enum Route {
+    /// To this output (a partner's topic), keyed by shipment id.
+    Partner { output: usize, key: String },
+    Dead(Refusal),
+}
+
+impl Routing {
+    /// Pure: a decoded (or refused) event to its route.
+    fn route(&self, decoded: Result<Record, Refusal>) -> Route {
+        match decoded {
+            Ok(Record::Shipment(s)) => match self.partner_of.get(s.carrier_id.as_str()) {
+                Some(&output) => Route::Partner { output, key: s.shipment_id.to_string() },
+                None => Route::Dead(Refusal { class: ErrorClass::UnknownReference, reason: format!("carrier {} is not a partner in topology/partners.toml", s.carrier_id) }),
+            },
+            Ok(other) => Route::Dead(Refusal { class: ErrorClass::WrongRecord, reason: format!("not a shipment: {other:?}") }),
+            Err(r) => Route::Dead(r),
+        }
+    }
+}
+
+impl Transform for Routing {
+    fn apply(&mut self, m: &OwnedMessage, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
+        let trace = TraceContext::from_headers(m.headers()).map(|p| p.child()).unwrap_or_else(TraceContext::root);
+        let decoded = match self.rt.block_on(self.codec.decode(m.topic(), m.payload())) {
+            Ok(r) => Ok(r),
+            Err(DecodeError::Refused(r)) => Err(r),
+            // The registry is away: the round waits, nothing is dead-lettered.
+            Err(DecodeError::Retry(e)) => return Err(Step::Retry(format!("registry unavailable: {e}"))),
+        };
+        let refusal = match self.route(decoded) {
+            Route::Partner { output, key } => {
+                // The original bytes, keyed by shipment id: per-shipment order holds.
+                out.push(txn_loop::Record { output, partition: m.partition(), key: Arc::from(key), payload: m.payload().unwrap_or_default().to_vec(), trace });
+                return Ok(());
+            }
+            Route::Dead(r) => r,
+        };
+        let source = SourceRef { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload() };
+        let letter = Codec::dead_letter(&source, &refusal, now_millis(), "fanout");
+        let bytes = self.rt.block_on(self.codec.encode(&self.codec.dlq_topic(), &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
+        tracing::warn!(offset = m.offset(), class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
+        out.push(txn_loop::Record { output: DLQ, partition: m.partition(), key: Arc::from(m.topic()), payload: bytes, trace });
+        Ok(())
+    }
 }
 
 /// Runs the role until `cancel` (on a thread of its own: transaction calls block).
 pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<FanoutStats, FanoutError> {
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| FanoutError::Config(e.to_string()))?;
-    let mut cc = cfg.kafka.consumer_config("fanout", &group(cfg));
-    // Offsets are committed by the transactions, never by the consumer.
-    cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
-    let consumer: BaseConsumer = cc.create()?;
     let input = codec.topic(topics::SHIPMENTS);
-    consumer.subscribe(&[&input])?;
+    let (mut routing, outputs) = Routing::new(codec, reference, tokio::runtime::Handle::current());
     let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
-    let producer: ThreadedProducer<DefaultProducerContext> = cfg
-        .kafka
-        .transactional_config("fanout", &format!("{}orelink-fanout-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout)
-        .set("linger.ms", "1")
-        .create()?;
-    let f = Fanout {
-        consumer,
-        producer,
-        codec,
-        reference: reference.clone(),
-        rt: tokio::runtime::Handle::current(),
+    let settings = txn_loop::Settings {
         input,
-        namespace: cfg.namespace.clone(),
-        txn_timeout,
+        outputs,
         batch_max: cfg.matcher.batch_max,
+        batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
+        txn_timeout,
+        retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
+        name: "fanout-commit".into(),
     };
-    tokio::task::spawn_blocking(move || f.run(&cancel)).await.map_err(|e| FanoutError::Fatal(e.to_string()))?
+    let mut producer = cfg.kafka.transactional_config("fanout", &format!("{}orelink-fanout-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout);
+    producer.set("linger.ms", "1");
+    let txn = TxnLoop::new(&cfg.kafka.consumer_config("fanout", &group(cfg)), &producer, settings)?;
+    let done = tokio::task::spawn_blocking(move || txn.run(&mut routing, &cancel)).await.map_err(|e| FanoutError::Fatal(e.to_string()))??;
+    let stats = FanoutStats {
+        transactions: done.transactions,
+        routed: done.records.iter().skip(1).sum(),
+        dead_lettered: done.records[DLQ],
+        aborts: done.aborts,
+    };
+    tracing::info!(?stats, "fanout stopped");
+    Ok(stats)
 }
 
-impl Fanout {
-    fn run(self, cancel: &CancellationToken) -> Result<FanoutStats, FanoutError> {
-        self.producer.init_transactions(self.txn_timeout)?;
-        let mut stats = FanoutStats::default();
-        while !cancel.is_cancelled() {
-            let batch = txn::poll_batch(&self.consumer, self.batch_max, Duration::from_millis(5));
-            if batch.is_empty() {
-                continue;
-            }
-            match self.transact(&batch, &mut stats) {
-                Ok(()) => stats.transactions += 1,
-                Err(BatchError::Retry(e)) => {
-                    tracing::warn!(error = %e, "registry unavailable; the batch waits");
-                    self.abort_and_rewind()?;
-                    stats.aborts += 1;
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(BatchError::Kafka(e)) => match classify(&e) {
-                    TxnError::Fatal => return Err(FanoutError::Fatal(e.to_string())),
-                    TxnError::Retriable | TxnError::Abort => {
-                        tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
-                        self.abort_and_rewind()?;
-                        stats.aborts += 1;
-                    }
-                },
-            }
-        }
-        tracing::info!(?stats, "fanout stopped");
-        Ok(stats)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orelink_domain::events::{ShipmentEvent, ShipmentStatus, wire};
+    use orelink_domain::TransportMode;
+
+    fn routing() -> (Routing, Vec<String>) {
+        let reference = Reference::embedded();
+        let mut cfg = Config::load(&orelink_platform::config::Sources::default()).unwrap();
+        cfg.namespace = "t.".into();
+        let codec = orelink_platform::codec(&cfg, &reference).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        Routing::new(codec, &reference, rt.handle().clone())
     }
 
-    fn transact(&self, batch: &[OwnedMessage], stats: &mut FanoutStats) -> Result<(), BatchError> {
-        self.producer.begin_transaction()?;
-        let mut offsets: BTreeMap<i32, i64> = BTreeMap::new();
-        let (mut routed, mut dead) = (0, 0);
-        for m in batch {
-            offsets.insert(m.partition(), m.offset() + 1);
-            let trace = TraceContext::from_headers(m.headers()).map(|p| p.child()).unwrap_or_else(TraceContext::root);
-            let refusal = match self.rt.block_on(self.codec.decode(&self.input, m.payload())) {
-                Ok(Record::Shipment(s)) => match self.reference.topology.partner_by_carrier(s.carrier_id.as_str()) {
-                    Some(p) => {
-                        let to = format!("{}{}", self.namespace, topics::partner(p.id.as_str()));
-                        let key = s.shipment_id.to_string();
-                        txn::send_waiting(&self.producer, BaseRecord::to(&to).key(key.as_bytes()).payload(m.payload().unwrap_or_default()).headers(trace.to_headers()))?;
-                        routed += 1;
-                        continue;
-                    }
-                    None => Refusal { class: ErrorClass::UnknownReference, reason: format!("carrier {} is not a partner in topology/partners.toml", s.carrier_id) },
-                },
-                Ok(other) => Refusal { class: ErrorClass::WrongRecord, reason: format!("not a shipment: {other:?}") },
-                Err(DecodeError::Refused(r)) => r,
-                Err(DecodeError::Retry(e)) => return Err(BatchError::Retry(e.to_string())),
-            };
-            let source = SourceRef { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload() };
-            let letter = Codec::dead_letter(&source, &refusal, now_millis(), "fanout");
-            let dlq = self.codec.dlq_topic();
-            let bytes = self.rt.block_on(self.codec.encode(&dlq, &letter)).map_err(|e| BatchError::Retry(e.to_string()))?;
-            txn::send_waiting(&self.producer, BaseRecord::to(&dlq).key(m.topic().as_bytes()).payload(bytes.as_slice()).headers(trace.to_headers()))?;
-            tracing::warn!(offset = m.offset(), class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
-            dead += 1;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &offsets {
-            tpl.add_partition_offset(&self.input, *p, Offset::Offset(*o))?;
-        }
-        let Some(cgm) = self.consumer.group_metadata() else {
-            return Err(BatchError::Retry("the consumer has no group metadata yet".into()));
+    fn shipment(carrier: &str) -> Record {
+        let w = wire::ShipmentEvent {
+            event_id: "e1".into(),
+            event_time: 1_795_000_000_000,
+            shipment_id: "SHP-1".into(),
+            allocation_id: None,
+            carrier_id: carrier.into(),
+            mode: TransportMode::Road,
+            status: ShipmentStatus::InTransit,
+            from_site: "baise-pingguo-smelter".into(),
+            to_site: "nanning-jiangnan-processing".into(),
+            quantity_kg: 30_000,
+            lat: None,
+            lon: None,
+            eta: None,
         };
-        self.producer.send_offsets_to_transaction(&tpl, &cgm, self.txn_timeout)?;
-        txn::commit(&self.producer, self.txn_timeout)?;
-        stats.routed += routed;
-        stats.dead_lettered += dead;
-        Ok(())
+        let reference = Reference::embedded();
+        let r = orelink_domain::events::Reference { catalog: &reference.catalog, topology: &reference.topology };
+        Record::Shipment(ShipmentEvent::validate(&w, &r).unwrap())
     }
 
-    /// Aborts the open transaction and reads again from the committed offsets.
-    fn abort_and_rewind(&self) -> Result<(), FanoutError> {
-        txn::abort_and_rewind(&self.producer, &self.consumer, self.txn_timeout).map_err(|e| match classify(&e) {
-            TxnError::Fatal => FanoutError::Fatal(e.to_string()),
-            _ => FanoutError::Kafka(e),
-        })
+    #[test]
+    fn a_shipment_goes_to_its_carriers_topic_and_anything_else_is_a_dead_letter() {
+        let (routing, outputs) = routing();
+        assert_eq!(outputs[DLQ], "t.orelink.dlq.v1");
+        let partner = &Reference::embedded().topology.partners[0];
+        match routing.route(Ok(shipment(&partner.carrier_id))) {
+            Route::Partner { output, key } => {
+                assert_eq!(outputs[output], format!("t.{}", topics::partner(partner.id.as_str())));
+                assert_eq!(key, "SHP-1");
+            }
+            other => panic!("{other:?}"),
+        }
+        match routing.route(Ok(shipment("91450100MA5L0NOPE1"))) {
+            Route::Dead(r) => assert_eq!(r.class, ErrorClass::UnknownReference),
+            other => panic!("{other:?}"),
+        }
+        let refused = Refusal { class: ErrorClass::Undecodable, reason: "garbage".into() };
+        assert_eq!(routing.route(Err(refused.clone())), Route::Dead(refused));
     }
 }

@@ -6,13 +6,14 @@
 //!    consume loop (bad input goes to the DLQ), and forwards each event's
 //!    original bytes to `orelink.matcher-input.v1`, keyed by product family.
 //!    That topic is the one total order of each family's events.
-//! 2. **processor** (exactly once): consumes `orelink.matcher-input.v1`
+//! 2. **processor** (exactly once): on the one exactly-once loop
+//!    (`orelink_platform::txn_loop`), consumes `orelink.matcher-input.v1`
 //!    read_committed, applies each event to the pure engine of its partition,
-//!    and writes the allocations and the consumed offsets in one Kafka
-//!    transaction per poll round, on a commit thread of its own so that the
-//!    next round is matched while the last one commits. A partition's engine is restored by replaying its input up
-//!    to the committed offset, so a restarted or rebalanced matcher continues
-//!    exactly where the last committed transaction ended.
+//!    and writes the allocations, order statuses and consumed offsets in one
+//!    Kafka transaction per round. A partition's engine is restored by
+//!    replaying its input up to the committed offset, so a restarted or
+//!    rebalanced matcher continues exactly where the last committed
+//!    transaction ended.
 //!
 //! Books are snapshotted to `orelink.matcher-snapshots.v1` every
 //! `matcher.snapshot_every` input events of a partition, after the
@@ -22,7 +23,6 @@
 //! Duplicates that the router may write after a crash carry the same
 //! `event_id` and change nothing in the engine.
 
-mod committer;
 mod processor;
 mod router;
 pub mod snapshots;

@@ -22,6 +22,7 @@ pub mod registry_client;
 pub mod telemetry;
 pub mod trace;
 pub mod txn;
+pub mod txn_loop;
 
 pub use config::Config;
 pub use reference::Reference;

@@ -1,0 +1,558 @@
+//! The one exactly-once loop: read an input topic read_committed, hand each
+//! message to a role's `Transform`, and write one round's records plus the
+//! round's input offsets in one Kafka transaction (`send_offsets_to_transaction`
+//! with the group's metadata, so a fenced or rebalanced-away instance cannot
+//! commit). The matcher, the fanout and the transaction-floor benchmark run
+//! on it; a role brings only its transform, which unit tests drive without
+//! Kafka.
+//!
+//! Two threads, because rdkafka's transaction calls block: the loop's thread
+//! polls and transforms; a commit thread turns a sealed round into a
+//! transaction. While round N commits, round N+1 is read and transformed; a
+//! round is handed over only once N's outcome is known, and a revocation
+//! waits for the round in flight before the partitions move.
+//!
+//! Errors are classed once, here, after rust-rdkafka's transaction tests:
+//! retriable or abortable (abort, rewind the input to the committed offsets,
+//! tell the transform to drop what it derived since, which also discards the
+//! round being built), fatal (stop; a restart fences the old producer and
+//! resumes from the last commit). A transform that cannot build a round now
+//! (the registry is away) says `Step::Retry`: the round is dropped, the input
+//! rewound, and the loop waits a backoff before reading again.
+//!
+//! Delivery: exactly once for everything the transform writes, given
+//! consumers of the outputs read read_committed.
+
+use crate::trace::TraceContext;
+use crate::txn::{self, TxnError, classify};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// One record a transform writes.
+pub struct Record {
+    /// Index into `Settings::outputs`.
+    pub output: usize,
+    /// The input partition whose message caused it (a revocation drops it).
+    pub partition: i32,
+    pub key: Arc<str>,
+    pub payload: Vec<u8>,
+    pub trace: TraceContext,
+}
+
+/// Why a transform could not take a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Step {
+    /// Not now (a dependency is away): drop the round, rewind, wait, read again.
+    #[error("retry: {0}")]
+    Retry(String),
+    /// Stop the loop; a restart resumes from the last commit.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// A role's part of the loop. `apply` is called for every input message in
+/// order; the hooks keep the transform's derived state equal to "the input
+/// up to the committed offsets, plus the round being built".
+pub trait Transform {
+    /// One input message: append what it causes to `out`.
+    fn apply(&mut self, m: &OwnedMessage, out: &mut Vec<Record>) -> Result<(), Step>;
+    /// These partitions were taken away: forget what was derived from them.
+    fn revoked(&mut self, _partitions: &[i32]) {}
+    /// A round is handed over to be committed; `offsets` are the next offsets
+    /// to read per input partition, so the state is exactly "after these".
+    fn sealed(&mut self, _offsets: &BTreeMap<i32, i64>) {}
+    /// The round handed over last has committed.
+    fn committed(&mut self) {}
+    /// Everything since the last commit was rolled back: drop what was derived
+    /// from it (the input is read again from the committed offsets).
+    fn aborted(&mut self) {}
+}
+
+/// Where the loop reads and writes, and how big a round grows.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub input: String,
+    pub outputs: Vec<String>,
+    /// A round covers up to this many input messages (or four times as many records).
+    pub batch_max: usize,
+    /// After a round's first message, wait this long for more when nothing is committing.
+    pub batch_wait: Duration,
+    pub txn_timeout: Duration,
+    /// The wait after a `Step::Retry`.
+    pub retry_backoff: Duration,
+    /// The commit thread's name, for debuggers and profiles.
+    pub name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TxnLoopError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// What the loop did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TxnStats {
+    pub transactions: u64,
+    /// Input messages committed.
+    pub events: u64,
+    /// Records committed, per output (as `Settings::outputs`).
+    pub records: Vec<u64>,
+    pub aborts: u64,
+}
+
+/// Tracks revocations for the loop, and makes a revocation wait for the round in flight.
+struct Rebalances {
+    revoked: Mutex<BTreeSet<i32>>,
+    in_flight: InFlight,
+    timeout: Duration,
+}
+
+/// The loop's consumer context.
+pub struct Ctx(Arc<Rebalances>);
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // The round in flight may hold these partitions' offsets: let it
+            // finish (commit or abort) before they move.
+            if !self.0.in_flight.wait_idle(self.0.timeout) {
+                tracing::warn!("a revocation did not see the round in flight finish in time");
+            }
+            let mut r = self.0.revoked.lock().expect("rebalance lock");
+            r.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+}
+
+pub struct TxnLoop {
+    consumer: BaseConsumer<Ctx>,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    rebalances: Arc<Rebalances>,
+    settings: Settings,
+}
+
+impl TxnLoop {
+    /// A consumer of `settings.input` in its group (offsets committed only by
+    /// the transactions) and an initialised transactional producer.
+    pub fn new(consumer: &ClientConfig, producer: &ClientConfig, settings: Settings) -> Result<TxnLoop, KafkaError> {
+        let rebalances = Arc::new(Rebalances { revoked: Mutex::default(), in_flight: InFlight::default(), timeout: settings.txn_timeout });
+        let mut cc = consumer.clone();
+        cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
+        consumer.subscribe(&[&settings.input])?;
+        let producer: ThreadedProducer<DefaultProducerContext> = producer.create()?;
+        producer.init_transactions(settings.txn_timeout)?;
+        Ok(TxnLoop { consumer, producer, rebalances, settings })
+    }
+
+    /// Runs until `cancel`, then commits the round it holds and returns.
+    pub fn run<T: Transform>(self, transform: &mut T, cancel: &CancellationToken) -> Result<TxnStats, TxnLoopError> {
+        let TxnLoop { consumer, producer, rebalances, settings } = self;
+        let mut stats = TxnStats { records: vec![0; settings.outputs.len()], ..TxnStats::default() };
+        let mut committer = Committer::start(producer, &settings, rebalances.clone());
+        let mut round = Round::new(settings.outputs.len());
+        // When the round's first message was read, for the linger of an idle pipeline.
+        let mut first_at: Option<Instant> = None;
+        let (batch_max, batch_wait) = (settings.batch_max, settings.batch_wait);
+        let rewind = |transform: &mut T| {
+            transform.aborted();
+            txn::rewind(&consumer)
+        };
+        let result = loop {
+            let stopping = cancel.is_cancelled();
+            let mut got = false;
+            if !stopping && round.records.len() < batch_max * 4 && round.events < batch_max as u64 {
+                // Block for input only when there is nothing else to wait for.
+                // (Short consumer polls spin: rust-rdkafka polls to the deadline
+                // and rounds the last millisecond down to 0; the wait for a
+                // commit happens on its channel below instead.)
+                let timeout = match first_at {
+                    _ if committer.busy() => Duration::ZERO,
+                    Some(t) => batch_wait.saturating_sub(t.elapsed()),
+                    None => Duration::from_millis(100),
+                };
+                let polled = consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
+                let revoked: Vec<i32> = std::mem::take(&mut *rebalances.revoked.lock().expect("rebalance lock")).into_iter().collect();
+                if !revoked.is_empty() {
+                    round.drop_partitions(&revoked);
+                    transform.revoked(&revoked);
+                }
+                match polled {
+                    // Read before its partition was revoked: the next owner reads it again.
+                    Some(Ok(m)) if revoked.contains(&m.partition()) => {}
+                    Some(Ok(m)) => {
+                        round.offsets.insert(m.partition(), m.offset() + 1);
+                        round.events += 1;
+                        if let Err(step) = transform.apply(&m, &mut round.records) {
+                            // Nothing of this round is committed: finish the round
+                            // in flight, then read again from the committed offsets.
+                            if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, transform, &mut stats)) {
+                                break Err(e);
+                            }
+                            stats.aborts += 1;
+                            if let Step::Fatal(f) = step {
+                                break Err(TxnLoopError::Fatal(f));
+                            }
+                            tracing::warn!(error = %step, "a round could not be built; rewinding to the committed offsets");
+                            round = Round::new(settings.outputs.len());
+                            first_at = None;
+                            if let Err(e) = rewind(transform) {
+                                break Err(e.into());
+                            }
+                            wait(cancel, settings.retry_backoff);
+                            continue;
+                        }
+                        first_at.get_or_insert_with(Instant::now);
+                        got = true;
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
+                    None => {}
+                }
+            }
+            // The round in flight: wait for its outcome while this round is
+            // full (backpressure) or the loop is stopping; otherwise briefly
+            // when no input came, and not at all when input did.
+            let full = round.events >= batch_max as u64 || round.records.len() >= batch_max * 4;
+            let wait_for = if full || stopping {
+                None
+            } else if got {
+                Some(Duration::ZERO)
+            } else {
+                Some(Duration::from_millis(1))
+            };
+            if let Some(outcome) = committer.outcome(wait_for) {
+                match settle(outcome, transform, &mut stats) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        round = Round::new(settings.outputs.len());
+                        first_at = None;
+                        if let Err(e) = rewind(transform) {
+                            break Err(e.into());
+                        }
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            let lingered = first_at.is_some_and(|t| t.elapsed() >= batch_wait);
+            if !committer.busy() && !round.is_empty() && (lingered || full || stopping) {
+                let Some(group) = consumer.group_metadata() else {
+                    // Not in a group (yet, or any more): nothing of this round may be committed.
+                    tracing::warn!("no group metadata; the round is read again");
+                    round = Round::new(settings.outputs.len());
+                    first_at = None;
+                    if let Err(e) = rewind(transform) {
+                        break Err(e.into());
+                    }
+                    continue;
+                };
+                transform.sealed(&round.offsets);
+                let sealed = std::mem::replace(&mut round, Round::new(settings.outputs.len()));
+                if let Err(Outcome::Fatal(f)) = committer.submit(sealed, group) {
+                    break Err(TxnLoopError::Fatal(f));
+                }
+                first_at = None;
+            }
+            if stopping && !committer.busy() && round.is_empty() {
+                break Ok(());
+            }
+        };
+        drop(committer);
+        result.map(|()| stats)
+    }
+}
+
+/// Sleeps `d`, or less if cancelled.
+fn wait(cancel: &CancellationToken, d: Duration) {
+    let until = Instant::now() + d;
+    while !cancel.is_cancelled() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// Counts a finished round and tells the transform: `Ok(true)` committed,
+/// `Ok(false)` aborted (the caller rewinds), `Err` fatal.
+fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStats) -> Result<bool, TxnLoopError> {
+    match outcome {
+        Outcome::Committed { events, records } => {
+            stats.transactions += 1;
+            stats.events += events;
+            for (s, n) in stats.records.iter_mut().zip(records) {
+                *s += n;
+            }
+            transform.committed();
+            Ok(true)
+        }
+        Outcome::Aborted(e) => {
+            stats.aborts += 1;
+            tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
+            Ok(false)
+        }
+        Outcome::Fatal(e) => Err(TxnLoopError::Fatal(e)),
+    }
+}
+
+/// One round's effects: what to write and how far the input was read.
+struct Round {
+    records: Vec<Record>,
+    /// Next offset to read, per input partition.
+    offsets: BTreeMap<i32, i64>,
+    events: u64,
+    outputs: usize,
+}
+
+impl Round {
+    fn new(outputs: usize) -> Round {
+        Round { records: Vec::new(), offsets: BTreeMap::new(), events: 0, outputs }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Forgets partitions this instance no longer owns: their offsets must not be committed from here.
+    fn drop_partitions(&mut self, lost: &[i32]) {
+        self.records.retain(|r| !lost.contains(&r.partition));
+        for p in lost {
+            self.offsets.remove(p);
+        }
+    }
+}
+
+/// How a round's transaction ended.
+enum Outcome {
+    Committed { events: u64, records: Vec<u64> },
+    /// Aborted (rolled back); the input must be read again from the committed offsets.
+    Aborted(String),
+    /// The producer is unusable.
+    Fatal(String),
+}
+
+/// Counts rounds handed over and finished, so a revocation can wait for the
+/// round in flight before the partitions move.
+#[derive(Default)]
+struct InFlight {
+    counts: Mutex<(u64, u64)>,
+    done: Condvar,
+}
+
+impl InFlight {
+    fn submitted(&self) {
+        self.counts.lock().expect("in-flight lock").0 += 1;
+    }
+
+    fn finished(&self) {
+        self.counts.lock().expect("in-flight lock").1 += 1;
+        self.done.notify_all();
+    }
+
+    /// Waits until every round handed over has finished, up to `timeout`.
+    fn wait_idle(&self, timeout: Duration) -> bool {
+        let guard = self.counts.lock().expect("in-flight lock");
+        let (guard, _) = self.done.wait_timeout_while(guard, timeout, |(s, f)| s != f).expect("in-flight lock");
+        guard.0 == guard.1
+    }
+}
+
+/// The commit thread: one sealed round in, one outcome out.
+struct Committer {
+    rounds: SyncSender<(Round, ConsumerGroupMetadata)>,
+    outcomes: Receiver<Outcome>,
+    rebalances: Arc<Rebalances>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pending: bool,
+}
+
+impl Committer {
+    fn start(producer: ThreadedProducer<DefaultProducerContext>, settings: &Settings, rebalances: Arc<Rebalances>) -> Committer {
+        // Capacity 1 each way: a round is handed over only after the previous
+        // outcome, so neither side ever blocks on a full channel.
+        let (rounds, rx) = sync_channel::<(Round, ConsumerGroupMetadata)>(1);
+        let (tx, outcomes) = sync_channel::<Outcome>(1);
+        let flight = rebalances.clone();
+        let writer = Writer { producer, input: settings.input.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
+        let thread = std::thread::Builder::new()
+            .name(settings.name.clone())
+            .spawn(move || {
+                for (round, group) in rx {
+                    let outcome = writer.transact(round, &group);
+                    let fatal = matches!(outcome, Outcome::Fatal(_));
+                    if tx.send(outcome).is_err() {
+                        break;
+                    }
+                    flight.in_flight.finished();
+                    if fatal {
+                        break;
+                    }
+                }
+            })
+            .expect("spawning the commit thread");
+        Committer { rounds, outcomes, rebalances, thread: Some(thread), pending: false }
+    }
+
+    fn busy(&self) -> bool {
+        self.pending
+    }
+
+    /// Hands a round over; call only when not busy.
+    fn submit(&mut self, round: Round, group: ConsumerGroupMetadata) -> Result<(), Outcome> {
+        debug_assert!(!self.pending);
+        self.rebalances.in_flight.submitted();
+        self.rounds.send((round, group)).map_err(|_| Outcome::Fatal("the commit thread is gone".into()))?;
+        self.pending = true;
+        Ok(())
+    }
+
+    /// The outcome of the round in flight, if it finishes within `wait`
+    /// (`None`: block until it has).
+    fn outcome(&mut self, wait: Option<Duration>) -> Option<Outcome> {
+        use std::sync::mpsc::RecvTimeoutError;
+        if !self.pending {
+            return None;
+        }
+        let gone = || Outcome::Fatal("the commit thread is gone".into());
+        let got = match wait {
+            None => Some(self.outcomes.recv().unwrap_or_else(|_| gone())),
+            Some(d) => match self.outcomes.recv_timeout(d) {
+                Ok(o) => Some(o),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(gone()),
+            },
+        };
+        if got.is_some() {
+            self.pending = false;
+        }
+        got
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread after the round it is on.
+        let (closed, _) = sync_channel(0);
+        self.rounds = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// When each step of a transaction ended, for the debug log.
+struct Timings {
+    sent: Instant,
+    offsets: Instant,
+    flushed: Instant,
+}
+
+struct Writer {
+    /// Threaded: its own thread serves delivery reports as they arrive, so
+    /// waiting for deliveries (`txn::flush`) blocks on a condition. Polling them
+    /// here in 1 ms steps spun the CPU: rust-rdkafka's poll runs to its deadline
+    /// and rounds the remainder down to 0 ms.
+    producer: ThreadedProducer<DefaultProducerContext>,
+    input: String,
+    outputs: Vec<String>,
+    timeout: Duration,
+}
+
+impl Writer {
+    fn transact(&self, round: Round, group: &ConsumerGroupMetadata) -> Outcome {
+        let started = Instant::now();
+        match self.try_transact(&round, group) {
+            Ok(t) => {
+                let us = |d: Duration| d.as_micros() as u64;
+                tracing::debug!(
+                    events = round.events,
+                    records = round.records.len(),
+                    send_us = us(t.sent - started),
+                    offsets_us = us(t.offsets - t.sent),
+                    flush_us = us(t.flushed - t.offsets),
+                    commit_us = us(t.flushed.elapsed()),
+                    "committed"
+                );
+                let mut records = vec![0; round.outputs];
+                for r in &round.records {
+                    records[r.output] += 1;
+                }
+                Outcome::Committed { events: round.events, records }
+            }
+            Err(e) => match classify(&e) {
+                TxnError::Fatal => Outcome::Fatal(e.to_string()),
+                TxnError::Retriable | TxnError::Abort => {
+                    if let Err(a) = self.producer.abort_transaction(self.timeout) && classify(&a) == TxnError::Fatal {
+                        return Outcome::Fatal(a.to_string());
+                    }
+                    Outcome::Aborted(e.to_string())
+                }
+            },
+        }
+    }
+
+    fn try_transact(&self, round: &Round, group: &ConsumerGroupMetadata) -> Result<Timings, KafkaError> {
+        self.producer.begin_transaction()?;
+        for r in &round.records {
+            let record = BaseRecord::to(&self.outputs[r.output]).key(&*r.key).payload(r.payload.as_slice()).headers(r.trace.to_headers());
+            txn::send_waiting(&self.producer, record)?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &round.offsets {
+            tpl.add_partition_offset(&self.input, *p, rdkafka::Offset::Offset(*o))?;
+        }
+        let sent = Instant::now();
+        self.producer.send_offsets_to_transaction(&tpl, group, self.timeout)?;
+        let offsets = Instant::now();
+        // Delivered first (timed apart from the commit below, which flushes too).
+        txn::flush(&self.producer, self.timeout)?;
+        let flushed = Instant::now();
+        txn::commit(&self.producer, self.timeout)?;
+        Ok(Timings { sent, offsets, flushed })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoked_partition_leaves_the_round_with_its_records_and_offsets() {
+        let mut round = Round::new(2);
+        for (p, o) in [(0, 10), (1, 20), (0, 11)] {
+            round.offsets.insert(p, o + 1);
+            round.events += 1;
+            round.records.push(Record { output: (o % 2) as usize, partition: p, key: Arc::from("k"), payload: vec![], trace: TraceContext::root() });
+        }
+        round.drop_partitions(&[0]);
+        assert_eq!(round.offsets, BTreeMap::from([(1, 21)]));
+        assert!(round.records.iter().all(|r| r.partition == 1));
+        assert!(!round.is_empty());
+        round.drop_partitions(&[1]);
+        assert!(round.is_empty());
+    }
+
+    #[test]
+    fn a_revocation_waits_for_the_round_in_flight() {
+        let flight = Arc::new(InFlight::default());
+        flight.submitted();
+        assert!(!flight.wait_idle(Duration::from_millis(20)), "a round is in flight");
+        let f = flight.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            f.finished();
+        });
+        assert!(flight.wait_idle(Duration::from_secs(5)));
+        t.join().unwrap();
+    }
+}

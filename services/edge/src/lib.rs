@@ -8,7 +8,9 @@
 //! Delivery: exactly once, in order. Forwarding runs in Kafka transactions
 //! (transactional id per site): one batch of queued events plus a progress
 //! record (`orelink.edge-progress.v1`, key = site, value = the last queued
-//! sequence number in the batch) commit together. Only then are the entries
+//! sequence number in the batch) commit together, through the hub's one
+//! transactional write (`txn_loop::transact`, with the progress record where
+//! a consumer's offsets would be). Only then are the entries
 //! dropped locally. After a crash (SIGKILL, power) the relay reads its site's
 //! last committed progress and drops what Kafka already has, so nothing is
 //! sent twice; a new producer with the same transactional id fences and
@@ -25,10 +27,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use orelink_codec::Codec;
 use orelink_ingest::{Documents, Kind, Rejection, avro_documents, parse};
+use orelink_platform::trace::TraceContext;
+use orelink_platform::txn_loop;
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -387,6 +391,8 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
     let site = cfg.edge.site.clone();
     let avro = avro_documents(reference);
     let progress_topic = format!("{}{PROGRESS_TOPIC}", cfg.namespace);
+    // The transaction's outputs, one per kind of event, in `Kind::ALL`'s order.
+    let outputs: Vec<String> = Kind::ALL.iter().map(|k| codec.topic(k.topic())).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Http)?;
     let txn_timeout = Duration::from_secs(30);
     let mut backoff = Duration::from_millis(200);
@@ -437,7 +443,7 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
         let p = producer.as_ref().expect("connected above");
         let last = batch.last().map(|(s, _)| *s).expect("not empty");
         let result = (|| -> Result<(), EdgeError> {
-            p.begin_transaction()?;
+            let mut records = Vec::with_capacity(batch.len());
             for (seq, raw) in &batch {
                 let entry: Entry = serde_json::from_slice(raw).map_err(store)?;
                 // Checked when accepted; checked again in case the topology changed since.
@@ -448,13 +454,13 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
                         continue;
                     }
                 };
-                let bytes = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
-                let topic = codec.topic(parsed.kind.topic());
-                orelink_platform::txn::send_waiting(p, BaseRecord::to(&topic).key(parsed.key.as_str()).payload(bytes.as_slice()))?;
+                let payload = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
+                let output = Kind::ALL.iter().position(|k| *k == parsed.kind).expect("every kind has an output");
+                records.push(txn_loop::Record { output, partition: 0, key: Arc::from(parsed.key.as_str()), payload, trace: TraceContext::root() });
             }
             let value = last.to_string();
-            orelink_platform::txn::send_waiting(p, BaseRecord::to(&progress_topic).key(site.as_str()).payload(value.as_bytes()))?;
-            orelink_platform::txn::commit(p, txn_timeout)?;
+            let position = txn_loop::Position::Progress { topic: &progress_topic, key: &site, value: value.as_bytes() };
+            txn_loop::transact(p, &outputs, &records, position, txn_timeout)?;
             Ok(())
         })();
         match result {

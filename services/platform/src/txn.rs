@@ -1,13 +1,14 @@
-//! The pieces every exactly-once role shares: how Kafka transaction errors are
-//! treated (after rust-rdkafka's transaction tests: retry the same call, abort
-//! and rewind, or stop), the poll round, the commit, the rewind after an abort.
+//! The pieces under the exactly-once loop (`txn_loop`): how Kafka transaction
+//! errors are treated (after rust-rdkafka's transaction tests: retry the same
+//! call, abort and rewind, or stop), the flush and the commit, the rewind
+//! after an abort, and a send that waits while the producer's queue is full.
 
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{OwnedMessage, ToBytes};
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What to do about a transactional error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,26 +27,6 @@ pub fn classify(e: &KafkaError) -> TxnError {
         KafkaError::Transaction(t) if t.txn_requires_abort() => TxnError::Abort,
         KafkaError::Transaction(t) if t.is_retriable() => TxnError::Retriable,
         _ => TxnError::Abort,
-    }
-}
-
-/// Up to `max` messages: waits up to 100 ms for the first, then at most
-/// `wait` for more (a poll round of a consume-transform-produce loop).
-pub fn poll_batch<C: ConsumerContext>(consumer: &BaseConsumer<C>, max: usize, wait: Duration) -> Vec<OwnedMessage> {
-    let mut batch = Vec::new();
-    let mut next = consumer.poll(Duration::from_millis(100));
-    let deadline = Instant::now() + wait;
-    loop {
-        match next {
-            Some(Ok(m)) => batch.push(m.detach()),
-            Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
-            None if batch.is_empty() => return batch,
-            None => {}
-        }
-        if batch.len() >= max || Instant::now() >= deadline {
-            return batch;
-        }
-        next = consumer.poll(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
@@ -79,16 +60,6 @@ pub fn commit<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, time
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Aborts the open transaction and moves the consumer back to the committed
-/// offsets, so the aborted input is read again. `Err` only when the producer
-/// is unusable (fatal).
-pub fn abort_and_rewind<P: Producer<PC>, PC: ProducerContext, C: ConsumerContext>(producer: &P, consumer: &BaseConsumer<C>, timeout: Duration) -> Result<(), KafkaError> {
-    if let Err(e) = producer.abort_transaction(timeout) && classify(&e) == TxnError::Fatal {
-        return Err(e);
-    }
-    rewind(consumer)
 }
 
 /// Moves the consumer back to the committed offsets of its assignment, so

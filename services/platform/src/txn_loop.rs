@@ -450,13 +450,6 @@ impl Drop for Committer {
     }
 }
 
-/// When each step of a transaction ended, for the debug log.
-struct Timings {
-    sent: Instant,
-    offsets: Instant,
-    flushed: Instant,
-}
-
 struct Writer {
     /// Threaded: its own thread serves delivery reports as they arrive, so
     /// waiting for deliveries (`txn::flush`) blocks on a condition. Polling them
@@ -502,24 +495,60 @@ impl Writer {
     }
 
     fn try_transact(&self, round: &Round, group: &ConsumerGroupMetadata) -> Result<Timings, KafkaError> {
-        self.producer.begin_transaction()?;
-        for r in &round.records {
-            let record = BaseRecord::to(&self.outputs[r.output]).key(&*r.key).payload(r.payload.as_slice()).headers(r.trace.to_headers());
-            txn::send_waiting(&self.producer, record)?;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &round.offsets {
-            tpl.add_partition_offset(&self.input, *p, rdkafka::Offset::Offset(*o))?;
-        }
-        let sent = Instant::now();
-        self.producer.send_offsets_to_transaction(&tpl, group, self.timeout)?;
-        let offsets = Instant::now();
-        // Delivered first (timed apart from the commit below, which flushes too).
-        txn::flush(&self.producer, self.timeout)?;
-        let flushed = Instant::now();
-        txn::commit(&self.producer, self.timeout)?;
-        Ok(Timings { sent, offsets, flushed })
+        let position = Position::Offsets { input: &self.input, offsets: &round.offsets, group };
+        transact(&self.producer, &self.outputs, &round.records, position, self.timeout)
     }
+}
+
+/// Where a transaction's input ends, committed with its records.
+pub enum Position<'a> {
+    /// Consumer offsets (next to read, per input partition), sent to the
+    /// transaction with the group's metadata.
+    Offsets { input: &'a str, offsets: &'a BTreeMap<i32, i64>, group: &'a ConsumerGroupMetadata },
+    /// A record of the source's own progress, for a source that is no
+    /// consumer (the edge relay's local queue).
+    Progress { topic: &'a str, key: &'a str, value: &'a [u8] },
+}
+
+/// When each step of a transaction ended.
+pub struct Timings {
+    pub sent: Instant,
+    pub offsets: Instant,
+    pub flushed: Instant,
+}
+
+/// One transaction: `records` (to `outputs[record.output]`) and the input's
+/// `position`, committed together or not at all. The caller classes an error
+/// with `txn::classify` and aborts.
+pub fn transact(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    outputs: &[String],
+    records: &[Record],
+    position: Position<'_>,
+    timeout: Duration,
+) -> Result<Timings, KafkaError> {
+    producer.begin_transaction()?;
+    for r in records {
+        let record = BaseRecord::to(&outputs[r.output]).key(&*r.key).payload(r.payload.as_slice()).headers(r.trace.to_headers());
+        txn::send_waiting(producer, record)?;
+    }
+    let sent = Instant::now();
+    match position {
+        Position::Offsets { input, offsets, group } => {
+            let mut tpl = TopicPartitionList::new();
+            for (p, o) in offsets {
+                tpl.add_partition_offset(input, *p, rdkafka::Offset::Offset(*o))?;
+            }
+            producer.send_offsets_to_transaction(&tpl, group, timeout)?;
+        }
+        Position::Progress { topic, key, value } => txn::send_waiting(producer, BaseRecord::to(topic).key(key).payload(value))?,
+    }
+    let offsets = Instant::now();
+    // Delivered first (timed apart from the commit below, which flushes too).
+    txn::flush(producer, timeout)?;
+    let flushed = Instant::now();
+    txn::commit(producer, timeout)?;
+    Ok(Timings { sent, offsets, flushed })
 }
 
 #[cfg(test)]

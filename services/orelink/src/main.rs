@@ -2,16 +2,20 @@
 //! container image serves every Deployment. See `orelink --help`.
 
 mod all;
+mod bench;
+mod demo;
 mod k8s;
 mod principal;
-mod demo;
 mod supervise;
+mod topology;
 
-use anyhow::{Context, Result, anyhow, bail};
+use bench::BenchWhich;
+use topology::TopologyAction;
+
+use anyhow::{Context, Result, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use orelink_platform::config::{Config, Sources};
-use orelink_platform::registry_client::RegistryClient;
-use orelink_platform::{Reference, apply, telemetry};
+use orelink_platform::{Reference, telemetry};
 use orelink_stack::StackConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,50 +92,6 @@ enum Command {
     },
 }
 
-/// A path through the broker measured flat out, then at a fixed rate.
-#[derive(clap::Args)]
-struct PathArgs {
-    /// Events for the flat-out (throughput) run.
-    #[arg(long, default_value_t = 100_000)]
-    events: usize,
-    /// Events per second for the latency run.
-    #[arg(long, default_value_t = 5_000)]
-    rate: u64,
-    #[arg(long, default_value_t = 20)]
-    seconds: u64,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Subcommand)]
-enum BenchWhich {
-    /// Matcher throughput and order->allocation latency, beside the raw produce->consume path.
-    E2e(PathArgs),
-    /// View materialisation events/s and API query latency at a fixed rate.
-    View {
-        /// Simulated events to process first.
-        #[arg(long, default_value_t = 50_000)]
-        events: u64,
-        /// API requests per second.
-        #[arg(long, default_value_t = 2_000)]
-        rate: u64,
-        #[arg(long, default_value_t = 15)]
-        seconds: u64,
-        #[arg(long)]
-        json: bool,
-    },
-    /// One Kafka transaction that does nothing else, flat out beside raw and
-    /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
-    Floor(PathArgs),
-    /// Time to restore a matcher book from its input.
-    Restore {
-        #[arg(long, default_value_t = 1_000_000)]
-        events: usize,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 #[derive(Subcommand)]
 enum EdgeAction {
     /// Link state, queued events and bytes, accepted and forwarded counts.
@@ -162,38 +122,6 @@ enum StackAction {
     Status {
         #[arg(long)]
         json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum TopologyAction {
-    /// Validate topology/ and schemas/ under ROOT; every problem is reported.
-    Check {
-        #[arg(long, default_value = ".")]
-        root: PathBuf,
-    },
-    /// Print clusters, sites, partners and topics.
-    Show {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Create or update topics, register schemas, and set the principals (SCRAM
-    /// users) and ACLs of every role and partner; a second apply changes nothing.
-    Apply {
-        #[arg(long)]
-        dry_run: bool,
-        /// Where the principals' passwords are kept (mode 0600); default: beside
-        /// the local stack's credentials.
-        #[arg(long)]
-        users_file: Option<PathBuf>,
-    },
-    /// Render deployment resources from the topology (today: `k8s`, Strimzi KafkaTopic and KafkaUser).
-    Render {
-        #[arg(value_parser = ["k8s"])]
-        target: String,
-        /// Where the files go.
-        #[arg(long, default_value = "k8s/base/kafka")]
-        out: PathBuf,
     },
 }
 
@@ -277,9 +205,9 @@ fn main() -> std::process::ExitCode {
 async fn command(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Stack { action } => stack(action).await,
-        Command::Topology { action } => topology(action, cli.config).await,
+        Command::Topology { action } => topology::run(action, cli.config).await,
         Command::Run { role } => run(role, cli.config).await,
-        Command::Bench { which } => bench(which, cli.config).await,
+        Command::Bench { which } => bench::run(which, cli.config).await,
         Command::Demo { seed, rate, duration, start_ms } => {
             // Configuration problems are reported before anything starts...
             let cfg = load_config(cli.config.clone())?;
@@ -378,204 +306,6 @@ fn print_status(s: &orelink_stack::StackStatus) {
     }
     println!("data      {}", s.data_dir);
     println!("cache     {}", s.cache_dir);
-}
-
-async fn topology(action: TopologyAction, config: Option<PathBuf>) -> Result<()> {
-    match action {
-        TopologyAction::Check { root } => {
-            let r = Reference::load(&root).map_err(|p| anyhow!("{} problem(s):\n  - {}", p.len(), p.join("\n  - ")))?;
-            println!(
-                "ok: {} clusters, {} sites, {} partners, {} topics, {} schemas, {} product families",
-                r.topology.clusters.len(),
-                r.topology.sites().count(),
-                r.topology.partners.len(),
-                r.topology.topics.len(),
-                r.schemas.names().len(),
-                r.catalog.families().len()
-            );
-            Ok(())
-        }
-        TopologyAction::Show { json } => {
-            let cfg = load_config(config)?;
-            let r = reference(&cfg)?;
-            let t = &r.topology;
-            if json {
-                let doc = serde_json::json!({
-                    "namespace": cfg.namespace,
-                    "clusters": t.clusters,
-                    "partners": t.partners,
-                    "topics": t.topics.iter().map(|s| {
-                        let mut v = serde_json::to_value(s).expect("serialises");
-                        v["name"] = serde_json::Value::String(format!("{}{}", cfg.namespace, s.name));
-                        v
-                    }).collect::<Vec<_>>(),
-                    "roles": t.roles,
-                    "catalog": r.catalog.families(),
-                });
-                println!("{}", serde_json::to_string_pretty(&doc)?);
-            } else {
-                for c in &t.clusters {
-                    println!("cluster {} — {} ({})", c.id, c.name, c.name_zh);
-                    for s in &c.sites {
-                        let modes: Vec<_> = s.modes.iter().map(|m| m.as_str()).collect();
-                        println!("  site {:<32} {:>6.2}N {:>7.2}E  {:<10} {}", s.id, s.lat, s.lon, s.kind, modes.join("/"));
-                    }
-                }
-                for p in &t.partners {
-                    println!("partner {} — {} ({})", p.id, p.name, p.name_zh);
-                }
-                for s in &t.topics {
-                    println!("topic {}{}: {} partitions, {}, key {}", cfg.namespace, s.name, s.partitions, s.cleanup_policy.as_str(), s.key);
-                }
-            }
-            Ok(())
-        }
-        TopologyAction::Render { target: _, out } => {
-            let cfg = load_config(config)?;
-            let r = reference(&cfg)?;
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            for (file, text) in k8s::render(&r.topology) {
-                let path = out.join(&file);
-                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
-            Ok(())
-        }
-        TopologyAction::Apply { dry_run, users_file } => {
-            let cfg = load_config(config)?;
-            telemetry::init(&cfg.log);
-            let r = reference(&cfg)?;
-            let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
-            let result = apply::apply(&cfg.kafka.client_config("admin"), &registry, &r, &cfg.namespace, dry_run).await;
-            let applied = match result {
-                Ok(a) => a,
-                Err(e) => bail!("topology apply: {e}"),
-            };
-            for n in &applied.notes {
-                println!("! {n}");
-            }
-            let users_file = users_file.unwrap_or_else(principal::users_file);
-            let kafka = cfg.kafka.client_config("admin");
-            let ns = cfg.namespace.clone();
-            let access = tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&kafka, &r, &ns, &users_file, dry_run)).await?;
-            let access = match access {
-                Ok(c) => c,
-                Err(orelink_platform::access_apply::AccessError::NoAuthorizer) => {
-                    println!("! the broker has no authorizer: principals and ACLs not applied");
-                    vec![]
-                }
-                Err(e) => bail!("topology apply (access): {e}"),
-            };
-            if applied.changes.is_empty() && access.is_empty() {
-                println!("no changes");
-            }
-            for c in &applied.changes {
-                println!("{c}");
-            }
-            for c in &access {
-                println!("{c}");
-            }
-            if dry_run && !(applied.changes.is_empty() && access.is_empty()) {
-                println!("(dry run: nothing was changed)");
-            }
-            Ok(())
-        }
-    }
-}
-
-async fn bench(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
-    let mut cfg = load_config(config)?;
-    // The roles under test log warnings only, unless RUST_LOG says otherwise.
-    cfg.log.level = "warn".into();
-    telemetry::init(&cfg.log);
-    let r = reference(&cfg)?;
-    let log = |s: &str| eprintln!("[bench] {s}");
-    match which {
-        BenchWhich::E2e(PathArgs { events, rate, seconds, json }) => {
-            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
-            } else {
-                println!("events                         {}", rep.events);
-                println!("raw produce->consume           {:>10.0} events/s", rep.raw_events_per_s);
-                println!("matched end to end             {:>10.0} events/s", rep.e2e_events_per_s);
-                println!("ratio e2e / raw                {:>10.2}", rep.ratio);
-                if let (Some(raw), Some(e2e)) = (rep.raw_cpu_us_per_event, rep.e2e_cpu_us_per_event) {
-                    println!("CPU of this process per event  raw {raw:.1} us, matched {e2e:.1} us (broker not included)");
-                }
-                println!(
-                    "raw latency at {} ev/s       p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
-                    rep.rate, rep.raw_latency.p50_ms, rep.raw_latency.p99_ms, rep.raw_latency.samples
-                );
-                if let (Some(raw), Some(e2e)) = (rep.raw_latency_machine_busy, rep.e2e_latency_machine_busy) {
-                    println!("machine CPU busy at {} ev/s  raw {:.0} %, matched {:.0} % of all cores (broker included)", rep.rate, raw * 100.0, e2e * 100.0);
-                }
-                println!(
-                    "order->allocation at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
-                    rep.rate, rep.order_to_allocation.p50_ms, rep.order_to_allocation.p99_ms, rep.order_to_allocation.samples
-                );
-                let (a, b) = (&rep.order_to_matcher_output, &rep.matcher_output_to_read);
-                println!("  of which order->matcher output p50 {:.0} ms  p99 {:.0} ms  (Kafka timestamps, ms)", a.p50_ms, a.p99_ms);
-                println!("  and matcher output->read       p50 {:.0} ms  p99 {:.0} ms  (commit and last hop)", b.p50_ms, b.p99_ms);
-            }
-        }
-        BenchWhich::View { events, rate, seconds, json } => {
-            let rep = orelink_bench::view::run(&cfg, &r, events, rate, seconds, &log).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
-            } else {
-                println!("view input events              {}", rep.input_events);
-                println!("materialised (read+decode+apply) {:>8.0} events/s", rep.materialise_events_per_s);
-                println!("queries at {} req/s            {} ({} errors)", rep.query_rate, rep.queries, rep.errors);
-                println!("query latency                  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms", rep.p50_ms, rep.p99_ms, rep.max_ms);
-                for (k, v) in &rep.by_endpoint_p99_ms {
-                    println!("  p99 {k:<12} {v:>6.2} ms");
-                }
-            }
-        }
-        BenchWhich::Floor(PathArgs { events, rate, seconds, json }) => {
-            let rep = orelink_bench::floor(&cfg, &r, events, rate, seconds, &log).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
-            } else {
-                if let (Some(raw), Some(fwd), Some(ratio)) = (rep.raw_events_per_s, rep.forwarded_events_per_s, rep.ratio) {
-                    println!("raw produce->consume           {raw:>10.0} events/s");
-                    println!("one transactional hop          {fwd:>10.0} events/s");
-                    println!("ratio hop / raw                {ratio:>10.2}");
-                }
-                let (l, t) = (&rep.latency, &rep.transaction);
-                println!("one transactional hop at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)", rep.rate, l.p50_ms, l.p99_ms, l.samples);
-                println!(
-                    "transactions                   {} ({:.0} events each), p50 {:.1} ms  p99 {:.1} ms",
-                    rep.transactions,
-                    rep.events as f64 / rep.transactions.max(1) as f64,
-                    t.p50_ms,
-                    t.p99_ms
-                );
-                if let Some(b) = rep.machine_busy {
-                    println!("machine CPU busy               {:.0} % of all cores (broker included)", b * 100.0);
-                }
-            }
-        }
-        BenchWhich::Restore { events, json } => {
-            let rep = orelink_bench::restore(&cfg, &r, events, &log).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
-            } else {
-                println!(
-                    "restored {} events in {:.2} s ({:.0} events/s); book: {} open orders, {} open capacities",
-                    rep.events, rep.seconds, rep.events_per_s, rep.open_orders, rep.open_capacities
-                );
-                println!(
-                    "its snapshot: {:.1} MiB, taken in {:.0} ms; a restore from it (read, load, no replay) in {:.2} s",
-                    rep.snapshot_bytes as f64 / (1024.0 * 1024.0),
-                    rep.snapshot_take_ms,
-                    rep.from_snapshot_seconds
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {

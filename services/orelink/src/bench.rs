@@ -1,0 +1,147 @@
+//! `orelink bench ...`: the benchmarks through the real stack (`orelink_bench`), printed.
+
+use crate::{load_config, reference};
+use anyhow::Result;
+use clap::Subcommand;
+use orelink_platform::telemetry;
+use std::path::PathBuf;
+
+/// A path through the broker measured flat out, then at a fixed rate.
+#[derive(clap::Args)]
+pub(crate) struct PathArgs {
+    /// Events for the flat-out (throughput) run.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Events per second for the latency run.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BenchWhich {
+    /// Matcher throughput and order->allocation latency, beside the raw produce->consume path.
+    E2e(PathArgs),
+    /// View materialisation events/s and API query latency at a fixed rate.
+    View {
+        /// Simulated events to process first.
+        #[arg(long, default_value_t = 50_000)]
+        events: u64,
+        /// API requests per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One Kafka transaction that does nothing else, flat out beside raw and
+    /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
+    Floor(PathArgs),
+    /// Time to restore a matcher book from its input.
+    Restore {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
+    let mut cfg = load_config(config)?;
+    // The roles under test log warnings only, unless RUST_LOG says otherwise.
+    cfg.log.level = "warn".into();
+    telemetry::init(&cfg.log);
+    let r = reference(&cfg)?;
+    let log = |s: &str| eprintln!("[bench] {s}");
+    match which {
+        BenchWhich::E2e(PathArgs { events, rate, seconds, json }) => {
+            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("events                         {}", rep.events);
+                println!("raw produce->consume           {:>10.0} events/s", rep.raw_events_per_s);
+                println!("matched end to end             {:>10.0} events/s", rep.e2e_events_per_s);
+                println!("ratio e2e / raw                {:>10.2}", rep.ratio);
+                if let (Some(raw), Some(e2e)) = (rep.raw_cpu_us_per_event, rep.e2e_cpu_us_per_event) {
+                    println!("CPU of this process per event  raw {raw:.1} us, matched {e2e:.1} us (broker not included)");
+                }
+                println!(
+                    "raw latency at {} ev/s       p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
+                    rep.rate, rep.raw_latency.p50_ms, rep.raw_latency.p99_ms, rep.raw_latency.samples
+                );
+                if let (Some(raw), Some(e2e)) = (rep.raw_latency_machine_busy, rep.e2e_latency_machine_busy) {
+                    println!("machine CPU busy at {} ev/s  raw {:.0} %, matched {:.0} % of all cores (broker included)", rep.rate, raw * 100.0, e2e * 100.0);
+                }
+                println!(
+                    "order->allocation at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)",
+                    rep.rate, rep.order_to_allocation.p50_ms, rep.order_to_allocation.p99_ms, rep.order_to_allocation.samples
+                );
+                let (a, b) = (&rep.order_to_matcher_output, &rep.matcher_output_to_read);
+                println!("  of which order->matcher output p50 {:.0} ms  p99 {:.0} ms  (Kafka timestamps, ms)", a.p50_ms, a.p99_ms);
+                println!("  and matcher output->read       p50 {:.0} ms  p99 {:.0} ms  (commit and last hop)", b.p50_ms, b.p99_ms);
+            }
+        }
+        BenchWhich::View { events, rate, seconds, json } => {
+            let rep = orelink_bench::view::run(&cfg, &r, events, rate, seconds, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("view input events              {}", rep.input_events);
+                println!("materialised (read+decode+apply) {:>8.0} events/s", rep.materialise_events_per_s);
+                println!("queries at {} req/s            {} ({} errors)", rep.query_rate, rep.queries, rep.errors);
+                println!("query latency                  p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms", rep.p50_ms, rep.p99_ms, rep.max_ms);
+                for (k, v) in &rep.by_endpoint_p99_ms {
+                    println!("  p99 {k:<12} {v:>6.2} ms");
+                }
+            }
+        }
+        BenchWhich::Floor(PathArgs { events, rate, seconds, json }) => {
+            let rep = orelink_bench::floor(&cfg, &r, events, rate, seconds, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                if let (Some(raw), Some(fwd), Some(ratio)) = (rep.raw_events_per_s, rep.forwarded_events_per_s, rep.ratio) {
+                    println!("raw produce->consume           {raw:>10.0} events/s");
+                    println!("one transactional hop          {fwd:>10.0} events/s");
+                    println!("ratio hop / raw                {ratio:>10.2}");
+                }
+                let (l, t) = (&rep.latency, &rep.transaction);
+                println!("one transactional hop at {} ev/s p50 {:.1} ms  p99 {:.1} ms  ({} samples)", rep.rate, l.p50_ms, l.p99_ms, l.samples);
+                println!(
+                    "transactions                   {} ({:.0} events each), p50 {:.1} ms  p99 {:.1} ms",
+                    rep.transactions,
+                    rep.events as f64 / rep.transactions.max(1) as f64,
+                    t.p50_ms,
+                    t.p99_ms
+                );
+                if let Some(b) = rep.machine_busy {
+                    println!("machine CPU busy               {:.0} % of all cores (broker included)", b * 100.0);
+                }
+            }
+        }
+        BenchWhich::Restore { events, json } => {
+            let rep = orelink_bench::restore(&cfg, &r, events, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!(
+                    "restored {} events in {:.2} s ({:.0} events/s); book: {} open orders, {} open capacities",
+                    rep.events, rep.seconds, rep.events_per_s, rep.open_orders, rep.open_capacities
+                );
+                println!(
+                    "its snapshot: {:.1} MiB, taken in {:.0} ms; a restore from it (read, load, no replay) in {:.2} s",
+                    rep.snapshot_bytes as f64 / (1024.0 * 1024.0),
+                    rep.snapshot_take_ms,
+                    rep.from_snapshot_seconds
+                );
+            }
+        }
+    }
+    Ok(())
+}
+

@@ -298,7 +298,7 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
                 }
                 let ts = headers["x-orelink-timestamp"].to_str().unwrap();
                 let sig = headers["x-orelink-signature"].to_str().unwrap();
-                if !orelink_partners::webhook::verify(SECRET.as_bytes(), ts, &body, sig) {
+                if !orelink_outbound::webhook::verify(SECRET.as_bytes(), ts, &body, sig) {
                     s.bad_signatures += 1;
                     return StatusCode::UNAUTHORIZED;
                 }
@@ -312,7 +312,7 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let hooks = orelink_partners::webhook::parse(
+    let hooks = orelink_outbound::webhook::parse(
         &format!("[[webhook]]\npartner = \"{}\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"HOOK_KEY\"\n", BEIBU.0),
         &env.reference,
         |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
@@ -323,7 +323,7 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
     let cancel = CancellationToken::new();
     let role = {
         let (r, c) = (env.reference.clone(), cancel.clone());
-        tokio::spawn(async move { orelink_partners::webhook::run_hooks(&cfg, &r, hooks, c).await })
+        tokio::spawn(async move { orelink_outbound::webhook::run_hooks(&cfg, &r, hooks, c).await })
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while state.lock().unwrap().accepted.len() < sent.len() {
@@ -349,6 +349,6 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
     }
     assert_eq!(stats[0].1.delivered, sent.len() as u64);
     // A config naming an unknown partner or lacking its key is refused, every problem at once.
-    let problems = orelink_partners::webhook::parse("[[webhook]]\npartner = \"nobody\"\nurl = \"ftp://x\"\nsecret_env = \"NOPE\"\n", &env.reference, |_| None).unwrap_err();
+    let problems = orelink_outbound::webhook::parse("[[webhook]]\npartner = \"nobody\"\nurl = \"ftp://x\"\nsecret_env = \"NOPE\"\n", &env.reference, |_| None).unwrap_err();
     assert_eq!(problems.len(), 3, "{problems:?}");
 }

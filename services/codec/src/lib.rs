@@ -16,7 +16,7 @@ mod schemas;
 pub use schemas::{Schemas, SchemaProblem};
 
 use apache_avro::types::Value;
-use orelink_domain::events::{wire, Reference, Rejection};
+use orelink_domain::events::{wire, Lookup, Rejection};
 use orelink_domain::topology::topics;
 use orelink_domain::*;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -146,8 +146,8 @@ impl Codec {
         format!("{}{contract}", self.namespace)
     }
 
-    fn reference(&self) -> Reference<'_> {
-        Reference { catalog: &self.catalog, topology: &self.topology }
+    fn reference(&self) -> Lookup<'_> {
+        Lookup { catalog: &self.catalog, topology: &self.topology }
     }
 
     /// The Avro record a topic carries, from the topology.
@@ -305,11 +305,11 @@ pub struct SourceRef<'a> {
 /// The pure half of decoding, shared by every consumer: an Avro body written
 /// with the hub's own schema of `record`, read and validated. No registry, no
 /// I/O; never panics, whatever the bytes.
-pub fn read_record(record: &str, body: &[u8], reference: &Reference<'_>) -> Result<Record, Refusal> {
+pub fn read_record(record: &str, body: &[u8], reference: &Lookup<'_>) -> Result<Record, Refusal> {
     to_record(record, Body::Direct(body), reference)
 }
 
-fn to_record(record: &str, value: Body<'_>, r: &Reference<'_>) -> Result<Record, Refusal> {
+fn to_record(record: &str, value: Body<'_>, r: &Lookup<'_>) -> Result<Record, Refusal> {
     fn de<T: serde::de::DeserializeOwned>(b: Body<'_>) -> Result<T, Refusal> {
         let undecodable = |reason: String| Refusal { class: ErrorClass::Undecodable, reason };
         match b {

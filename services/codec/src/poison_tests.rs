@@ -18,9 +18,9 @@ const RECORDS: [&str; 8] = [
     "orelink.v1.OrderStatus",
 ];
 
-fn with<T>(f: impl FnOnce(&Reference) -> T) -> T {
+fn with<T>(f: impl FnOnce(&Lookup) -> T) -> T {
     let (catalog, topology) = (Catalog::embedded(), Topology::embedded());
-    f(&Reference { catalog: &catalog, topology: &topology })
+    f(&Lookup { catalog: &catalog, topology: &topology })
 }
 
 /// Integers at and around every bound, and anything else.

@@ -2,7 +2,7 @@
 //! restore benchmark: steady-state books plus a stream of mixed events. No
 //! randomness source: a small xorshift generator seeded by the caller.
 
-use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, Reference, wire};
+use crate::events::{CapacityEvent, CapacityKind, OrderEvent, OrderKind, Lookup, wire};
 use crate::matching::Input;
 use crate::{Catalog, Topology};
 
@@ -49,7 +49,7 @@ pub struct Workload {
 /// orders, cancellations and withdrawals.
 pub fn steady_state(open: usize, events: usize, seed: u64) -> Workload {
     let (catalog, topology) = (Catalog::embedded(), Topology::embedded());
-    let r = Reference { catalog: &catalog, topology: &topology };
+    let r = Lookup { catalog: &catalog, topology: &topology };
     let mut rng = Xorshift::new(seed);
     let cluster = |site: &str| topology.site(site).unwrap().cluster.as_ref().unwrap().to_string();
     let mut n = 0u64;

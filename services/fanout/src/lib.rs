@@ -188,7 +188,7 @@ mod tests {
             eta: None,
         };
         let reference = Reference::embedded();
-        let r = orelink_domain::events::Reference { catalog: &reference.catalog, topology: &reference.topology };
+        let r = reference.lookup();
         Record::Shipment(ShipmentEvent::validate(&w, &r).unwrap())
     }
 

@@ -15,9 +15,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use orelink_codec::Record;
 use orelink_domain::topology::topics;
-use orelink_partners::Format;
-use orelink_partners::cursor::Cursor;
-use orelink_partners::stream::{self, From};
+use orelink_outbound::Format;
+use orelink_outbound::cursor::Cursor;
+use orelink_outbound::stream::{self, From};
 use rdkafka::Message;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -121,7 +121,7 @@ async fn open(
                 (Filter::Enterprise(e), Record::Allocation(a)) => &a.buyer_id == e || &a.provider_id == e,
                 (Filter::Enterprise(_), _) => false,
             };
-            let Some(data) = visible.then(|| orelink_partners::render(&record, format)).flatten() else { continue };
+            let Some(data) = visible.then(|| orelink_outbound::render(&record, format)).flatten() else { continue };
             let event = Event::default().id(cursor.to_string()).event(kind).json_data(data).expect("JSON values serialise");
             return Some((Ok(event), (rx, cursor, permit, state, topic, filter)));
         }

@@ -10,7 +10,7 @@ pub mod csv;
 pub mod schema;
 
 use orelink_codec::Codec;
-use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Reference as DomainRef, ShipmentEvent, wire};
+use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, ShipmentEvent, wire};
 use orelink_domain::topology::topics;
 use orelink_platform::Reference;
 use serde_json::Value;
@@ -118,7 +118,7 @@ pub fn parse(reference: &Reference, avro: &Documents, kind: Kind, value: &Value,
     if !problems.is_empty() {
         return Err(Rejection::Invalid(problems));
     }
-    let r = DomainRef { catalog: &reference.catalog, topology: &reference.topology };
+    let r = reference.lookup();
     let invalid = |p: Vec<orelink_domain::Invalid>| -> Rejection {
         Rejection::Invalid(p.into_iter().map(|i| (if at.is_empty() { i.field } else { format!("{at}.{}", i.field) }, i.message)).collect())
     };

@@ -71,7 +71,7 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
     let webhooks = if cfg.webhooks.file.is_empty() {
         None
     } else {
-        Some(role!("webhooks", crate::principal::as_role(&cfg, "webhooks"), |c, r, t| orelink_partners::webhook::run(&c, &r, t).await))
+        Some(role!("webhooks", crate::principal::as_role(&cfg, "webhooks"), |c, r, t| orelink_outbound::webhook::run(&c, &r, t).await))
     };
 
     let mut fatal: Option<Fatal> = None;

@@ -347,7 +347,7 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         }
         Role::Webhooks => {
             let r = reference(&cfg)?;
-            let stats = orelink_partners::webhook::run(&cfg, &r, cancel).await?;
+            let stats = orelink_outbound::webhook::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "webhooks stopped");
         }
         Role::Edge => {

@@ -82,9 +82,9 @@ impl RoleError for orelink_gateway::GatewayError {
         matches!(self, orelink_gateway::GatewayError::Config(_))
     }
 }
-impl RoleError for orelink_partners::webhook::WebhookError {
+impl RoleError for orelink_outbound::webhook::WebhookError {
     fn fatal(&self) -> bool {
-        matches!(self, orelink_partners::webhook::WebhookError::Config(_))
+        matches!(self, orelink_outbound::webhook::WebhookError::Config(_))
     }
 }
 

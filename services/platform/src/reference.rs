@@ -15,6 +15,11 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// What the domain's validation looks ids up in.
+    pub fn lookup(&self) -> orelink_domain::events::Lookup<'_> {
+        orelink_domain::events::Lookup { catalog: &self.catalog, topology: &self.topology }
+    }
+
     pub fn embedded() -> Reference {
         Reference { catalog: Arc::new(Catalog::embedded()), topology: Arc::new(Topology::embedded()), schemas: Arc::new(Schemas::embedded()) }
     }

@@ -451,7 +451,7 @@ impl Iterator for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Reference, ShipmentEvent};
+    use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Lookup, ShipmentEvent};
     use std::collections::BTreeMap;
 
     const START: i64 = 1_796_083_200_000; // 2026-12-01T00:00:00Z
@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn well_formed_events_validate_and_malformed_ones_do_not() {
         let (catalog, topology) = (Catalog::embedded(), Topology::embedded());
-        let r = Reference { catalog: &catalog, topology: &topology };
+        let r = Lookup { catalog: &catalog, topology: &topology };
         let mut per_topic: BTreeMap<&str, usize> = BTreeMap::new();
         let mut malformed = 0;
         for e in generator(42).take(20_000) {

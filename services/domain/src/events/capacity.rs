@@ -22,7 +22,7 @@ pub struct CapacityEvent {
 }
 
 impl CapacityEvent {
-    pub fn validate(w: &wire::CapacityEvent, r: &Reference) -> Result<Self, Rejection> {
+    pub fn validate(w: &wire::CapacityEvent, r: &Lookup) -> Result<Self, Rejection> {
         let mut c = Check::new();
         let event_id = c.take(EventId::parse(&*w.event_id));
         let event_time = c.take(Millis::parse("event_time", w.event_time));

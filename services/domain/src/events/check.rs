@@ -1,6 +1,6 @@
 //! Validation that reports every problem of a record at once.
 
-use super::{ErrorClass, Reference};
+use super::{ErrorClass, Lookup};
 use crate::Invalid;
 use crate::catalog::ProductCode;
 use crate::ids::*;
@@ -29,7 +29,7 @@ impl Check {
             self.problems.push(Invalid::new(field, msg()));
         }
     }
-    pub(crate) fn product(&mut self, r: &Reference, code: &str) -> Option<ProductCode> {
+    pub(crate) fn product(&mut self, r: &Lookup, code: &str) -> Option<ProductCode> {
         let parsed = r.catalog.parse(code);
         // A well-formed code the catalog lacks is an unknown reference; a malformed one is invalid.
         if parsed.is_err() && crate::catalog::split_code(code).is_ok() {
@@ -37,7 +37,7 @@ impl Check {
         }
         self.take(parsed)
     }
-    pub(crate) fn cluster(&mut self, r: &Reference, field: &str, id: &str) -> Option<ClusterId> {
+    pub(crate) fn cluster(&mut self, r: &Lookup, field: &str, id: &str) -> Option<ClusterId> {
         let c = self.take(ClusterId::parse(id).map_err(|e| Invalid::new(field, e.message)))?;
         self.reference(if r.topology.cluster(c.as_str()).is_some() {
             Ok(c)
@@ -45,7 +45,7 @@ impl Check {
             Err(Invalid::new(field, format!("{id} is not a cluster of the topology")))
         })
     }
-    pub(crate) fn site(&mut self, r: &Reference, field: &str, id: &str) -> Option<SiteId> {
+    pub(crate) fn site(&mut self, r: &Lookup, field: &str, id: &str) -> Option<SiteId> {
         let s = self.take(SiteId::parse(id).map_err(|e| Invalid::new(field, e.message)))?;
         self.reference(if r.topology.site(s.as_str()).is_some() {
             Ok(s)

@@ -6,7 +6,7 @@ use super::*;
 
 /// Records the hub writes itself are checked only for shape: ids and codes
 /// parse, quantities are sane. They are trusted otherwise.
-pub fn validate_allocation(w: &wire::Allocation, r: &Reference) -> Result<(), Rejection> {
+pub fn validate_allocation(w: &wire::Allocation, r: &Lookup) -> Result<(), Rejection> {
     let mut c = Check::new();
     c.take(AllocationId::parse(&*w.allocation_id));
     c.take(OrderId::parse(&*w.order_id));
@@ -23,7 +23,7 @@ pub fn validate_allocation(w: &wire::Allocation, r: &Reference) -> Result<(), Re
 
 /// The matcher's order status, checked for shape and plausible values like
 /// an allocation: what reads it (share, view) never sees numbers no event admits.
-pub fn validate_order_status(w: &wire::OrderStatus, r: &Reference) -> Result<(), Rejection> {
+pub fn validate_order_status(w: &wire::OrderStatus, r: &Lookup) -> Result<(), Rejection> {
     let mut c = Check::new();
     c.take(EventId::parse(&*w.event_id));
     c.take(Millis::parse("status_at", w.status_at));

@@ -14,7 +14,7 @@ pub struct InventoryEvent {
 }
 
 impl InventoryEvent {
-    pub fn validate(w: &wire::InventoryEvent, r: &Reference) -> Result<Self, Rejection> {
+    pub fn validate(w: &wire::InventoryEvent, r: &Lookup) -> Result<Self, Rejection> {
         let mut c = Check::new();
         let event_id = c.take(EventId::parse(&*w.event_id));
         let event_time = c.take(Millis::parse("event_time", w.event_time));

@@ -9,9 +9,11 @@ use crate::quantity::{Kg, Millis, PricePerTonne};
 use crate::topology::{Topology, TransportMode};
 use crate::Invalid;
 
-/// What validation checks references against.
+/// The catalog and topology that validation looks products, sites and
+/// clusters up in: a borrowed view of the hub's one `Reference` (in
+/// `orelink-platform`, which also holds the schemas).
 #[derive(Clone, Copy)]
-pub struct Reference<'a> {
+pub struct Lookup<'a> {
     pub catalog: &'a Catalog,
     pub topology: &'a Topology,
 }

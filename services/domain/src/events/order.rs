@@ -20,7 +20,7 @@ pub struct OrderEvent {
 }
 
 impl OrderEvent {
-    pub fn validate(w: &wire::OrderEvent, r: &Reference) -> Result<Self, Rejection> {
+    pub fn validate(w: &wire::OrderEvent, r: &Lookup) -> Result<Self, Rejection> {
         let mut c = Check::new();
         let event_id = c.take(EventId::parse(&*w.event_id));
         let event_time = c.take(Millis::parse("event_time", w.event_time));

@@ -22,7 +22,7 @@ pub struct SharedOrder {
 }
 
 impl SharedOrder {
-    pub fn validate(w: &wire::SharedOrder, r: &Reference) -> Result<Self, Rejection> {
+    pub fn validate(w: &wire::SharedOrder, r: &Lookup) -> Result<Self, Rejection> {
         let mut c = Check::new();
         let event_id = c.take(EventId::parse(&*w.event_id));
         let shared_at = c.take(Millis::parse("shared_at", w.shared_at));

@@ -17,9 +17,9 @@ fn order() -> wire::OrderEvent {
     }
 }
 
-fn with<T>(f: impl FnOnce(&Reference) -> T) -> T {
+fn with<T>(f: impl FnOnce(&Lookup) -> T) -> T {
     let (catalog, topology) = (Catalog::embedded(), Topology::embedded());
-    f(&Reference { catalog: &catalog, topology: &topology })
+    f(&Lookup { catalog: &catalog, topology: &topology })
 }
 
 #[test]

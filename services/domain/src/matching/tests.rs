@@ -1,7 +1,7 @@
 //! Scenario and property tests of the matching engine.
 
 use super::*;
-use crate::events::{Reference, wire};
+use crate::events::{Lookup, wire};
 use crate::topology::Topology;
 use crate::{Catalog, TransportMode};
 use proptest::prelude::*;
@@ -23,8 +23,8 @@ impl World {
         let net = Arc::new(Network::new(&topology));
         World { catalog: Catalog::embedded(), topology, net }
     }
-    fn r(&self) -> Reference<'_> {
-        Reference { catalog: &self.catalog, topology: &self.topology }
+    fn r(&self) -> Lookup<'_> {
+        Lookup { catalog: &self.catalog, topology: &self.topology }
     }
     fn cluster_of(&self, site: &str) -> String {
         self.topology.site(site).unwrap().cluster.as_ref().unwrap().to_string()

@@ -1,5 +1,5 @@
-//! orelink-partners: what logistics partners and enterprises receive over
-//! HTTP instead of a Kafka client.
+//! orelink-outbound: what leaves the hub over HTTP for logistics partners and
+//! enterprises without a Kafka client.
 //!
 //! - `epcis`: shipment events as GS1 EPCIS 2.0 JSON-LD `ObjectEvent`s (pure).
 //! - `cursor` and `stream`: subscription streams read a topic from a cursor

@@ -206,10 +206,12 @@ async fn schemathesis_finds_no_server_error_and_invalid_requests_produce_nothing
         .expect("schemathesis runs (pip install -r tests/interop/requirements.txt)");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let metrics = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    // The process's metrics hold every gateway of this test binary: this one's carry its namespace.
+    let mine = format!("namespace=\"{}\"", env.ns);
     let sum = |pred: &dyn Fn(&str) -> bool| -> u64 {
         metrics
             .lines()
-            .filter(|l| l.starts_with("orelink_http_request_seconds_count{") && pred(l))
+            .filter(|l| l.starts_with("orelink_http_request_seconds_count{") && l.contains(&mine) && pred(l))
             .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
             .sum()
     };
@@ -221,7 +223,7 @@ async fn schemathesis_finds_no_server_error_and_invalid_requests_produce_nothing
     // Whatever the fuzzer sent, Kafka holds exactly the events the gateway accepted.
     let accepted: u64 = metrics
         .lines()
-        .filter(|l| l.starts_with("orelink_gateway_events_accepted_total{"))
+        .filter(|l| l.starts_with("orelink_gateway_events_accepted_total{") && l.contains(&mine))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
         .sum();
     let mut in_kafka = 0;

@@ -160,6 +160,7 @@ async fn a_poison_storm_stops_no_role_and_every_poison_record_is_dead_lettered()
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let view_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut hub = KillOnDrop(
         Command::new(orelink_tests::orelink_bin())
@@ -167,6 +168,7 @@ async fn a_poison_storm_stops_no_role_and_every_poison_record_is_dead_lettered()
             .envs(env.process_env("storm"))
             .env("ORELINK__VIEW__LISTEN", view_addr.to_string())
             .env("ORELINK__VIEW__OPERATOR_TOKENS", TOKEN)
+            .env("ORELINK__TELEMETRY__METRICS_LISTEN", metrics_addr.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log.reopen().unwrap())
@@ -280,6 +282,18 @@ async fn a_poison_storm_stops_no_role_and_every_poison_record_is_dead_lettered()
     }
     // Out-of-bounds records name a field and its bound.
     assert!(reasons.iter().any(|r| r.contains("quantity_kg") && r.contains("10000000000 kg")), "{reasons:#?}");
+
+    // The roles' metrics say what happened, on the process's /metrics.
+    let metrics = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let value = |prefix: &str| -> f64 { metrics.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum() };
+    let orders = env.topic(topics::ORDERS);
+    assert!(value(&format!("orelink_events_total{{role=\"matcher\",topic=\"{orders}\",outcome=\"dead_lettered\"}}")) >= 4.0, "{metrics}");
+    assert!(value(&format!("orelink_events_total{{role=\"matcher\",topic=\"{orders}\",outcome=\"delivered\"}}")) >= 1.0, "{metrics}");
+    assert!(value("orelink_transactions_total{role=\"matcher\",outcome=\"committed\"}") >= 1.0, "{metrics}");
+    assert!(value("orelink_transactions_total{role=\"fanout\",outcome=\"committed\"}") >= 1.0, "the fanout committed the shipments' dead letters: {metrics}");
+    assert!(value(&format!("orelink_view_events_read_total{{namespace=\"{}\"}}", env.ns)) > 0.0, "{metrics}");
+    assert!(value(&format!("orelink_view_dead_lettered_total{{namespace=\"{}\"}}", env.ns)) >= 1.0, "{metrics}");
+    assert!(value("orelink_http_request_seconds_count{role=\"view\"") > 0.0, "{metrics}");
 
     // Still running, and no role ever failed.
     assert!(hub.0.try_wait().unwrap().is_none(), "orelink run all exited:\n{}", std::fs::read_to_string(log.path()).unwrap());

@@ -330,17 +330,17 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
     })))
 }
 
+/// The relay's figures, set as they stand now, with everything else this
+/// process records (one relay per process: no labels).
 async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    use orelink_platform::metrics::counter;
+    orelink_platform::metrics::install();
     let (backlog, bytes) = state.queue.backlog().map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let mut out = String::new();
-    let gauge = |out: &mut String, name: &str, help: &str, v: u64| out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"));
-    gauge(&mut out, "orelink_edge_backlog_events", "Events queued locally, not yet in Kafka.", backlog);
-    gauge(&mut out, "orelink_edge_backlog_bytes", "Bytes of the local queue.", bytes);
-    gauge(&mut out, "orelink_edge_link_up", "1 while the last forward to Kafka succeeded.", state.link_up.load(Ordering::Relaxed) as u64);
-    counter(&mut out, "orelink_edge_events_accepted_total", "Events accepted into the local queue.", &[("", state.accepted.load(Ordering::Relaxed))]);
-    counter(&mut out, "orelink_edge_events_forwarded_total", "Events committed to Kafka.", &[("", state.forwarded.load(Ordering::Relaxed))]);
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    metrics::gauge!("orelink_edge_backlog_events").set(backlog as f64);
+    metrics::gauge!("orelink_edge_backlog_bytes").set(bytes as f64);
+    metrics::gauge!("orelink_edge_link_up").set(u8::from(state.link_up.load(Ordering::Relaxed)));
+    metrics::counter!("orelink_edge_events_accepted_total").absolute(state.accepted.load(Ordering::Relaxed));
+    metrics::counter!("orelink_edge_events_forwarded_total").absolute(state.forwarded.load(Ordering::Relaxed));
+    Ok(([(axum::http::header::CONTENT_TYPE, orelink_platform::metrics::CONTENT_TYPE)], orelink_platform::metrics::render()).into_response())
 }
 
 /// The last sequence number this site committed to Kafka, from its progress records.

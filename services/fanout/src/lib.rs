@@ -140,7 +140,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
         batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
         txn_timeout,
         retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
-        name: "fanout-commit".into(),
+        role: "fanout".into(),
     };
     let mut producer = cfg.kafka.transactional_config("fanout", &format!("{}orelink-fanout-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout);
     producer.set("linger.ms", "1");

@@ -29,7 +29,6 @@ use keys::{KeySpec, Keys};
 pub use orelink_ingest::{Kind, Parsed, WireEvent};
 use orelink_ingest::{Rejection, avro_documents, parse};
 use orelink_codec::Codec;
-use orelink_platform::metrics::{HttpMetrics, counter};
 use orelink_platform::{Config, Reference};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -168,7 +167,6 @@ pub struct AppState {
     max_body: usize,
     idem_ttl: u64,
     timeout: Duration,
-    pub http: HttpMetrics,
     accepted: [AtomicU64; 4],
     cfg: Config,
     /// Open subscription streams; bounded by gateway.max_streams.
@@ -197,6 +195,7 @@ pub async fn state(cfg: &Config, reference: &Reference) -> Result<Arc<AppState>,
     let producer: FutureProducer = cfg.kafka.producer_config("gateway").set("linger.ms", "2").set("partitioner", "murmur2_random").create()?;
     let redis = redis::Client::open(cfg.redis.url.as_str())?.get_connection_manager().await?;
     let avro = avro_documents(reference);
+    orelink_platform::metrics::install();
     Ok(Arc::new(AppState {
         codec,
         reference: reference.clone(),
@@ -209,7 +208,6 @@ pub async fn state(cfg: &Config, reference: &Reference) -> Result<Arc<AppState>,
         max_body: cfg.gateway.max_body_bytes,
         idem_ttl: cfg.gateway.idempotency_ttl_s,
         timeout: Duration::from_millis(cfg.kafka.message_timeout_ms),
-        http: HttpMetrics::default(),
         accepted: Default::default(),
         cfg: cfg.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(cfg.gateway.max_streams)),
@@ -276,7 +274,7 @@ async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     let started = Instant::now();
     let resp = next.run(req).await;
     let route: &'static str = route.as_deref().and_then(|r| ROUTES.iter().find(|k| **k == r).copied()).unwrap_or("other");
-    state.http.observe(route, resp.status().as_u16(), started.elapsed());
+    orelink_platform::metrics::http("gateway", &state.cfg.namespace, route, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -355,6 +353,7 @@ async fn produce(state: &AppState, who: &KeySpec, ready: &Ready, idem: &str) -> 
         Ok(delivery) => {
             let a = Accepted { event_id: ready.event_id.clone(), topic: topic.clone(), partition: delivery.partition, offset: delivery.offset };
             state.accepted[ready.kind as usize].fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("orelink_gateway_events_accepted_total", "namespace" => state.cfg.namespace.clone(), "kind" => KIND_LABELS[ready.kind as usize]).increment(1);
             settle(state, who, idem, Some(&a)).await?;
             Ok((a, false))
         }
@@ -444,13 +443,11 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if kafka && redis { (StatusCode::OK, body).into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, body).into_response() }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let mut out = String::new();
-    let labels = ["kind=\"order\"", "kind=\"capacity\"", "kind=\"inventory\"", "kind=\"shipment\""];
-    let samples: Vec<(&str, u64)> = Kind::ALL.iter().map(|k| (labels[*k as usize], state.accepted[*k as usize].load(Ordering::Relaxed))).collect();
-    counter(&mut out, "orelink_gateway_events_accepted_total", "Events produced to Kafka for callers.", &samples);
-    state.http.render(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+/// The `kind` label of each kind, in `Kind::ALL`'s order.
+const KIND_LABELS: [&str; 4] = ["order", "capacity", "inventory", "shipment"];
+
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, orelink_platform::metrics::CONTENT_TYPE)], orelink_platform::metrics::render())
 }
 
 /// Events accepted so far, for tests and the bench.

@@ -78,7 +78,7 @@ impl Processor {
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
             txn_timeout,
             retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
-            name: "matcher-commit".into(),
+            role: "matcher".into(),
         };
         let producer = cfg
             .kafka

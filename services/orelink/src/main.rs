@@ -5,6 +5,7 @@ mod all;
 mod bench;
 mod demo;
 mod k8s;
+mod metrics_server;
 mod principal;
 mod supervise;
 mod topology;
@@ -311,11 +312,20 @@ fn print_status(s: &orelink_stack::StackStatus) {
 async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
     let cfg = load_config(config)?;
     telemetry::init(&cfg.log);
+    // Before any role records a metric.
+    orelink_platform::metrics::install();
     let cancel = shutdown_token();
     // A hub role connects as its own principal (the registry and `all` do not: see principal.rs, all.rs).
     let cfg = match role {
         Role::Registry | Role::All => cfg,
         _ => principal::as_role(&cfg, role.to_possible_value().expect("every role has a name").get_name()),
+    };
+    // The roles without an HTTP server of their own serve /metrics here.
+    let _metrics = match role {
+        Role::Matcher | Role::Share | Role::Fanout | Role::Webhooks | Role::All if !cfg.telemetry.metrics_listen.is_empty() => {
+            Some(metrics_server::start(&cfg.telemetry.metrics_listen, cancel.clone()).await?)
+        }
+        _ => None,
     };
     match role {
         Role::Registry => {

@@ -55,6 +55,12 @@ pub struct LogSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    pub metrics_listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsumerSettings {
     pub retry_backoff_ms: u64,
     pub retry_backoff_max_ms: u64,
@@ -163,6 +169,7 @@ pub struct Config {
     pub redis: RedisSettings,
     pub topology: TopologySettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub consumer: ConsumerSettings,
     pub matcher: MatcherSettings,
     pub view: ViewSettings,
@@ -253,18 +260,19 @@ impl Config {
         let redis = section::<RedisSettings>(&merged, "redis", &mut errors);
         let topology = section::<TopologySettings>(&merged, "topology", &mut errors);
         let log = section::<LogSettings>(&merged, "log", &mut errors);
+        let telemetry = section::<TelemetrySettings>(&merged, "telemetry", &mut errors);
         let consumer = section::<ConsumerSettings>(&merged, "consumer", &mut errors);
         let matcher = section::<MatcherSettings>(&merged, "matcher", &mut errors);
         let view = section::<ViewSettings>(&merged, "view", &mut errors);
         let gateway = section::<GatewaySettings>(&merged, "gateway", &mut errors);
         let edge = section::<EdgeSettings>(&merged, "edge", &mut errors);
         let webhooks = section::<WebhookSettings>(&merged, "webhooks", &mut errors);
-        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(consumer), Some(matcher), Some(view), Some(gateway), Some(edge), Some(webhooks)) =
-            (kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge, webhooks)
+        let (Some(kafka), Some(registry), Some(redis), Some(topology), Some(log), Some(telemetry), Some(consumer), Some(matcher), Some(view), Some(gateway), Some(edge), Some(webhooks)) =
+            (kafka, registry, redis, topology, log, telemetry, consumer, matcher, view, gateway, edge, webhooks)
         else {
             return Err(ConfigErrors(errors));
         };
-        let cfg = Config { namespace, kafka, registry, redis, topology, log, consumer, matcher, view, gateway, edge, webhooks };
+        let cfg = Config { namespace, kafka, registry, redis, topology, log, telemetry, consumer, matcher, view, gateway, edge, webhooks };
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
     }
@@ -319,6 +327,9 @@ impl Config {
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             p.push(format!("log.format {:?}: expected text or json", self.log.format));
+        }
+        if !self.telemetry.metrics_listen.is_empty() && self.telemetry.metrics_listen.parse::<SocketAddr>().is_err() {
+            p.push(format!("telemetry.metrics_listen {:?}: expected ip:port, or empty for none", self.telemetry.metrics_listen));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(format!("log.level {:?}: not a tracing filter", self.log.level));

@@ -244,10 +244,12 @@ impl ConsumeLoop {
             let pending = match self.process(&msg, trace, parent, handler, &cancel).instrument(span).await {
                 Ok(Outcome::Dead) => {
                     stats.dead_lettered += 1;
+                    crate::metrics::events(self.dead_letters.role(), msg.topic(), "dead_lettered", 1);
                     None
                 }
                 Ok(Outcome::Done(done)) => {
                     stats.delivered += 1;
+                    crate::metrics::events(self.dead_letters.role(), msg.topic(), "delivered", 1);
                     match done {
                         Done::Now => None,
                         Done::Later(p) => Some(p),

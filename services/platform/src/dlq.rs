@@ -42,6 +42,11 @@ impl DeadLetters {
         DeadLetters { producer, codec, role: role.to_owned() }
     }
 
+    /// The role that writes these dead letters.
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
     /// Writes one dead letter and returns once Kafka has it.
     pub async fn send(&self, source: &SourceRef<'_>, refusal: &Refusal, trace: &TraceContext) -> Result<(), DeadLetterError> {
         let letter = Codec::dead_letter(source, refusal, now_millis(), &self.role);

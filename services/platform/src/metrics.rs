@@ -1,74 +1,86 @@
-//! Prometheus text exposition for the HTTP roles: latency histograms and
-//! counters. Labels stay low-cardinality: routes are route templates.
+//! Prometheus metrics through the `metrics` facade: one recorder per process
+//! (its Prometheus exporter, installed on first use), rendered by every
+//! role's `/metrics`: the view, gateway and edge on their own HTTP servers,
+//! the other roles (and `run all`) on `telemetry.metrics_listen`.
+//!
+//! The same names in every role, with low-cardinality labels only: `role`,
+//! `topic` (the deployment's topics), `outcome`, `route` (templates, never
+//! raw paths), `status`, `kind`, and `namespace` (the deployment's topic
+//! prefix, one value outside tests), so several instances in one process
+//! (tests, `run all`) stay apart.
+//!
+//! - `orelink_events_total{role,topic,outcome}`: input events by outcome
+//!   (`delivered`, `dead_lettered` in the at-least-once loop; `committed` in
+//!   the exactly-once loop);
+//! - `orelink_transactions_total{role,outcome}` (`committed`, `aborted`) and
+//!   `orelink_transaction_seconds{role}`: the exactly-once loop's rounds;
+//! - `orelink_records_total{role,topic}`: records the exactly-once loop committed;
+//! - `orelink_http_request_seconds{role,route,status}`: HTTP latency;
+//! - role-specific families named `orelink_<role>_...`.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Upper bounds of the latency histograms, in seconds.
-const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
-#[derive(Default)]
-pub struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's recorder, installed on first use.
+fn handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("another metrics recorder is installed: /metrics shows nothing of it");
+        }
+        handle
+    })
 }
 
-impl Histogram {
-    pub fn observe(&mut self, secs: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += secs;
-    }
-
-    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, b) in BUCKETS.iter().enumerate() {
-            out.push_str(&format!("{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}\n", self.counts[i]));
-        }
-        out.push_str(&format!("{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}\n", self.count));
-        out.push_str(&format!("{name}_sum{{{labels}}} {}\n", self.sum));
-        out.push_str(&format!("{name}_count{{{labels}}} {}\n", self.count));
-    }
+/// Installs the recorder now (so that nothing recorded before the first
+/// render is lost); idempotent.
+pub fn install() {
+    handle();
 }
 
-/// Request latency by (route template, status).
-#[derive(Default)]
-pub struct HttpMetrics {
-    by_route: Mutex<BTreeMap<(&'static str, u16), Histogram>>,
+/// The exposition text of every metric of this process.
+pub fn render() -> String {
+    handle().render()
 }
 
-impl HttpMetrics {
-    pub fn observe(&self, route: &'static str, status: u16, took: Duration) {
-        self.by_route.lock().expect("metrics lock").entry((route, status)).or_default().observe(took.as_secs_f64());
-    }
+/// The content type of `render`'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
 
-    /// Requests answered with `status`, over all routes.
-    pub fn count_status(&self, pred: impl Fn(u16) -> bool) -> u64 {
-        self.by_route.lock().expect("metrics lock").iter().filter(|((_, s), _)| pred(*s)).map(|(_, h)| h.count).sum()
-    }
-
-    pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP orelink_http_request_seconds HTTP request latency by route template and status.\n# TYPE orelink_http_request_seconds histogram\n");
-        for ((route, status), h) in self.by_route.lock().expect("metrics lock").iter() {
-            h.render(out, "orelink_http_request_seconds", &format!("route=\"{route}\",status=\"{status}\""));
-        }
-    }
+/// One HTTP request answered by `role`.
+pub fn http(role: &'static str, namespace: &str, route: &'static str, status: u16, took: Duration) {
+    metrics::histogram!("orelink_http_request_seconds", "role" => role, "namespace" => namespace.to_owned(), "route" => route, "status" => status.to_string())
+        .record(took.as_secs_f64());
 }
 
-/// Appends one counter (one sample per label set) in the exposition format.
-pub fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
-    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
-    for (labels, v) in samples {
-        if labels.is_empty() {
-            out.push_str(&format!("{name} {v}\n"));
-        } else {
-            out.push_str(&format!("{name}{{{labels}}} {v}\n"));
-        }
+/// `n` input events of `topic` that `role` handled with `outcome`.
+pub fn events(role: &str, topic: &str, outcome: &'static str, n: u64) {
+    metrics::counter!("orelink_events_total", "role" => role.to_owned(), "topic" => topic.to_owned(), "outcome" => outcome).increment(n);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_recorded_is_rendered_with_its_labels() {
+        install();
+        events("test-role", "t.orelink.orders.v1", "delivered", 3);
+        http("test-role", "t.", "/v1/orders", 202, Duration::from_millis(3));
+        let text = render();
+        assert!(
+            text.lines().any(|l| l == "orelink_events_total{role=\"test-role\",topic=\"t.orelink.orders.v1\",outcome=\"delivered\"} 3"),
+            "{text}"
+        );
+        assert!(text.lines().any(|l| l.starts_with("orelink_http_request_seconds_bucket{role=\"test-role\",namespace=\"t.\",route=\"/v1/orders\",status=\"202\",le=\"0.005\"} 1")), "{text}");
     }
 }

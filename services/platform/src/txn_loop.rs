@@ -88,8 +88,9 @@ pub struct Settings {
     pub txn_timeout: Duration,
     /// The wait after a `Step::Retry`.
     pub retry_backoff: Duration,
-    /// The commit thread's name, for debuggers and profiles.
-    pub name: String,
+    /// The role running the loop: its metrics' `role` label, and its commit
+    /// thread's name (`<role>-commit`).
+    pub role: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +200,7 @@ impl TxnLoop {
                         if let Err(step) = transform.apply(&m, &mut round.records) {
                             // Nothing of this round is committed: finish the round
                             // in flight, then read again from the committed offsets.
-                            if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, transform, &mut stats)) {
+                            if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, transform, &mut stats, &settings)) {
                                 break Err(e);
                             }
                             stats.aborts += 1;
@@ -234,7 +235,7 @@ impl TxnLoop {
                 Some(Duration::from_millis(1))
             };
             if let Some(outcome) = committer.outcome(wait_for) {
-                match settle(outcome, transform, &mut stats) {
+                match settle(outcome, transform, &mut stats, &settings) {
                     Ok(true) => {}
                     Ok(false) => {
                         round = Round::new(settings.outputs.len());
@@ -285,19 +286,27 @@ fn wait(cancel: &CancellationToken, d: Duration) {
 
 /// Counts a finished round and tells the transform: `Ok(true)` committed,
 /// `Ok(false)` aborted (the caller rewinds), `Err` fatal.
-fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStats) -> Result<bool, TxnLoopError> {
+fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStats, settings: &Settings) -> Result<bool, TxnLoopError> {
+    let role = settings.role.clone();
     match outcome {
-        Outcome::Committed { events, records } => {
+        Outcome::Committed { events, records, took } => {
             stats.transactions += 1;
             stats.events += events;
-            for (s, n) in stats.records.iter_mut().zip(records) {
+            metrics::counter!("orelink_transactions_total", "role" => role.clone(), "outcome" => "committed").increment(1);
+            metrics::histogram!("orelink_transaction_seconds", "role" => role.clone()).record(took.as_secs_f64());
+            crate::metrics::events(&role, &settings.input, "committed", events);
+            for ((s, n), topic) in stats.records.iter_mut().zip(records).zip(&settings.outputs) {
                 *s += n;
+                if n > 0 {
+                    metrics::counter!("orelink_records_total", "role" => role.clone(), "topic" => topic.clone()).increment(n);
+                }
             }
             transform.committed();
             Ok(true)
         }
         Outcome::Aborted(e) => {
             stats.aborts += 1;
+            metrics::counter!("orelink_transactions_total", "role" => role, "outcome" => "aborted").increment(1);
             tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
             Ok(false)
         }
@@ -334,7 +343,7 @@ impl Round {
 
 /// How a round's transaction ended.
 enum Outcome {
-    Committed { events: u64, records: Vec<u64> },
+    Committed { events: u64, records: Vec<u64>, took: Duration },
     /// Aborted (rolled back); the input must be read again from the committed offsets.
     Aborted(String),
     /// The producer is unusable.
@@ -385,7 +394,7 @@ impl Committer {
         let flight = rebalances.clone();
         let writer = Writer { producer, input: settings.input.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
         let thread = std::thread::Builder::new()
-            .name(settings.name.clone())
+            .name(format!("{}-commit", settings.role))
             .spawn(move || {
                 for (round, group) in rx {
                     let outcome = writer.transact(round, &group);
@@ -480,7 +489,7 @@ impl Writer {
                 for r in &round.records {
                     records[r.output] += 1;
                 }
-                Outcome::Committed { events: round.events, records }
+                Outcome::Committed { events: round.events, records, took: started.elapsed() }
             }
             Err(e) => match classify(&e) {
                 TxnError::Fatal => Outcome::Fatal(e.to_string()),

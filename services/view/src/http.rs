@@ -118,7 +118,7 @@ async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         Some(r) => ROUTES.iter().find(|k| **k == r).copied().unwrap_or("other"),
         None => "unmatched",
     };
-    state.metrics.http.observe(route, resp.status().as_u16(), started.elapsed());
+    state.metrics.http(route, resp.status().as_u16(), started.elapsed());
     resp
 }
 
@@ -306,8 +306,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if redis.is_ok() && caught_up { (StatusCode::OK, Json(body)).into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response() }
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, orelink_platform::metrics::CONTENT_TYPE)], orelink_platform::metrics::render())
 }
 
 async fn openapi() -> Json<serde_json::Value> {

@@ -59,7 +59,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     }
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| ViewError::Config(e.to_string()))?;
     let redis = connect(cfg).await?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&cfg.namespace));
     let (changes, _) = broadcast::channel::<Change>(256);
     let state = Arc::new(http::AppState {
         store: store::Store::new(redis.clone(), &cfg.namespace),
@@ -101,7 +101,7 @@ pub async fn rebuild(cfg: &Config, reference: &Reference, cancel: CancellationTo
     let mut redis = connect(cfg).await?;
     let removed = materialise::clear(&mut redis, &cfg.namespace).await?;
     let (changes, _) = broadcast::channel::<Change>(16);
-    let materialiser = Materialiser::new(cfg, reference, codec, redis, changes, Arc::new(Metrics::default())).await?;
+    let materialiser = Materialiser::new(cfg, reference, codec, redis, changes, Arc::new(Metrics::new(&cfg.namespace))).await?;
     let ends = materialiser.ends().await?;
     let applied = materialiser.run(cancel, Some(ends), || {}).await?;
     Ok((removed, applied))

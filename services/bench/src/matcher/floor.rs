@@ -140,7 +140,7 @@ fn forward(cfg: &Config, input: &str, output: &str, stop: CancellationToken) -> 
         batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
         txn_timeout: timeout,
         retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
-        name: "floor-commit".into(),
+        role: "bench-floor".into(),
     };
     let mut producer = cfg.kafka.transactional_config("bench-floor", &format!("{}floor", cfg.namespace), timeout);
     producer.set("linger.ms", "0");

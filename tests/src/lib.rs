@@ -167,6 +167,26 @@ pub fn order_wire(n: u32) -> orelink_domain::events::wire::OrderEvent {
     }
 }
 
+/// A capacity declaration of `kg` at `price` CNY/t, `CAP-<n>` at `site` of `cluster`.
+pub fn capacity_wire(n: u32, site: &str, cluster: &str, product: &str, kg: i64, price: i64) -> orelink_domain::events::wire::CapacityEvent {
+    orelink_domain::events::wire::CapacityEvent {
+        event_id: format!("evt-cap-{n}"),
+        event_time: 1_795_000_000_000,
+        capacity_id: format!("CAP-{n}"),
+        kind: orelink_domain::events::CapacityKind::Declared,
+        cluster: cluster.into(),
+        provider_id: "91451000MA5L0PRV1Y".into(),
+        site_id: site.into(),
+        product_code: product.into(),
+        quantity_kg: kg,
+        available_from: 1_795_000_000_000,
+        available_until: 1_797_000_000_000,
+        price_cny_per_t: price,
+        min_lot_kg: 25_000,
+        energy_kwh_per_t: Some(13_150),
+    }
+}
+
 /// The schema files of the repository as (file name, text), for building altered references.
 pub fn schema_files() -> Vec<(String, String)> {
     let mut files: Vec<(String, String)> = std::fs::read_dir(repo_root().join("schemas"))

@@ -2,10 +2,9 @@
 //! hop, and two instances sharing the partitions.
 
 use orelink_codec::Record;
-use orelink_domain::events::{CapacityKind, wire};
 use orelink_domain::topology::topics;
 use orelink_platform::trace::TraceContext;
-use orelink_tests::{TestEnv, actual_allocations, expected_allocations, order_wire, produce_workload};
+use orelink_tests::{TestEnv, actual_allocations, capacity_wire, expected_allocations, order_wire, produce_workload};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -46,25 +45,6 @@ fn capture_spans() {
     });
 }
 
-fn capacity(n: u32, site: &str, cluster: &str, product: &str, kg: i64, price: i64) -> wire::CapacityEvent {
-    wire::CapacityEvent {
-        event_id: format!("evt-cap-{n}"),
-        event_time: 1_795_000_000_000,
-        capacity_id: format!("CAP-{n}"),
-        kind: CapacityKind::Declared,
-        cluster: cluster.into(),
-        provider_id: "91451000MA5L0PRV1Y".into(),
-        site_id: site.into(),
-        product_code: product.into(),
-        quantity_kg: kg,
-        available_from: 1_795_000_000_000,
-        available_until: 1_797_000_000_000,
-        price_cny_per_t: price,
-        min_lot_kg: 25_000,
-        energy_kwh_per_t: Some(13_150),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     capture_spans();
@@ -75,7 +55,7 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     let matcher = tokio::spawn(orelink_matcher::run(env.role_config("trace"), env.reference.clone(), cancel.clone()));
 
     // Nanning aluminium capacity, then a Nanning order for a lower grade.
-    let cap = capacity(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
+    let cap = capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
     let capacity_topic = env.topic(topics::CAPACITY);
     env.produce(&capacity_topic, "AL-INGOT", &codec.encode(&capacity_topic, &cap).await.unwrap()).await;
     // The router reads the two topics independently: let the capacity reach the

@@ -7,10 +7,10 @@
 //! error) is dead-lettered alone while the records around it are applied.
 
 use orelink_codec::{Codec, Record};
-use orelink_domain::events::{CapacityKind, ErrorClass, OrderKind, OrderState, SharedOrderKind, ShipmentStatus, wire};
+use orelink_domain::events::{ErrorClass, OrderKind, OrderState, SharedOrderKind, ShipmentStatus, wire};
 use orelink_domain::topology::topics;
 use orelink_domain::TransportMode;
-use orelink_tests::{KillOnDrop, TestEnv, order_wire};
+use orelink_tests::{KillOnDrop, TestEnv, capacity_wire, order_wire};
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use std::collections::BTreeSet;
@@ -22,23 +22,9 @@ const TOKEN: &str = "storm-operator-token";
 const FAR: i64 = 7_258_118_400_000; // 2200-01-01: past the bound on every timestamp
 const ABSURD: i64 = 9_000_000_000_000_000_000;
 
+/// Nanning aluminium capacity `CAP-<n>` (the good order's match).
 fn capacity(n: u32, kg: i64, price: i64) -> wire::CapacityEvent {
-    wire::CapacityEvent {
-        event_id: format!("storm-cap-{n}"),
-        event_time: 1_795_000_000_000,
-        capacity_id: format!("CAP-STORM-{n}"),
-        kind: CapacityKind::Declared,
-        cluster: "nanning".into(),
-        provider_id: "91451000MA5L0PRV1Y".into(),
-        site_id: "nanning-jiangnan-processing".into(),
-        product_code: "AL-INGOT-AL99.85".into(),
-        quantity_kg: kg,
-        available_from: 1_795_000_000_000,
-        available_until: 1_797_000_000_000,
-        price_cny_per_t: price,
-        min_lot_kg: 25_000,
-        energy_kwh_per_t: Some(13_150),
-    }
+    capacity_wire(n, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", kg, price)
 }
 
 fn inventory(on_hand: i64, reserved: i64) -> wire::InventoryEvent {
@@ -248,7 +234,7 @@ async fn a_poison_storm_stops_no_role_and_every_poison_record_is_dead_lettered()
         assert!(tokio::time::Instant::now() < deadline, "the good order never showed allocated in the view:\n{}", std::fs::read_to_string(log.path()).unwrap());
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(allocations["allocations"][0]["capacity_id"], "CAP-STORM-1");
+    assert_eq!(allocations["allocations"][0]["capacity_id"], "CAP-1");
     let stock = loop {
         let cells: serde_json::Value = api("/api/v1/cells?cluster=nanning").await.unwrap().json().await.unwrap();
         let cell = cells["cells"].as_array().unwrap().iter().find(|c| c["family"] == "AL-INGOT").cloned();
@@ -315,22 +301,7 @@ async fn a_record_the_script_cannot_apply_is_dead_lettered_and_the_rest_applied(
     // The Baise aluminium cell's aggregate is a string now: HINCRBY on it fails with WRONGTYPE.
     let _: () = redis::cmd("SET").arg(format!("{}view:agg:baise|AL-INGOT", env.ns)).arg("not a hash").query_async(&mut con).await.unwrap();
     let capacity_topic = env.topic(topics::CAPACITY);
-    let cap = |n: u32, site: &str, cluster: &str| wire::CapacityEvent {
-        event_id: format!("evt-cap-{n}"),
-        event_time: 1_795_000_000_000,
-        capacity_id: format!("CAP-{n}"),
-        kind: CapacityKind::Declared,
-        cluster: cluster.into(),
-        provider_id: "91451000MA5L0PRV1Y".into(),
-        site_id: site.into(),
-        product_code: "AL-INGOT-AL99.85".into(),
-        quantity_kg: 300_000 + n as i64,
-        available_from: 1_795_000_000_000,
-        available_until: 1_797_000_000_000,
-        price_cny_per_t: 20_300,
-        min_lot_kg: 25_000,
-        energy_kwh_per_t: None,
-    };
+    let cap = |n: u32, site: &str, cluster: &str| wire::CapacityEvent { energy_kwh_per_t: None, ..capacity_wire(n, site, cluster, "AL-INGOT-AL99.85", 300_000 + n as i64, 20_300) };
     // One partition (same key) and one batch: good, poisoned, good.
     for c in [cap(1, "nanning-jiangnan-processing", "nanning"), cap(2, "baise-pingguo-smelter", "baise"), cap(3, "hechi-jinchengjiang-smelter", "hechi")] {
         env.produce(&capacity_topic, "AL-INGOT", &codec.encode(&capacity_topic, &c).await.unwrap()).await;

@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn cpu_time_is_read_after_the_command_name() {
-        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        // pid (comm) state ppid pgrp sid tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
         let line = "4242 (orelink (bench) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 37 0 0 20 0 9 0 100 0 0";
         assert_eq!(stat_cpu(line), Some(Duration::from_millis(2_870)));
         assert_eq!(stat_cpu("4242 (no fields)"), None);

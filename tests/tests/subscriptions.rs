@@ -298,11 +298,13 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
                 }
                 let ts = headers["x-orelink-timestamp"].to_str().unwrap();
                 let sig = headers["x-orelink-signature"].to_str().unwrap();
-                if !orelink_outbound::webhook::verify(SECRET.as_bytes(), ts, &body, sig) {
+                let delivery = headers["x-orelink-delivery"].to_str().unwrap().to_owned();
+                // The receiver's check: the signature over delivery, timestamp and body, and a fresh timestamp.
+                let now = orelink_platform::dlq::now_millis().0;
+                if !orelink_outbound::webhook::verify(SECRET.as_bytes(), &delivery, ts, &body, sig) || !orelink_outbound::webhook::fresh(ts, now, Duration::from_secs(300)) {
                     s.bad_signatures += 1;
                     return StatusCode::UNAUTHORIZED;
                 }
-                let delivery = headers["x-orelink-delivery"].to_str().unwrap().to_owned();
                 s.accepted.push((delivery, serde_json::from_slice(&body).unwrap()));
                 StatusCode::NO_CONTENT
             }
@@ -313,7 +315,8 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let hooks = orelink_outbound::webhook::parse(
-        &format!("[[webhook]]\npartner = \"{}\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"HOOK_KEY\"\n", BEIBU.0),
+        // The test's receiver is on loopback, which a webhook reaches only when allowed.
+        &format!("[[webhook]]\npartner = \"{}\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"HOOK_KEY\"\nallow_private = true\n", BEIBU.0),
         &env.reference,
         |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
     )
@@ -352,3 +355,47 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
     let problems = orelink_outbound::webhook::parse("[[webhook]]\npartner = \"nobody\"\nurl = \"ftp://x\"\nsecret_env = \"NOPE\"\n", &env.reference, |_| None).unwrap_err();
     assert_eq!(problems.len(), 3, "{problems:?}");
 }
+
+/// A webhook whose host name resolves only to loopback is never called
+/// (the guard checks every resolved address at each connection), unless
+/// the webhook allows private addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_to_a_name_that_resolves_inside_is_never_called() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    produce_shipments(&env, &codec, BEIBU.0, BEIBU.1, 0..3).await;
+    let calls = Arc::new(Mutex::new(0usize));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let calls = calls.clone();
+            move || async move {
+                *calls.lock().unwrap() += 1;
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hooks = orelink_outbound::webhook::parse(
+        &format!("[[webhook]]\npartner = \"{}\"\nurl = \"http://localhost:{port}/hook\"\nsecret_env = \"HOOK_KEY\"\n", BEIBU.0),
+        &env.reference,
+        |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
+    )
+    .expect("a host name passes the start-up check");
+    let mut cfg = env.cfg.clone();
+    cfg.consumer.retry_backoff_ms = 50;
+    let cancel = CancellationToken::new();
+    let role = {
+        let (r, c) = (env.reference.clone(), cancel.clone());
+        tokio::spawn(async move { orelink_outbound::webhook::run_hooks(&cfg, &r, hooks, c).await })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cancel.cancel();
+    let stats = role.await.unwrap().expect("the role stops cleanly");
+    assert_eq!(*calls.lock().unwrap(), 0, "the receiver on loopback was called");
+    assert_eq!(stats[0].1.delivered, 0, "nothing counts as delivered");
+}
+

@@ -4,10 +4,21 @@
 //! Request: the body is the event (contract JSON or EPCIS), with headers
 //! `X-Orelink-Delivery` (`<partner>/<partition>/<offset>`, stable across
 //! retries), `X-Orelink-Timestamp` (ms since the epoch) and
-//! `X-Orelink-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`.
+//! `X-Orelink-Signature: sha256=<hex HMAC-SHA256(key, "<delivery>.<timestamp>.<body>")>`:
+//! the delivery id is signed too, so a receiver that drops repeats by it
+//! cannot be fooled into dropping a new event. A receiver checks the
+//! signature (`verify`) and refuses a timestamp outside its tolerance window
+//! (`fresh`, five minutes is usual), which stops replays of old requests.
 //! Anything but 2xx is retried with the consumer backoff; the offset is stored
 //! only after a 2xx, so a receiver sees every event, and sees it again only if
 //! the role dies between the 2xx and the commit.
+//!
+//! Where requests may go: never to loopback, private, link-local (the cloud
+//! metadata address among them), shared or unspecified addresses, checked on
+//! the URL's literal address at start-up and on every address its host name
+//! resolves to at each connection, unless the webhook says `allow_private =
+//! true` (a receiver on the operator's own network); redirects are not
+//! followed (a 3xx is a failed delivery).
 
 use crate::Format;
 use hmac::{Hmac, Mac};
@@ -41,6 +52,9 @@ struct WebhookSpec {
     format: Format,
     /// The environment variable holding the HMAC key.
     secret_env: String,
+    /// May it reach loopback and private addresses (a receiver on the operator's own network)?
+    #[serde(default)]
+    allow_private: bool,
 }
 
 fn json_format() -> Format {
@@ -61,6 +75,46 @@ pub struct Webhook {
     pub url: reqwest::Url,
     pub format: Format,
     pub secret: Secret,
+    pub allow_private: bool,
+}
+
+/// Addresses a webhook may not reach unless allowed: loopback, private,
+/// link-local (169.254.169.254, the cloud metadata service, among them),
+/// shared (100.64.0.0/10), unspecified, broadcast, and IPv6 unique-local and
+/// link-local (an IPv4-mapped address counts as its IPv4 address).
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+/// Resolves a webhook's host and keeps only the addresses it may reach, so
+/// a name that points (or is re-pointed) inside is refused at each connection.
+struct Guard;
+
+impl reqwest::dns::Resolve for Guard {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<std::net::SocketAddr> = all.iter().copied().filter(|a| !is_internal(a.ip())).collect();
+            if allowed.is_empty() {
+                return Err(format!("{host} resolves only to internal addresses ({all:?}); set allow_private for a receiver on your own network").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// Parses the webhooks file against the topology; every problem is reported.
@@ -78,7 +132,20 @@ pub fn parse(text: &str, reference: &Reference, env: impl Fn(&str) -> Option<Str
             problems.push(format!("{at}: a second webhook for the same partner"));
         }
         let url = match reqwest::Url::parse(&w.url) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => Some(u),
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
+                let literal = match u.host() {
+                    Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                    Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                    _ => None,
+                };
+                match literal {
+                    Some(ip) if is_internal(ip) && !w.allow_private => {
+                        problems.push(format!("{at}: url {:?} is an internal address (loopback, private, link-local or metadata); set allow_private = true for a receiver on your own network", w.url));
+                        None
+                    }
+                    _ => Some(u),
+                }
+            }
             _ => {
                 problems.push(format!("{at}: url {:?} is not an http(s) URL", w.url));
                 None
@@ -89,34 +156,43 @@ pub fn parse(text: &str, reference: &Reference, env: impl Fn(&str) -> Option<Str
             problems.push(format!("{at}: the environment variable {} must hold the HMAC key (at least 16 characters)", w.secret_env));
         }
         if let (Some(url), Some(secret)) = (url, secret) {
-            out.push(Webhook { partner: w.partner, url, format: w.format, secret: Secret::new(secret) });
+            out.push(Webhook { partner: w.partner, url, format: w.format, secret: Secret::new(secret), allow_private: w.allow_private });
         }
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
-/// `sha256=<hex>` of HMAC-SHA256(key, "<timestamp>.<body>").
-pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+/// The HMAC of one delivery: over `"<delivery>.<timestamp>.<body>"`.
+fn mac(key: &[u8], delivery: &str, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(delivery.as_bytes());
+    mac.update(b".");
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    let tag = mac.finalize().into_bytes();
+    mac
+}
+
+/// `sha256=<hex>` of HMAC-SHA256(key, "<delivery>.<timestamp>.<body>").
+pub fn signature(key: &[u8], delivery: &str, timestamp: &str, body: &[u8]) -> String {
+    let tag = mac(key, delivery, timestamp, body).finalize().into_bytes();
     let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256={hex}")
 }
 
 /// Checks a signature as a receiver would (constant time).
-pub fn verify(key: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
+pub fn verify(key: &[u8], delivery: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     let Some(hex) = header.strip_prefix("sha256=") else { return false };
     let Some(tag) = (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect::<Option<Vec<u8>>>() else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&tag).is_ok()
+    mac(key, delivery, timestamp, body).verify_slice(&tag).is_ok()
+}
+
+/// Whether a request's timestamp (ms) is within `tolerance` of the
+/// receiver's clock `now_ms`: a receiver refuses older (replayed) requests.
+pub fn fresh(timestamp: &str, now_ms: i64, tolerance: Duration) -> bool {
+    timestamp.parse::<i64>().is_ok_and(|t| now_ms.abs_diff(t) <= tolerance.as_millis() as u64)
 }
 
 /// Consumer group of one partner's webhook.
@@ -138,7 +214,7 @@ impl Handler for Pusher {
         let body = serde_json::to_vec(&body).expect("JSON values serialise");
         let timestamp = now_millis().0.to_string();
         let delivery = format!("{}/{}/{}", self.hook.partner, ev.partition, ev.offset);
-        let sig = signature(self.hook.secret.expose().as_bytes(), &timestamp, &body);
+        let sig = signature(self.hook.secret.expose().as_bytes(), &delivery, &timestamp, &body);
         let sent = self
             .http
             .post(self.hook.url.clone())
@@ -178,19 +254,21 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
 pub async fn run_hooks(cfg: &Config, reference: &Reference, hooks: Vec<Webhook>, cancel: CancellationToken) -> Result<Vec<(String, LoopStats)>, WebhookError> {
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| WebhookError::Config(e.to_string()))?;
     let producer: FutureProducer = cfg.kafka.producer_config("webhooks").create()?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(cfg.webhooks.timeout_ms))
-        .build()
-        .map_err(|e| WebhookError::Config(format!("HTTP client: {e}")))?;
     let mut tasks = Vec::new();
     for hook in hooks {
+        // Redirects are not followed: a receiver cannot send the request elsewhere.
+        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.webhooks.timeout_ms)).redirect(reqwest::redirect::Policy::none());
+        if !hook.allow_private {
+            http = http.dns_resolver(std::sync::Arc::new(Guard));
+        }
+        let http = http.build().map_err(|e| WebhookError::Config(format!("HTTP client: {e}")))?;
         let topic = codec.topic(&topics::partner(&hook.partner));
         let consumer = loop_consumer(&cfg.kafka.consumer_config("webhooks", &group(cfg, &hook.partner)), &[&topic], None)?;
         let dead = DeadLetters::new(producer.clone(), codec.clone(), "webhooks");
         let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
         let looped = ConsumeLoop::new(consumer, codec.clone(), dead, backoff);
         let (partner, cancel) = (hook.partner.clone(), cancel.clone());
-        let mut pusher = Pusher { hook, http: http.clone() };
+        let mut pusher = Pusher { hook, http };
         tracing::info!(%partner, url = %pusher.hook.url.origin().ascii_serialization(), "webhook");
         tasks.push(tokio::spawn(async move { (partner, looped.run(&mut pusher, cancel).await) }));
     }
@@ -219,12 +297,49 @@ mod tests {
     #[test]
     fn signatures_verify_and_tampering_fails() {
         let key = b"0123456789abcdef-key";
-        let s = signature(key, "1700000000000", b"{\"a\":1}");
+        let d = "beibu/0/42";
+        let s = signature(key, d, "1700000000000", b"{\"a\":1}");
         assert!(s.starts_with("sha256=") && s.len() == 7 + 64);
-        assert!(verify(key, "1700000000000", b"{\"a\":1}", &s));
-        assert!(!verify(key, "1700000000001", b"{\"a\":1}", &s));
-        assert!(!verify(key, "1700000000000", b"{\"a\":2}", &s));
-        assert!(!verify(b"another-key-0123456", "1700000000000", b"{\"a\":1}", &s));
-        assert!(!verify(key, "1700000000000", b"{\"a\":1}", "sha256=zz"));
+        assert!(verify(key, d, "1700000000000", b"{\"a\":1}", &s));
+        assert!(!verify(key, "beibu/0/43", "1700000000000", b"{\"a\":1}", &s), "the delivery id is signed");
+        assert!(!verify(key, d, "1700000000001", b"{\"a\":1}", &s));
+        assert!(!verify(key, d, "1700000000000", b"{\"a\":2}", &s));
+        assert!(!verify(b"another-key-0123456", d, "1700000000000", b"{\"a\":1}", &s));
+        assert!(!verify(key, d, "1700000000000", b"{\"a\":1}", "sha256=zz"));
+    }
+
+    #[test]
+    fn a_stale_timestamp_is_not_fresh() {
+        let five = Duration::from_secs(300);
+        assert!(fresh("1700000000000", 1_700_000_000_000 + 299_000, five));
+        assert!(!fresh("1700000000000", 1_700_000_000_000 + 301_000, five));
+        assert!(!fresh("1700000000000", 1_700_000_000_000 - 301_000, five), "nor one from the future");
+        assert!(!fresh("soon", 1_700_000_000_000, five));
+    }
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for internal in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00:ec2::254", "fe80::1", "::ffff:127.0.0.1"] {
+            assert!(is_internal(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["8.8.8.8", "203.0.113.7", "100.128.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!is_internal(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_to_an_internal_address_is_refused_unless_allowed() {
+        let reference = Reference::embedded();
+        let partner = reference.topology.partners[0].id.to_string();
+        let key = |_: &str| Some("0123456789abcdef-key".to_owned());
+        for url in ["http://127.0.0.1:9000/hook", "http://169.254.169.254/latest", "http://[::1]/hook", "http://10.0.0.8/hook"] {
+            let text = format!("[[webhook]]\npartner = \"{partner}\"\nurl = \"{url}\"\nsecret_env = \"K\"\n");
+            let problems = parse(&text, &reference, key).unwrap_err();
+            assert!(problems[0].contains("internal address"), "{url}: {problems:?}");
+            let allowed = format!("{text}allow_private = true\n");
+            assert!(parse(&allowed, &reference, key).is_ok(), "{url} allowed");
+        }
+        let public = format!("[[webhook]]\npartner = \"{partner}\"\nurl = \"https://hooks.example.cn/orelink\"\nsecret_env = \"K\"\n");
+        assert!(parse(&public, &reference, key).is_ok());
     }
 }

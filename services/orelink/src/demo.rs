@@ -1,11 +1,12 @@
 //! `orelink demo`: the whole hub on the local stack with a simulated workload.
 //!
 //! With the stack up (`main` brings it up first, reusing what runs, so that
-//! the configuration it then reads has the stack's endpoints and login), applies the topology, runs every
-//! hub role built so far in this process, drives the simulator, and prints a
-//! line of live figures every two seconds, read from Kafka itself. Ctrl-C (or
-//! `--duration`) stops the simulator and the roles cleanly; the stack keeps
-//! running, and the last lines say where its data is.
+//! the configuration it then reads has the stack's endpoints and login):
+//! applies the topology, runs every hub role in this process, each
+//! supervised, drives the simulator, and prints a line of live figures every
+//! two seconds, read from Kafka itself. Ctrl-C (or `--duration`) stops the
+//! simulator and the roles cleanly; the stack keeps running, and the last
+//! lines say which roles failed, if any, and where the stack's data is.
 
 use anyhow::Result;
 use orelink_domain::topology::topics;

@@ -312,7 +312,18 @@ impl TestEnv {
         };
         // Watermarks from a client of their own: offset queries on the reading
         // consumer hold back its first fetch by seconds (librdkafka #1786).
-        let (probe, consumer) = (reader("probe"), reader("reader"));
+        // It reads uncommitted, so its high watermarks are the log's ends: a
+        // read_committed client's would be the last stable offsets, which stop
+        // short while a transaction's markers are still being written (its
+        // offsets already committed), and the read would end early.
+        let probe: BaseConsumer = self
+            .client("probe")
+            .set("group.id", format!("{}dump-{}", self.ns, uuid::Uuid::new_v4().simple()))
+            .set("isolation.level", "read_uncommitted")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let consumer = reader("reader");
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             let md = probe.fetch_metadata(Some(&topic), Duration::from_secs(5)).unwrap();

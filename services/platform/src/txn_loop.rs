@@ -192,8 +192,12 @@ impl TxnLoop {
                     transform.revoked(&revoked);
                 }
                 match polled {
-                    // Read before its partition was revoked: the next owner reads it again.
-                    Some(Ok(m)) if revoked.contains(&m.partition()) => {}
+                    // Its partition was revoked in this poll and not given back:
+                    // the next owner reads it again. (One given back in the same
+                    // poll restarts from the committed offset, and librdkafka
+                    // drops what it had fetched before the revocation, so a
+                    // message of it is one to process.)
+                    Some(Ok(m)) if revoked.contains(&m.partition()) && !assigned(&consumer, &settings.input, m.partition()) => {}
                     Some(Ok(m)) => {
                         round.offsets.insert(m.partition(), m.offset() + 1);
                         round.events += 1;
@@ -274,6 +278,11 @@ impl TxnLoop {
         drop(committer);
         result.map(|()| stats)
     }
+}
+
+/// Whether `partition` of `topic` is assigned to `consumer` now.
+fn assigned(consumer: &BaseConsumer<Ctx>, topic: &str, partition: i32) -> bool {
+    consumer.assignment().is_ok_and(|tpl| tpl.find_partition(topic, partition).is_some())
 }
 
 /// Sleeps `d`, or less if cancelled.

@@ -208,6 +208,7 @@ impl ConsumeLoop {
 
     pub async fn run<H: Handler>(self, handler: &mut H, cancel: CancellationToken) -> Result<LoopStats, LoopError> {
         let mut stats = LoopStats::default();
+        let mut counters = crate::metrics::EventCounters::new(self.dead_letters.role());
         let mut window: VecDeque<InFlight> = VecDeque::new();
         let result = loop {
             if let Err(e) = self.settle(&mut window, self.max_in_flight - 1).await {
@@ -244,12 +245,12 @@ impl ConsumeLoop {
             let pending = match self.process(&msg, trace, parent, handler, &cancel).instrument(span).await {
                 Ok(Outcome::Dead) => {
                     stats.dead_lettered += 1;
-                    crate::metrics::events(self.dead_letters.role(), msg.topic(), "dead_lettered", 1);
+                    counters.add(msg.topic(), "dead_lettered", 1);
                     None
                 }
                 Ok(Outcome::Done(done)) => {
                     stats.delivered += 1;
-                    crate::metrics::events(self.dead_letters.role(), msg.topic(), "delivered", 1);
+                    counters.add(msg.topic(), "delivered", 1);
                     match done {
                         Done::Now => None,
                         Done::Later(p) => Some(p),

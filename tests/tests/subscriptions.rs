@@ -278,6 +278,34 @@ struct Receiver {
 
 const SECRET: &str = "webhook-secret-0123456789";
 
+/// Serves `app` on a loopback port of its own.
+async fn serve_receiver(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// The webhooks role with one webhook for Beibu (`extra` adds TOML lines to
+/// it), retrying every 50 ms; stopped by the returned token.
+async fn start_webhook(
+    env: &TestEnv,
+    url: &str,
+    extra: &str,
+) -> (CancellationToken, tokio::task::JoinHandle<Result<Vec<(String, orelink_platform::consume::LoopStats)>, orelink_outbound::webhook::WebhookError>>) {
+    let hooks = orelink_outbound::webhook::parse(
+        &format!("[[webhook]]\npartner = \"{}\"\nurl = \"{url}\"\nsecret_env = \"HOOK_KEY\"\n{extra}", BEIBU.0),
+        &env.reference,
+        |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
+    )
+    .expect("the webhook config is valid");
+    let mut cfg = env.cfg.clone();
+    cfg.consumer.retry_backoff_ms = 50;
+    let cancel = CancellationToken::new();
+    let (r, c) = (env.reference.clone(), cancel.clone());
+    (cancel, tokio::spawn(async move { orelink_outbound::webhook::run_hooks(&cfg, &r, hooks, c).await }))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed() {
     let env = TestEnv::new().await;
@@ -310,24 +338,9 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-
-    let hooks = orelink_outbound::webhook::parse(
-        // The test's receiver is on loopback, which a webhook reaches only when allowed.
-        &format!("[[webhook]]\npartner = \"{}\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"HOOK_KEY\"\nallow_private = true\n", BEIBU.0),
-        &env.reference,
-        |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
-    )
-    .expect("the webhook config is valid");
-    let mut cfg = env.cfg.clone();
-    cfg.consumer.retry_backoff_ms = 50;
-    let cancel = CancellationToken::new();
-    let role = {
-        let (r, c) = (env.reference.clone(), cancel.clone());
-        tokio::spawn(async move { orelink_outbound::webhook::run_hooks(&cfg, &r, hooks, c).await })
-    };
+    let addr = serve_receiver(app).await;
+    // The test's receiver is on loopback, which a webhook reaches only when allowed.
+    let (cancel, role) = start_webhook(&env, &format!("http://{addr}/hook"), "allow_private = true\n").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while state.lock().unwrap().accepted.len() < sent.len() {
         assert!(tokio::time::Instant::now() < deadline, "only {} of {} delivered", state.lock().unwrap().accepted.len(), sent.len());
@@ -376,22 +389,9 @@ async fn a_webhook_to_a_name_that_resolves_inside_is_never_called() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let hooks = orelink_outbound::webhook::parse(
-        &format!("[[webhook]]\npartner = \"{}\"\nurl = \"http://localhost:{port}/hook\"\nsecret_env = \"HOOK_KEY\"\n", BEIBU.0),
-        &env.reference,
-        |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
-    )
-    .expect("a host name passes the start-up check");
-    let mut cfg = env.cfg.clone();
-    cfg.consumer.retry_backoff_ms = 50;
-    let cancel = CancellationToken::new();
-    let role = {
-        let (r, c) = (env.reference.clone(), cancel.clone());
-        tokio::spawn(async move { orelink_outbound::webhook::run_hooks(&cfg, &r, hooks, c).await })
-    };
+    let port = serve_receiver(app).await.port();
+    // A host name passes the start-up check; its addresses are checked at each connection.
+    let (cancel, role) = start_webhook(&env, &format!("http://localhost:{port}/hook"), "").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     cancel.cancel();
     let stats = role.await.unwrap().expect("the role stops cleanly");

@@ -451,6 +451,12 @@ pub async fn produce_workload(env: &TestEnv, codec: &orelink_codec::Codec, open:
     n
 }
 
+/// `N` distinct ports free right now (all bound at once, so none repeats).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
+}
+
 /// The `orelink` binary built beside the test binaries (tests/run builds the workspace first).
 pub fn orelink_bin() -> PathBuf {
     std::env::current_exe().expect("test binary path").parent().and_then(|d| d.parent()).expect("target dir").join("orelink")

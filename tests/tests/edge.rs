@@ -17,10 +17,6 @@ use std::time::{Duration, Instant};
 const SITE: &str = "hechi-dachang-tin";
 const PRODUCTS: [&str; 4] = ["SN-INGOT-SN99.90", "SN-INGOT-SN99.95", "ZN-INGOT-ZN99.995", "PB-INGOT-PB99.994"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> KillOnDrop {
     KillOnDrop(Command::new(orelink_bin())
         .args(["run", "edge"])
@@ -93,7 +89,7 @@ async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
     let env = TestEnv::new().await;
     env.apply().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let [port] = orelink_tests::free_ports::<1>();
     let client = reqwest::Client::new();
     let mut relay = start(&env, dir.path(), port);
 

@@ -3,16 +3,8 @@
 //! the stack up, matches, and exits 0; `stack down --purge` then leaves nothing
 //! running. Kafka's jars come from the shared cache, so no download is repeated.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-/// Four ports free right now.
-fn free_ports() -> [u16; 4] {
-    let listeners: Vec<TcpListener> = (0..4).map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
-    let ports: Vec<u16> = listeners.iter().map(|l| l.local_addr().unwrap().port()).collect();
-    [ports[0], ports[1], ports[2], ports[3]]
-}
 
 /// `orelink <args>` as a newcomer runs it: none of the developer's settings, this stack's home and ports.
 fn orelink(home: &Path, ports: [u16; 4], args: &[&str]) -> Output {
@@ -46,7 +38,7 @@ fn processes_of(home: &Path) -> usize {
 #[test]
 fn the_first_demo_on_a_purged_stack_matches_and_exits_0() {
     let home = tempfile::tempdir().unwrap();
-    let ports = free_ports();
+    let ports = orelink_tests::free_ports::<4>();
     let out = orelink(home.path(), ports, &["demo", "--duration", "15s", "--rate", "300"]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Whatever happened, the stack this test made goes away.

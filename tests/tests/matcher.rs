@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Fields of every `match` span the matcher opened, captured by a tracing layer.
-static SPANS: OnceLock<Mutex<Vec<HashMap<String, String>>>> = OnceLock::new();
+/// Fields of every `consume` (router) and `match` (processor) span, by span
+/// id, as created and later recorded; captured by a tracing layer.
+static SPANS: OnceLock<Mutex<HashMap<u64, HashMap<String, String>>>> = OnceLock::new();
 
 struct Capture;
 
@@ -28,11 +29,17 @@ impl tracing::field::Visit for Fields<'_> {
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
-        if attrs.metadata().name() == "match" {
-            let mut m = HashMap::new();
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, _: tracing_subscriber::layer::Context<'_, S>) {
+        if ["match", "consume"].contains(&attrs.metadata().name()) {
+            let mut m = HashMap::from([("name".to_owned(), attrs.metadata().name().to_owned())]);
             attrs.record(&mut Fields(&mut m));
-            SPANS.get_or_init(Default::default).lock().unwrap().push(m);
+            SPANS.get_or_init(Default::default).lock().unwrap().insert(id.into_u64(), m);
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if let Some(m) = SPANS.get_or_init(Default::default).lock().unwrap().get_mut(&id.into_u64()) {
+            values.record(&mut Fields(m));
         }
     }
 }
@@ -97,14 +104,20 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     assert_eq!(a.explanation.landed_cost_cny_per_t, a.price_cny_per_t + a.freight_cny_per_t);
     assert!(a.explanation.landed_cost_cny_per_t <= order.max_price_cny_per_t);
 
-    // The allocation's context is the matcher's span, a child of the order's.
+    // The allocation's context is the matcher's span, a child of the
+    // router's, itself a child of the order's.
     let trace = trace.expect("the allocation has a traceparent header");
     assert_eq!(trace.trace_id, sent.trace_id, "same trace as the order");
     assert_ne!(trace.span_id, sent.span_id);
-    let spans = SPANS.get().unwrap().lock().unwrap().clone();
-    let span = spans.iter().find(|s| s.get("span_id") == Some(&trace.span_id_hex())).expect("the matcher's span for the order was recorded");
-    assert_eq!(span.get("parent_span_id"), Some(&sent.span_id_hex()), "the matcher's span is a child of the order's span");
-    assert_eq!(span.get("trace_id"), Some(&sent.trace_id_hex()));
+    let spans: Vec<_> = SPANS.get().unwrap().lock().unwrap().values().cloned().collect();
+    let by_id = |id: &str| spans.iter().find(|s| s.get("span_id").map(String::as_str) == Some(id));
+    let matched = by_id(&trace.span_id_hex()).expect("the matcher's span for the order was recorded");
+    assert_eq!(matched["name"], "match");
+    assert_eq!(matched.get("trace_id"), Some(&sent.trace_id_hex()));
+    let routed = by_id(&matched["parent_span_id"]).expect("the matcher's span has the router's span as its parent");
+    assert_eq!(routed["name"], "consume");
+    assert_eq!(routed.get("parent_span_id"), Some(&sent.span_id_hex()), "the router's span is a child of the order's span");
+    assert_eq!(routed.get("trace_id"), Some(&sent.trace_id_hex()));
 
     cancel.cancel();
     matcher.await.unwrap().expect("the matcher stops cleanly");

@@ -42,7 +42,7 @@ pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) 
                     for (i, r) in rs.into_iter().enumerate() {
                         let checked = r.and_then(|v| parse(reference, avro, kind, &v, "").map(|_| v).map_err(|e| e.reason()));
                         match checked {
-                            Ok(v) => entries.push(serde_json::to_vec(&Entry { kind, event: v }).expect("serialises")),
+                            Ok(v) => entries.push(serde_json::to_vec(&Entry { kind, event: v, traceparent: None }).expect("serialises")),
                             Err(e) => rejected.push((i + 2, e)),
                         }
                     }

@@ -24,7 +24,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use orelink_codec::Codec;
 use orelink_ingest::{Documents, Kind, Rejection, avro_documents, parse};
 use orelink_platform::trace::TraceContext;
@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// The internal topic of each site's forwarding progress.
 pub const PROGRESS_TOPIC: &str = "orelink.edge-progress.v1";
@@ -71,6 +72,10 @@ fn store<E: std::fmt::Display>(e: E) -> EdgeError {
 struct Entry {
     kind: Kind,
     event: Value,
+    /// The accepting request's `traceparent`, so the trace spans the time
+    /// queued offline. Entries queued before it existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
 }
 
 /// The durable queue: sequence number -> entry; `next` and `bytes` in META.
@@ -242,14 +247,15 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         });
     }
     let app = Router::new()
-        .route("/v1/orders", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Order)))
-        .route("/v1/capacity", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Capacity)))
-        .route("/v1/inventory", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Inventory)))
-        .route("/v1/shipments", post(|s: State<Arc<AppState>>, b: Result<Bytes, BytesRejection>| accept(s, b, Kind::Shipment)))
+        .route("/v1/orders", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Order)))
+        .route("/v1/capacity", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Capacity)))
+        .route("/v1/inventory", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Inventory)))
+        .route("/v1/shipments", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Shipment)))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { ApiError::NotFound })
+        .layer(axum::middleware::from_fn(traced))
         .with_state(state);
     let c = cancel.clone();
     let served = axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await;
@@ -300,11 +306,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn accept(State(state): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
+/// Each request is a span whose parent is the caller's `traceparent`; the
+/// answer carries the span's, and so does the event when it is forwarded.
+async fn traced(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (span, trace) = orelink_platform::telemetry::http_hop("edge", req.method().as_str(), req.uri().path(), req.headers());
+    req.extensions_mut().insert(trace);
+    let mut resp = next.run(req).instrument(span).await;
+    resp.headers_mut().insert(orelink_platform::trace::HEADER, axum::http::HeaderValue::from_str(&trace.header_value()).expect("traceparent is ASCII"));
+    resp
+}
+
+async fn accept(State(state): State<Arc<AppState>>, Extension(trace): Extension<TraceContext>, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
     let b = b.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let value: Value = serde_json::from_slice(&b).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let parsed = parse(&state.reference, &state.avro, kind, &value, "")?;
-    let entry = serde_json::to_vec(&Entry { kind, event: value }).expect("serialises");
+    let entry = serde_json::to_vec(&Entry { kind, event: value, traceparent: Some(trace.header_value()) }).expect("serialises");
     let queue = state.queue.clone();
     let seq = tokio::task::spawn_blocking(move || queue.push(&entry))
         .await
@@ -456,7 +472,7 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
                 };
                 let payload = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
                 let output = Kind::ALL.iter().position(|k| *k == parsed.kind).expect("every kind has an output");
-                records.push(txn_loop::Record { output, partition: 0, key: Arc::from(parsed.key.as_str()), payload, trace: TraceContext::root() });
+                records.push(txn_loop::Record { output, partition: 0, key: Arc::from(parsed.key.as_str()), payload, trace: entry.traceparent.as_deref().and_then(TraceContext::parse).unwrap_or_else(TraceContext::root) });
             }
             let value = last.to_string();
             let position = txn_loop::Position::Progress { topic: &progress_topic, key: &site, value: value.as_bytes() };

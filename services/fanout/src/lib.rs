@@ -13,6 +13,7 @@ use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
 use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::dlq::now_millis;
+use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop::{self, Step, Transform, TxnLoop, TxnLoopError};
 use orelink_platform::{Config, Reference};
@@ -103,7 +104,9 @@ impl Routing {
 
 impl Transform for Routing {
     fn apply(&mut self, m: &OwnedMessage, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
-        let trace = TraceContext::from_headers(m.headers()).map(|p| p.child()).unwrap_or_else(TraceContext::root);
+        let span = tracing::info_span!("route", partition = m.partition(), offset = m.offset());
+        let _guard = span.enter();
+        let trace = telemetry::hop(&span, TraceContext::from_headers(m.headers()));
         let decoded = match self.rt.block_on(self.codec.decode(m.topic(), m.payload())) {
             Ok(r) => Ok(r),
             Err(DecodeError::Refused(r)) => Err(r),

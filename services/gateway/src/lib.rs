@@ -24,11 +24,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use keys::{KeySpec, Keys};
 pub use orelink_ingest::{Kind, Parsed, WireEvent};
 use orelink_ingest::{Rejection, avro_documents, parse};
 use orelink_codec::Codec;
+use orelink_platform::trace::TraceContext;
 use orelink_platform::{Config, Reference};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -36,6 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -238,7 +240,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
 pub fn router(state: Arc<AppState>) -> Router {
     let mut r = Router::new();
     for k in Kind::ALL {
-        r = r.route(k.path(), post(move |s: State<Arc<AppState>>, h: HeaderMap, b: Result<Bytes, BytesRejection>| one(s, h, b, k)));
+        r = r.route(k.path(), post(move |s: State<Arc<AppState>>, t: Extension<TraceContext>, h: HeaderMap, b: Result<Bytes, BytesRejection>| one(s, t, h, b, k)));
     }
     r.route("/v1/batch", post(batch))
         .route("/v1/subscriptions/shipments", get(subscribe::shipments))
@@ -252,7 +254,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Bodies stop being read at the limit; `body` answers the rejection in JSON.
         .layer(DefaultBodyLimit::max(state.max_body))
         .layer(middleware::from_fn_with_state(state.clone(), measure))
+        .layer(middleware::from_fn(traced))
         .with_state(state)
+}
+
+/// Each request is a span whose parent is the caller's `traceparent`; the
+/// events it produces carry the span's context, and the answer its `traceparent`.
+async fn traced(mut req: Request, next: Next) -> Response {
+    let (span, trace) = orelink_platform::telemetry::http_hop("gateway", req.method().as_str(), req.uri().path(), req.headers());
+    req.extensions_mut().insert(trace);
+    let mut resp = next.run(req).instrument(span).await;
+    resp.headers_mut().insert(orelink_platform::trace::HEADER, HeaderValue::from_str(&trace.header_value()).expect("traceparent is ASCII"));
+    resp
 }
 
 pub(crate) const ROUTES: [&str; 11] = [
@@ -341,14 +354,14 @@ async fn settle(state: &AppState, who: &KeySpec, idem: &str, outcome: Option<&Ac
 }
 
 /// Produces one validated event (or returns its first answer on a retry).
-async fn produce(state: &AppState, who: &KeySpec, ready: &Ready, idem: &str) -> Result<(Accepted, bool), ApiError> {
+async fn produce(state: &AppState, who: &KeySpec, ready: &Ready, idem: &str, trace: &TraceContext) -> Result<(Accepted, bool), ApiError> {
     match remember(state, who, idem).await? {
         Remembered::Done(a) => return Ok((a, true)),
         Remembered::Pending => return Err(ApiError::InProgress),
         Remembered::New => {}
     }
     let topic = state.codec.topic(ready.kind.topic());
-    let sent = state.producer.send(FutureRecord::to(&topic).key(&ready.key).payload(&ready.bytes), state.timeout).await;
+    let sent = state.producer.send(FutureRecord::to(&topic).key(&ready.key).payload(&ready.bytes).headers(trace.to_headers()), state.timeout).await;
     match sent {
         Ok(delivery) => {
             let a = Accepted { event_id: ready.event_id.clone(), topic: topic.clone(), partition: delivery.partition, offset: delivery.offset };
@@ -364,13 +377,13 @@ async fn produce(state: &AppState, who: &KeySpec, ready: &Ready, idem: &str) -> 
     }
 }
 
-async fn one(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
+async fn one(State(state): State<Arc<AppState>>, Extension(trace): Extension<TraceContext>, headers: HeaderMap, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
     let who = caller(&state, &headers)?;
     state.keys.take(who, 1).map_err(ApiError::RateLimited)?;
     let value = body(&state, b)?;
     let ready = validate(&state, who, kind, &value, "").await?;
     let idem = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_else(|| ready.event_id.clone());
-    let (accepted, replay) = produce(&state, who, &ready, &idem).await?;
+    let (accepted, replay) = produce(&state, who, &ready, &idem, &trace).await?;
     let mut r = (StatusCode::ACCEPTED, Json(accepted)).into_response();
     if replay {
         r.headers_mut().insert("idempotent-replay", HeaderValue::from_static("true"));
@@ -386,7 +399,7 @@ struct BatchItem {
 }
 
 /// Many events: all are validated first, and nothing is produced unless all pass.
-async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn batch(State(state): State<Arc<AppState>>, Extension(trace): Extension<TraceContext>, headers: HeaderMap, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let who = caller(&state, &headers)?;
     let value = body(&state, b)?;
     let items = value.get("events").and_then(Value::as_array).ok_or_else(|| ApiError::Invalid(vec![("events".into(), "expected an array of {kind, event}".into())]))?;
@@ -424,7 +437,7 @@ async fn batch(State(state): State<Arc<AppState>>, headers: HeaderMap, b: Result
     }
     let mut out = Vec::with_capacity(ready.len());
     for r in &ready {
-        out.push(produce(&state, who, r, &r.event_id).await?.0);
+        out.push(produce(&state, who, r, &r.event_id, &trace).await?.0);
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": out }))).into_response())
 }

@@ -13,6 +13,7 @@ use orelink_codec::{Codec, DecodeError, Record};
 use orelink_domain::freight::Network;
 use orelink_domain::matching::{Decision, Engine, Input, Output, PREFETCH_AHEAD};
 use orelink_domain::topology::topics;
+use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop::{self, Step, Transform, TxnLoop, TxnLoopError};
 use orelink_platform::{Config, Reference};
@@ -171,16 +172,17 @@ impl Transform for Matching {
         *self.since_snapshot.entry(p).or_default() += 1;
         let Some(input) = decode(&self.codec, &self.rt, m) else { return Ok(()) };
         let parent = TraceContext::from_headers(m.headers());
-        let ctx = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
         let span = tracing::info_span!(
             "match",
             partition = p,
             offset = m.offset(),
             event_id = input.event_id().as_str(),
-            trace_id = %ctx.trace_id_hex(),
-            span_id = %ctx.span_id_hex(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
             parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
         );
+        let ctx = telemetry::hop(&span, parent);
+        span.record("trace_id", ctx.trace_id_hex()).record("span_id", ctx.span_id_hex());
         let _guard = span.enter();
         let engine = self.engines.get_mut(&p).expect("restored above");
         self.decisions.clear();

@@ -32,8 +32,8 @@ impl Handler for Forward {
             Record::SharedOrder(s) => s.product.family_str().to_owned(),
             other => return Err(HandleError::Fatal(format!("the router got a record it does not route: {other:?}"))),
         };
-        // The event keeps its producer's trace context: the matcher's span is its child.
-        let trace = ev.parent.unwrap_or(ev.trace);
+        // The router's own span is the parent of the matcher's.
+        let trace = ev.trace;
         let source = ev.topic.strip_prefix(&self.namespace).unwrap_or(&ev.topic).to_owned();
         let headers = trace.to_headers().insert(Header { key: SOURCE_HEADER, value: Some(source.as_bytes()) });
         let payload = ev.value.unwrap_or_default();

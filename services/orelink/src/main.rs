@@ -311,14 +311,16 @@ fn print_status(s: &orelink_stack::StackStatus) {
 
 async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
     let cfg = load_config(config)?;
-    telemetry::init(&cfg.log);
+    let name = role.to_possible_value().expect("every role has a name").get_name().to_owned();
+    // Spans of every role, exported when `telemetry.otlp_endpoint` is set; flushed when this is dropped, last.
+    let _traces = telemetry::init_with_traces(&cfg.log, &cfg.telemetry, &format!("orelink-{name}"));
     // Before any role records a metric.
     orelink_platform::metrics::install();
     let cancel = shutdown_token();
     // A hub role connects as its own principal (the registry and `all` do not: see principal.rs, all.rs).
     let cfg = match role {
         Role::Registry | Role::All => cfg,
-        _ => principal::as_role(&cfg, role.to_possible_value().expect("every role has a name").get_name()),
+        _ => principal::as_role(&cfg, &name),
     };
     // The roles without an HTTP server of their own serve /metrics here.
     let _metrics = match role {

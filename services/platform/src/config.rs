@@ -57,6 +57,7 @@ pub struct LogSettings {
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     pub metrics_listen: String,
+    pub otlp_endpoint: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,6 +331,10 @@ impl Config {
         }
         if !self.telemetry.metrics_listen.is_empty() && self.telemetry.metrics_listen.parse::<SocketAddr>().is_err() {
             p.push(format!("telemetry.metrics_listen {:?}: expected ip:port, or empty for none", self.telemetry.metrics_listen));
+        }
+        let otlp = &self.telemetry.otlp_endpoint;
+        if !otlp.is_empty() && !otlp.starts_with("http://") && !otlp.starts_with("https://") {
+            p.push(format!("telemetry.otlp_endpoint {otlp:?}: expected an http:// or https:// URL (an OTLP/HTTP receiver, e.g. http://127.0.0.1:4318), or empty for none"));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             p.push(format!("log.level {:?}: not a tracing filter", self.log.level));

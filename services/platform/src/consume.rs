@@ -32,9 +32,8 @@ pub struct Inbound {
     /// The value exactly as it arrived (Confluent wire format).
     pub value: Option<Vec<u8>>,
     /// This hop's span: a child of the producer's context, or a new root.
+    /// What the handler produces carries it.
     pub trace: TraceContext,
-    /// The producer's span, if the event carried one.
-    pub parent: Option<TraceContext>,
 }
 
 /// What a role's handler may answer.
@@ -232,17 +231,18 @@ impl ConsumeLoop {
                 }
             };
             let parent = TraceContext::from_headers(msg.headers());
-            let trace = parent.map(|p| p.child()).unwrap_or_else(TraceContext::root);
             let span = tracing::info_span!(
                 "consume",
                 topic = msg.topic(),
                 partition = msg.partition(),
                 offset = msg.offset(),
-                trace_id = %trace.trace_id_hex(),
-                span_id = %trace.span_id_hex(),
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
                 parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
             );
-            let pending = match self.process(&msg, trace, parent, handler, &cancel).instrument(span).await {
+            let trace = crate::telemetry::hop(&span, parent);
+            span.record("trace_id", trace.trace_id_hex()).record("span_id", trace.span_id_hex());
+            let pending = match self.process(&msg, trace, handler, &cancel).instrument(span).await {
                 Ok(Outcome::Dead) => {
                     stats.dead_lettered += 1;
                     counters.add(msg.topic(), "dead_lettered", 1);
@@ -280,7 +280,6 @@ impl ConsumeLoop {
         &self,
         msg: &BorrowedMessage<'_>,
         trace: TraceContext,
-        parent: Option<TraceContext>,
         handler: &mut H,
         cancel: &CancellationToken,
     ) -> Result<Outcome, LoopError> {
@@ -296,7 +295,6 @@ impl ConsumeLoop {
                         key: msg.key().map(<[u8]>::to_vec),
                         value: msg.payload().map(<[u8]>::to_vec),
                         trace,
-                        parent,
                     };
                     match handler.handle(inbound).await {
                         Ok(done) => return Ok(Outcome::Done(done)),

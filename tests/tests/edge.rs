@@ -3,7 +3,8 @@
 //! mid-forward and restarted, and once the link returns a read_committed
 //! consumer sees every event exactly once, in order per key. A CSV export
 //! dropped into the watched folder is taken in, its bad row set aside with
-//! the reason.
+//! the reason; exports are told apart by content, not name, and GBK files are
+//! read as well as UTF-8 ones.
 
 use orelink_codec::Record;
 use orelink_domain::topology::topics;
@@ -179,4 +180,134 @@ async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
         assert!(ns.windows(2).all(|w| w[0] < w[1]), "out of order for {}: {ns:?}", String::from_utf8_lossy(k));
     }
     relay.kill();
+}
+
+/// An inventory CSV row for event `edge-csv-<n>`.
+fn csv_row(n: u32) -> String {
+    format!("edge-csv-{n},{},{SITE},{},{},0\n", 1_795_000_000_000i64 + n as i64 * 1000, PRODUCTS[n as usize % PRODUCTS.len()], 50_000 + n)
+}
+
+/// Writes an export into the inbox whole (written aside, then renamed), as an export tool should.
+fn drop_export(inbox: &std::path::Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(inbox).unwrap();
+    std::fs::write(inbox.join(format!("{name}.part")), bytes).unwrap();
+    std::fs::rename(inbox.join(format!("{name}.part")), inbox.join(name)).unwrap();
+}
+
+/// Waits until the relay has moved `name` out of the inbox and forwarded everything.
+async fn wait_taken(client: &reqwest::Client, port: u16, inbox: &std::path::Path, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // The relay may still be starting.
+        let s = match client.get(format!("http://127.0.0.1:{port}/status")).send().await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap(),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        if !inbox.join(name).exists() && s["backlog_events"] == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} was not taken in: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_exports_count_by_content_and_gbk_files_are_read() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let [port] = orelink_tests::free_ports::<1>();
+    let client = reqwest::Client::new();
+    let _relay = start(&env, dir.path(), port);
+    let inbox = dir.path().join("inbox");
+    let header = "event_id,event_time,site_id,product_code,on_hand_kg,reserved_kg\n";
+    let export = |ns: std::ops::Range<u32>| header.to_owned() + &ns.map(csv_row).collect::<String>();
+
+    // The day's export, then a new export under the same name: both are taken in.
+    drop_export(&inbox, "inventory-daily.csv", export(0..3).as_bytes());
+    wait_taken(&client, port, &inbox, "inventory-daily.csv").await;
+    drop_export(&inbox, "inventory-daily.csv", export(3..6).as_bytes());
+    wait_taken(&client, port, &inbox, "inventory-daily.csv").await;
+    // The first export dropped again, byte for byte: already queued once, not again.
+    drop_export(&inbox, "inventory-daily.csv", export(0..3).as_bytes());
+    wait_taken(&client, port, &inbox, "inventory-daily.csv").await;
+    let done = std::fs::read_dir(inbox.join("done")).unwrap().count();
+    assert_eq!(done, 3, "every export is kept in done/, none overwritten");
+
+    // A weighbridge export in GBK: its good rows go, the row with a Chinese id
+    // is rejected with the character named, decoded right.
+    let text = export(6..8) + &format!("库存-9,1795000009000,{SITE},SN-INGOT-SN99.90,1,0\n");
+    let (gbk, _, lossy) = encoding_rs::GBK.encode(&text);
+    assert!(!lossy && std::str::from_utf8(&gbk).is_err(), "the file really is GBK");
+    drop_export(&inbox, "inventory-weighbridge.csv", &gbk);
+    wait_taken(&client, port, &inbox, "inventory-weighbridge.csv").await;
+    let rejected = std::fs::read_to_string(inbox.join("inventory-weighbridge.csv.rejected.csv")).unwrap();
+    assert!(rejected.contains("'库'"), "the reason names the decoded character: {rejected}");
+
+    // Exactly the eight good rows, once each.
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let topic = env.topic(topics::INVENTORY);
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for m in env.read_topic(&topic).await {
+        let Record::Inventory(inv) = codec.decode(&topic, m.payload()).await.unwrap() else { panic!("not inventory") };
+        *seen.entry(inv.event_id.to_string()).or_default() += 1;
+    }
+    let want: BTreeMap<String, u32> = (0..8).map(|n| (format!("edge-csv-{n}"), 1)).collect();
+    assert_eq!(seen, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_event_that_no_longer_passes_is_dead_lettered_not_dropped() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Queued before a restart: one good event, one for a site the topology no
+    // longer has (as after a topology change), and an entry that does not decode.
+    {
+        let queue = orelink_edge::Queue::open(&dir.path().join("queue"), 1 << 20).unwrap();
+        let entry = |event: serde_json::Value| serde_json::to_vec(&json!({"kind": "inventory", "event": event})).unwrap();
+        let mut gone = event(1);
+        gone["site_id"] = json!("atlantis-deep-mine");
+        for e in [entry(event(0)), entry(gone), b"{\"kind\": \"inv".to_vec()] {
+            queue.push(&e).unwrap().expect("room in the queue");
+        }
+    }
+    let [port] = orelink_tests::free_ports::<1>();
+    let client = reqwest::Client::new();
+    let _relay = start(&env, dir.path(), port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = reqwest::get(format!("http://127.0.0.1:{port}/status")).await.ok().map(|r| r.json::<serde_json::Value>());
+        if let Some(s) = s {
+            let s = s.await.unwrap();
+            if s["backlog_events"] == 0 && s["link"] == "up" {
+                assert_eq!(s["forwarder"], "running");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the relay did not drain its queue");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap().status(), 200);
+
+    // The good event went; the two others are dead letters, on Kafka and on the site.
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let inventory = env.topic(topics::INVENTORY);
+    let forwarded = env.read_topic(&inventory).await;
+    assert_eq!(forwarded.len(), 1);
+    let dlq = env.topic(topics::DLQ);
+    let mut letters = Vec::new();
+    for m in env.read_topic(&dlq).await {
+        let Record::DeadLetter(d) = codec.decode(&dlq, m.payload()).await.unwrap() else { panic!("not a dead letter") };
+        letters.push((d.role.clone(), d.error_class.as_str().to_owned(), d.reason.clone(), d.source_offset));
+    }
+    letters.sort_by_key(|l| l.3);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert!(letters.iter().all(|l| l.0 == "edge"), "{letters:?}");
+    assert_eq!((letters[0].1.as_str(), letters[0].3), ("INVALID", 2), "{letters:?}");
+    assert!(letters[0].2.contains("atlantis-deep-mine"), "{letters:?}");
+    assert_eq!((letters[1].1.as_str(), letters[1].3), ("UNDECODABLE", 3), "{letters:?}");
+    let local = std::fs::read_to_string(dir.path().join("queue").join(orelink_edge::DEAD_LETTERS_FILE)).unwrap();
+    assert_eq!(local.lines().count(), 2, "{local}");
+    assert!(local.contains("atlantis-deep-mine"), "{local}");
 }

@@ -3,16 +3,30 @@
 //! A file's name says its kind (`orders*.csv`, `capacity*.csv`,
 //! `inventory*.csv`, `shipments*.csv`); its header row names the record's
 //! fields; each row becomes the JSON the HTTP API takes, typed by the Avro
-//! schema (empty cells are null where the field may be). Valid rows are queued
-//! in one transaction together with the file's name (so a file seen again
-//! after a crash is not queued twice); invalid rows go to
-//! `<name>.rejected.csv` with a `reason` column; the file moves to `done/`.
+//! schema (empty cells are null where the field may be). UTF-8 and GB18030
+//! (GBK) files are both read. Valid rows are queued in one transaction
+//! together with the file's content hash, so a file seen again after a crash
+//! is not queued twice while a new export under an old name is; invalid rows
+//! go to `<name>.rejected.csv` with a `reason` column; the file moves to
+//! `done/`. Neither name is ever overwritten: a later one gets its hash.
 
 use crate::{Entry, Queue};
-use orelink_ingest::csv::{kind_of, rows};
+use orelink_ingest::csv::{decode, kind_of, rows};
 use orelink_ingest::{Documents, parse};
 use orelink_platform::Reference;
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// `dir/name`, or with the content hash before its suffix (`.csv`,
+/// `.rejected.csv`) when a file of that name is already there.
+fn unused(dir: &Path, name: &str, hash: &str) -> PathBuf {
+    let plain = dir.join(name);
+    if !plain.exists() {
+        return plain;
+    }
+    let suffix = [".rejected.csv", ".csv"].into_iter().find(|s| name.ends_with(s)).unwrap_or("");
+    dir.join(format!("{}.{}{suffix}", &name[..name.len() - suffix.len()], &hash[..12]))
+}
 
 /// Takes in every CSV export waiting in `dir`; returns the rows queued.
 pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) -> Result<usize, crate::EdgeError> {
@@ -32,11 +46,13 @@ pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) 
             tracing::warn!(file = name, "not orders*, capacity*, inventory* or shipments*: left alone");
             continue;
         };
-        if !queue.file_done(&name)? {
-            let text = std::fs::read_to_string(&path).map_err(crate::store)?;
+        let bytes = std::fs::read(&path).map_err(crate::store)?;
+        let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let id = format!("sha256:{hash}");
+        if !queue.file_done(&id)? {
             let mut entries = Vec::new();
             let mut rejected = Vec::new();
-            match rows(&avro[kind.record()], &text) {
+            match decode(&bytes).and_then(|text| rows(&avro[kind.record()], &text)) {
                 Err(e) => rejected.push((0, e)),
                 Ok(rs) => {
                     for (i, r) in rs.into_iter().enumerate() {
@@ -48,13 +64,13 @@ pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) 
                     }
                 }
             }
-            if queue.push_all(&entries, Some(&name))?.is_none() {
+            if queue.push_all(&entries, Some(&id))?.is_none() {
                 tracing::warn!(file = name, rows = entries.len(), "the queue is full: the file waits");
                 continue;
             }
             queued += entries.len();
             if !rejected.is_empty() {
-                let mut w = ::csv::Writer::from_path(dir.join(format!("{name}.rejected.csv"))).map_err(crate::store)?;
+                let mut w = ::csv::Writer::from_path(unused(dir, &format!("{name}.rejected.csv"), &hash)).map_err(crate::store)?;
                 w.write_record(["line", "reason"]).map_err(crate::store)?;
                 for (line, why) in &rejected {
                     w.write_record([line.to_string().as_str(), why.as_str()]).map_err(crate::store)?;
@@ -63,7 +79,7 @@ pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) 
             }
             tracing::info!(file = name, queued = entries.len(), rejected = rejected.len(), "CSV export taken in");
         }
-        std::fs::rename(&path, done.join(&name)).map_err(crate::store)?;
+        std::fs::rename(&path, unused(&done, &name, &hash)).map_err(crate::store)?;
     }
     Ok(queued)
 }

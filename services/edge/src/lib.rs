@@ -16,7 +16,11 @@
 //! sent twice; a new producer with the same transactional id fences and
 //! aborts whatever the dead one left open. Order per key follows the queue.
 //! The queue is bounded (`edge.max_queue_bytes`): when full, new events get
-//! `507` and a clear reason, and nothing already accepted is dropped.
+//! `507` and a clear reason, and nothing already accepted is dropped: an
+//! event that no longer passes the contract when it is forwarded (the
+//! topology changed while it waited) goes to `orelink.dlq.v1` in the same
+//! transaction and to `dead-letters.jsonl` beside the queue. A forwarder that
+//! fails restarts with backoff; `/status` and `/healthz` say so meanwhile.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -25,8 +29,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use orelink_codec::Codec;
+use orelink_codec::{Codec, Refusal, SourceRef};
 use orelink_ingest::{Documents, Kind, Rejection, avro_documents, parse};
+use orelink_domain::events::ErrorClass;
+use orelink_platform::dlq::now_millis;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop;
 use orelink_platform::{Config, Reference};
@@ -102,7 +108,10 @@ impl Queue {
 
     /// Appends durably (the commit is fsync'd); the new entry's sequence number,
     /// or `None` when the queue is full.
-    fn push(&self, entry: &[u8]) -> Result<Option<u64>, EdgeError> {
+    /// Appends one entry (JSON `{kind, event, traceparent?}`) as it is, with
+    /// no check: its sequence number, or None when the queue is full. The
+    /// forwarder checks every entry again before it goes to Kafka.
+    pub fn push(&self, entry: &[u8]) -> Result<Option<u64>, EdgeError> {
         Ok(self.push_all(&[entry.to_vec()], None)?.map(|(first, _)| first))
     }
 
@@ -189,6 +198,8 @@ struct AppState {
     avro: Documents,
     link_up: Arc<AtomicBool>,
     forwarded: Arc<AtomicU64>,
+    /// Why the forwarder last failed, while it waits to restart; None while it runs.
+    failing: Arc<std::sync::Mutex<Option<String>>>,
     accepted: AtomicU64,
     site: String,
 }
@@ -207,7 +218,9 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| EdgeError::Config(e.to_string()))?;
     let link_up = Arc::new(AtomicBool::new(false));
     let forwarded = Arc::new(AtomicU64::new(0));
+    let failing = Arc::new(std::sync::Mutex::new(None));
     let state = Arc::new(AppState {
+        failing: failing.clone(),
         queue: queue.clone(),
         reference: reference.clone(),
         avro: avro_documents(reference),
@@ -223,7 +236,23 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         let (cfg, r, c) = (cfg.clone(), reference.clone(), cancel.clone());
         std::thread::Builder::new()
             .name("edge-forwarder".into())
-            .spawn(move || forward(&cfg, &r, &codec, &queue, &link_up, &forwarded, &c))
+            .spawn(move || {
+                // A forwarder that fails (its store, say) restarts with backoff;
+                // meanwhile /status and /healthz say so, and the API keeps queueing.
+                let mut backoff = Duration::from_secs(1);
+                loop {
+                    match forward(&cfg, &r, &codec, &queue, &link_up, &forwarded, &failing, &c) {
+                        Err(e) if !c.is_cancelled() => {
+                            tracing::error!(error = %e, retry_in_s = backoff.as_secs(), "the forwarder failed; restarting it");
+                            link_up.store(false, Ordering::Relaxed);
+                            *failing.lock().expect("not poisoned") = Some(e.to_string());
+                            sleep(&c, backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(60));
+                        }
+                        done => return done,
+                    }
+                }
+            })
             .map_err(EdgeError::Http)?
     };
     if !e.watch_dir.is_empty() {
@@ -253,7 +282,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         .route("/v1/shipments", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Shipment)))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .fallback(|| async { ApiError::NotFound })
         .layer(axum::middleware::from_fn(traced))
         .with_state(state);
@@ -334,10 +363,23 @@ async fn accept(State(state): State<Arc<AppState>>, Extension(trace): Extension<
     Ok((StatusCode::ACCEPTED, Json(json!({"event_id": parsed.event_id, "queued": seq}))).into_response())
 }
 
+/// 200 while the forwarder runs (link up or down: the queue holds), 503 while it has failed.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.failing.lock().expect("not poisoned").clone() {
+        None => Json(json!({"status": "ok"})).into_response(),
+        Some(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "failing", "forwarder": e}))).into_response(),
+    }
+}
+
 async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let (backlog, bytes) = state.queue.backlog().map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let forwarder = match state.failing.lock().expect("not poisoned").clone() {
+        None => json!("running"),
+        Some(e) => json!({"failing": e}),
+    };
     Ok(Json(json!({
         "site": state.site,
+        "forwarder": forwarder,
         "link": if state.link_up.load(Ordering::Relaxed) { "up" } else { "down" },
         "backlog_events": backlog,
         "backlog_bytes": bytes,
@@ -403,12 +445,24 @@ fn committed_progress(cfg: &Config, topic: &str, site: &str) -> Result<Option<u6
 
 /// The forwarder: batches from the queue's front, each in one Kafka
 /// transaction with the site's progress; retries with backoff while the link is down.
-fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, link_up: &AtomicBool, forwarded: &AtomicU64, cancel: &CancellationToken) -> Result<(), EdgeError> {
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    cfg: &Config,
+    reference: &Reference,
+    codec: &Codec,
+    queue: &Queue,
+    link_up: &AtomicBool,
+    forwarded: &AtomicU64,
+    failing: &std::sync::Mutex<Option<String>>,
+    cancel: &CancellationToken,
+) -> Result<(), EdgeError> {
     let site = cfg.edge.site.clone();
     let avro = avro_documents(reference);
     let progress_topic = format!("{}{PROGRESS_TOPIC}", cfg.namespace);
     // The transaction's outputs, one per kind of event, in `Kind::ALL`'s order.
-    let outputs: Vec<String> = Kind::ALL.iter().map(|k| codec.topic(k.topic())).collect();
+    // The transaction's outputs: one per kind of event, in `Kind::ALL`'s order, then the dead letters.
+    let outputs: Vec<String> = Kind::ALL.iter().map(|k| codec.topic(k.topic())).chain([codec.dlq_topic()]).collect();
+    let dead_file = std::path::Path::new(&cfg.edge.dir).join(DEAD_LETTERS_FILE);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Http)?;
     let txn_timeout = Duration::from_secs(30);
     let mut backoff = Duration::from_millis(200);
@@ -439,6 +493,7 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
             match connect() {
                 Ok(p) => {
                     producer = Some(p);
+                    *failing.lock().expect("not poisoned") = None;
                     link_up.store(true, Ordering::Relaxed);
                     backoff = Duration::from_millis(200);
                 }
@@ -458,21 +513,38 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
         }
         let p = producer.as_ref().expect("connected above");
         let last = batch.last().map(|(s, _)| *s).expect("not empty");
+        let mut refused: Vec<Refused> = Vec::new();
         let result = (|| -> Result<(), EdgeError> {
             let mut records = Vec::with_capacity(batch.len());
+            refused.clear();
             for (seq, raw) in &batch {
-                let entry: Entry = serde_json::from_slice(raw).map_err(store)?;
-                // Checked when accepted; checked again in case the topology changed since.
+                // Checked when accepted; checked again in case the topology changed
+                // since. What no longer passes is dead-lettered in the same
+                // transaction, never dropped: nothing accepted is lost.
+                let entry = match serde_json::from_slice::<Entry>(raw) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        refused.push(Refused { seq: *seq, topic: "unknown".into(), class: ErrorClass::Undecodable, reason: format!("the queued entry does not decode: {e}"), raw: raw.clone() });
+                        continue;
+                    }
+                };
                 let parsed = match parse(reference, &avro, entry.kind, &entry.event, "") {
                     Ok(p) => p,
                     Err(e) => {
-                        tracing::error!(seq, error = %e, "a queued event no longer passes the contract; it is skipped");
+                        refused.push(Refused { seq: *seq, topic: codec.topic(entry.kind.topic()), class: ErrorClass::Invalid, reason: e.reason(), raw: raw.clone() });
                         continue;
                     }
                 };
                 let payload = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
                 let output = Kind::ALL.iter().position(|k| *k == parsed.kind).expect("every kind has an output");
                 records.push(txn_loop::Record { output, partition: 0, key: Arc::from(parsed.key.as_str()), payload, trace: entry.traceparent.as_deref().and_then(TraceContext::parse).unwrap_or_else(TraceContext::root) });
+            }
+            for r in &refused {
+                tracing::error!(seq = r.seq, class = r.class.as_str(), reason = %r.reason, "a queued event no longer passes the contract: dead-lettered");
+                let source = SourceRef { topic: &r.topic, partition: -1, offset: r.seq as i64, key: Some(site.as_bytes()), value: Some(&r.raw) };
+                let letter = Codec::dead_letter(&source, &Refusal { class: r.class, reason: r.reason.clone() }, now_millis(), "edge");
+                let payload = rt.block_on(codec.encode(&codec.dlq_topic(), &letter)).map_err(|e| EdgeError::Config(e.to_string()))?;
+                records.push(txn_loop::Record { output: DLQ_OUTPUT, partition: 0, key: Arc::from(r.topic.as_str()), payload, trace: TraceContext::root() });
             }
             let value = last.to_string();
             let position = txn_loop::Position::Progress { topic: &progress_topic, key: &site, value: value.as_bytes() };
@@ -481,6 +553,10 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
         })();
         match result {
             Ok(()) => {
+                // Kept on the site too, where its operator looks first.
+                if !refused.is_empty() {
+                    append_dead_letters(&dead_file, &site, &refused)?;
+                }
                 queue.drop_through(last)?;
                 forwarded.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 link_up.store(true, Ordering::Relaxed);
@@ -497,6 +573,32 @@ fn forward(cfg: &Config, reference: &Reference, codec: &Codec, queue: &Queue, li
         }
     }
     Ok(())
+}
+
+/// The transaction output index of `orelink.dlq.v1` (after the four kinds).
+const DLQ_OUTPUT: usize = Kind::ALL.len();
+
+/// Where a relay keeps, beside its queue, every event it dead-lettered (JSON lines).
+pub const DEAD_LETTERS_FILE: &str = "dead-letters.jsonl";
+
+/// A queued event that no longer passes the contract.
+struct Refused {
+    seq: u64,
+    topic: String,
+    class: ErrorClass,
+    reason: String,
+    raw: Vec<u8>,
+}
+
+fn append_dead_letters(path: &std::path::Path, site: &str, refused: &[Refused]) -> Result<(), EdgeError> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(store)?;
+    for r in refused {
+        let entry: Value = serde_json::from_slice(&r.raw).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.raw).into_owned()));
+        let line = json!({"site": site, "seq": r.seq, "topic": r.topic, "class": r.class.as_str(), "reason": r.reason, "entry": entry});
+        writeln!(f, "{line}").map_err(store)?;
+    }
+    f.sync_all().map_err(store)
 }
 
 fn sleep(cancel: &CancellationToken, d: Duration) {

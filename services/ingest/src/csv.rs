@@ -67,6 +67,19 @@ fn typed(avro: &Value, cell: &str) -> Result<Value, String> {
     }
 }
 
+/// The text of an export: UTF-8 (its BOM dropped), else GB18030, which
+/// covers GBK, as Chinese ERP, MES and weighbridge systems write; bytes that
+/// are neither refuse the file.
+pub fn decode(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, String> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return Ok(s.into());
+    }
+    encoding_rs::GB18030
+        .decode_without_bom_handling_and_without_replacement(bytes)
+        .ok_or_else(|| "the file is neither UTF-8 nor GB18030/GBK text".to_owned())
+}
+
 /// The kind of event a file holds, by its name.
 pub fn kind_of(name: &str) -> Option<Kind> {
     [("orders", Kind::Order), ("capacity", Kind::Capacity), ("inventory", Kind::Inventory), ("shipments", Kind::Shipment)]
@@ -89,6 +102,19 @@ mod tests {
         assert_eq!(got[0].as_ref().unwrap()["on_hand_kg"], 5000);
         assert!(got[1].as_ref().unwrap_err().contains("event_time"), "{:?}", got[1]);
         assert!(rows(&avro, "event_id,colour\n").is_err(), "unknown columns refuse the file");
+    }
+
+    #[test]
+    fn gbk_and_utf8_exports_decode_to_the_same_text() {
+        let text = "event_id,site_id\n库存-1,hechi-dachang-tin\n";
+        let (gbk, _, lossy) = encoding_rs::GBK.encode(text);
+        assert!(!lossy);
+        assert!(std::str::from_utf8(&gbk).is_err(), "the GBK bytes are not UTF-8");
+        assert_eq!(decode(&gbk).unwrap(), text);
+        assert_eq!(decode(text.as_bytes()).unwrap(), text);
+        let bom = [b"\xEF\xBB\xBF".as_slice(), text.as_bytes()].concat();
+        assert_eq!(decode(&bom).unwrap(), text, "a UTF-8 BOM is not part of the header");
+        assert!(decode(&[0x81, 0x20]).is_err(), "a lone GB18030 lead byte");
     }
 
     #[test]

@@ -39,7 +39,6 @@ use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,12 +49,6 @@ use tracing::Instrument;
 
 /// The internal topic of each site's forwarding progress.
 pub const PROGRESS_TOPIC: &str = "orelink.edge-progress.v1";
-
-const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// CSV exports already queued (file name -> first sequence number), so a file
-/// seen again after a crash between queueing and moving it is not queued twice.
-const FILES: TableDefinition<&str, u64> = TableDefinition::new("files");
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -84,113 +77,9 @@ struct Entry {
     traceparent: Option<String>,
 }
 
-/// The durable queue: sequence number -> entry; `next` and `bytes` in META.
 pub mod csv;
-
-pub struct Queue {
-    db: Database,
-    max_bytes: u64,
-}
-
-impl Queue {
-    pub fn open(dir: &std::path::Path, max_bytes: u64) -> Result<Queue, EdgeError> {
-        std::fs::create_dir_all(dir).map_err(store)?;
-        let db = Database::create(dir.join("queue.redb")).map_err(store)?;
-        let w = db.begin_write().map_err(store)?;
-        {
-            w.open_table(QUEUE).map_err(store)?;
-            w.open_table(META).map_err(store)?;
-            w.open_table(FILES).map_err(store)?;
-        }
-        w.commit().map_err(store)?;
-        Ok(Queue { db, max_bytes })
-    }
-
-    /// Appends durably (the commit is fsync'd); the new entry's sequence number,
-    /// or `None` when the queue is full.
-    /// Appends one entry (JSON `{kind, event, traceparent?}`) as it is, with
-    /// no check: its sequence number, or None when the queue is full. The
-    /// forwarder checks every entry again before it goes to Kafka.
-    pub fn push(&self, entry: &[u8]) -> Result<Option<u64>, EdgeError> {
-        Ok(self.push_all(&[entry.to_vec()], None)?.map(|(first, _)| first))
-    }
-
-    /// Appends all entries in one transaction, or none when they do not fit;
-    /// `file` records the CSV export they came from. The first and last sequence numbers.
-    fn push_all(&self, entries: &[Vec<u8>], file: Option<&str>) -> Result<Option<(u64, u64)>, EdgeError> {
-        let size: u64 = entries.iter().map(|e| e.len() as u64).sum();
-        let w = self.db.begin_write().map_err(store)?;
-        let range = {
-            let mut meta = w.open_table(META).map_err(store)?;
-            let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
-            if bytes + size > self.max_bytes {
-                return Ok(None);
-            }
-            let first = meta.get("next").map_err(store)?.map(|v| v.value()).unwrap_or(1);
-            let mut q = w.open_table(QUEUE).map_err(store)?;
-            for (i, e) in entries.iter().enumerate() {
-                q.insert(first + i as u64, e.as_slice()).map_err(store)?;
-            }
-            meta.insert("next", first + entries.len() as u64).map_err(store)?;
-            meta.insert("bytes", bytes + size).map_err(store)?;
-            if let Some(f) = file {
-                w.open_table(FILES).map_err(store)?.insert(f, first).map_err(store)?;
-            }
-            (first, (first + entries.len() as u64).saturating_sub(1))
-        };
-        w.commit().map_err(store)?;
-        Ok(Some(range))
-    }
-
-    fn file_done(&self, name: &str) -> Result<bool, EdgeError> {
-        let r = self.db.begin_read().map_err(store)?;
-        Ok(r.open_table(FILES).map_err(store)?.get(name).map_err(store)?.is_some())
-    }
-
-    /// Up to `n` entries from the front.
-    fn front(&self, n: usize) -> Result<Vec<(u64, Vec<u8>)>, EdgeError> {
-        let r = self.db.begin_read().map_err(store)?;
-        let q = r.open_table(QUEUE).map_err(store)?;
-        let mut out = Vec::new();
-        for item in q.iter().map_err(store)?.take(n) {
-            let (k, v) = item.map_err(store)?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// Drops every entry up to and including `seq` (Kafka has them).
-    fn drop_through(&self, seq: u64) -> Result<u64, EdgeError> {
-        let w = self.db.begin_write().map_err(store)?;
-        let dropped = {
-            let mut q = w.open_table(QUEUE).map_err(store)?;
-            let mut freed = 0u64;
-            let mut n = 0u64;
-            let keys: Vec<u64> = q.range(..=seq).map_err(store)?.filter_map(|r| r.ok()).map(|(k, v)| {
-                freed += v.value().len() as u64;
-                k.value()
-            }).collect();
-            for k in keys {
-                q.remove(k).map_err(store)?;
-                n += 1;
-            }
-            let mut meta = w.open_table(META).map_err(store)?;
-            let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
-            meta.insert("bytes", bytes.saturating_sub(freed)).map_err(store)?;
-            n
-        };
-        w.commit().map_err(store)?;
-        Ok(dropped)
-    }
-
-    pub fn backlog(&self) -> Result<(u64, u64), EdgeError> {
-        let r = self.db.begin_read().map_err(store)?;
-        let q = r.open_table(QUEUE).map_err(store)?;
-        let meta = r.open_table(META).map_err(store)?;
-        let bytes = meta.get("bytes").map_err(store)?.map(|v| v.value()).unwrap_or(0);
-        Ok((q.len().map_err(store)?, bytes))
-    }
-}
+mod queue;
+pub use queue::Queue;
 
 struct AppState {
     queue: Arc<Queue>,
@@ -605,27 +494,5 @@ fn sleep(cancel: &CancellationToken, d: Duration) {
     let until = std::time::Instant::now() + d;
     while !cancel.is_cancelled() && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_queue_survives_reopening_and_refuses_when_full() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let q = Queue::open(dir.path(), 100).unwrap();
-            assert_eq!(q.push(&[1; 40]).unwrap(), Some(1));
-            assert_eq!(q.push(&[2; 40]).unwrap(), Some(2));
-            assert_eq!(q.push(&[3; 40]).unwrap(), None, "over the byte bound");
-        }
-        let q = Queue::open(dir.path(), 100).unwrap();
-        assert_eq!(q.backlog().unwrap(), (2, 80));
-        assert_eq!(q.front(10).unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(q.drop_through(1).unwrap(), 1);
-        assert_eq!(q.backlog().unwrap(), (1, 40));
-        assert_eq!(q.push(&[4; 40]).unwrap(), Some(3), "sequence numbers never go back");
     }
 }

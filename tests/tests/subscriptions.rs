@@ -3,7 +3,8 @@
 //! Last-Event-ID loses and repeats nothing; EPCIS output validates against the
 //! bundled GS1 schema; an enterprise's key streams only the allocations that
 //! name it; a webhook receiver that fails twice, then succeeds, gets every
-//! event once, in order, with a valid signature.
+//! event once, in order, with a valid signature; a dead receiver's deliveries
+//! are parked after the last attempt and redriven once it is back.
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
@@ -287,11 +288,13 @@ async fn serve_receiver(app: axum::Router) -> std::net::SocketAddr {
 }
 
 /// The webhooks role with one webhook for Beibu (`extra` adds TOML lines to
-/// it), retrying every 50 ms; stopped by the returned token.
+/// it), retrying after 50 ms, doubling to 200 ms, parking a delivery after
+/// `max_attempts`; stopped by the returned token.
 async fn start_webhook(
     env: &TestEnv,
     url: &str,
     extra: &str,
+    max_attempts: u32,
 ) -> (CancellationToken, tokio::task::JoinHandle<Result<Vec<(String, orelink_platform::consume::LoopStats)>, orelink_outbound::webhook::WebhookError>>) {
     let hooks = orelink_outbound::webhook::parse(
         &format!("[[webhook]]\npartner = \"{}\"\nurl = \"{url}\"\nsecret_env = \"HOOK_KEY\"\n{extra}", BEIBU.0),
@@ -300,7 +303,7 @@ async fn start_webhook(
     )
     .expect("the webhook config is valid");
     let mut cfg = env.cfg.clone();
-    cfg.consumer.retry_backoff_ms = 50;
+    (cfg.webhooks.retry_initial_ms, cfg.webhooks.retry_max_ms, cfg.webhooks.max_attempts) = (50, 200, max_attempts);
     let cancel = CancellationToken::new();
     let (r, c) = (env.reference.clone(), cancel.clone());
     (cancel, tokio::spawn(async move { orelink_outbound::webhook::run_hooks(&cfg, &r, hooks, c).await }))
@@ -340,7 +343,7 @@ async fn a_webhook_that_fails_twice_then_succeeds_gets_every_event_once_signed()
     );
     let addr = serve_receiver(app).await;
     // The test's receiver is on loopback, which a webhook reaches only when allowed.
-    let (cancel, role) = start_webhook(&env, &format!("http://{addr}/hook"), "allow_private = true\n").await;
+    let (cancel, role) = start_webhook(&env, &format!("http://{addr}/hook"), "allow_private = true\n", 12).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while state.lock().unwrap().accepted.len() < sent.len() {
         assert!(tokio::time::Instant::now() < deadline, "only {} of {} delivered", state.lock().unwrap().accepted.len(), sent.len());
@@ -391,7 +394,7 @@ async fn a_webhook_to_a_name_that_resolves_inside_is_never_called() {
     );
     let port = serve_receiver(app).await.port();
     // A host name passes the start-up check; its addresses are checked at each connection.
-    let (cancel, role) = start_webhook(&env, &format!("http://localhost:{port}/hook"), "").await;
+    let (cancel, role) = start_webhook(&env, &format!("http://localhost:{port}/hook"), "", 1_000).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     cancel.cancel();
     let stats = role.await.unwrap().expect("the role stops cleanly");
@@ -399,3 +402,77 @@ async fn a_webhook_to_a_name_that_resolves_inside_is_never_called() {
     assert_eq!(stats[0].1.delivered, 0, "nothing counts as delivered");
 }
 
+
+/// A receiver that is down: each delivery is tried `max_attempts` times, then
+/// parked with its delivery id, and the stream moves on; once the receiver is
+/// back, a redrive sends the parked deliveries in order, each once, and a
+/// second redrive has nothing left to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_receivers_deliveries_are_parked_then_redriven() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let sent = produce_shipments(&env, &codec, BEIBU.0, BEIBU.1, 0..4).await;
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let state = Arc::new(Mutex::new(Receiver::default()));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let (up, state) = (up.clone(), state.clone());
+            move |headers: HeaderMap, body: Bytes| async move {
+                let mut s = state.lock().unwrap();
+                s.calls += 1;
+                if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                    return StatusCode::BAD_GATEWAY;
+                }
+                let (ts, sig) = (headers["x-orelink-timestamp"].to_str().unwrap(), headers["x-orelink-signature"].to_str().unwrap());
+                let delivery = headers["x-orelink-delivery"].to_str().unwrap().to_owned();
+                if !orelink_outbound::webhook::verify(SECRET.as_bytes(), &delivery, ts, &body, sig) {
+                    s.bad_signatures += 1;
+                    return StatusCode::UNAUTHORIZED;
+                }
+                s.accepted.push((delivery, serde_json::from_slice(&body).unwrap()));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let addr = serve_receiver(app).await;
+    let url = format!("http://{addr}/hook");
+    let (cancel, role) = start_webhook(&env, &url, "allow_private = true\n", 3).await;
+
+    // Every delivery parked after three attempts; the stream went past them all.
+    let parked = env.topic(&topics::parked(BEIBU.0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env.read_topic(&parked).await.len() < sent.len() {
+        assert!(tokio::time::Instant::now() < deadline, "not every delivery was parked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_caught_up(&orelink_outbound::webhook::group(&env.cfg, BEIBU.0), &[env.topic(&topics::partner(BEIBU.0))], Duration::from_secs(30)).await;
+    cancel.cancel();
+    role.await.unwrap().expect("the webhooks role stops cleanly");
+    assert_eq!(state.lock().unwrap().calls, 3 * sent.len(), "three attempts each");
+    let mut parked_ids = Vec::new();
+    for m in env.read_topic(&parked).await {
+        use rdkafka::message::{Headers, Message};
+        let header = |k: &str| m.headers().unwrap().iter().find(|h| h.key == k).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned());
+        assert_eq!(header(orelink_outbound::webhook::PARKED_ATTEMPTS).as_deref(), Some("3"));
+        assert!(header(orelink_outbound::webhook::PARKED_ERROR).unwrap().contains("502"), "the last error is kept");
+        parked_ids.push(header(orelink_outbound::webhook::PARKED_DELIVERY).expect("the delivery id is kept"));
+    }
+
+    // The receiver is back: a redrive sends each parked delivery once, in order, with its own id.
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let hook = orelink_outbound::webhook::parse(&format!("[[webhook]]\npartner = \"{}\"\nurl = \"{url}\"\nsecret_env = \"HOOK_KEY\"\nallow_private = true\n", BEIBU.0), &env.reference, |_| Some(SECRET.to_owned())).unwrap().remove(0);
+    let done = orelink_outbound::webhook::redrive(&env.cfg, &env.reference, hook.clone()).await.unwrap();
+    assert_eq!(done, orelink_outbound::webhook::Redriven { sent: sent.len() as u64, left: 0, stopped_at: None });
+    let again = orelink_outbound::webhook::redrive(&env.cfg, &env.reference, hook).await.unwrap();
+    assert_eq!(again.sent, 0, "a second redrive sends nothing again");
+    let s = state.lock().unwrap();
+    assert_eq!(s.bad_signatures, 0);
+    assert_eq!(s.accepted.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>(), parked_ids, "the parked delivery ids, in order");
+    let mut got: Vec<String> = s.accepted.iter().map(|(_, v)| v["event_id"].as_str().unwrap().to_owned()).collect();
+    got.sort();
+    let mut want: Vec<String> = sent.iter().map(|e| e.event_id.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want, "every parked event once");
+}

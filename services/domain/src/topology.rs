@@ -148,6 +148,9 @@ struct ClustersFile {
 struct PartnersFile {
     /// Spec of every `orelink.shipments.partner.<id>.v1` topic; the name is derived.
     partner_topic: PartnerTopicTemplate,
+    /// Spec of every `orelink.webhooks-parked.<id>.v1` topic: the webhook
+    /// deliveries to the partner that were given up on, kept for a redrive.
+    parked_topic: PartnerTopicTemplate,
     #[serde(rename = "partner")]
     partners: Vec<Partner>,
 }
@@ -216,6 +219,11 @@ pub mod topics {
     pub fn partner(partner_id: &str) -> String {
         format!("orelink.shipments.partner.{partner_id}.v1")
     }
+
+    /// Internal: a partner's parked webhook deliveries.
+    pub fn parked(partner_id: &str) -> String {
+        format!("orelink.webhooks-parked.{partner_id}.v1")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -267,6 +275,17 @@ impl Topology {
                 key: "shipment_id".into(),
                 value: "orelink.v1.ShipmentEvent".into(),
                 description: format!("Shipments carried by {}; readable only by that partner.", p.name),
+            });
+            let t = &partners.parked_topic;
+            all_topics.push(TopicSpec {
+                name: topics::parked(p.id.as_str()),
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+                cleanup_policy: CleanupPolicy::Delete,
+                retention_ms: t.retention_ms,
+                key: "shipment_id".into(),
+                value: "orelink.v1.ShipmentEvent".into(),
+                description: format!("Webhook deliveries to {} given up on after the last attempt, for `orelink webhooks redrive`.", p.name),
             });
         }
         Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, freight, sharing, sites })
@@ -395,8 +414,11 @@ impl Topology {
                 p.push(Invalid::new(&here, "declared twice"));
             }
             for t in r.reads.iter().chain(&r.writes) {
-                let covered = names.contains(t.as_str())
-                    || (t == "orelink.shipments.partner.*.v1" && !self.partners.is_empty());
+                // A name with `*` stands for the declared topics it matches (at least one).
+                let covered = match t.split_once('*') {
+                    Some((pre, post)) => names.iter().any(|n| n.len() > pre.len() + post.len() && n.starts_with(pre) && n.ends_with(post)),
+                    None => names.contains(t.as_str()),
+                };
                 if !covered {
                     p.push(Invalid::new(&here, format!("uses topic {t}, which is not declared")));
                 }

@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         action: ViewAction,
     },
+    /// Partners' webhooks (webhooks.file).
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// The whole hub on the local stack with a simulated workload (the main job).
     Demo {
         #[arg(long, default_value_t = 2026)]
@@ -101,6 +106,12 @@ enum EdgeAction {
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum WebhooksAction {
+    /// Send a partner's parked deliveries again, in order; stops at the first refused.
+    Redrive { partner: String },
 }
 
 #[derive(Subcommand)]
@@ -245,6 +256,22 @@ async fn command(cli: Cli) -> Result<()> {
             let status: serde_json::Value = reqwest::get(format!("{url}/status")).await.with_context(|| format!("no edge relay answers at {url}"))?.json().await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
+        }
+        Command::Webhooks { action: WebhooksAction::Redrive { partner } } => {
+            let cfg = load_config(cli.config)?;
+            telemetry::init(&cfg.log);
+            let r = reference(&cfg)?;
+            let hook = orelink_outbound::webhook::load(&cfg, &r)?
+                .into_iter()
+                .find(|h| h.partner == partner)
+                .with_context(|| format!("{}: no webhook for partner {partner}", cfg.webhooks.file))?;
+            let cfg = principal::as_role(&cfg, "webhooks");
+            let done = orelink_outbound::webhook::redrive(&cfg, &r, hook).await?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+            match done.stopped_at {
+                Some(at) => anyhow::bail!("redrive stopped at {at}; {} deliveries stay parked", done.left),
+                None => Ok(()),
+            }
         }
         Command::View { action: ViewAction::Rebuild } => {
             let cfg = load_config(cli.config)?;

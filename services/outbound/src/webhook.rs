@@ -9,9 +9,15 @@
 //! cannot be fooled into dropping a new event. A receiver checks the
 //! signature (`verify`) and refuses a timestamp outside its tolerance window
 //! (`fresh`, five minutes is usual), which stops replays of old requests.
-//! Anything but 2xx is retried with the consumer backoff; the offset is stored
-//! only after a 2xx, so a receiver sees every event, and sees it again only if
-//! the role dies between the 2xx and the commit.
+//! Anything but 2xx is tried again after `webhooks.retry_initial_ms`, doubling
+//! up to `retry_max_ms`. After `webhooks.max_attempts` the delivery is parked:
+//! the event, with its delivery id, attempts and last error in headers, goes
+//! to the partner's `orelink.webhooks-parked.<id>.v1`, and the stream moves on,
+//! so one dead receiver holds up its own deliveries for an hour at most, never
+//! for good. `redrive` sends the parked deliveries again, in order. The offset
+//! is stored only after a 2xx or a parking, so a receiver sees every event
+//! (or it is parked), and sees it again only if the role dies between the
+//! answer and the commit.
 //!
 //! Where requests may go: never to loopback, private, link-local (the cloud
 //! metadata address among them), shared or unspecified addresses, checked on
@@ -28,8 +34,11 @@ use orelink_platform::config::Secret;
 use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, loop_consumer};
 use orelink_platform::dlq::{DeadLetters, now_millis};
 use orelink_platform::{Config, Reference};
-use rdkafka::producer::FutureProducer;
+use orelink_platform::trace::TraceContext;
+use rdkafka::message::{Header, Headers};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use sha2::Sha256;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -200,53 +209,125 @@ pub fn group(cfg: &Config, partner: &str) -> String {
     format!("{}orelink-webhooks-{partner}", cfg.namespace)
 }
 
-struct Pusher {
+/// The headers of a parked delivery.
+pub const PARKED_DELIVERY: &str = "x-orelink-delivery";
+pub const PARKED_ATTEMPTS: &str = "orelink-attempts";
+pub const PARKED_ERROR: &str = "orelink-last-error";
+
+/// One webhook's client: where requests go, and how they are signed.
+struct Sender {
     hook: Webhook,
     http: reqwest::Client,
 }
 
-impl Handler for Pusher {
-    async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
+impl Sender {
+    fn new(hook: Webhook, timeout_ms: u64) -> Result<Sender, WebhookError> {
+        // Redirects are not followed: a receiver cannot send the request elsewhere.
+        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(timeout_ms)).redirect(reqwest::redirect::Policy::none());
+        if !hook.allow_private {
+            http = http.dns_resolver(std::sync::Arc::new(Guard));
+        }
+        let http = http.build().map_err(|e| WebhookError::Config(format!("HTTP client: {e}")))?;
+        Ok(Sender { hook, http })
+    }
+
+    /// POSTs one shipment, signed; Err says why it was not accepted.
+    async fn send(&self, record: &Record, delivery: &str, trace: &TraceContext) -> Result<(), String> {
         // Partner topics hold shipments only (the fanout writes them).
-        let (Record::Shipment(_), Some(body)) = (&ev.record, crate::render(&ev.record, self.hook.format)) else {
-            return Err(HandleError::Fatal(format!("not a shipment on {}: {:?}", ev.topic, ev.record)));
+        let (Record::Shipment(_), Some(body)) = (record, crate::render(record, self.hook.format)) else {
+            return Err(format!("not a shipment: {record:?}"));
         };
         let body = serde_json::to_vec(&body).expect("JSON values serialise");
         let timestamp = now_millis().0.to_string();
-        let delivery = format!("{}/{}/{}", self.hook.partner, ev.partition, ev.offset);
-        let sig = signature(self.hook.secret.expose().as_bytes(), &delivery, &timestamp, &body);
+        let sig = signature(self.hook.secret.expose().as_bytes(), delivery, &timestamp, &body);
         let sent = self
             .http
             .post(self.hook.url.clone())
             .header("content-type", if self.hook.format == Format::Epcis { "application/ld+json" } else { "application/json" })
-            .header("x-orelink-delivery", &delivery)
+            .header("x-orelink-delivery", delivery)
             .header("x-orelink-timestamp", &timestamp)
             .header("x-orelink-signature", sig)
-            .header("traceparent", ev.trace.header_value())
+            .header("traceparent", trace.header_value())
             .body(body)
             .send()
             .await;
         match sent {
-            Ok(r) if r.status().is_success() => Ok(Done::Now),
-            Ok(r) => {
-                tracing::warn!(partner = %self.hook.partner, %delivery, status = r.status().as_u16(), "webhook refused the event; retrying");
-                Err(HandleError::Retriable(format!("{} answered {}", self.hook.partner, r.status())))
-            }
-            Err(e) => {
-                tracing::warn!(partner = %self.hook.partner, %delivery, error = %e.without_url(), "webhook unreachable; retrying");
-                Err(HandleError::Retriable(format!("{} unreachable", self.hook.partner)))
-            }
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("{} answered {}", self.hook.partner, r.status())),
+            Err(e) => Err(format!("{} unreachable: {}", self.hook.partner, e.without_url())),
         }
     }
 }
 
-/// Runs every configured webhook until `cancel`.
-pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<Vec<(String, LoopStats)>, WebhookError> {
+struct Pusher {
+    sender: Sender,
+    max_attempts: u32,
+    /// The delivery being retried and its failed attempts so far.
+    failing: Option<(String, u32)>,
+    producer: FutureProducer,
+    parked_topic: String,
+}
+
+impl Pusher {
+    /// Parks the event: its bytes as they came, with the delivery id, the
+    /// attempts and the last error in headers. Ok once Kafka has it.
+    async fn park(&self, ev: &Inbound, delivery: &str, attempts: u32, error: &str) -> Result<(), HandleError> {
+        let attempts = attempts.to_string();
+        let headers = ev
+            .trace
+            .to_headers()
+            .insert(Header { key: PARKED_DELIVERY, value: Some(delivery) })
+            .insert(Header { key: PARKED_ATTEMPTS, value: Some(&attempts) })
+            .insert(Header { key: PARKED_ERROR, value: Some(error) });
+        let mut record = FutureRecord::to(&self.parked_topic).payload(ev.value.as_deref().unwrap_or_default()).headers(headers);
+        if let Some(k) = &ev.key {
+            record = record.key(k.as_slice());
+        }
+        self.producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| HandleError::Retriable(format!("parking {delivery}: {e}")))
+    }
+}
+
+impl Handler for Pusher {
+    async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
+        let partner = self.sender.hook.partner.clone();
+        let delivery = format!("{partner}/{}/{}", ev.partition, ev.offset);
+        let error = match self.sender.send(&ev.record, &delivery, &ev.trace).await {
+            Ok(()) => {
+                self.failing = None;
+                return Ok(Done::Now);
+            }
+            Err(e) if !matches!(ev.record, Record::Shipment(_)) => return Err(HandleError::Fatal(format!("{e} on {}", ev.topic))),
+            Err(e) => e,
+        };
+        let attempts = match &self.failing {
+            Some((d, n)) if *d == delivery => n + 1,
+            _ => 1,
+        };
+        if attempts < self.max_attempts {
+            tracing::warn!(%partner, %delivery, attempts, error, "webhook delivery failed; retrying");
+            self.failing = Some((delivery, attempts));
+            return Err(HandleError::Retriable(error));
+        }
+        self.park(&ev, &delivery, attempts, &error).await?;
+        tracing::error!(%partner, %delivery, attempts, error, topic = %self.parked_topic, "webhook delivery parked; the stream moves on");
+        metrics::counter!("orelink_webhook_deliveries_parked_total", "partner" => partner).increment(1);
+        self.failing = None;
+        Ok(Done::Now)
+    }
+}
+
+/// The webhooks of `webhooks.file`, checked, keys from the environment.
+pub fn load(cfg: &Config, reference: &Reference) -> Result<Vec<Webhook>, WebhookError> {
     if cfg.webhooks.file.is_empty() {
         return Err(WebhookError::Config("webhooks.file is empty: the role has no webhooks to serve".into()));
     }
     let text = std::fs::read_to_string(&cfg.webhooks.file).map_err(|e| WebhookError::Config(format!("{}: {e}", cfg.webhooks.file)))?;
-    let hooks = parse(&text, reference, |k| std::env::var(k).ok()).map_err(|p| WebhookError::Config(format!("{}: {}", cfg.webhooks.file, p.join("; "))))?;
+    parse(&text, reference, |k| std::env::var(k).ok()).map_err(|p| WebhookError::Config(format!("{}: {}", cfg.webhooks.file, p.join("; "))))
+}
+
+/// Runs every configured webhook until `cancel`.
+pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<Vec<(String, LoopStats)>, WebhookError> {
+    let hooks = load(cfg, reference)?;
     run_hooks(cfg, reference, hooks, cancel).await
 }
 
@@ -256,20 +337,16 @@ pub async fn run_hooks(cfg: &Config, reference: &Reference, hooks: Vec<Webhook>,
     let producer: FutureProducer = cfg.kafka.producer_config("webhooks").create()?;
     let mut tasks = Vec::new();
     for hook in hooks {
-        // Redirects are not followed: a receiver cannot send the request elsewhere.
-        let mut http = reqwest::Client::builder().timeout(Duration::from_millis(cfg.webhooks.timeout_ms)).redirect(reqwest::redirect::Policy::none());
-        if !hook.allow_private {
-            http = http.dns_resolver(std::sync::Arc::new(Guard));
-        }
-        let http = http.build().map_err(|e| WebhookError::Config(format!("HTTP client: {e}")))?;
         let topic = codec.topic(&topics::partner(&hook.partner));
+        let parked_topic = codec.topic(&topics::parked(&hook.partner));
         let consumer = loop_consumer(&cfg.kafka.consumer_config("webhooks", &group(cfg, &hook.partner)), &[&topic], None)?;
         let dead = DeadLetters::new(producer.clone(), codec.clone(), "webhooks");
-        let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
+        let backoff = Backoff { initial: Duration::from_millis(cfg.webhooks.retry_initial_ms), max: Duration::from_millis(cfg.webhooks.retry_max_ms) };
         let looped = ConsumeLoop::new(consumer, codec.clone(), dead, backoff);
         let (partner, cancel) = (hook.partner.clone(), cancel.clone());
-        let mut pusher = Pusher { hook, http };
-        tracing::info!(%partner, url = %pusher.hook.url.origin().ascii_serialization(), "webhook");
+        let sender = Sender::new(hook, cfg.webhooks.timeout_ms)?;
+        tracing::info!(%partner, url = %sender.hook.url.origin().ascii_serialization(), "webhook");
+        let mut pusher = Pusher { sender, max_attempts: cfg.webhooks.max_attempts, failing: None, producer: producer.clone(), parked_topic };
         tasks.push(tokio::spawn(async move { (partner, looped.run(&mut pusher, cancel).await) }));
     }
     let mut stats = Vec::new();
@@ -288,6 +365,81 @@ pub async fn run_hooks(cfg: &Config, reference: &Reference, hooks: Vec<Webhook>,
         Some(e) => Err(e),
         None => Ok(stats),
     }
+}
+
+/// What a redrive did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Redriven {
+    /// Parked deliveries accepted this time.
+    pub sent: u64,
+    /// Parked deliveries still waiting.
+    pub left: u64,
+    /// The delivery the receiver refused, and why, if one was.
+    pub stopped_at: Option<String>,
+}
+
+/// Sends the webhook's parked deliveries again, in order, with their own
+/// delivery ids (a receiver that saw one before drops it): each one accepted
+/// is committed, so the next redrive starts after it; the first refused stops
+/// the redrive, and it and those after it stay parked.
+pub async fn redrive(cfg: &Config, reference: &Reference, hook: Webhook) -> Result<Redriven, WebhookError> {
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let codec = orelink_platform::codec(cfg, reference).map_err(|e| WebhookError::Config(e.to_string()))?;
+    let topic = codec.topic(&topics::parked(&hook.partner));
+    let consumer: StreamConsumer = cfg
+        .kafka
+        .reader_config("webhooks-redrive", &format!("{}orelink-webhooks-redrive-{}", cfg.namespace, hook.partner))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(&topic), timeout)?;
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        ends.insert(p.id(), consumer.fetch_watermarks(&topic, p.id(), timeout)?.1);
+        tpl.add_partition_offset(&topic, p.id(), Offset::Stored)?;
+    }
+    consumer.assign(&tpl)?;
+    // Where each partition stands: its committed offset, or its start.
+    let committed = consumer.committed(timeout)?;
+    let mut at: BTreeMap<i32, i64> = BTreeMap::new();
+    for (&p, _) in &ends {
+        let low = consumer.fetch_watermarks(&topic, p, timeout)?.0;
+        let c = committed.find_partition(&topic, p).and_then(|e| e.offset().to_raw()).filter(|o| *o >= 0).unwrap_or(low);
+        at.insert(p, c.max(low));
+    }
+    let sender = Sender::new(hook, cfg.webhooks.timeout_ms)?;
+    let mut out = Redriven::default();
+    while at.iter().any(|(p, o)| *o < ends[p]) {
+        let m = match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+            Ok(m) => m?,
+            Err(_) => return Err(WebhookError::Config(format!("{topic}: no parked delivery arrived in 30 s though the topic has more")))
+        };
+        let (p, o) = (m.partition(), m.offset());
+        if o < at[&p] || o >= ends[&p] {
+            continue;
+        }
+        let delivery = m.headers().and_then(|h| h.iter().find(|h| h.key == PARKED_DELIVERY)).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_else(|| format!("{}/parked/{p}/{o}", sender.hook.partner));
+        let record = match codec.decode(&topic, m.payload()).await {
+            Ok(r) => r,
+            Err(e) => return Err(WebhookError::Config(format!("{topic} offset {o}: {e}"))),
+        };
+        let trace = TraceContext::from_headers(m.headers()).map(|t| t.child()).unwrap_or_else(TraceContext::root);
+        match sender.send(&record, &delivery, &trace).await {
+            Ok(()) => {
+                consumer.commit_message(&m, CommitMode::Sync)?;
+                at.insert(p, o + 1);
+                out.sent += 1;
+            }
+            Err(e) => {
+                out.stopped_at = Some(format!("{delivery}: {e}"));
+                break;
+            }
+        }
+    }
+    out.left = at.iter().map(|(p, o)| (ends[p] - o).max(0) as u64).sum();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -108,6 +108,11 @@ pub struct WebhookSettings {
     pub file: String,
     /// One delivery attempt's time limit, in ms.
     pub timeout_ms: u64,
+    /// Attempts of one delivery before it is parked.
+    pub max_attempts: u32,
+    /// Wait before the second attempt, in ms; it doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -359,6 +364,9 @@ impl Config {
         }
         if self.edge.max_queue_bytes < 1024 || self.edge.batch_max == 0 {
             p.push("edge.max_queue_bytes must be at least 1024 and edge.batch_max > 0".into());
+        }
+        if self.webhooks.max_attempts == 0 || self.webhooks.retry_initial_ms == 0 || self.webhooks.retry_max_ms < self.webhooks.retry_initial_ms {
+            p.push("webhooks.max_attempts and webhooks.retry_initial_ms must be > 0, and webhooks.retry_max_ms at least webhooks.retry_initial_ms".into());
         }
         if self.webhooks.timeout_ms == 0 {
             p.push("webhooks.timeout_ms must be > 0".into());

@@ -20,7 +20,9 @@
 //! event that no longer passes the contract when it is forwarded (the
 //! topology changed while it waited) goes to `orelink.dlq.v1` in the same
 //! transaction and to `dead-letters.jsonl` beside the queue. A forwarder that
-//! fails restarts with backoff; `/status` and `/healthz` say so meanwhile.
+//! fails restarts with backoff; `/status` and `/healthz` say so meanwhile. A
+//! queue file found corrupted at start-up is moved aside (kept), a new queue
+//! started, and `/status` names the file.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -266,9 +268,15 @@ async fn status(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         None => json!("running"),
         Some(e) => json!({"failing": e}),
     };
+    // A queue file found corrupted at start-up stays named here until the relay restarts.
+    let store = match state.queue.moved_aside() {
+        None => json!("ok"),
+        Some(p) => json!({"corrupted_file_moved_aside": p.display().to_string()}),
+    };
     Ok(Json(json!({
         "site": state.site,
         "forwarder": forwarder,
+        "store": store,
         "link": if state.link_up.load(Ordering::Relaxed) { "up" } else { "down" },
         "backlog_events": backlog,
         "backlog_bytes": bytes,

@@ -3,7 +3,8 @@
 //! content hash in FILES. Each write transaction is fsync'd when it commits.
 
 use crate::{EdgeError, store};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, DatabaseError, ReadableTable, ReadableTableMetadata, StorageError, TableDefinition};
+use std::path::{Path, PathBuf};
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -14,12 +15,35 @@ const FILES: TableDefinition<&str, u64> = TableDefinition::new("files");
 pub struct Queue {
     db: Database,
     max_bytes: u64,
+    moved_aside: Option<PathBuf>,
 }
 
 impl Queue {
-    pub fn open(dir: &std::path::Path, max_bytes: u64) -> Result<Queue, EdgeError> {
+    /// Opens (or makes) the queue in `dir`. A store file redb finds corrupted
+    /// is moved aside, kept for whoever can recover it, and a new queue
+    /// started, so the site can go on sending; `moved_aside` names the file.
+    /// Any other failure (the file held by another relay, say) is an error.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Queue, EdgeError> {
         std::fs::create_dir_all(dir).map_err(store)?;
-        let db = Database::create(dir.join("queue.redb")).map_err(store)?;
+        let path = dir.join("queue.redb");
+        let mut moved_aside = None;
+        // redb says Corrupted, or InvalidData for a file that is not a redb file at all.
+        let corrupted = |e: &DatabaseError| match e {
+            DatabaseError::Storage(StorageError::Corrupted(_)) => true,
+            DatabaseError::Storage(StorageError::Io(io)) => matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof),
+            _ => false,
+        };
+        let db = match Database::create(&path) {
+            Err(e) if corrupted(&e) => {
+                let why = e.to_string();
+                let aside = dir.join(format!("queue.redb.corrupt-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())));
+                std::fs::rename(&path, &aside).map_err(store)?;
+                tracing::error!(file = %aside.display(), reason = why, "THE RELAY'S QUEUE FILE IS CORRUPTED: moved aside and kept; a new queue is started. Events in it were not forwarded.");
+                moved_aside = Some(aside);
+                Database::create(&path).map_err(store)?
+            }
+            other => other.map_err(store)?,
+        };
         let w = db.begin_write().map_err(store)?;
         {
             w.open_table(QUEUE).map_err(store)?;
@@ -27,12 +51,15 @@ impl Queue {
             w.open_table(FILES).map_err(store)?;
         }
         w.commit().map_err(store)?;
-        Ok(Queue { db, max_bytes })
+        Ok(Queue { db, max_bytes, moved_aside })
     }
 
-    /// Appends durably (the commit is fsync'd); the new entry's sequence number,
-    /// or `None` when the queue is full.
-    /// Appends one entry (JSON `{kind, event, traceparent?}`) as it is, with
+    /// Where a corrupted store file was moved when this queue was opened.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.moved_aside.as_deref()
+    }
+
+    /// Appends durably (the commit is fsync'd) one entry (JSON `{kind, event, traceparent?}`) as it is, with
     /// no check: its sequence number, or None when the queue is full. The
     /// forwarder checks every entry again before it goes to Kafka.
     pub fn push(&self, entry: &[u8]) -> Result<Option<u64>, EdgeError> {
@@ -135,5 +162,20 @@ mod tests {
         assert_eq!(q.drop_through(1).unwrap(), 1);
         assert_eq!(q.backlog().unwrap(), (1, 40));
         assert_eq!(q.push(&[4; 40]).unwrap(), Some(3), "sequence numbers never go back");
+    }
+
+    #[test]
+    fn a_corrupted_store_is_moved_aside_and_kept_and_a_new_queue_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = vec![0xA5u8; 8192];
+        std::fs::write(dir.path().join("queue.redb"), &garbage).unwrap();
+        let q = Queue::open(dir.path(), 1000).unwrap();
+        let aside = q.moved_aside().expect("the corrupted file was moved aside").to_owned();
+        assert_eq!(std::fs::read(&aside).unwrap(), garbage, "kept as it was");
+        assert_eq!(q.push(b"{}").unwrap(), Some(1), "the new queue takes events");
+        drop(q);
+        let q = Queue::open(dir.path(), 1000).unwrap();
+        assert!(q.moved_aside().is_none(), "a sound file is left where it is");
+        assert_eq!(q.backlog().unwrap().0, 1);
     }
 }

@@ -404,7 +404,7 @@ pub async fn redrive(cfg: &Config, reference: &Reference, hook: Webhook) -> Resu
     // Where each partition stands: its committed offset, or its start.
     let committed = consumer.committed(timeout)?;
     let mut at: BTreeMap<i32, i64> = BTreeMap::new();
-    for (&p, _) in &ends {
+    for &p in ends.keys() {
         let low = consumer.fetch_watermarks(&topic, p, timeout)?.0;
         let c = committed.find_partition(&topic, p).and_then(|e| e.offset().to_raw()).filter(|o| *o >= 0).unwrap_or(low);
         at.insert(p, c.max(low));

@@ -84,7 +84,7 @@ impl Processor {
         let producer = cfg
             .kafka
             .transactional_config("matcher", &format!("{}orelink-matcher-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout);
-        let txn = TxnLoop::new(&cfg.kafka.consumer_config("matcher", &crate::processor_group(cfg)), producer.clone().set("linger.ms", "0"), settings)?;
+        let txn = TxnLoop::new(&cfg.kafka.member_config("matcher", &crate::processor_group(cfg), &cfg.matcher.instance()), producer.clone().set("linger.ms", "0"), settings)?;
         let snapshot_topic = codec.topic(topics::MATCHER_SNAPSHOTS);
         let snapshots = match cfg.matcher.snapshot_every {
             0 => None,

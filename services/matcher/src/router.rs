@@ -83,7 +83,7 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::e
     });
     let inputs: Vec<String> = [topics::ORDERS, topics::CAPACITY, topics::SHARED_ORDERS].iter().map(|t| codec.topic(t)).collect();
     let consumer = loop_consumer(
-        &cfg.kafka.consumer_config("matcher-router", &crate::router_group(cfg)),
+        &cfg.kafka.member_config("matcher-router", &crate::router_group(cfg), &cfg.matcher.instance()),
         &inputs.iter().map(String::as_str).collect::<Vec<_>>(),
         Some(on_revoke),
     )?;

@@ -485,7 +485,7 @@ mod tests {
             "username and kafka.password are required",
             "redis.url",
             "log.format",
-            "kafka.heartbeat_interval_ms 60000: expected between 1 and a third of kafka.session_timeout_ms (45000)",
+            "kafka.heartbeat_interval_ms 60000: expected between 1 and a third of kafka.session_timeout_ms (10000)",
             "kafka.compression \"brotli\": expected none, gzip, snappy, lz4 or zstd",
             "kafka.fetch_min_bytes 1 and kafka.fetch_wait_max_ms 0: expected at least 1 byte and 1 to 1000 ms",
         ] {

@@ -50,6 +50,18 @@ impl KafkaSettings {
         c
     }
 
+    /// `consumer_config` for instance `instance` of a role, as a static member
+    /// of its group (KIP-345, `group.instance.id`): a restarted instance takes
+    /// its partitions back at once, with no rebalance and without waiting out
+    /// the session timeout for its dead predecessor, which it fences. A static
+    /// member does not leave its group when it stops, so a partition of an
+    /// instance that does not come back moves after `session_timeout_ms`.
+    pub fn member_config(&self, role: &str, group: &str, instance: &str) -> ClientConfig {
+        let mut c = self.consumer_config(role, group);
+        c.set("group.instance.id", format!("{role}-{instance}"));
+        c
+    }
+
     /// A consumer that reads committed data only and stores offsets explicitly
     /// (after its output is delivered); the stored offsets are committed in the background.
     pub fn consumer_config(&self, role: &str, group: &str) -> ClientConfig {

@@ -41,6 +41,18 @@ pub(crate) enum BenchWhich {
     /// One Kafka transaction that does nothing else, flat out beside raw and
     /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
     Floor(PathArgs),
+    /// The stall after the matcher is SIGKILLed: restarted in place, or (with
+    /// --standby) taken over by a second instance.
+    Recovery {
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long)]
+        standby: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to restore a matcher book from its input.
     Restore {
         #[arg(long, default_value_t = 1_000_000)]
@@ -51,7 +63,7 @@ pub(crate) enum BenchWhich {
 }
 
 pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()> {
-    let mut cfg = load_config(config)?;
+    let mut cfg = load_config(config.clone())?;
     // The roles under test log warnings only, unless RUST_LOG says otherwise.
     cfg.log.level = "warn".into();
     telemetry::init(&cfg.log);
@@ -122,6 +134,25 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 if let Some(b) = rep.machine_busy {
                     println!("machine CPU busy               {:.0} % of all cores (broker included)", b * 100.0);
                 }
+            }
+        }
+        BenchWhich::Recovery { rate, seconds, standby, json } => {
+            let binary = std::env::current_exe()?;
+            // The matchers read the same configuration as this command.
+            let env: Vec<(String, String)> = config.iter().map(|c| ("ORELINK_CONFIG".to_owned(), c.display().to_string())).collect();
+            let rep = orelink_bench::recovery(&cfg, &r, orelink_bench::matcher::RecoveryRun { rate, seconds, standby }, &binary, &env, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("{:<38} {}", "mode", if standby { "standby takes over (no restart)" } else { "restart in place" });
+                println!("{:<38} {} events/s, session timeout {} ms", "load", rep.rate, rep.session_timeout_ms);
+                let first = if standby { "kill -> first allocation (any instance)" } else { "kill -> first allocation after it" };
+                println!("{first:<38} {:.0} ms", rep.kill_to_first_output_ms);
+                match rep.kill_to_caught_up_ms {
+                    Some(ms) => println!("{:<38} {ms:.0} ms", "kill -> lag back to its level before"),
+                    None => println!("{:<38} not within the run", "kill -> lag back to its level before"),
+                }
+                println!("{:<38} {} (log: {})", "allocations read", rep.allocations, rep.log.display());
             }
         }
         BenchWhich::Restore { events, json } => {

@@ -11,6 +11,8 @@
 //!   floor any matcher on Kafka transactions has on the same machine.
 //! - `restore`: write N events to one partition of the matcher input and time
 //!   the replay that rebuilds a book from it.
+//! - `recovery`: the stall a SIGKILLed matcher costs, restarted in place or
+//!   taken over by a standby.
 
 use crate::{BenchError, setup};
 use orelink_matcher::SOURCE_HEADER;
@@ -34,10 +36,12 @@ use tokio_util::sync::CancellationToken;
 
 mod e2e;
 mod floor;
+mod recovery;
 mod restore;
 
 pub use e2e::{E2eReport, e2e};
 pub use floor::{FloorReport, floor};
+pub use recovery::{RecoveryReport, RecoveryRun, recovery};
 pub use restore::{RestoreReport, restore};
 
 /// A fresh namespace with the topology applied.
@@ -242,6 +246,11 @@ impl Receiver {
 
     fn count(&self) -> usize {
         self.seen.lock().expect("receiver lock").len()
+    }
+
+    /// When the first record created (Kafka timestamp) after `wall_ms` arrived.
+    fn first_created_after(&self, wall_ms: i64) -> Option<Instant> {
+        self.seen.lock().expect("receiver lock").iter().filter(|(_, _, ts)| ts.is_some_and(|t| t > wall_ms)).map(|(_, at, _)| *at).min()
     }
 
     fn finish(mut self) -> Vec<Seen> {

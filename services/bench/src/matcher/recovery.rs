@@ -1,0 +1,160 @@
+//! `orelink bench recovery`: the stall a crash costs. The matcher runs as a
+//! process of its own (`orelink run matcher`), fed at a fixed rate; a third
+//! of the way in it is SIGKILLed, then either restarted at once with the same
+//! instance id (restart in place) or not, a standby instance started beside
+//! it from the beginning taking its partitions over. Reported: from the kill
+//! to the first allocation produced after it (read read_committed), and to
+//! the matcher's lag being back to what it was before the kill.
+
+use super::*;
+use crate::OrSetup;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecoveryReport {
+    /// "restart" (in place) or "standby" (no restart).
+    pub mode: &'static str,
+    pub rate: u64,
+    pub session_timeout_ms: u64,
+    /// Kill -> the first allocation created after the kill, read
+    /// read_committed. With a standby this is mostly the standby's own
+    /// partitions going on: its takeover shows in `kill_to_caught_up_ms`.
+    pub kill_to_first_output_ms: f64,
+    /// Kill -> the processor group's lag back at or below its worst in the
+    /// 3 s before the kill (None: not within the run).
+    pub kill_to_caught_up_ms: Option<f64>,
+    pub allocations: usize,
+    /// The matchers' output, for a look when a figure is odd.
+    pub log: PathBuf,
+}
+
+/// `orelink run matcher` as instance `instance`, in `cfg`'s namespace.
+fn start(binary: &Path, env: &[(String, String)], cfg: &Config, instance: &str, log: &Path) -> Result<Running, BenchError> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).or_setup("the matchers' log")?;
+    let child = Command::new(binary)
+        .args(["run", "matcher"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("ORELINK__NAMESPACE", &cfg.namespace)
+        .env("ORELINK__MATCHER__INSTANCE_ID", instance)
+        .env("ORELINK__KAFKA__SESSION_TIMEOUT_MS", cfg.kafka.session_timeout_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().or_setup("the matchers' log")?)
+        .stderr(out)
+        .spawn()
+        .or_setup("starting orelink run matcher")?;
+    Ok(Running(Some(child)))
+}
+
+/// A matcher process: stopped with SIGTERM (drain, commit) by `stop`, and
+/// killed if dropped otherwise, so a failed run leaves none behind.
+struct Running(Option<Child>);
+
+impl Running {
+    fn stop(mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    fn kill(mut self) -> Result<(), BenchError> {
+        let mut c = self.0.take().expect("running");
+        let killed = c.kill().or_setup("SIGKILL");
+        let _ = c.wait();
+        killed
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// How `recovery` loads the matcher: events per second for `seconds`, and
+/// whether a standby runs beside it (then the killed one is not restarted).
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryRun {
+    pub rate: u64,
+    pub seconds: u64,
+    pub standby: bool,
+}
+
+/// The processor group's lag on the matcher input, summed over partitions.
+fn lag(probe: &BaseConsumer, input: &str) -> Option<i64> {
+    group_progress(probe, input, Duration::from_secs(5)).ok().map(|ps| ps.iter().map(|p| (p.end - p.committed).max(0)).sum())
+}
+
+/// Runs the recovery benchmark; `binary` is the `orelink` to start the
+/// matchers with, `env` what they need besides the namespace (a config file).
+pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, binary: &Path, env: &[(String, String)], log: &(dyn Fn(&str) + Sync)) -> Result<RecoveryReport, BenchError> {
+    let RecoveryRun { rate, seconds, standby } = run;
+    let cfg = namespace(base, reference, "recovery").await?;
+    let log_file = std::env::temp_dir().join(format!("orelink-bench-recovery-{}.log", std::process::id()));
+    let (events, _) = latency_events(&cfg, reference, rate, seconds).await?;
+    let mut a = Some(start(binary, env, &cfg, "a", &log_file)?);
+    let b = if standby { Some(start(binary, env, &cfg, "b", &log_file)?) } else { None };
+    let receiver = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
+    let input = format!("{}{}", cfg.namespace, topics::MATCHER_INPUT);
+    let probe: BaseConsumer = cfg.kafka.reader_config("bench-probe", &orelink_matcher::processor_group(&cfg)).create()?;
+
+    log(&format!("sending {} events at {rate}/s; the kill comes a third of the way in", events.len()));
+    let producer = producer(&cfg)?;
+    let ns = cfg.namespace.clone();
+    let sending = tokio::spawn(async move { send_all(&producer, &events, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await.map(|s| s.len()) });
+
+    // Before the kill: the lag the matcher keeps up with, sampled.
+    let kill_at = Instant::now() + Duration::from_secs(seconds / 3).max(Duration::from_secs(4));
+    let mut worst_before = 0;
+    while Instant::now() < kill_at {
+        if Instant::now() + Duration::from_secs(3) >= kill_at {
+            worst_before = worst_before.max(lag(&probe, &input).unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if receiver.count() == 0 {
+        return Err(setup(format!("no allocation before the kill; see {}", log_file.display())));
+    }
+    let killed_at = (Instant::now(), wall_ms());
+    a.take().expect("started").kill()?;
+    if !standby {
+        a = Some(start(binary, env, &cfg, "a", &log_file)?);
+    }
+    log(if standby { "killed instance a; b takes over" } else { "killed the matcher and started it again" });
+
+    // After: the first output made after the kill, and the lag back where it was.
+    let deadline = Instant::now() + Duration::from_secs(seconds.max(60));
+    let mut caught_up = None;
+    let mut first_output = None;
+    while Instant::now() < deadline && (first_output.is_none() || caught_up.is_none()) {
+        if first_output.is_none() {
+            first_output = receiver.first_created_after(killed_at.1).map(|at| at.duration_since(killed_at.0));
+        }
+        if first_output.is_some() && caught_up.is_none() && lag(&probe, &input).is_some_and(|l| l <= worst_before) {
+            caught_up = Some(killed_at.0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = sending.await.map_err(setup)??;
+    let allocations = receiver.finish().len();
+    for m in a.into_iter().chain(b) {
+        m.stop();
+    }
+    drop_namespace(&cfg).await;
+    let first_output = first_output.ok_or_else(|| setup(format!("no allocation after the kill ({sent} events sent); see {}", log_file.display())))?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(RecoveryReport {
+        mode: if standby { "standby" } else { "restart" },
+        rate,
+        session_timeout_ms: cfg.kafka.session_timeout_ms,
+        kill_to_first_output_ms: ms(first_output),
+        kill_to_caught_up_ms: caught_up.map(ms),
+        allocations,
+        log: log_file,
+    })
+}

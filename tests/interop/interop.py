@@ -47,8 +47,16 @@ def kafka_conf(bootstrap, **extra):
     return conf
 
 
+def registry_conf(url):
+    """The registry client's settings; it logs in as the same Kafka user."""
+    conf = {"url": url}
+    if os.environ.get("INTEROP_SASL_USERNAME"):
+        conf["basic.auth.user.info"] = os.environ["INTEROP_SASL_USERNAME"] + ":" + os.environ["INTEROP_SASL_PASSWORD"]
+    return conf
+
+
 def produce_order(a):
-    registry = SchemaRegistryClient({"url": a.registry})
+    registry = SchemaRegistryClient(registry_conf(a.registry))
     schema = (SCHEMAS / "OrderEvent.avsc").read_text()
     serializer = AvroSerializer(registry, schema, conf={"auto.register.schemas": True})
     order = json.loads(a.order)
@@ -64,7 +72,7 @@ def produce_order(a):
 
 
 def consume(a):
-    registry = SchemaRegistryClient({"url": a.registry})
+    registry = SchemaRegistryClient(registry_conf(a.registry))
     deserializer = AvroDeserializer(registry)
     consumer = Consumer(kafka_conf(a.bootstrap, **{
         "group.id": a.group,
@@ -89,13 +97,13 @@ def consume(a):
 
 
 def register(a):
-    registry = SchemaRegistryClient({"url": a.registry})
+    registry = SchemaRegistryClient(registry_conf(a.registry))
     schema_id = registry.register_schema(a.subject, Schema(pathlib.Path(a.schema_file).read_text(), "AVRO"))
     print(json.dumps({"id": schema_id}))
 
 
 def latest(a):
-    registry = SchemaRegistryClient({"url": a.registry})
+    registry = SchemaRegistryClient(registry_conf(a.registry))
     v = registry.get_latest_version(a.subject)
     print(json.dumps({"id": v.schema_id, "version": v.version, "subject": v.subject,
                       "schema": json.loads(v.schema.schema_str)}))

@@ -61,7 +61,7 @@ impl TestEnv {
             "Kafka is not reachable at {}: start the stack with `orelink stack up` (tests/run does it)",
             self.cfg.kafka.brokers
         );
-        let ok = reqwest::get(format!("{}/subjects", self.cfg.registry.url)).await.is_ok_and(|r| r.status().is_success());
+        let ok = reqwest::get(format!("{}/", self.cfg.registry.url)).await.is_ok_and(|r| r.status().is_success());
         assert!(ok, "the schema registry is not reachable at {}: start the stack with `orelink stack up`", self.cfg.registry.url);
     }
 
@@ -74,10 +74,19 @@ impl TestEnv {
     }
 
     pub fn registry(&self) -> RegistryClient {
-        RegistryClient::new(&self.cfg.registry.url, Duration::from_secs(10)).unwrap()
+        RegistryClient::from_config(&self.cfg).unwrap()
     }
 
     /// Creates this namespace's topics and subjects.
+    /// `GET <registry><path>` as this test's Kafka user, the JSON it answers.
+    pub async fn registry_get(&self, path: &str) -> serde_json::Value {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.cfg.registry.url));
+        if let Some((user, password)) = self.cfg.registry_login() {
+            req = req.basic_auth(user, Some(password));
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn apply(&self) -> apply::Applied {
         apply::apply(&self.client("admin"), &self.registry(), &self.reference, &self.ns, false).await.expect("topology apply")
     }

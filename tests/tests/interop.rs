@@ -63,7 +63,13 @@ async fn rust_produces_python_decodes() {
 #[tokio::test]
 async fn schema_registration_both_ways() {
     let env = TestEnv::new().await;
-    let sr = SrSettings::new_builder(env.cfg.registry.url.clone()).no_proxy().build().unwrap();
+    let login = env.cfg.registry_login();
+    let mut sr = SrSettings::new_builder(env.cfg.registry.url.clone());
+    sr.no_proxy();
+    if let Some((user, password)) = &login {
+        sr.set_basic_authorization(user, Some(password));
+    }
+    let sr = sr.build().unwrap();
     let capacity = std::fs::read_to_string(repo_root().join("schemas/CapacityEvent.avsc")).unwrap();
 
     // schema_registry_converter registers; Python's SchemaRegistryClient reads it back.

@@ -51,7 +51,7 @@ async fn apply_is_idempotent_and_refuses_an_incompatible_schema() {
         }
         other => panic!("expected a refusal, got {other}"),
     }
-    let versions: Vec<u32> = reqwest::get(format!("{}/subjects/{subject}/versions", env.cfg.registry.url)).await.unwrap().json().await.unwrap();
+    let versions: Vec<u32> = serde_json::from_value(env.registry_get(&format!("/subjects/{subject}/versions")).await).unwrap();
     assert_eq!(versions, vec![1], "a refused schema must not be registered");
 
     // An optional field with a default is a compatible evolution, registered as version 2.
@@ -60,7 +60,7 @@ async fn apply_is_idempotent_and_refuses_an_incompatible_schema() {
     });
     let applied = apply::apply(&env.client("admin"), &env.registry(), &compatible, &env.ns, false).await.expect("compatible change");
     assert_eq!(applied.changes, vec![Change::RegisterSchema { subject: subject.clone(), record: "orelink.v1.OrderEvent".into() }]);
-    let versions: Vec<u32> = reqwest::get(format!("{}/subjects/{subject}/versions", env.cfg.registry.url)).await.unwrap().json().await.unwrap();
+    let versions: Vec<u32> = serde_json::from_value(env.registry_get(&format!("/subjects/{subject}/versions")).await).unwrap();
     assert_eq!(versions, vec![1, 2]);
 }
 

@@ -82,11 +82,13 @@ impl EncodeError {
 }
 
 /// Connection settings for the registry.
-pub fn registry_settings(url: &str, timeout: Duration) -> Result<SrSettings, EncodeError> {
-    SrSettings::new_builder(url.trim_end_matches('/').to_owned())
-        .no_proxy()
-        .set_timeout(timeout)
-        .build()
+pub fn registry_settings(url: &str, timeout: Duration, login: Option<(&str, &str)>) -> Result<SrSettings, EncodeError> {
+    let mut b = SrSettings::new_builder(url.trim_end_matches('/').to_owned());
+    b.no_proxy().set_timeout(timeout);
+    if let Some((user, password)) = login {
+        b.set_basic_authorization(user, Some(password));
+    }
+    b.build()
         .map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: false })
 }
 

@@ -123,7 +123,7 @@ pub async fn run(
         now - now % 60_000
     });
     let progress = |line: &str| eprintln!("[demo] {line}");
-    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
+    let registry = RegistryClient::from_config(&cfg)?;
     let applied = apply::apply(&cfg.kafka.client_config("admin"), &registry, &reference, &cfg.namespace, false).await?;
     progress(&format!("topology applied ({} changes)", applied.changes.len()));
     // Each role then connects as its own principal, under the topology's ACLs.

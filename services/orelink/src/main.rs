@@ -360,7 +360,9 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         Role::Registry => {
             let listen = cfg.registry.listen.parse().context("registry.listen")?;
             let topic = format!("{}_schemas", cfg.namespace);
-            orelink_registry::serve(orelink_registry::RegistryConfig { kafka: cfg.kafka.client_config("registry"), topic, listen }, cancel).await?;
+            // Logins are checked against the same brokers (the user and password of each login replace the registry's own).
+            let auth = (cfg.registry.auth == "kafka").then(|| orelink_registry::auth::Auth::new(cfg.kafka.client_config("registry-auth"), cfg.registry.writers.clone()));
+            orelink_registry::serve(orelink_registry::RegistryConfig { kafka: cfg.kafka.client_config("registry"), topic, listen, auth }, cancel).await?;
         }
         Role::Matcher => {
             let r = reference(&cfg)?;

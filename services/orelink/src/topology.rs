@@ -6,7 +6,6 @@ use clap::Subcommand;
 use orelink_platform::registry_client::RegistryClient;
 use orelink_platform::{Reference, apply, telemetry};
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Subcommand)]
 pub(crate) enum TopologyAction {
@@ -105,7 +104,7 @@ pub(crate) async fn run(action: TopologyAction, config: Option<PathBuf>) -> Resu
             let cfg = load_config(config)?;
             telemetry::init(&cfg.log);
             let r = reference(&cfg)?;
-            let registry = RegistryClient::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
+            let registry = RegistryClient::from_config(&cfg)?;
             let result = apply::apply(&cfg.kafka.client_config("admin"), &registry, &r, &cfg.namespace, dry_run).await;
             let applied = match result {
                 Ok(a) => a,

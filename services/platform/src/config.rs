@@ -32,6 +32,11 @@ pub struct RegistrySettings {
     pub url: String,
     pub listen: String,
     pub timeout_ms: u64,
+    /// The registry role's check of its callers: "kafka" (basic auth with a
+    /// Kafka login of the hub) or "none".
+    pub auth: String,
+    /// Kafka users who may change the registry (register, delete, configure).
+    pub writers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -132,6 +137,13 @@ pub struct EdgeSettings {
 impl ViewSettings {
     pub fn tokens(&self) -> Vec<String> {
         self.operator_tokens.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    }
+}
+
+impl Config {
+    /// The login the registry's clients send: this process's Kafka user, when Kafka has logins.
+    pub fn registry_login(&self) -> Option<(String, String)> {
+        self.kafka.security_protocol.starts_with("sasl").then(|| (self.kafka.username.clone(), self.kafka.password.expose().to_owned()))
     }
 }
 
@@ -330,6 +342,14 @@ impl Config {
         }
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
             p.push(format!("redis.url {:?}: expected a redis:// URL", self.redis.url));
+        }
+        match self.registry.auth.as_str() {
+            "kafka" if !self.kafka.security_protocol.starts_with("sasl") => p.push(format!(
+                "registry.auth \"kafka\" checks logins against Kafka, but kafka.security_protocol is {:?}: use sasl_plaintext or sasl_ssl, or say registry.auth = \"none\"",
+                self.kafka.security_protocol
+            )),
+            "kafka" | "none" => {}
+            other => p.push(format!("registry.auth {other:?}: expected \"kafka\" or \"none\"")),
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             p.push(format!("log.format {:?}: expected text or json", self.log.format));

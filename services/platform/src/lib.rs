@@ -33,6 +33,7 @@ use std::time::Duration;
 
 /// The codec for this deployment: registry from the config, topics under its namespace.
 pub fn codec(cfg: &Config, reference: &Reference) -> Result<Arc<Codec>, orelink_codec::EncodeError> {
-    let settings = orelink_codec::registry_settings(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms))?;
+    let login = cfg.registry_login();
+    let settings = orelink_codec::registry_settings(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms), login.as_ref().map(|(u, p)| (u.as_str(), p.as_str())))?;
     Ok(Arc::new(Codec::new(settings, reference.schemas.clone(), reference.catalog.clone(), reference.topology.clone(), &cfg.namespace)))
 }

@@ -19,25 +19,34 @@ pub struct RegistryClient {
     http: reqwest::Client,
     url: String,
     settings: SrSettings,
+    login: Option<(String, String)>,
 }
 
 const CT: &str = "application/vnd.schemaregistry.v1+json";
 
 impl RegistryClient {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, RegistryClientError> {
+    /// A client of the registry at `cfg.registry.url`, logged in as `cfg`'s Kafka user.
+    pub fn from_config(cfg: &crate::Config) -> Result<Self, RegistryClientError> {
+        Self::new(&cfg.registry.url, Duration::from_millis(cfg.registry.timeout_ms), cfg.registry_login())
+    }
+
+    pub fn new(url: &str, timeout: Duration, login: Option<(String, String)>) -> Result<Self, RegistryClientError> {
         let url = url.trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .no_proxy()
             .build()
             .map_err(|e| RegistryClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
-        let settings = orelink_codec::registry_settings(&url, timeout)
+        let settings = orelink_codec::registry_settings(&url, timeout, login.as_ref().map(|(u, p)| (u.as_str(), p.as_str())))
             .map_err(|e| RegistryClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
-        Ok(RegistryClient { http, url, settings })
+        Ok(RegistryClient { http, url, settings, login })
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), RegistryClientError> {
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.url)).header("Accept", CT);
+        if let Some((user, password)) = &self.login {
+            req = req.basic_auth(user, Some(password));
+        }
         if let Some(b) = body {
             req = req.header("Content-Type", CT).body(b.to_string());
         }

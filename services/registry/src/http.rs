@@ -52,8 +52,8 @@ fn body<T: for<'de> Deserialize<'de>>(b: &Bytes) -> Result<T, RegistryError> {
     serde_json::from_slice(b).map_err(|e| RegistryError::unprocessable(format!("Unrecognized request body: {e}")))
 }
 
-pub fn router(reg: Shared) -> Router {
-    Router::new()
+pub fn router(reg: Shared, auth: Option<std::sync::Arc<crate::auth::Auth>>) -> Router {
+    let r = Router::new()
         .route("/", get(|| async { reply(StatusCode::OK, json!({})) }))
         .route("/schemas/types", get(|| async { reply(StatusCode::OK, json!(["AVRO"])) }))
         .route("/schemas/ids/{id}", get(schema_by_id))
@@ -69,7 +69,11 @@ pub fn router(reg: Shared) -> Router {
         .route("/config", get(global_config).put(put_global_config))
         .route("/config/{subject}", get(subject_config).put(put_subject_config).delete(delete_subject_config))
         .route("/mode", get(|| async { reply(StatusCode::OK, json!({"mode": "READWRITE"})) }))
-        .with_state(reg)
+        .with_state(reg);
+    match auth {
+        Some(a) => r.layer(axum::middleware::from_fn_with_state(a, crate::auth::check)),
+        None => r,
+    }
 }
 
 fn id_param(s: &str) -> Result<u32, RegistryError> {
@@ -118,8 +122,16 @@ async fn lookup(State(r): State<Shared>, Path(subject): Path<String>, Query(f): 
     ok(json!(r.read(|s| s.lookup(&subject, &sub, f.deleted))?))
 }
 
-async fn register(State(r): State<Shared>, Path(subject): Path<String>, b: Bytes) -> Api {
+async fn register(State(r): State<Shared>, Path(subject): Path<String>, ro: Option<axum::Extension<crate::auth::ReadOnly>>, b: Bytes) -> Api {
     let sub: Submitted = body(&b)?;
+    if let Some(axum::Extension(crate::auth::ReadOnly(user))) = ro {
+        // A reader's registration is answered only when it changes nothing.
+        let (id, records) = r.read(|s| s.register(&subject, &sub))?;
+        if !records.is_empty() {
+            return Err(RegistryError::forbidden(format!("{user} may read the registry, not register a new schema in {subject}")));
+        }
+        return ok(json!({ "id": id }));
+    }
     let id = r.write(|s| s.register(&subject, &sub)).await?;
     ok(json!({ "id": id }))
 }

@@ -7,8 +7,11 @@
 //! first request is served, so ids and versions are stable across restarts.
 //! A write is acknowledged only after Kafka has it (acks=all). One instance
 //! writes at a time: writes are serialised inside the process, and a second
-//! writer instance is not supported (ids could collide).
+//! writer instance is not supported (ids could collide). Callers log in with
+//! HTTP basic auth as a Kafka user of the hub; only `registry.writers` may
+//! change it (`auth`).
 
+pub mod auth;
 pub mod compat;
 mod http;
 mod log;
@@ -55,6 +58,9 @@ pub struct RegistryConfig {
     pub kafka: ClientConfig,
     pub topic: String,
     pub listen: SocketAddr,
+    /// Who may call it; None: anyone who reaches the port (a deployment
+    /// whose Kafka has no logins to check against says so explicitly).
+    pub auth: Option<auth::Auth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +79,10 @@ pub async fn serve(cfg: RegistryConfig, cancel: CancellationToken) -> Result<(),
     let registry = Arc::new(Registry { store: RwLock::new(store), log, writer: tokio::sync::Mutex::new(()) });
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| ServeError::Bind { addr: cfg.listen, source })?;
     tracing::info!(listen = %cfg.listen, topic = cfg.topic, "schema registry serving");
-    axum::serve(listener, http::router(registry))
+    if cfg.auth.is_none() {
+        tracing::warn!("the registry takes requests without a login (registry.auth = \"none\")");
+    }
+    axum::serve(listener, http::router(registry, cfg.auth.map(Arc::new)))
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
         .map_err(ServeError::Serve)

@@ -75,6 +75,9 @@ impl RegistryError {
     fn new(status: u16, error_code: u32, message: impl Into<String>) -> Self {
         RegistryError { status, error_code, message: message.into() }
     }
+    pub fn forbidden(message: String) -> Self {
+        Self::new(403, 40301, message)
+    }
     pub fn subject_not_found(s: &str) -> Self {
         Self::new(404, 40401, format!("Subject '{s}' not found."))
     }

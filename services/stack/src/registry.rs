@@ -5,11 +5,12 @@ use crate::{StackConfig, StackError, wait_healthy};
 use std::process::Command;
 use std::time::Duration;
 
-/// Healthy = `GET /subjects` answers 200.
+/// Healthy = `GET /` answers 200.
 pub async fn healthy(cfg: &StackConfig) -> bool {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).no_proxy().build();
     let Ok(client) = client else { return false };
-    matches!(client.get(format!("{}/subjects", cfg.registry_url())).send().await, Ok(r) if r.status().is_success())
+    // `GET /` needs no login: it says only that a registry answers.
+    matches!(client.get(format!("{}/", cfg.registry_url())).send().await, Ok(r) if r.status().is_success())
 }
 
 pub fn start(cfg: &StackConfig) -> Result<Managed, StackError> {

@@ -48,7 +48,7 @@ pub use restore::{RestoreReport, restore};
 async fn namespace(cfg: &Config, reference: &Reference, name: &str) -> Result<Config, BenchError> {
     let mut cfg = cfg.clone();
     cfg.namespace = format!("{}bench-{name}-{}.", cfg.namespace, std::process::id());
-    let registry = RegistryClient::new(&cfg.registry.url, Duration::from_secs(10)).map_err(setup)?;
+    let registry = RegistryClient::from_config(&cfg).map_err(setup)?;
     apply::apply(&cfg.kafka.client_config("bench"), &registry, reference, &cfg.namespace, false).await.map_err(setup)?;
     Ok(cfg)
 }

@@ -361,6 +361,12 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
             let listen = cfg.registry.listen.parse().context("registry.listen")?;
             let topic = format!("{}_schemas", cfg.namespace);
             // Logins are checked against the same brokers (the user and password of each login replace the registry's own).
+            if cfg.registry.auth == "kafka" && !cfg.kafka.security_protocol.starts_with("sasl") {
+                anyhow::bail!(
+                    "registry.auth \"kafka\" checks logins against Kafka, but kafka.security_protocol is {:?}: use sasl_plaintext or sasl_ssl, or say registry.auth = \"none\"",
+                    cfg.kafka.security_protocol
+                );
+            }
             let auth = (cfg.registry.auth == "kafka").then(|| orelink_registry::auth::Auth::new(cfg.kafka.client_config("registry-auth"), cfg.registry.writers.clone()));
             orelink_registry::serve(orelink_registry::RegistryConfig { kafka: cfg.kafka.client_config("registry"), topic, listen, auth }, cancel).await?;
         }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SITE: &str = "hechi-dachang-tin";
+const SITE_KEY: &str = "dachang-relay-key";
 const PRODUCTS: [&str; 4] = ["SN-INGOT-SN99.90", "SN-INGOT-SN99.95", "ZN-INGOT-ZN99.995", "PB-INGOT-PB99.994"];
 
 fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> KillOnDrop {
@@ -27,6 +28,7 @@ fn start(env: &TestEnv, dir: &std::path::Path, port: u16) -> KillOnDrop {
         .env("ORELINK__EDGE__SITE", SITE)
         .env("ORELINK__EDGE__LISTEN", format!("127.0.0.1:{port}"))
         .env("ORELINK__EDGE__BATCH_MAX", "10")
+        .env("ORELINK__EDGE__KEY_SHA256", orelink_gateway::keys::digest(SITE_KEY))
         .env("ORELINK__LOG__LEVEL", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -49,7 +51,7 @@ fn event(n: u32) -> serde_json::Value {
 async fn post(client: &reqwest::Client, port: u16, n: u32) -> u16 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match client.post(format!("http://127.0.0.1:{port}/v1/inventory")).json(&event(n)).send().await {
+        match client.post(format!("http://127.0.0.1:{port}/v1/inventory")).bearer_auth(SITE_KEY).json(&event(n)).send().await {
             Ok(r) => return r.status().as_u16(),
             // The relay is still starting.
             Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -310,4 +312,29 @@ async fn a_queued_event_that_no_longer_passes_is_dead_lettered_not_dropped() {
     let local = std::fs::read_to_string(dir.path().join("queue").join(orelink_edge::DEAD_LETTERS_FILE)).unwrap();
     assert_eq!(local.lines().count(), 2, "{local}");
     assert!(local.contains("atlantis-deep-mine"), "{local}");
+}
+
+/// The relay takes events only with its site's key, and only for its site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_wants_its_sites_key_and_takes_its_own_sites_events_only() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let [port] = orelink_tests::free_ports::<1>();
+    let client = reqwest::Client::new();
+    let _relay = start(&env, dir.path(), port);
+    let url = format!("http://127.0.0.1:{port}/v1/inventory");
+    // Own site with the key: accepted (the first call waits for the relay to listen).
+    assert_eq!(post(&client, port, 0).await, 202);
+    let r = client.post(&url).json(&event(1)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no key");
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "unauthorized");
+    assert_eq!(client.post(&url).bearer_auth("another-sites-key").json(&event(1)).send().await.unwrap().status(), 401, "a wrong key");
+    let mut elsewhere = event(2);
+    elsewhere["site_id"] = json!("hechi-chehe-antimony");
+    let r = client.post(&url).bearer_auth(SITE_KEY).json(&elsewhere).send().await.unwrap();
+    assert_eq!(r.status(), 403, "another site's stock");
+    assert!(r.json::<serde_json::Value>().await.unwrap()["message"].as_str().unwrap().contains("hechi-chehe-antimony"));
+    let s = status(&client, port).await;
+    assert_eq!(s["accepted"], 1, "only the own site's event was taken: {s}");
 }

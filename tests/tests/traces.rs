@@ -226,6 +226,7 @@ async fn the_edge_relay_answers_with_its_span_and_forwards_the_event_with_it() {
             ("ORELINK__EDGE__WATCH_DIR", dir.path().join("inbox").display().to_string()),
             ("ORELINK__EDGE__SITE", site.to_owned()),
             ("ORELINK__EDGE__LISTEN", format!("127.0.0.1:{edge_port}")),
+            ("ORELINK__EDGE__KEY_SHA256", orelink_gateway::keys::digest("trace-relay-key")),
         ],
         &log,
     );
@@ -236,7 +237,7 @@ async fn the_edge_relay_answers_with_its_span_and_forwards_the_event_with_it() {
         "event_id": "edge-trace-1", "event_time": 1_795_000_000_000i64, "site_id": site,
         "product_code": "SN-INGOT-SN99.90", "on_hand_kg": 120_000, "reserved_kg": 0,
     });
-    let resp = reqwest::Client::new().post(format!("http://127.0.0.1:{edge_port}/v1/inventory")).header("traceparent", caller.header_value()).json(&event).send().await.unwrap();
+    let resp = reqwest::Client::new().post(format!("http://127.0.0.1:{edge_port}/v1/inventory")).bearer_auth("trace-relay-key").header("traceparent", caller.header_value()).json(&event).send().await.unwrap();
     assert_eq!(resp.status(), 202);
     let answered = resp.headers().get("traceparent").and_then(|v| v.to_str().ok()).and_then(TraceContext::parse).expect("the relay answers with a traceparent");
     assert_eq!(answered.trace_id, caller.trace_id);

@@ -29,7 +29,7 @@ fn unused(dir: &Path, name: &str, hash: &str) -> PathBuf {
 }
 
 /// Takes in every CSV export waiting in `dir`; returns the rows queued.
-pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) -> Result<usize, crate::EdgeError> {
+pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents, site: &str) -> Result<usize, crate::EdgeError> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(crate::store)?
         .flatten()
@@ -56,7 +56,11 @@ pub fn scan(dir: &Path, queue: &Queue, reference: &Reference, avro: &Documents) 
                 Err(e) => rejected.push((0, e)),
                 Ok(rs) => {
                     for (i, r) in rs.into_iter().enumerate() {
-                        let checked = r.and_then(|v| parse(reference, avro, kind, &v, "").map(|_| v).map_err(|e| e.reason()));
+                        let checked = r.and_then(|v| parse(reference, avro, kind, &v, "").map(|_| v).map_err(|e| e.reason())).and_then(|v| {
+                            // The relay's own site only, as over HTTP.
+                            let sites = crate::sites_of(kind, &v);
+                            if sites.contains(&site) { Ok(v) } else { Err(format!("this relay serves site {site}; the row is for {}", sites.join(" -> "))) }
+                        });
                         match checked {
                             Ok(v) => entries.push(serde_json::to_vec(&Entry { kind, event: v, traceparent: None }).expect("serialises")),
                             Err(e) => rejected.push((i + 2, e)),

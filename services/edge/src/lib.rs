@@ -93,6 +93,7 @@ struct AppState {
     failing: Arc<std::sync::Mutex<Option<String>>>,
     accepted: AtomicU64,
     site: String,
+    key_sha256: String,
 }
 
 /// Runs the relay until `cancel`: the local API and the forwarder.
@@ -103,6 +104,9 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     }
     if e.dir.is_empty() {
         return Err(EdgeError::Config("edge.dir is empty: the relay needs a directory for its durable queue".into()));
+    }
+    if e.key_sha256.len() != 64 || !e.key_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(EdgeError::Config("edge.key_sha256: set it to the SHA-256 (64 lower-case hex digits) of the site's key; the relay takes no event without that key".into()));
     }
     let queue = Arc::new(Queue::open(std::path::Path::new(&e.dir), e.max_queue_bytes)?);
     let queue_for_watch = queue.clone();
@@ -119,6 +123,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         forwarded: forwarded.clone(),
         accepted: AtomicU64::new(0),
         site: e.site.clone(),
+        key_sha256: e.key_sha256.clone(),
     });
     let listener = tokio::net::TcpListener::bind(&e.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, site = e.site, "edge relay");
@@ -147,14 +152,14 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
             .map_err(EdgeError::Http)?
     };
     if !e.watch_dir.is_empty() {
-        let (dir, q, r, c) = (std::path::PathBuf::from(&e.watch_dir), queue_for_watch.clone(), reference.clone(), cancel.clone());
+        let (dir, q, r, c, site) = (std::path::PathBuf::from(&e.watch_dir), queue_for_watch.clone(), reference.clone(), cancel.clone(), e.site.clone());
         std::fs::create_dir_all(&dir).map_err(store)?;
         tokio::spawn(async move {
             // Parsed once; each scan borrows it (the documents are the four schemas).
             let avro = Arc::new(avro_documents(&r));
             while !c.is_cancelled() {
-                let (dir, q, r, avro2) = (dir.clone(), q.clone(), r.clone(), avro.clone());
-                match tokio::task::spawn_blocking(move || csv::scan(&dir, &q, &r, &avro2)).await {
+                let (dir, q, r, avro2, site) = (dir.clone(), q.clone(), r.clone(), avro.clone(), site.clone());
+                match tokio::task::spawn_blocking(move || csv::scan(&dir, &q, &r, &avro2, &site)).await {
                     Ok(Err(e)) => tracing::warn!(error = %e, "watched folder"),
                     Err(e) => tracing::error!(error = %e, "watched folder scan panicked"),
                     Ok(Ok(_)) => {}
@@ -167,10 +172,10 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         });
     }
     let app = Router::new()
-        .route("/v1/orders", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Order)))
-        .route("/v1/capacity", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Capacity)))
-        .route("/v1/inventory", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Inventory)))
-        .route("/v1/shipments", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, b: Result<Bytes, BytesRejection>| accept(s, t, b, Kind::Shipment)))
+        .route("/v1/orders", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, h: axum::http::HeaderMap, b: Result<Bytes, BytesRejection>| accept(s, t, h, b, Kind::Order)))
+        .route("/v1/capacity", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, h: axum::http::HeaderMap, b: Result<Bytes, BytesRejection>| accept(s, t, h, b, Kind::Capacity)))
+        .route("/v1/inventory", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, h: axum::http::HeaderMap, b: Result<Bytes, BytesRejection>| accept(s, t, h, b, Kind::Inventory)))
+        .route("/v1/shipments", post(|s: State<Arc<AppState>>, t: Extension<TraceContext>, h: axum::http::HeaderMap, b: Result<Bytes, BytesRejection>| accept(s, t, h, b, Kind::Shipment)))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -197,6 +202,10 @@ pub enum ApiError {
     Invalid(Vec<(String, String)>),
     #[error("not found")]
     NotFound,
+    #[error("the relay needs the site's key (Authorization: Bearer)")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -216,6 +225,8 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         let mut body = json!({"error": code, "message": self.to_string()});
@@ -236,10 +247,37 @@ async fn traced(mut req: axum::extract::Request, next: axum::middleware::Next) -
     resp
 }
 
-async fn accept(State(state): State<Arc<AppState>>, Extension(trace): Extension<TraceContext>, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
+/// The sites an event speaks for: where stock or capacity is, where an order
+/// is delivered, where a shipment leaves or arrives.
+pub(crate) fn sites_of(kind: Kind, event: &Value) -> Vec<&str> {
+    let fields: &[&str] = match kind {
+        Kind::Inventory | Kind::Capacity => &["site_id"],
+        Kind::Order => &["destination_site"],
+        Kind::Shipment => &["from_site", "to_site"],
+    };
+    fields.iter().filter_map(|f| event[*f].as_str()).collect()
+}
+
+/// Whether a request carries the site's key (compared as SHA-256 digests).
+fn authorised(headers: &axum::http::HeaderMap, key_sha256: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let Some(key) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else { return false };
+    let digest: String = Sha256::digest(key.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    digest == key_sha256
+}
+
+async fn accept(State(state): State<Arc<AppState>>, Extension(trace): Extension<TraceContext>, headers: axum::http::HeaderMap, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {
+    if !authorised(&headers, &state.key_sha256) {
+        return Err(ApiError::Unauthorized);
+    }
     let b = b.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let value: Value = serde_json::from_slice(&b).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
     let parsed = parse(&state.reference, &state.avro, kind, &value, "")?;
+    // A relay speaks for its own site only: one site's key cannot send another's stock, capacity or orders.
+    let sites = sites_of(kind, &value);
+    if !sites.contains(&state.site.as_str()) {
+        return Err(ApiError::Forbidden(format!("this relay serves site {}; the event is for {}", state.site, sites.join(" -> "))));
+    }
     let entry = serde_json::to_vec(&Entry { kind, event: value, traceparent: Some(trace.header_value()) }).expect("serialises");
     let queue = state.queue.clone();
     let seq = tokio::task::spawn_blocking(move || queue.push(&entry))

@@ -184,6 +184,16 @@ async fn events_survive_a_cut_link_and_a_killed_relay_exactly_once_in_order() {
     relay.kill();
 }
 
+/// A test namespace with its topology, and a relay on a free port over a queue of its own.
+async fn relay() -> (TestEnv, tempfile::TempDir, u16, reqwest::Client, KillOnDrop) {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let [port] = orelink_tests::free_ports::<1>();
+    let relay = start(&env, dir.path(), port);
+    (env, dir, port, reqwest::Client::new(), relay)
+}
+
 /// An inventory CSV row for event `edge-csv-<n>`.
 fn csv_row(n: u32) -> String {
     format!("edge-csv-{n},{},{SITE},{},{},0\n", 1_795_000_000_000i64 + n as i64 * 1000, PRODUCTS[n as usize % PRODUCTS.len()], 50_000 + n)
@@ -215,12 +225,7 @@ async fn wait_taken(client: &reqwest::Client, port: u16, inbox: &std::path::Path
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_exports_count_by_content_and_gbk_files_are_read() {
-    let env = TestEnv::new().await;
-    env.apply().await;
-    let dir = tempfile::tempdir().unwrap();
-    let [port] = orelink_tests::free_ports::<1>();
-    let client = reqwest::Client::new();
-    let _relay = start(&env, dir.path(), port);
+    let (env, dir, port, client, _relay) = relay().await;
     let inbox = dir.path().join("inbox");
     let header = "event_id,event_time,site_id,product_code,on_hand_kg,reserved_kg\n";
     let export = |ns: std::ops::Range<u32>| header.to_owned() + &ns.map(csv_row).collect::<String>();
@@ -317,12 +322,7 @@ async fn a_queued_event_that_no_longer_passes_is_dead_lettered_not_dropped() {
 /// The relay takes events only with its site's key, and only for its site.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_wants_its_sites_key_and_takes_its_own_sites_events_only() {
-    let env = TestEnv::new().await;
-    env.apply().await;
-    let dir = tempfile::tempdir().unwrap();
-    let [port] = orelink_tests::free_ports::<1>();
-    let client = reqwest::Client::new();
-    let _relay = start(&env, dir.path(), port);
+    let (_env, _dir, port, client, _relay) = relay().await;
     let url = format!("http://127.0.0.1:{port}/v1/inventory");
     // Own site with the key: accepted (the first call waits for the relay to listen).
     assert_eq!(post(&client, port, 0).await, 202);

@@ -163,6 +163,22 @@ struct PartnerTopicTemplate {
     retention_ms: i64,
 }
 
+impl PartnerTopicTemplate {
+    /// A partner's topic of shipments by this template.
+    fn shipments(&self, name: String, description: String) -> TopicSpec {
+        TopicSpec {
+            name,
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            cleanup_policy: CleanupPolicy::Delete,
+            retention_ms: self.retention_ms,
+            key: "shipment_id".into(),
+            value: "orelink.v1.ShipmentEvent".into(),
+            description,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopicsFile {
@@ -264,29 +280,11 @@ impl Topology {
             }
         }
         let mut all_topics = topics.topics;
-        let t = &partners.partner_topic;
         for p in &partners.partners {
-            all_topics.push(TopicSpec {
-                name: topics::partner(p.id.as_str()),
-                partitions: t.partitions,
-                replication_factor: t.replication_factor,
-                cleanup_policy: CleanupPolicy::Delete,
-                retention_ms: t.retention_ms,
-                key: "shipment_id".into(),
-                value: "orelink.v1.ShipmentEvent".into(),
-                description: format!("Shipments carried by {}; readable only by that partner.", p.name),
-            });
-            let t = &partners.parked_topic;
-            all_topics.push(TopicSpec {
-                name: topics::parked(p.id.as_str()),
-                partitions: t.partitions,
-                replication_factor: t.replication_factor,
-                cleanup_policy: CleanupPolicy::Delete,
-                retention_ms: t.retention_ms,
-                key: "shipment_id".into(),
-                value: "orelink.v1.ShipmentEvent".into(),
-                description: format!("Webhook deliveries to {} given up on after the last attempt, for `orelink webhooks redrive`.", p.name),
-            });
+            all_topics.push(partners.partner_topic.shipments(topics::partner(p.id.as_str()), format!("Shipments carried by {}; readable only by that partner.", p.name)));
+            all_topics.push(
+                partners.parked_topic.shipments(topics::parked(p.id.as_str()), format!("Webhook deliveries to {} given up on after the last attempt, for `orelink webhooks redrive`.", p.name)),
+            );
         }
         Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, freight, sharing, sites })
     }

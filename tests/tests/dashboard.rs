@@ -55,7 +55,7 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     let matcher = tokio::spawn(orelink_matcher::run(env.role_config("dashboard"), env.reference.clone(), cancel.clone()));
     let mut cfg = env.cfg.clone();
     cfg.view.listen = "127.0.0.1:0".into();
-    cfg.view.operator_tokens = orelink_platform::config::Secret::new(TOKEN);
+    cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let view = {
         let (r, c) = (env.reference.clone(), cancel.clone());

@@ -153,7 +153,7 @@ async fn a_poison_storm_stops_no_role_and_every_poison_record_is_dead_lettered()
             .args(["run", "all"])
             .envs(env.process_env("storm"))
             .env("ORELINK__VIEW__LISTEN", view_addr.to_string())
-            .env("ORELINK__VIEW__OPERATOR_TOKENS", TOKEN)
+            .env("ORELINK__VIEW__OPERATOR_TOKEN_DIGESTS", orelink_platform::config::sha256_hex(TOKEN))
             .env("ORELINK__TELEMETRY__METRICS_LISTEN", metrics_addr.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -310,7 +310,7 @@ async fn a_record_the_script_cannot_apply_is_dead_lettered_and_the_rest_applied(
     let (tx, bound) = tokio::sync::oneshot::channel();
     let mut cfg = env.role_config("view-poison");
     cfg.view.listen = "127.0.0.1:0".into();
-    cfg.view.operator_tokens = orelink_platform::config::Secret::new(TOKEN);
+    cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
     let (r, c) = (env.reference.clone(), cancel.clone());
     let view = tokio::spawn(async move {
         orelink_view::run_with(&cfg, &r, c, move |a| {

@@ -1,7 +1,8 @@
 //! The view role on the real stack: its numbers equal an independent
 //! recomputation from the topics after a run with duplicate input and a view
 //! restart; after FLUSHALL, `view rebuild` restores the same numbers; the API
-//! refuses requests without an operator token.
+//! refuses requests without an operator token (checked by its digest), and a
+//! token in the URL anywhere but on the event stream.
 
 use orelink_codec::{Codec, Record};
 use orelink_domain::events::{CapacityKind, OrderState, SharedOrderKind};
@@ -19,7 +20,7 @@ const TOKEN: &str = "op-test-token";
 fn view_config(env: &TestEnv) -> Config {
     let mut cfg = env.role_config("view-test");
     cfg.view.listen = "127.0.0.1:0".into();
-    cfg.view.operator_tokens = orelink_platform::config::Secret::new(TOKEN);
+    cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
     cfg
 }
 
@@ -288,6 +289,9 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     let anon = reqwest::get(format!("http://{addr}/api/v1/cells")).await.unwrap();
     assert_eq!(anon.status(), 401);
     assert_eq!(anon.json::<serde_json::Value>().await.unwrap()["error"], "unauthorized");
+    // A token in the URL is taken on the event stream only (URLs end up in logs).
+    assert_eq!(reqwest::get(format!("http://{addr}/api/v1/cells?token={TOKEN}")).await.unwrap().status(), 401);
+    assert_eq!(reqwest::Client::new().get(format!("http://{addr}/api/v1/cells")).bearer_auth("not-a-token").send().await.unwrap().status(), 401);
     assert_eq!(reqwest::get(format!("http://{addr}/healthz")).await.unwrap().status(), 200);
     let bad = reqwest::Client::new().get(format!("http://{addr}/api/v1/orders/open?cluster=mars")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(bad.status(), 404);

@@ -33,7 +33,7 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
     cfg.matcher.instance_id = "bench-view".into();
     cfg.view.listen = "127.0.0.1:0".into();
     let token = uuid::Uuid::new_v4().simple().to_string();
-    cfg.view.operator_tokens = orelink_platform::config::Secret::new(token.clone());
+    cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(&token);
     let registry = RegistryClient::from_config(&cfg).or_setup("registry client")?;
     apply::apply(&cfg.kafka.client_config("bench"), &registry, reference, &cfg.namespace, false).await.or_setup("topology apply")?;
 

@@ -105,7 +105,7 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     if e.dir.is_empty() {
         return Err(EdgeError::Config("edge.dir is empty: the relay needs a directory for its durable queue".into()));
     }
-    if e.key_sha256.len() != 64 || !e.key_sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !orelink_platform::config::is_sha256_hex(&e.key_sha256) {
         return Err(EdgeError::Config("edge.key_sha256: set it to the SHA-256 (64 lower-case hex digits) of the site's key; the relay takes no event without that key".into()));
     }
     let queue = Arc::new(Queue::open(std::path::Path::new(&e.dir), e.max_queue_bytes)?);
@@ -260,10 +260,8 @@ pub(crate) fn sites_of(kind: Kind, event: &Value) -> Vec<&str> {
 
 /// Whether a request carries the site's key (compared as SHA-256 digests).
 fn authorised(headers: &axum::http::HeaderMap, key_sha256: &str) -> bool {
-    use sha2::{Digest, Sha256};
     let Some(key) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else { return false };
-    let digest: String = Sha256::digest(key.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    digest == key_sha256
+    orelink_platform::config::sha256_hex(key.trim()) == key_sha256
 }
 
 async fn accept(State(state): State<Arc<AppState>>, Extension(trace): Extension<TraceContext>, headers: axum::http::HeaderMap, b: Result<Bytes, BytesRejection>, kind: Kind) -> Result<Response, ApiError> {

@@ -3,7 +3,6 @@
 //! holds SHA-256 digests only, so it can sit in a ConfigMap-adjacent Secret
 //! without being a password list.
 
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -37,7 +36,7 @@ struct KeysFile {
 }
 
 pub fn digest(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    orelink_platform::config::sha256_hex(key)
 }
 
 /// The keys, looked up by digest, with a token bucket each.

@@ -112,11 +112,12 @@ pub async fn run(
     duration: Option<Duration>,
     cancel: CancellationToken,
 ) -> Result<()> {
-    // The dashboard needs an operator token: one for this run, unless configured.
-    if cfg.view.tokens().is_empty() {
-        cfg.view.operator_tokens = orelink_platform::config::Secret::new(uuid::Uuid::new_v4().simple().to_string());
+    // The dashboard needs an operator token: one for this run, unless some are
+    // configured (then only their digests are known, and the operator signs in).
+    let token = cfg.view.tokens().is_empty().then(|| uuid::Uuid::new_v4().simple().to_string());
+    if let Some(t) = &token {
+        cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(t);
     }
-    let token = cfg.view.tokens()[0].clone();
     // The simulated clock starts now, unless given: each run is new business.
     let start_ms = start_ms.unwrap_or_else(|| {
         let now = orelink_platform::dlq::now_millis().0;
@@ -146,7 +147,10 @@ pub async fn run(
         let _ = bound_tx.send(addr);
     }));
     let dashboard = match tokio::time::timeout(Duration::from_secs(30), bound_rx).await {
-        Ok(Ok(addr)) => format!("http://{addr}/?token={token}"),
+        Ok(Ok(addr)) => match &token {
+            Some(t) => format!("http://{addr}/?token={t}"),
+            None => format!("http://{addr}/ (sign in with one of view.operator_token_digests' tokens)"),
+        },
         _ => {
             roles.cancel();
             let e = match hub.await? {

@@ -87,8 +87,9 @@ pub struct MatcherSettings {
 #[serde(deny_unknown_fields)]
 pub struct ViewSettings {
     pub listen: String,
-    /// Comma-separated bearer tokens of cluster operators.
-    pub operator_tokens: Secret,
+    /// Comma-separated SHA-256 digests (hex) of the operators' bearer tokens:
+    /// the tokens themselves are in no file and no environment of the hub.
+    pub operator_token_digests: String,
     pub batch_max: usize,
 }
 
@@ -139,8 +140,18 @@ pub struct EdgeSettings {
 
 impl ViewSettings {
     pub fn tokens(&self) -> Vec<String> {
-        self.operator_tokens.expose().split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+        self.operator_token_digests.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
     }
+}
+
+/// SHA-256 of `secret`, lower-case hex: how keys and tokens are kept (their digests, never themselves).
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Config {
@@ -345,6 +356,11 @@ impl Config {
         }
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
             p.push(format!("redis.url {:?}: expected a redis:// URL", self.redis.url));
+        }
+        for d in self.view.tokens() {
+            if !is_sha256_hex(&d) {
+                p.push(format!("view.operator_token_digests: {d:?} is not a SHA-256 digest (64 lower-case hex digits; `sha256sum` of a token gives it)"));
+            }
         }
         if !["kafka", "none"].contains(&self.registry.auth.as_str()) {
             p.push(format!("registry.auth {:?}: expected \"kafka\" or \"none\"", self.registry.auth));

@@ -37,7 +37,7 @@ pub struct AppState {
 /// Everything the API can answer besides data; each maps to a status and a JSON body.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("an operator token is required (Authorization: Bearer <token>, or ?token= for the event stream)")]
+    #[error("an operator token is required (Authorization: Bearer <token>; ?token= on the event stream only)")]
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
@@ -145,11 +145,13 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// Bearer token from the header; the event stream may pass it as `?token=`
-/// (browsers' EventSource cannot set headers).
+/// Bearer token from the header; only the event stream may pass it as
+/// `?token=` (browsers' EventSource cannot set headers), since URLs end up in
+/// logs and histories. Checked by its digest against `view.operator_token_digests`.
 async fn authorise(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<TokenQuery>, req: Request, next: Next) -> Response {
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned);
-    let presented = bearer.or(q.token);
+    let in_query = q.token.filter(|_| req.uri().path() == "/api/v1/stream");
+    let presented = bearer.or(in_query).map(|p| orelink_platform::config::sha256_hex(p.trim()));
     let ok = presented.is_some_and(|p| state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), p.as_bytes())));
     if ok { next.run(req).await } else { ApiError::Unauthorized.into_response() }
 }

@@ -55,7 +55,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
 pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationToken, bound: impl FnOnce(std::net::SocketAddr)) -> Result<Applied, ViewError> {
     let tokens = cfg.view.tokens();
     if tokens.is_empty() {
-        return Err(ViewError::Config("view.operator_tokens is empty: set ORELINK__VIEW__OPERATOR_TOKENS (comma-separated)".into()));
+        return Err(ViewError::Config("view.operator_token_digests is empty: set ORELINK__VIEW__OPERATOR_TOKEN_DIGESTS to the SHA-256 digests of the operators' tokens (comma-separated)".into()));
     }
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| ViewError::Config(e.to_string()))?;
     let redis = connect(cfg).await?;

@@ -470,14 +470,14 @@ fn forward(
                 };
                 let payload = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
                 let output = Kind::ALL.iter().position(|k| *k == parsed.kind).expect("every kind has an output");
-                records.push(txn_loop::Record { output, partition: 0, key: Arc::from(parsed.key.as_str()), payload, trace: entry.traceparent.as_deref().and_then(TraceContext::parse).unwrap_or_else(TraceContext::root) });
+                records.push(txn_loop::Record { output, key: Arc::from(parsed.key.as_str()), payload, trace: entry.traceparent.as_deref().and_then(TraceContext::parse).unwrap_or_else(TraceContext::root) });
             }
             for r in &refused {
                 tracing::error!(seq = r.seq, class = r.class.as_str(), reason = %r.reason, "a queued event no longer passes the contract: dead-lettered");
                 let source = SourceRef { topic: &r.topic, partition: -1, offset: r.seq as i64, key: Some(site.as_bytes()), value: Some(&r.raw) };
                 let letter = Codec::dead_letter(&source, &Refusal { class: r.class, reason: r.reason.clone() }, now_millis(), "edge");
                 let payload = rt.block_on(codec.encode(&codec.dlq_topic(), &letter)).map_err(|e| EdgeError::Config(e.to_string()))?;
-                records.push(txn_loop::Record { output: DLQ_OUTPUT, partition: 0, key: Arc::from(r.topic.as_str()), payload, trace: TraceContext::root() });
+                records.push(txn_loop::Record { output: DLQ_OUTPUT, key: Arc::from(r.topic.as_str()), payload, trace: TraceContext::root() });
             }
             let value = last.to_string();
             let position = txn_loop::Position::Progress { topic: &progress_topic, key: &site, value: value.as_bytes() };

@@ -116,7 +116,7 @@ impl Transform for Routing {
         let refusal = match self.route(decoded) {
             Route::Partner { output, key } => {
                 // The original bytes, keyed by shipment id: per-shipment order holds.
-                out.push(txn_loop::Record { output, partition: m.partition(), key: Arc::from(key), payload: m.payload().unwrap_or_default().to_vec(), trace });
+                out.push(txn_loop::Record { output, key: Arc::from(key), payload: m.payload().unwrap_or_default().to_vec(), trace });
                 return Ok(());
             }
             Route::Dead(r) => r,
@@ -125,7 +125,7 @@ impl Transform for Routing {
         let letter = Codec::dead_letter(&source, &refusal, now_millis(), "fanout");
         let bytes = self.rt.block_on(self.codec.encode(&self.codec.dlq_topic(), &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
         tracing::warn!(offset = m.offset(), class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
-        out.push(txn_loop::Record { output: DLQ, partition: m.partition(), key: Arc::from(m.topic()), payload: bytes, trace });
+        out.push(txn_loop::Record { output: DLQ, key: Arc::from(m.topic()), payload: bytes, trace });
         Ok(())
     }
 }
@@ -137,7 +137,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     let (mut routing, outputs) = Routing::new(codec, reference, tokio::runtime::Handle::current());
     let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
     let settings = txn_loop::Settings {
-        input,
+        inputs: vec![input],
         outputs,
         batch_max: cfg.matcher.batch_max,
         batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),

@@ -15,7 +15,7 @@ use orelink_domain::matching::{Decision, Engine, Input, Output, PREFETCH_AHEAD};
 use orelink_domain::topology::topics;
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
-use orelink_platform::txn_loop::{self, Step, Transform, TxnLoop, TxnLoopError};
+use orelink_platform::txn_loop::{self, Part, Step, Transform, TxnLoop, TxnLoopError};
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -73,7 +73,7 @@ impl Processor {
         let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
         let input_topic = codec.topic(topics::MATCHER_INPUT);
         let settings = txn_loop::Settings {
-            input: input_topic.clone(),
+            inputs: vec![input_topic.clone()],
             outputs: vec![codec.topic(topics::ALLOCATIONS), codec.topic(topics::ORDER_STATUS)],
             batch_max: cfg.matcher.batch_max,
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
@@ -198,13 +198,14 @@ impl Transform for Matching {
                     continue;
                 }
             };
-            out.push(txn_loop::Record { output, partition: p, key: key.clone(), payload, trace: ctx });
+            out.push(txn_loop::Record { output, key: key.clone(), payload, trace: ctx });
         }
         Ok(())
     }
 
-    fn revoked(&mut self, partitions: &[i32]) {
-        for p in partitions {
+    fn revoked(&mut self, partitions: &[Part]) {
+        // One input: a partition number names its book.
+        for p in partitions.iter().map(|p| &p.partition) {
             self.since_snapshot.remove(p);
             if self.engines.remove(p).is_some() {
                 tracing::info!(partition = p, "partition revoked; its book is dropped");
@@ -215,11 +216,11 @@ impl Transform for Matching {
     /// Snapshots the books of the round's partitions that are due: each book
     /// is exactly the state after the round's last offset; they are published
     /// if the round commits.
-    fn sealed(&mut self, offsets: &BTreeMap<i32, i64>) {
+    fn sealed(&mut self, offsets: &BTreeMap<Part, i64>) {
         if self.snapshots.is_none() {
             return;
         }
-        for (&p, &offset) in offsets {
+        for (&Part { partition: p, .. }, &offset) in offsets {
             let due = self.since_snapshot.get(&p).is_some_and(|n| crate::snapshots::due(*n, self.snapshot_every, offset));
             if let (true, Some(engine)) = (due, self.engines.get(&p)) {
                 let started = Instant::now();

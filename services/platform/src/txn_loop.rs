@@ -1,4 +1,4 @@
-//! The one exactly-once loop: read an input topic read_committed, hand each
+//! The one exactly-once loop: read input topics read_committed, hand each
 //! message to a role's `Transform`, and write one round's records plus the
 //! round's input offsets in one Kafka transaction (`send_offsets_to_transaction`
 //! with the group's metadata, so a fenced or rebalanced-away instance cannot
@@ -36,12 +36,19 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// One record a transform writes.
+/// One partition of one of the loop's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Part {
+    /// Index into `Settings::inputs`.
+    pub input: usize,
+    pub partition: i32,
+}
+
+/// One record a transform writes. (The loop remembers which input partition
+/// caused it, so a revocation drops it.)
 pub struct Record {
     /// Index into `Settings::outputs`.
     pub output: usize,
-    /// The input partition whose message caused it (a revocation drops it).
-    pub partition: i32,
     pub key: Arc<str>,
     pub payload: Vec<u8>,
     pub trace: TraceContext,
@@ -65,10 +72,10 @@ pub trait Transform {
     /// One input message: append what it causes to `out`.
     fn apply(&mut self, m: &OwnedMessage, out: &mut Vec<Record>) -> Result<(), Step>;
     /// These partitions were taken away: forget what was derived from them.
-    fn revoked(&mut self, _partitions: &[i32]) {}
+    fn revoked(&mut self, _partitions: &[Part]) {}
     /// A round is handed over to be committed; `offsets` are the next offsets
     /// to read per input partition, so the state is exactly "after these".
-    fn sealed(&mut self, _offsets: &BTreeMap<i32, i64>) {}
+    fn sealed(&mut self, _offsets: &BTreeMap<Part, i64>) {}
     /// The round handed over last has committed.
     fn committed(&mut self) {}
     /// Everything since the last commit was rolled back: drop what was derived
@@ -79,7 +86,9 @@ pub trait Transform {
 /// Where the loop reads and writes, and how big a round grows.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub input: String,
+    /// The topics read, all in the one consumer group (a role with several
+    /// inputs, such as one topic per enterprise, reads them in one loop).
+    pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     /// A round covers up to this many input messages (or four times as many records).
     pub batch_max: usize,
@@ -112,9 +121,27 @@ pub struct TxnStats {
     pub aborts: u64,
 }
 
+impl Settings {
+    /// The inputs for a metric label: the one topic, or the pattern the
+    /// several share (`orelink.ingest.*.v1`), so labels stay few.
+    pub fn input_label(&self) -> String {
+        match self.inputs.as_slice() {
+            [one] => one.clone(),
+            many => {
+                let first = many.first().map(String::as_str).unwrap_or_default();
+                let pre = many.iter().fold(first.len(), |n, t| n.min(first.bytes().zip(t.bytes()).take_while(|(a, b)| a == b).count()));
+                let suf = many.iter().fold(first.len() - pre, |n, t| n.min(first.bytes().rev().zip(t.bytes().rev()).take_while(|(a, b)| a == b).count()));
+                format!("{}*{}", &first[..pre], &first[first.len() - suf..])
+            }
+        }
+    }
+}
+
 /// Tracks revocations for the loop, and makes a revocation wait for the round in flight.
 struct Rebalances {
-    revoked: Mutex<BTreeSet<i32>>,
+    /// Input topic -> its index in `Settings::inputs`.
+    inputs: std::collections::HashMap<String, usize>,
+    revoked: Mutex<BTreeSet<Part>>,
     in_flight: InFlight,
     timeout: Duration,
 }
@@ -133,7 +160,7 @@ impl ConsumerContext for Ctx {
                 tracing::warn!("a revocation did not see the round in flight finish in time");
             }
             let mut r = self.0.revoked.lock().expect("rebalance lock");
-            r.extend(tpl.elements().iter().map(|e| e.partition()));
+            r.extend(tpl.elements().iter().filter_map(|e| self.0.inputs.get(e.topic()).map(|&input| Part { input, partition: e.partition() })));
         }
     }
 }
@@ -146,14 +173,15 @@ pub struct TxnLoop {
 }
 
 impl TxnLoop {
-    /// A consumer of `settings.input` in its group (offsets committed only by
+    /// A consumer of `settings.inputs` in its group (offsets committed only by
     /// the transactions) and an initialised transactional producer.
     pub fn new(consumer: &ClientConfig, producer: &ClientConfig, settings: Settings) -> Result<TxnLoop, KafkaError> {
-        let rebalances = Arc::new(Rebalances { revoked: Mutex::default(), in_flight: InFlight::default(), timeout: settings.txn_timeout });
+        let inputs = settings.inputs.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+        let rebalances = Arc::new(Rebalances { inputs, revoked: Mutex::default(), in_flight: InFlight::default(), timeout: settings.txn_timeout });
         let mut cc = consumer.clone();
         cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
-        consumer.subscribe(&[&settings.input])?;
+        consumer.subscribe(&settings.inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
         let producer: ThreadedProducer<DefaultProducerContext> = producer.create()?;
         producer.init_transactions(settings.txn_timeout)?;
         Ok(TxnLoop { consumer, producer, rebalances, settings })
@@ -186,22 +214,26 @@ impl TxnLoop {
                     None => Duration::from_millis(100),
                 };
                 let polled = consumer.poll(timeout).map(|r| r.map(|m| m.detach()));
-                let revoked: Vec<i32> = std::mem::take(&mut *rebalances.revoked.lock().expect("rebalance lock")).into_iter().collect();
+                let revoked: Vec<Part> = std::mem::take(&mut *rebalances.revoked.lock().expect("rebalance lock")).into_iter().collect();
                 if !revoked.is_empty() {
                     round.drop_partitions(&revoked);
                     transform.revoked(&revoked);
                 }
+                let polled = polled.map(|r| r.map(|m| (rebalances.inputs.get(m.topic()).map(|&input| Part { input, partition: m.partition() }), m)));
                 match polled {
                     // Its partition was revoked in this poll and not given back:
                     // the next owner reads it again. (One given back in the same
                     // poll restarts from the committed offset, and librdkafka
                     // drops what it had fetched before the revocation, so a
                     // message of it is one to process.)
-                    Some(Ok(m)) if revoked.contains(&m.partition()) && !assigned(&consumer, &settings.input, m.partition()) => {}
-                    Some(Ok(m)) => {
-                        round.offsets.insert(m.partition(), m.offset() + 1);
+                    Some(Ok((Some(part), m))) if revoked.contains(&part) && !assigned(&consumer, m.topic(), m.partition()) => {}
+                    Some(Ok((None, m))) => tracing::warn!(topic = m.topic(), "a message of a topic the loop does not read"),
+                    Some(Ok((Some(part), m))) => {
+                        round.offsets.insert(part, m.offset() + 1);
                         round.events += 1;
-                        if let Err(step) = transform.apply(&m, &mut round.records) {
+                        let applied = transform.apply(&m, &mut round.records);
+                        round.sources.resize(round.records.len(), part);
+                        if let Err(step) = applied {
                             // Nothing of this round is committed: finish the round
                             // in flight, then read again from the committed offsets.
                             if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, transform, &mut stats, &settings)) {
@@ -303,7 +335,7 @@ fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStat
             stats.events += events;
             metrics::counter!("orelink_transactions_total", "role" => role.clone(), "outcome" => "committed").increment(1);
             metrics::histogram!("orelink_transaction_seconds", "role" => role.clone()).record(took.as_secs_f64());
-            crate::metrics::events(&role, &settings.input, "committed", events);
+            crate::metrics::events(&role, &settings.input_label(), "committed", events);
             for ((s, n), topic) in stats.records.iter_mut().zip(records).zip(&settings.outputs) {
                 *s += n;
                 if n > 0 {
@@ -326,15 +358,17 @@ fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStat
 /// One round's effects: what to write and how far the input was read.
 struct Round {
     records: Vec<Record>,
+    /// The input partition that caused each record.
+    sources: Vec<Part>,
     /// Next offset to read, per input partition.
-    offsets: BTreeMap<i32, i64>,
+    offsets: BTreeMap<Part, i64>,
     events: u64,
     outputs: usize,
 }
 
 impl Round {
     fn new(outputs: usize) -> Round {
-        Round { records: Vec::new(), offsets: BTreeMap::new(), events: 0, outputs }
+        Round { records: Vec::new(), sources: Vec::new(), offsets: BTreeMap::new(), events: 0, outputs }
     }
 
     fn is_empty(&self) -> bool {
@@ -342,8 +376,10 @@ impl Round {
     }
 
     /// Forgets partitions this instance no longer owns: their offsets must not be committed from here.
-    fn drop_partitions(&mut self, lost: &[i32]) {
-        self.records.retain(|r| !lost.contains(&r.partition));
+    fn drop_partitions(&mut self, lost: &[Part]) {
+        let mut sources = self.sources.iter();
+        self.records.retain(|_| !sources.next().is_some_and(|s| lost.contains(s)));
+        self.sources.retain(|s| !lost.contains(s));
         for p in lost {
             self.offsets.remove(p);
         }
@@ -401,7 +437,7 @@ impl Committer {
         let (rounds, rx) = sync_channel::<(Round, ConsumerGroupMetadata)>(1);
         let (tx, outcomes) = sync_channel::<Outcome>(1);
         let flight = rebalances.clone();
-        let writer = Writer { producer, input: settings.input.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
+        let writer = Writer { producer, inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
         let thread = std::thread::Builder::new()
             .name(format!("{}-commit", settings.role))
             .spawn(move || {
@@ -474,7 +510,7 @@ struct Writer {
     /// here in 1 ms steps spun the CPU: rust-rdkafka's poll runs to its deadline
     /// and rounds the remainder down to 0 ms.
     producer: ThreadedProducer<DefaultProducerContext>,
-    input: String,
+    inputs: Vec<String>,
     outputs: Vec<String>,
     timeout: Duration,
 }
@@ -513,7 +549,7 @@ impl Writer {
     }
 
     fn try_transact(&self, round: &Round, group: &ConsumerGroupMetadata) -> Result<Timings, KafkaError> {
-        let position = Position::Offsets { input: &self.input, offsets: &round.offsets, group };
+        let position = Position::Offsets { inputs: &self.inputs, offsets: &round.offsets, group };
         transact(&self.producer, &self.outputs, &round.records, position, self.timeout)
     }
 }
@@ -522,7 +558,7 @@ impl Writer {
 pub enum Position<'a> {
     /// Consumer offsets (next to read, per input partition), sent to the
     /// transaction with the group's metadata.
-    Offsets { input: &'a str, offsets: &'a BTreeMap<i32, i64>, group: &'a ConsumerGroupMetadata },
+    Offsets { inputs: &'a [String], offsets: &'a BTreeMap<Part, i64>, group: &'a ConsumerGroupMetadata },
     /// A record of the source's own progress, for a source that is no
     /// consumer (the edge relay's local queue).
     Progress { topic: &'a str, key: &'a str, value: &'a [u8] },
@@ -552,10 +588,10 @@ pub fn transact(
     }
     let sent = Instant::now();
     match position {
-        Position::Offsets { input, offsets, group } => {
+        Position::Offsets { inputs, offsets, group } => {
             let mut tpl = TopicPartitionList::new();
             for (p, o) in offsets {
-                tpl.add_partition_offset(input, *p, rdkafka::Offset::Offset(*o))?;
+                tpl.add_partition_offset(&inputs[p.input], p.partition, rdkafka::Offset::Offset(*o))?;
             }
             producer.send_offsets_to_transaction(&tpl, group, timeout)?;
         }
@@ -575,18 +611,36 @@ mod tests {
 
     #[test]
     fn a_revoked_partition_leaves_the_round_with_its_records_and_offsets() {
+        let part = |input, partition| Part { input, partition };
         let mut round = Round::new(2);
-        for (p, o) in [(0, 10), (1, 20), (0, 11)] {
+        for (p, o) in [(part(0, 0), 10), (part(0, 1), 20), (part(0, 0), 11), (part(1, 0), 30)] {
             round.offsets.insert(p, o + 1);
             round.events += 1;
-            round.records.push(Record { output: (o % 2) as usize, partition: p, key: Arc::from("k"), payload: vec![], trace: TraceContext::root() });
+            round.records.push(Record { output: (o % 2) as usize, key: Arc::from(format!("{o}")), payload: vec![], trace: TraceContext::root() });
+            round.sources.push(p);
         }
-        round.drop_partitions(&[0]);
-        assert_eq!(round.offsets, BTreeMap::from([(1, 21)]));
-        assert!(round.records.iter().all(|r| r.partition == 1));
-        assert!(!round.is_empty());
-        round.drop_partitions(&[1]);
-        assert!(round.is_empty());
+        round.drop_partitions(&[part(0, 0)]);
+        assert_eq!(round.offsets, BTreeMap::from([(part(0, 1), 21), (part(1, 0), 31)]));
+        assert_eq!(round.records.iter().map(|r| &*r.key).collect::<Vec<_>>(), ["20", "30"], "partition 0 of the second input is another partition");
+        assert_eq!(round.sources, [part(0, 1), part(1, 0)]);
+        round.drop_partitions(&[part(0, 1), part(1, 0)]);
+        assert!(round.is_empty() && round.records.is_empty());
+    }
+
+    #[test]
+    fn several_inputs_are_labelled_by_the_pattern_they_share() {
+        let s = |inputs: &[&str]| Settings {
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![],
+            batch_max: 1,
+            batch_wait: Duration::ZERO,
+            txn_timeout: Duration::ZERO,
+            retry_backoff: Duration::ZERO,
+            role: "t".into(),
+        };
+        assert_eq!(s(&["orelink.orders.v1"]).input_label(), "orelink.orders.v1");
+        assert_eq!(s(&["orelink.ingest.914501.v1", "orelink.ingest.914502.v1", "orelink.ingest.91.v1"]).input_label(), "orelink.ingest.91*.v1");
+        assert_eq!(s(&["a.v1", "a.v1"]).input_label(), "a.v1*");
     }
 
     #[test]

@@ -109,11 +109,11 @@ impl orelink_platform::txn_loop::Transform for Forward {
     fn apply(&mut self, m: &rdkafka::message::OwnedMessage, out: &mut Vec<orelink_platform::txn_loop::Record>) -> Result<(), orelink_platform::txn_loop::Step> {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default());
         let trace = TraceContext::from_headers(m.headers()).unwrap_or_else(TraceContext::root);
-        out.push(orelink_platform::txn_loop::Record { output: 0, partition: m.partition(), key: Arc::from(&*key), payload: m.payload().unwrap_or_default().to_vec(), trace });
+        out.push(orelink_platform::txn_loop::Record { output: 0, key: Arc::from(&*key), payload: m.payload().unwrap_or_default().to_vec(), trace });
         Ok(())
     }
 
-    fn sealed(&mut self, _offsets: &std::collections::BTreeMap<i32, i64>) {
+    fn sealed(&mut self, _offsets: &std::collections::BTreeMap<orelink_platform::txn_loop::Part, i64>) {
         self.sealed_at = Some(Instant::now());
     }
 
@@ -134,7 +134,7 @@ fn forward(cfg: &Config, input: &str, output: &str, stop: CancellationToken) -> 
     use orelink_platform::txn_loop::{Settings, TxnLoop};
     let timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
     let settings = Settings {
-        input: input.to_owned(),
+        inputs: vec![input.to_owned()],
         outputs: vec![output.to_owned()],
         batch_max: cfg.matcher.batch_max,
         batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),

@@ -16,11 +16,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "op-test-token";
+/// Baise's operators: their cluster's data, others' only as shared with them.
+const BAISE_TOKEN: &str = "op-baise-token";
 
 fn view_config(env: &TestEnv) -> Config {
     let mut cfg = env.role_config("view-test");
     cfg.view.listen = "127.0.0.1:0".into();
-    cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
+    cfg.view.operator_token_digests = format!("{},{}@baise", orelink_platform::config::sha256_hex(TOKEN), orelink_platform::config::sha256_hex(BAISE_TOKEN));
     cfg
 }
 
@@ -178,6 +180,50 @@ async fn api(addr: SocketAddr, path: &str) -> serde_json::Value {
     r.json().await.unwrap()
 }
 
+/// `GET path` with `token`: the status and the JSON body.
+async fn get_as(addr: SocketAddr, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new().get(format!("http://{addr}{path}")).bearer_auth(token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A Baise token sees Baise and what Baise takes part in, never Hechi's
+/// orders (buyer ids, price caps) or numbers.
+async fn a_cluster_token_sees_its_cluster_only(addr: SocketAddr) {
+    let (status, hechi) = get_as(addr, "/api/v1/orders/open?cluster=hechi&limit=500", TOKEN).await;
+    assert_eq!(status, 200);
+    assert!(hechi["orders"].as_array().unwrap().iter().any(|o| o["buyer_id"].is_string()), "Hechi has open orders with buyer ids to hide: {hechi}");
+    for path in ["/api/v1/orders/open?cluster=hechi", "/api/v1/clusters/hechi", "/api/v1/cells?cluster=hechi", "/api/v1/timeseries?cluster=hechi&family=SN-INGOT", "/api/v1/orders/shared?cluster=hechi&direction=out"] {
+        let (status, body) = get_as(addr, path, BAISE_TOKEN).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{path}: {body}");
+    }
+    assert_eq!(get_as(addr, "/api/v1/orders/open?cluster=baise", BAISE_TOKEN).await.0, 200);
+    let (_, clusters) = get_as(addr, "/api/v1/clusters", BAISE_TOKEN).await;
+    assert_eq!(clusters["clusters"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect::<Vec<_>>(), ["baise"]);
+    let (_, cells) = get_as(addr, "/api/v1/cells", BAISE_TOKEN).await;
+    assert!(cells["cells"].as_array().unwrap().iter().all(|c| c["cluster"] == "baise") && !cells["cells"].as_array().unwrap().is_empty());
+    // The allocations Baise takes part in, no others, and none of them missing.
+    let touches_baise = |a: &serde_json::Value| a["order_cluster"] == "baise" || a["capacity_cluster"] == "baise";
+    let (_, all) = get_as(addr, "/api/v1/allocations/latest?limit=200", TOKEN).await;
+    let (_, mine) = get_as(addr, "/api/v1/allocations/latest?limit=200", BAISE_TOKEN).await;
+    let expected: Vec<&serde_json::Value> = all["allocations"].as_array().unwrap().iter().filter(|a| touches_baise(a)).collect();
+    assert_eq!(mine["allocations"].as_array().unwrap().iter().collect::<Vec<_>>(), expected);
+    assert!(expected.len() < all["allocations"].as_array().unwrap().len(), "some allocations are none of Baise's business");
+    // Another cluster's order with no Baise part: not there for Baise.
+    let mut checked = false;
+    for a in all["allocations"].as_array().unwrap().iter().filter(|a| !touches_baise(a)) {
+        let path = format!("/api/v1/orders/{}/allocations", a["order_id"].as_str().unwrap());
+        let (status, order) = get_as(addr, &path, TOKEN).await;
+        assert_eq!(status, 200, "{path}");
+        if order["allocations"].as_array().unwrap().iter().any(touches_baise) {
+            continue;
+        }
+        assert_eq!(get_as(addr, &path, BAISE_TOKEN).await.0, 404, "{path}");
+        checked = true;
+        break;
+    }
+    assert!(checked, "no order outside Baise among the latest allocations");
+}
+
 /// The view's cells through the API, in the recomputation's shape.
 async fn served(addr: SocketAddr) -> Cells {
     let body = api(addr, "/api/v1/cells").await;
@@ -327,6 +373,7 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     assert!(expected.values().any(|c| c["allocations"] > 0), "the workload allocated nothing");
     assert!(expected.values().any(|c| c["shared_in"] > 0 || c["shared_out"] > 0) || records.iter().any(|(_, r)| matches!(r, Record::SharedOrder(_))), "nothing was shared");
     assert_cells_eq(&served(addr).await, &expected, "the view differs from the recomputation");
+    a_cluster_token_sees_its_cluster_only(addr).await;
     let dead = api(addr, "/api/v1/dead-letters").await;
     let dl: i64 = dead["by_class"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
     assert_eq!(dl, records.iter().filter(|(_, r)| matches!(r, Record::DeadLetter(_))).count() as i64);

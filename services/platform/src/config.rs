@@ -87,8 +87,11 @@ pub struct MatcherSettings {
 #[serde(deny_unknown_fields)]
 pub struct ViewSettings {
     pub listen: String,
-    /// Comma-separated SHA-256 digests (hex) of the operators' bearer tokens:
-    /// the tokens themselves are in no file and no environment of the hub.
+    /// The operators' bearer tokens, comma-separated, each as the SHA-256
+    /// digest (hex) of the token, for a region-wide operator, or
+    /// `<digest>@<cluster>+<cluster>` for a cluster's operators, who see
+    /// their clusters' data and others' only as the sharing policy redacts
+    /// it. The tokens themselves are in no file and no environment of the hub.
     pub operator_token_digests: String,
     pub batch_max: usize,
 }
@@ -138,9 +141,29 @@ pub struct EdgeSettings {
     pub key_sha256: String,
 }
 
+/// One operator token of `view.operator_token_digests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorToken {
+    /// SHA-256 of the token, lower-case hex.
+    pub digest: String,
+    /// The clusters it sees; `None`: every cluster (a region-wide operator).
+    pub clusters: Option<Vec<String>>,
+}
+
 impl ViewSettings {
-    pub fn tokens(&self) -> Vec<String> {
-        self.operator_token_digests.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+    pub fn tokens(&self) -> Vec<OperatorToken> {
+        self.operator_token_digests
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.split_once('@') {
+                Some((digest, clusters)) => OperatorToken {
+                    digest: digest.trim().to_owned(),
+                    clusters: Some(clusters.split('+').map(|c| c.trim().to_owned()).collect()),
+                },
+                None => OperatorToken { digest: t.to_owned(), clusters: None },
+            })
+            .collect()
     }
 }
 
@@ -357,9 +380,12 @@ impl Config {
         if !self.redis.url.starts_with("redis://") && !self.redis.url.starts_with("rediss://") {
             p.push(format!("redis.url {:?}: expected a redis:// URL", self.redis.url));
         }
-        for d in self.view.tokens() {
-            if !is_sha256_hex(&d) {
-                p.push(format!("view.operator_token_digests: {d:?} is not a SHA-256 digest (64 lower-case hex digits; `sha256sum` of a token gives it)"));
+        for t in self.view.tokens() {
+            if !is_sha256_hex(&t.digest) {
+                p.push(format!("view.operator_token_digests: {:?} is not a SHA-256 digest (64 lower-case hex digits; `sha256sum` of a token gives it)", t.digest));
+            }
+            if t.clusters.as_ref().is_some_and(|c| c.iter().any(String::is_empty)) {
+                p.push(format!("view.operator_token_digests: the token {}… names an empty cluster (write <digest>@<cluster>+<cluster>)", &t.digest[..t.digest.len().min(8)]));
             }
         }
         if !["kafka", "none"].contains(&self.registry.auth.as_str()) {

@@ -1,10 +1,16 @@
 //! The view's HTTP surface: the operators' JSON API (bearer token), live
 //! updates over SSE, the dashboard, the OpenAPI document, health and metrics.
+//!
+//! A token is region-wide or scoped to clusters (`view.operator_token_digests`).
+//! A scoped token sees its clusters' cells, orders and series (403 for
+//! another's), the allocations its clusters take part in, and other clusters'
+//! orders only as shared with its clusters, which the sharing policy has
+//! already redacted (no buyer id or price cap unless the policy allows).
 
 use crate::materialise::Change;
 use crate::metrics::Metrics;
 use crate::store::{Cell, Store};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -27,7 +33,7 @@ pub struct AppState {
     pub families: Vec<String>,
     /// family -> (English, Chinese) name, for labels.
     pub family_names: std::collections::BTreeMap<String, (String, String)>,
-    pub tokens: Vec<String>,
+    pub tokens: Vec<orelink_platform::config::OperatorToken>,
     pub changes: broadcast::Sender<Change>,
     pub metrics: Arc<Metrics>,
     /// Set once the materialiser first caught up with its inputs.
@@ -40,6 +46,8 @@ pub enum ApiError {
     #[error("an operator token is required (Authorization: Bearer <token>; ?token= on the event stream only)")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
@@ -51,6 +59,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +68,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unavailable(_) => "unavailable",
@@ -145,15 +155,49 @@ struct TokenQuery {
     token: Option<String>,
 }
 
+/// What a token may see: every cluster, or these.
+#[derive(Debug, Clone)]
+pub struct Scope(Option<Arc<std::collections::BTreeSet<String>>>);
+
+impl Scope {
+    pub fn everything() -> Scope {
+        Scope(None)
+    }
+
+    pub fn clusters<'a>(clusters: impl IntoIterator<Item = &'a str>) -> Scope {
+        Scope(Some(Arc::new(clusters.into_iter().map(str::to_owned).collect())))
+    }
+
+    pub fn sees(&self, cluster: &str) -> bool {
+        self.0.as_ref().is_none_or(|c| c.contains(cluster))
+    }
+
+    fn check(&self, cluster: &str) -> Result<(), ApiError> {
+        if self.sees(cluster) { Ok(()) } else { Err(ApiError::Forbidden(format!("this token does not see cluster {cluster:?}"))) }
+    }
+
+    /// An allocation is seen by the clusters of its order and of its capacity.
+    pub fn sees_allocation(&self, a: &serde_json::Value) -> bool {
+        self.0.is_none() || ["order_cluster", "capacity_cluster"].iter().any(|k| a.get(k).and_then(|c| c.as_str()).is_some_and(|c| self.sees(c)))
+    }
+}
+
 /// Bearer token from the header; only the event stream may pass it as
 /// `?token=` (browsers' EventSource cannot set headers), since URLs end up in
-/// logs and histories. Checked by its digest against `view.operator_token_digests`.
-async fn authorise(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<TokenQuery>, req: Request, next: Next) -> Response {
+/// logs and histories. Checked by its digest against `view.operator_token_digests`;
+/// the token's scope goes with the request.
+async fn authorise(State(state): State<Arc<AppState>>, headers: HeaderMap, Query(q): Query<TokenQuery>, mut req: Request, next: Next) -> Response {
     let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned);
     let in_query = q.token.filter(|_| req.uri().path() == "/api/v1/stream");
     let presented = bearer.or(in_query).map(|p| orelink_platform::config::sha256_hex(p.trim()));
-    let ok = presented.is_some_and(|p| state.tokens.iter().any(|t| constant_time_eq(t.as_bytes(), p.as_bytes())));
-    if ok { next.run(req).await } else { ApiError::Unauthorized.into_response() }
+    let token = presented.and_then(|p| state.tokens.iter().find(|t| constant_time_eq(t.digest.as_bytes(), p.as_bytes())));
+    let Some(token) = token else { return ApiError::Unauthorized.into_response() };
+    let scope = match &token.clusters {
+        None => Scope::everything(),
+        Some(c) => Scope::clusters(c.iter().map(String::as_str)),
+    };
+    req.extensions_mut().insert(scope);
+    next.run(req).await
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -164,12 +208,13 @@ fn known_cluster(state: &AppState, id: &str) -> Result<(), ApiError> {
     state.topology.cluster(id).map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no cluster {id:?}")))
 }
 
-async fn clusters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {
+async fn clusters(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>) -> ApiResult<serde_json::Value> {
     let cells = state.store.cells().await?;
     let out: Vec<serde_json::Value> = state
         .topology
         .clusters
         .iter()
+        .filter(|c| scope.sees(c.id.as_str()))
         .map(|c| {
             let mine: Vec<Cell> = cells.iter().filter(|x| x.cluster == c.id.as_str()).cloned().collect();
             json!({"id": c.id.as_str(), "name": c.name, "name_zh": c.name_zh, "families": c.families, "totals": Cell::total(c.id.as_str(), &mine)})
@@ -180,8 +225,9 @@ async fn clusters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::V
     Ok(Json(json!({"clusters": out, "family_names": names})))
 }
 
-async fn cluster(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+async fn cluster(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
     known_cluster(&state, &id)?;
+    scope.check(&id)?;
     let c = state.topology.cluster(&id).expect("checked");
     let mine: Vec<Cell> = state.store.cells().await?.iter().filter(|x| x.cluster == id).cloned().collect();
     Ok(Json(json!({"id": id, "name": c.name, "name_zh": c.name_zh, "families": mine, "totals": Cell::total(&id, &mine)})))
@@ -195,11 +241,12 @@ struct ClusterQuery {
     family: Option<String>,
 }
 
-async fn cells(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+async fn cells(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
     if let Some(c) = &q.cluster {
         known_cluster(&state, c)?;
+        scope.check(c)?;
     }
-    let cells: Vec<Cell> = state.store.cells().await?.iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster)).cloned().collect();
+    let cells: Vec<Cell> = state.store.cells().await?.iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster) && scope.sees(&c.cluster)).cloned().collect();
     Ok(Json(json!({"cells": cells})))
 }
 
@@ -211,9 +258,11 @@ fn limit(q: &ClusterQuery) -> Result<usize, ApiError> {
     }
 }
 
-fn required_cluster(state: &AppState, q: &ClusterQuery) -> Result<String, ApiError> {
+/// The query's cluster: required, known, and seen by the token.
+fn required_cluster(state: &AppState, scope: &Scope, q: &ClusterQuery) -> Result<String, ApiError> {
     let c = q.cluster.clone().ok_or_else(|| ApiError::BadRequest("cluster is required".into()))?;
     known_cluster(state, &c)?;
+    scope.check(&c)?;
     Ok(c)
 }
 
@@ -225,14 +274,16 @@ struct OrdersBody {
     orders: Vec<crate::store::Raw>,
 }
 
-async fn open_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<OrdersBody> {
-    let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
+async fn open_orders(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<OrdersBody> {
+    let (c, n) = (required_cluster(&state, &scope, &q)?, limit(&q)?);
     let orders = state.store.open_orders(&c, n).await?;
     Ok(Json(OrdersBody { cluster: c, direction: None, orders }))
 }
 
-async fn shared_orders(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<OrdersBody> {
-    let (c, n) = (required_cluster(&state, &q)?, limit(&q)?);
+/// `in`: other clusters' orders shared with `cluster`, as the sharing policy
+/// redacted them; `out`: `cluster`'s own shared remainders.
+async fn shared_orders(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<OrdersBody> {
+    let (c, n) = (required_cluster(&state, &scope, &q)?, limit(&q)?);
     let inbound = match q.direction.as_deref().unwrap_or("in") {
         "in" => true,
         "out" => false,
@@ -242,11 +293,21 @@ async fn shared_orders(State(state): State<Arc<AppState>>, Query(q): Query<Clust
     Ok(Json(OrdersBody { cluster: c, direction: Some(if inbound { "in" } else { "out" }), orders }))
 }
 
-async fn order_allocations(State(state): State<Arc<AppState>>, Path(order_id): Path<String>) -> ApiResult<serde_json::Value> {
-    match state.store.order(&state.families, &order_id).await? {
-        Some((status, allocations)) => Ok(Json(json!({"order_id": order_id, "status": status, "allocations": allocations}))),
-        None => Err(ApiError::NotFound(format!("no order {order_id:?} in the view"))),
+/// An order's status and allocations. A scoped token sees the status of
+/// its clusters' orders only, and of another cluster's order just the
+/// allocations its clusters' capacity took part in.
+async fn order_allocations(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Path(order_id): Path<String>) -> ApiResult<serde_json::Value> {
+    let not_found = || ApiError::NotFound(format!("no order {order_id:?} in the view"));
+    let (status, mut allocations) = state.store.order(&state.families, &order_id).await?.ok_or_else(not_found)?;
+    let own = status.get("cluster").and_then(|c| c.as_str()).is_some_and(|c| scope.sees(c));
+    if !own {
+        allocations.retain(|a| scope.sees_allocation(a));
+        if allocations.is_empty() {
+            return Err(not_found());
+        }
     }
+    let status = if own { status } else { serde_json::Value::Null };
+    Ok(Json(json!({"order_id": order_id, "status": status, "allocations": allocations})))
 }
 
 #[derive(serde::Serialize)]
@@ -254,13 +315,16 @@ struct AllocationsBody {
     allocations: Vec<crate::store::Raw>,
 }
 
-async fn latest_allocations(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<AllocationsBody> {
+async fn latest_allocations(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<AllocationsBody> {
     let n = limit(&q)?.min(200);
-    Ok(Json(AllocationsBody { allocations: state.store.latest_allocations(n).await? }))
+    // The newest 200 are kept; a scoped token sees those its clusters took part in.
+    let all = state.store.latest_allocations(if scope.0.is_none() { n } else { 200 }).await?;
+    let seen = |a: &crate::store::Raw| serde_json::from_str::<serde_json::Value>(a.get()).is_ok_and(|v| scope.sees_allocation(&v));
+    Ok(Json(AllocationsBody { allocations: all.into_iter().filter(seen).take(n).collect() }))
 }
 
-async fn timeseries(State(state): State<Arc<AppState>>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
-    let c = required_cluster(&state, &q)?;
+async fn timeseries(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    let c = required_cluster(&state, &scope, &q)?;
     let f = q.family.clone().ok_or_else(|| ApiError::BadRequest("family is required".into()))?;
     if !state.families.contains(&f) {
         return Err(ApiError::NotFound(format!("no product family {f:?}")));
@@ -272,8 +336,9 @@ async fn dead_letters(State(state): State<Arc<AppState>>) -> ApiResult<serde_jso
     Ok(Json(json!({"by_class": state.store.dead_letters().await?})))
 }
 
-/// Live updates: one `change` event per applied batch (count and new allocations).
-async fn stream(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Live updates: one `change` event per applied batch (count and the new
+/// allocations the token sees).
+async fn stream(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>) -> impl IntoResponse {
     let rx = state.changes.subscribe();
     let metrics = state.metrics.clone();
     metrics.sse(1);
@@ -284,16 +349,17 @@ async fn stream(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         }
     }
     let gone = Gone(metrics);
-    let events = futures::stream::unfold((rx, gone), |(mut rx, gone)| async move {
+    let events = futures::stream::unfold((rx, gone, scope), |(mut rx, gone, scope)| async move {
         match rx.recv().await {
-            Ok(change) => {
+            Ok(mut change) => {
+                change.allocations.retain(|a| scope.sees_allocation(a));
                 let ev = Event::default().event("change").json_data(&change).unwrap_or_default();
-                Some((Ok::<Event, std::convert::Infallible>(ev), (rx, gone)))
+                Some((Ok::<Event, std::convert::Infallible>(ev), (rx, gone, scope)))
             }
             // A slow dashboard skipped some batches: tell it to reload everything.
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 let ev = Event::default().event("change").data(json!({"applied": n, "allocations": []}).to_string());
-                Some((Ok(ev), (rx, gone)))
+                Some((Ok(ev), (rx, gone, scope)))
             }
             Err(broadcast::error::RecvError::Closed) => None,
         }

@@ -57,6 +57,10 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
     if tokens.is_empty() {
         return Err(ViewError::Config("view.operator_token_digests is empty: set ORELINK__VIEW__OPERATOR_TOKEN_DIGESTS to the SHA-256 digests of the operators' tokens (comma-separated)".into()));
     }
+    let unknown: Vec<String> = tokens.iter().flat_map(|t| t.clusters.iter().flatten()).filter(|c| reference.topology.cluster(c).is_none()).map(|c| format!("{c:?}")).collect();
+    if !unknown.is_empty() {
+        return Err(ViewError::Config(format!("view.operator_token_digests: no cluster {} in topology/clusters.toml", unknown.join(", "))));
+    }
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| ViewError::Config(e.to_string()))?;
     let redis = connect(cfg).await?;
     let metrics = Arc::new(Metrics::new(&cfg.namespace));

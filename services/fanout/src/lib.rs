@@ -147,7 +147,8 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     };
     let mut producer = cfg.kafka.transactional_config("fanout", &format!("{}orelink-fanout-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout);
     producer.set("linger.ms", "1");
-    let txn = TxnLoop::new(&cfg.kafka.consumer_config("fanout", &group(cfg)), &producer, settings)?;
+    // A static member: a restarted instance takes its partitions back at once.
+    let txn = TxnLoop::new(&cfg.kafka.member_config("fanout", &group(cfg), &cfg.matcher.instance()), &producer, settings)?;
     let done = tokio::task::spawn_blocking(move || txn.run(&mut routing, &cancel)).await.map_err(|e| FanoutError::Fatal(e.to_string()))??;
     let stats = FanoutStats {
         transactions: done.transactions,

@@ -339,7 +339,8 @@ pub async fn run_hooks(cfg: &Config, reference: &Reference, hooks: Vec<Webhook>,
     for hook in hooks {
         let topic = codec.topic(&topics::partner(&hook.partner));
         let parked_topic = codec.topic(&topics::parked(&hook.partner));
-        let consumer = loop_consumer(&cfg.kafka.consumer_config("webhooks", &group(cfg, &hook.partner)), &[&topic], None)?;
+        // A static member: a restarted instance takes its partitions back at once.
+        let consumer = loop_consumer(&cfg.kafka.member_config("webhooks", &group(cfg, &hook.partner), &cfg.matcher.instance()), &[&topic], None)?;
         let dead = DeadLetters::new(producer.clone(), codec.clone(), "webhooks");
         let backoff = Backoff { initial: Duration::from_millis(cfg.webhooks.retry_initial_ms), max: Duration::from_millis(cfg.webhooks.retry_max_ms) };
         let looped = ConsumeLoop::new(consumer, codec.clone(), dead, backoff);

@@ -63,7 +63,8 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| ShareError::Codec(e.to_string()))?;
     let producer: FutureProducer = cfg.kafka.producer_config("share").set("linger.ms", "5").create()?;
     let status_topic = codec.topic(topics::ORDER_STATUS);
-    let consumer = loop_consumer(&cfg.kafka.consumer_config("share", &group(cfg)), &[&status_topic], None)?;
+    // A static member: a restarted instance takes its partitions back at once.
+    let consumer = loop_consumer(&cfg.kafka.member_config("share", &group(cfg), &cfg.matcher.instance()), &[&status_topic], None)?;
     let dead = DeadLetters::new(producer.clone(), codec.clone(), "share");
     let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
     let publisher = Publisher { producer: producer.clone(), codec: codec.clone(), topic: codec.topic(topics::SHARED_ORDERS) };

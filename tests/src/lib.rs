@@ -1,6 +1,8 @@
 //! Support for the integration tests: they run against the real local stack
 //! (`orelink stack up`, or `tests/run` which starts it), each test in a
-//! namespace of its own so topics, subjects and groups never collide.
+//! namespace of its own so topics, subjects and groups never collide. Its
+//! roles run as their own principals (`env.apply()` makes them, with the
+//! topology's ACLs), never as the stack's superuser.
 
 use orelink_platform::config::{Config, Sources};
 use orelink_platform::registry_client::RegistryClient;
@@ -11,11 +13,15 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A test's own slice of the stack.
+/// A test's own slice of the stack. `cfg` is the stack's admin (for what
+/// the test itself reads and writes); `role_config` gives a role's own.
+#[derive(Clone)]
 pub struct TestEnv {
     pub ns: String,
     pub cfg: Config,
     pub reference: Reference,
+    /// Holds the namespace's principals file (`principals_file`).
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 /// The repository root (for schemas/ and tests/interop/).
@@ -48,7 +54,7 @@ impl TestEnv {
             ("ORELINK__KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
         let cfg = Config::load(&Sources { file: None, env, stack: Some(orelink_platform::config::stack_credentials_path()) }).expect("test config");
-        let env = TestEnv { ns, cfg, reference: Reference::embedded() };
+        let env = TestEnv { ns, cfg, reference: Reference::embedded(), dir: std::sync::Arc::new(tempfile::tempdir().expect("a temporary directory")) };
         env.require_stack().await;
         env
     }
@@ -87,8 +93,32 @@ impl TestEnv {
         req.send().await.unwrap().json().await.unwrap()
     }
 
+    /// Creates this namespace's topics, subjects, principals and ACLs.
     pub async fn apply(&self) -> apply::Applied {
+        let applied = self.apply_topics().await;
+        let (admin, reference, ns, file) = (self.client("admin"), self.reference.clone(), self.ns.clone(), self.principals_file());
+        tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&admin, &reference, &ns, &file, false).expect("access apply")).await.unwrap();
+        applied
+    }
+
+    /// Creates this namespace's topics and subjects only.
+    pub async fn apply_topics(&self) -> apply::Applied {
         apply::apply(&self.client("admin"), &self.registry(), &self.reference, &self.ns, false).await.expect("topology apply")
+    }
+
+    /// Where `apply` keeps this namespace's principals' passwords.
+    pub fn principals_file(&self) -> PathBuf {
+        self.dir.path().join("principals.toml")
+    }
+
+    /// The admin's config with `role`'s own credentials (`apply` first).
+    pub fn as_role(&self, role: &str) -> Config {
+        let mut cfg = self.cfg.clone();
+        let user = format!("{}orelink-{role}", self.ns);
+        let users = orelink_platform::access_apply::read_users(&self.principals_file()).expect("the principals file");
+        cfg.kafka.password = users.get(&user).unwrap_or_else(|| panic!("no principal {user}: call env.apply() first")).clone();
+        cfg.kafka.username = user;
+        cfg
     }
 
     pub fn producer(&self) -> FutureProducer {
@@ -218,19 +248,22 @@ impl TestEnv {
             .expect("produce");
     }
 
-    /// The config this test's roles run with, `instance` naming the transactional instance.
-    pub fn role_config(&self, instance: &str) -> Config {
-        let mut cfg = self.cfg.clone();
+    /// The config `role` runs with in this test, as its own principal,
+    /// `instance` naming the transactional instance.
+    pub fn role_config(&self, role: &str, instance: &str) -> Config {
+        let mut cfg = self.as_role(role);
         cfg.matcher.instance_id = instance.into();
         // Its own client id, so a group's members can be told apart (`group_assignment`).
         cfg.kafka.client_id = format!("{}-{instance}", cfg.kafka.client_id);
         cfg
     }
 
-    /// Env vars that point an `orelink` process at this test's namespace.
+    /// Env vars that point an `orelink` process at this test's namespace; its
+    /// roles find their principals in this namespace's file.
     pub fn process_env(&self, instance: &str) -> Vec<(String, String)> {
         vec![
             ("ORELINK__NAMESPACE".into(), self.ns.clone()),
+            ("ORELINK__KAFKA__PRINCIPALS_FILE".into(), self.principals_file().display().to_string()),
             ("ORELINK__KAFKA__BROKERS".into(), self.cfg.kafka.brokers.clone()),
             ("ORELINK__REGISTRY__URL".into(), self.cfg.registry.url.clone()),
             ("ORELINK__MATCHER__INSTANCE_ID".into(), instance.into()),
@@ -515,7 +548,7 @@ fn parse_assignment(bytes: &[u8], topic: &str) -> Option<Vec<i32>> {
 
 /// Starts the gateway in-process on a free port with `keys_file`; stops on `cancel`.
 pub async fn start_gateway(env: &TestEnv, keys_file: &std::path::Path, cancel: tokio_util::sync::CancellationToken) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let mut cfg = env.cfg.clone();
+    let mut cfg = env.as_role("gateway");
     cfg.gateway.listen = "127.0.0.1:0".into();
     cfg.gateway.keys_file = keys_file.to_string_lossy().into_owned();
     let (tx, rx) = tokio::sync::oneshot::channel();

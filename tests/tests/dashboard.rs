@@ -52,8 +52,8 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let cancel = CancellationToken::new();
-    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("dashboard"), env.reference.clone(), cancel.clone()));
-    let mut cfg = env.cfg.clone();
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "dashboard"), env.reference.clone(), cancel.clone()));
+    let mut cfg = env.as_role("view");
     cfg.view.listen = "127.0.0.1:0".into();
     cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
     let (tx, rx) = tokio::sync::oneshot::channel();

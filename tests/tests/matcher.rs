@@ -59,7 +59,7 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let cancel = CancellationToken::new();
-    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("trace"), env.reference.clone(), cancel.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "trace"), env.reference.clone(), cancel.clone()));
 
     // Nanning aluminium capacity, then a Nanning order for a lower grade.
     let cap = capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
@@ -135,7 +135,7 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
     // Snapshots often, so that the instance taking over a partition may
     // start its book from a snapshot the other one wrote.
     let instance = |name: &str| {
-        let mut cfg = env.role_config(name);
+        let mut cfg = env.role_config("matcher", name);
         cfg.matcher.snapshot_every = 300;
         cfg
     };
@@ -151,7 +151,7 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
 
     let producing = {
         let codec = codec.clone();
-        let env2 = TestEnv { ns: env.ns.clone(), cfg: env.cfg.clone(), reference: env.reference.clone() };
+        let env2 = env.clone();
         // Paced to last several seconds (~72 chunks of 200): long enough that
         // instance a's first commit is seen while events still arrive, now that
         // encoding no longer slows the producer down.
@@ -201,7 +201,7 @@ async fn a_restart_loads_the_newest_snapshot_and_replays_only_the_rest() {
     let env = TestEnv::new().await;
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
-    let mut cfg = env.role_config("snap");
+    let mut cfg = env.role_config("matcher", "snap");
     cfg.matcher.snapshot_every = 200;
     let groups = [
         (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),

@@ -45,7 +45,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
 
     let mut matcher = start(&env, &log);
     let producing = {
-        let (codec, env2) = (codec.clone(), TestEnv { ns: env.ns.clone(), cfg: env.cfg.clone(), reference: env.reference.clone() });
+        let (codec, env2) = (codec.clone(), env.clone());
         tokio::spawn(async move { produce_workload(&env2, &codec, 200, 6_000, 11, Some(Duration::from_millis(60))).await })
     };
 

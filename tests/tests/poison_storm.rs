@@ -308,7 +308,7 @@ async fn a_record_the_script_cannot_apply_is_dead_lettered_and_the_rest_applied(
     }
     let cancel = CancellationToken::new();
     let (tx, bound) = tokio::sync::oneshot::channel();
-    let mut cfg = env.role_config("view-poison");
+    let mut cfg = env.role_config("view", "view-poison");
     cfg.view.listen = "127.0.0.1:0".into();
     cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
     let (r, c) = (env.reference.clone(), cancel.clone());

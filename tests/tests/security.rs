@@ -50,7 +50,7 @@ fn code(e: &KafkaError) -> Option<RDKafkaErrorCode> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topology_decides_who_reads_and_writes_what() {
     let env = TestEnv::new().await;
-    env.apply().await;
+    env.apply_topics().await;
     let dir = tempfile::tempdir().unwrap();
     let users_file = dir.path().join("principals.toml");
     let admin = env.client("admin");
@@ -61,7 +61,7 @@ async fn the_topology_decides_who_reads_and_writes_what() {
     };
     let first = tokio::task::spawn_blocking(apply.clone()).await.unwrap();
     let created = first.iter().filter(|c| matches!(c, AccessChange::CreateUser(_))).count();
-    assert_eq!(created, env.reference.topology.roles.len() + env.reference.topology.partners.len());
+    assert_eq!(created, orelink_domain::access::principals(&env.reference.topology).len());
     assert!(first.iter().any(|c| matches!(c, AccessChange::Grant(_))));
     assert_eq!(tokio::task::spawn_blocking(apply.clone()).await.unwrap(), vec![], "a second apply changes nothing");
     let users = read_users(&users_file).unwrap();
@@ -146,13 +146,7 @@ async fn hub_roles_work_under_their_own_least_privilege_principals() {
     use orelink_tests::{KillOnDrop, orelink_bin, produce_workload};
     let env = TestEnv::new().await;
     env.apply().await;
-    let dir = tempfile::tempdir().unwrap();
-    let users_file = dir.path().join("principals.toml");
-    {
-        let (admin, reference, ns, users_file) = (env.client("admin"), env.reference.clone(), env.ns.clone(), users_file.clone());
-        tokio::task::spawn_blocking(move || apply_access(&admin, &reference, &ns, &users_file, false).expect("access apply")).await.unwrap();
-    }
-    let users = read_users(&users_file).unwrap();
+    let users = read_users(&env.principals_file()).unwrap();
     let start = |role: &str| {
         let user = format!("{}orelink-{role}", env.ns);
         KillOnDrop(
@@ -207,4 +201,44 @@ async fn hub_roles_work_under_their_own_least_privilege_principals() {
     }
     assert!(!env.read_topic(&env.topic(topics::ALLOCATIONS)).await.is_empty(), "the matcher allocated as its own principal");
     assert_eq!(env.read_topic(&env.topic(&topics::partner(A))).await.len(), 20, "the fanout routed as its own principal");
+}
+
+/// Each site's relay is its own principal: relay A may use its own
+/// transactional id and progress topic, and can neither fence relay B (init
+/// B's transactional id) nor read or advance B's progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sites_relay_cannot_fence_or_advance_anothers() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let users = read_users(&env.principals_file()).unwrap();
+    let (a_site, b_site) = ("hechi-dachang-tin", "baise-jingxi-bauxite");
+    let a_user = format!("{}orelink-edge-{a_site}", env.ns);
+    let a = as_user_cfg(&env.cfg.kafka.brokers, Some((&a_user, users[&a_user].expose())));
+    let (ns, b_progress, a_progress) = (env.ns.clone(), env.topic(&topics::edge_progress(b_site)), env.topic(&topics::edge_progress(a_site)));
+    let (b_progress2, a_progress2) = (b_progress.clone(), a_progress.clone());
+    tokio::task::spawn_blocking(move || {
+        let (b_progress, a_progress) = (b_progress2, a_progress2);
+        let transactional = |id: String| -> BaseProducer { a.clone().set("transactional.id", id).create().unwrap() };
+        // Its own transactional id and progress: fine.
+        let own = transactional(format!("{ns}orelink-edge-{a_site}"));
+        own.init_transactions(Duration::from_secs(30)).expect("relay A uses its own transactional id");
+        own.begin_transaction().unwrap();
+        own.send(BaseRecord::<str, str>::to(&a_progress).key(a_site).payload("7")).map_err(|(e, _)| e).unwrap();
+        own.commit_transaction(Duration::from_secs(30)).expect("relay A advances its own progress");
+        // B's transactional id: initialising it would fence B's producer.
+        let e = transactional(format!("{ns}orelink-edge-{b_site}")).init_transactions(Duration::from_secs(30)).expect_err("relay A must not fence relay B");
+        assert_eq!(code(&e), Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed), "{e}");
+        // B's progress topic: not read.
+        let e = read_first(&a, &format!("{ns}orelink-edge-{a_site}-progress"), &b_progress).expect_err("relay A must not read relay B's progress");
+        assert_eq!(code(&e), Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{e}");
+    })
+    .await
+    .unwrap();
+    // Nor written: the record is refused, never appended.
+    let writer: FutureProducer = as_user_cfg(&env.cfg.kafka.brokers, Some((&a_user, users[&a_user].expose()))).create().unwrap();
+    let sent = writer.send(FutureRecord::<str, str>::to(&b_progress).key(b_site).payload("999999"), Duration::from_secs(10)).await.map(|_| ()).map_err(|(e, _)| code(&e));
+    assert_eq!(sent, Err(Some(RDKafkaErrorCode::TopicAuthorizationFailed)));
+    assert!(env.read_topic(&b_progress).await.is_empty(), "relay A advanced relay B's progress");
+    assert_eq!(env.read_topic(&a_progress).await.len(), 1);
 }

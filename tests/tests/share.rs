@@ -83,9 +83,9 @@ async fn remainders_are_shared_by_policy_filled_across_clusters_and_withdrawn() 
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let t = Topics { env: &env, codec: &codec };
     let cancel = CancellationToken::new();
-    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("share-test"), env.reference.clone(), cancel.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "share-test"), env.reference.clone(), cancel.clone()));
     let share = {
-        let (cfg, r, c) = (env.cfg.clone(), env.reference.clone(), cancel.clone());
+        let (cfg, r, c) = (env.as_role("share"), env.reference.clone(), cancel.clone());
         tokio::spawn(async move { orelink_share::run(&cfg, &r, c).await })
     };
 
@@ -167,9 +167,9 @@ async fn a_delayed_share_fires_when_event_time_passes_its_due_time() {
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let t = Topics { env: &env, codec: &codec };
     let cancel = CancellationToken::new();
-    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("share-delay"), env.reference.clone(), cancel.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "share-delay"), env.reference.clone(), cancel.clone()));
     let share = {
-        let (cfg, r, c) = (env.cfg.clone(), env.reference.clone(), cancel.clone());
+        let (cfg, r, c) = (env.as_role("share"), env.reference.clone(), cancel.clone());
         tokio::spawn(async move { orelink_share::run(&cfg, &r, c).await })
     };
     // Hechi delays 15 minutes. Both orders lie ahead of the wall clock.

@@ -11,7 +11,7 @@ async fn simulated_workload_is_matched_and_its_poison_dead_lettered() {
     let env = TestEnv::new().await;
     env.apply().await;
     let cancel = CancellationToken::new();
-    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("sim"), env.reference.clone(), cancel.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "sim"), env.reference.clone(), cancel.clone()));
     let stats = orelink_simulator::run(&env.cfg, &env.reference, 2026, 1_796_083_200_000, 1_000, Duration::from_secs(4), CancellationToken::new())
         .await
         .expect("the simulator runs");

@@ -302,7 +302,7 @@ async fn start_webhook(
         |k| (k == "HOOK_KEY").then(|| SECRET.to_owned()),
     )
     .expect("the webhook config is valid");
-    let mut cfg = env.cfg.clone();
+    let mut cfg = env.as_role("webhooks");
     (cfg.webhooks.retry_initial_ms, cfg.webhooks.retry_max_ms, cfg.webhooks.max_attempts) = (50, 200, max_attempts);
     let cancel = CancellationToken::new();
     let (r, c) = (env.reference.clone(), cancel.clone());
@@ -463,9 +463,9 @@ async fn a_dead_receivers_deliveries_are_parked_then_redriven() {
     // The receiver is back: a redrive sends each parked delivery once, in order, with its own id.
     up.store(true, std::sync::atomic::Ordering::SeqCst);
     let hook = orelink_outbound::webhook::parse(&format!("[[webhook]]\npartner = \"{}\"\nurl = \"{url}\"\nsecret_env = \"HOOK_KEY\"\nallow_private = true\n", BEIBU.0), &env.reference, |_| Some(SECRET.to_owned())).unwrap().remove(0);
-    let done = orelink_outbound::webhook::redrive(&env.cfg, &env.reference, hook.clone()).await.unwrap();
+    let done = orelink_outbound::webhook::redrive(&env.as_role("webhooks"), &env.reference, hook.clone()).await.unwrap();
     assert_eq!(done, orelink_outbound::webhook::Redriven { sent: sent.len() as u64, left: 0, stopped_at: None });
-    let again = orelink_outbound::webhook::redrive(&env.cfg, &env.reference, hook).await.unwrap();
+    let again = orelink_outbound::webhook::redrive(&env.as_role("webhooks"), &env.reference, hook).await.unwrap();
     assert_eq!(again.sent, 0, "a second redrive sends nothing again");
     let s = state.lock().unwrap();
     assert_eq!(s.bad_signatures, 0);

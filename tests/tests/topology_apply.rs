@@ -1,6 +1,6 @@
 //! `topology apply` against the real broker and registry.
 
-use orelink_domain::topology::TopologySources;
+use orelink_domain::topology::{TopologySources, topics};
 use orelink_platform::apply::{self, ApplyError, Change};
 use orelink_platform::Reference;
 use orelink_tests::{TestEnv, schema_files};
@@ -31,7 +31,7 @@ async fn apply_is_idempotent_and_refuses_an_incompatible_schema() {
     let created = first.changes.iter().filter(|c| matches!(c, Change::CreateTopic { .. })).count();
     let registered = first.changes.iter().filter(|c| matches!(c, Change::RegisterSchema { .. })).count();
     assert_eq!(created, env.reference.topology.topics.len(), "{:#?}", first.changes);
-    assert_eq!(registered, env.reference.topology.topics.iter().filter(|t| t.is_avro()).count());
+    assert_eq!(registered, env.reference.topology.topics.iter().map(|t| t.subjects().len()).sum::<usize>());
 
     let second = env.apply().await;
     assert!(second.changes.is_empty(), "a second apply changed: {:#?}", second.changes);
@@ -42,10 +42,16 @@ async fn apply_is_idempotent_and_refuses_an_incompatible_schema() {
     });
     let err = apply::apply(&env.client("admin"), &env.registry(), &breaking, &env.ns, false).await.err().expect("refused");
     let subject = env.topic("orelink.orders.v1-value");
+    // Every subject of orders: the shared topic's and each enterprise's ingest topic's.
+    let mut order_subjects: Vec<String> = std::iter::once(subject.clone())
+        .chain(env.reference.topology.enterprises.iter().map(|e| env.topic(&format!("{}-orelink.v1.OrderEvent", topics::ingest(&e.id)))))
+        .collect();
+    order_subjects.sort();
     match &err {
         ApplyError::Incompatible(refused) => {
-            assert_eq!(refused.len(), 1, "{err}");
-            assert_eq!(refused[0].0, subject);
+            let mut names: Vec<String> = refused.iter().map(|r| r.0.clone()).collect();
+            names.sort();
+            assert_eq!(names, order_subjects, "{err}");
             let reason = refused[0].1.join(" ");
             assert!(reason.contains("backward") && reason.contains("version 1"), "reason: {reason}");
         }
@@ -59,7 +65,10 @@ async fn apply_is_idempotent_and_refuses_an_incompatible_schema() {
         v["fields"].as_array_mut().unwrap().push(serde_json::json!({"name": "incoterm", "type": ["null", "string"], "default": null}))
     });
     let applied = apply::apply(&env.client("admin"), &env.registry(), &compatible, &env.ns, false).await.expect("compatible change");
-    assert_eq!(applied.changes, vec![Change::RegisterSchema { subject: subject.clone(), record: "orelink.v1.OrderEvent".into() }]);
+    let mut registered: Vec<Change> = applied.changes.clone();
+    registered.sort_by_key(|c| format!("{c:?}"));
+    let expected: Vec<Change> = order_subjects.iter().map(|s| Change::RegisterSchema { subject: s.clone(), record: "orelink.v1.OrderEvent".into() }).collect();
+    assert_eq!(registered, expected);
     let versions: Vec<u32> = serde_json::from_value(env.registry_get(&format!("/subjects/{subject}/versions")).await).unwrap();
     assert_eq!(versions, vec![1, 2]);
 }

@@ -20,7 +20,7 @@ const TOKEN: &str = "op-test-token";
 const BAISE_TOKEN: &str = "op-baise-token";
 
 fn view_config(env: &TestEnv) -> Config {
-    let mut cfg = env.role_config("view-test");
+    let mut cfg = env.role_config("view", "view-test");
     cfg.view.listen = "127.0.0.1:0".into();
     cfg.view.operator_token_digests = format!("{},{}@baise", orelink_platform::config::sha256_hex(TOKEN), orelink_platform::config::sha256_hex(BAISE_TOKEN));
     cfg
@@ -322,9 +322,9 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let hub = CancellationToken::new();
-    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("view-test"), env.reference.clone(), hub.clone()));
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "view-test"), env.reference.clone(), hub.clone()));
     let share = {
-        let (cfg, r, c) = (env.cfg.clone(), env.reference.clone(), hub.clone());
+        let (cfg, r, c) = (env.as_role("share"), env.reference.clone(), hub.clone());
         tokio::spawn(async move { orelink_share::run(&cfg, &r, c).await })
     };
     let view_stop = CancellationToken::new();

@@ -1,6 +1,7 @@
 //! orelink-codec: the one place that turns contract records into Kafka bytes
 //! and back, through the schema registry (Confluent wire format: magic byte 0,
-//! 4-byte big-endian schema id, Avro binary; subjects `<topic>-value`).
+//! 4-byte big-endian schema id, Avro binary; subjects `<topic>-value`, or
+//! `<topic>-<record>` on an enterprise's ingest topic, which carries several).
 //!
 //! Decoding resolves the writer's schema (fetched by id, cached) against the
 //! hub's own reader schema, so producers on any compatible version are read
@@ -152,27 +153,32 @@ impl Codec {
         Lookup { catalog: &self.catalog, topology: &self.topology }
     }
 
-    /// The Avro record a topic carries, from the topology.
-    fn record_of(&self, topic: &str) -> Option<&str> {
+    /// The topology's spec of a deployed topic.
+    fn spec_of(&self, topic: &str) -> Option<&TopicSpec> {
         let contract = topic.strip_prefix(self.namespace.as_str())?;
-        self.topology.topic(contract).filter(|t| t.is_avro()).map(|t| t.value.as_str())
+        self.topology.topic(contract).filter(|t| t.is_avro())
     }
 
-    /// Decodes and validates one value of `topic`.
+    /// The one Avro record a topic carries (none for a topic of several: the hub never writes those).
+    fn record_of(&self, topic: &str) -> Option<&str> {
+        self.spec_of(topic).filter(|t| t.is_single_record()).map(|t| t.value.as_str())
+    }
+
+    /// Decodes and validates one value of `topic` (on a topic of several
+    /// records, whichever of them its schema id names).
     pub async fn decode(&self, topic: &str, payload: Option<&[u8]>) -> Result<Record, DecodeError> {
         let refuse = |class, reason: String| DecodeError::Refused(Refusal { class, reason });
-        let record = self
-            .record_of(topic)
-            .ok_or_else(|| refuse(ErrorClass::WrongRecord, format!("topic {topic} carries no contract record")))?;
+        let spec = self.spec_of(topic).ok_or_else(|| refuse(ErrorClass::WrongRecord, format!("topic {topic} carries no contract record")))?;
+        let carries = |record: &str| spec.records().find(|r| *r == record);
         let bytes = payload.ok_or_else(|| refuse(ErrorClass::Undecodable, "the value is empty (tombstone)".into()))?;
         let (id, body) = split_wire(bytes).map_err(|reason| refuse(ErrorClass::Undecodable, reason))?;
         let cached = self.readers.read().expect("reader cache").get(&id).cloned();
-        let reader = match cached {
-            Some((writer_record, r)) if writer_record == record => r,
-            Some((writer_record, _)) => {
-                return Err(refuse(ErrorClass::WrongRecord, format!("schema id {id} is {writer_record}, but {topic} carries {record}")));
-            }
-            None => self.reader_for(id, topic, record).await?,
+        let (record, reader) = match cached {
+            Some((writer_record, r)) => match carries(&writer_record) {
+                Some(record) => (record, r),
+                None => return Err(refuse(ErrorClass::WrongRecord, format!("schema id {id} is {writer_record}, but {topic} carries {}", spec.value))),
+            },
+            None => self.reader_for(id, topic, spec).await?,
         };
         let body = match &*reader {
             Decoder::Direct => Body::Direct(body),
@@ -194,8 +200,9 @@ impl Codec {
         })
     }
 
-    /// Fetches writer schema `id`, checks it is `record`, and caches its reader.
-    async fn reader_for(&self, id: u32, topic: &str, record: &str) -> Result<Arc<Decoder>, DecodeError> {
+    /// Fetches writer schema `id`, checks it is a record `spec` carries, and
+    /// caches its reader; returns which record it is.
+    async fn reader_for<'s>(&self, id: u32, topic: &str, spec: &'s TopicSpec) -> Result<(&'s str, Arc<Decoder>), DecodeError> {
         let refuse = |class, reason: String| DecodeError::Refused(Refusal { class, reason });
         let writer = match self.decoder.get_schema(id).await {
             Ok(s) => s,
@@ -206,17 +213,14 @@ impl Codec {
             apache_avro::Schema::Record(r) => r.name.fullname(None),
             other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)),
         };
-        if writer_name != record {
-            return Err(refuse(
-                ErrorClass::WrongRecord,
-                format!("schema id {id} is {writer_name}, but {topic} carries {record}"),
-            ));
-        }
+        let Some(record) = spec.records().find(|r| *r == writer_name) else {
+            return Err(refuse(ErrorClass::WrongRecord, format!("schema id {id} is {writer_name}, but {topic} carries {}", spec.value)));
+        };
         let our_schema = &self.schemas.get(record).expect("topology check ensures every topic record has a schema").parsed;
         if writer.parsed.canonical_form() == our_schema.canonical_form() {
             let direct = Arc::new(Decoder::Direct);
             self.readers.write().expect("reader cache").insert(id, (record.to_owned(), direct.clone()));
-            return Ok(direct);
+            return Ok((record, direct));
         }
         let ours: &'static apache_avro::Schema = Box::leak(Box::new(our_schema.clone()));
         let theirs: &'static apache_avro::Schema = Box::leak(Box::new(writer.parsed.clone()));
@@ -226,7 +230,7 @@ impl Codec {
             .map_err(|e| refuse(ErrorClass::Undecodable, format!("schema id {id} cannot be read as {record}: {e}")))?;
         let reader = Arc::new(Decoder::Resolve(reader));
         self.readers.write().expect("reader cache").insert(id, (record.to_owned(), reader.clone()));
-        Ok(reader)
+        Ok((record, reader))
     }
 
     fn to_record(&self, record: &str, value: Body<'_>) -> Result<Record, Refusal> {

@@ -1,10 +1,11 @@
 //! Who may do what on the Kafka cluster, derived from `topology/` alone: a
 //! principal per hub role (the topics it reads and writes, its consumer-group
-//! and transactional-id prefixes) and one per logistics partner (its own
-//! topic, groups under its own prefix). `topology render k8s` writes these as
+//! and transactional-id prefixes), one per logistics partner (its own
+//! topic, groups under its own prefix) and one per enterprise with its own
+//! Kafka client (writes its ingest topic, reads its allocations topic). `topology render k8s` writes these as
 //! Strimzi `KafkaUser`s; `topology apply` sets them on a broker.
 
-use crate::topology::{Topology, topics};
+use crate::topology::{RoleSpec, Topology, topics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResourceKind {
@@ -69,10 +70,19 @@ pub fn partner_group_prefix(partner_id: &str) -> String {
     format!("partner-{partner_id}-")
 }
 
+/// The consumer-group prefix an enterprise's own groups must start with.
+pub fn enterprise_group_prefix(enterprise_id: &str) -> String {
+    format!("enterprise-{enterprise_id}-")
+}
+
 /// Every principal of the topology, roles first, in declaration order.
 pub fn principals(t: &Topology) -> Vec<Principal> {
     let mut out = Vec::new();
     for r in &t.roles {
+        if r.per_site {
+            out.extend(t.sites().map(|s| site_principal(r, s.id.as_str())));
+            continue;
+        }
         let mut grants = Vec::new();
         for topic in &r.reads {
             grants.push(topic_grant(topic, &[Op::Read, Op::Describe]));
@@ -99,7 +109,48 @@ pub fn principals(t: &Topology) -> Vec<Principal> {
         ];
         out.push(Principal { name: format!("partner-{}", p.id), description: format!("{} ({}): reads its own shipments only.", p.name, p.name_zh), grants });
     }
+    for e in &t.enterprises {
+        let grants = vec![
+            topic_grant(&topics::ingest(&e.id), &[Op::Write, Op::Describe]),
+            topic_grant(&topics::enterprise_allocations(&e.id), &[Op::Read, Op::Describe]),
+            grant(ResourceKind::Group, &enterprise_group_prefix(&e.id), true, &[Op::Read, Op::Describe]),
+            grant(ResourceKind::Cluster, "", false, &[Op::IdempotentWrite]),
+        ];
+        let description = format!("{} ({}): writes its own ingest topic, reads its own allocations.", e.name, e.name_zh);
+        out.push(Principal { name: format!("enterprise-{}", e.id), description, grants });
+    }
     out
+}
+
+/// A per-site role's principal for `site`: `*` in its names is the site,
+/// and its transactional id is exactly the prefix with the site, so it can
+/// fence no other site's producer.
+fn site_principal(r: &RoleSpec, site: &str) -> Principal {
+    let at = |name: &str| name.replace('*', site);
+    let mut grants = Vec::new();
+    for topic in &r.reads {
+        grants.push(grant(ResourceKind::Topic, &at(topic), false, &[Op::Read, Op::Describe]));
+    }
+    for topic in &r.writes {
+        grants.push(grant(ResourceKind::Topic, &at(topic), false, &[Op::Write, Op::Describe]));
+    }
+    if let Some(g) = &r.group_prefix {
+        grants.push(grant(ResourceKind::Group, &at(g), true, &[Op::Read, Op::Describe]));
+    }
+    if let Some(tx) = &r.transactional_id_prefix {
+        grants.push(grant(ResourceKind::TransactionalId, &at(tx), false, &[Op::Write, Op::Describe]));
+    }
+    grants.push(grant(ResourceKind::Cluster, "", false, &[Op::IdempotentWrite]));
+    Principal { name: format!("orelink-{}-{site}", r.name), description: format!("{} (site {site})", r.description), grants }
+}
+
+/// The user name of a role's principal (`orelink-<role>`, or
+/// `orelink-<role>-<site>` for a per-site role), before any namespace.
+pub fn role_user(t: &Topology, role: &str, site: Option<&str>) -> String {
+    match (t.role(role).is_some_and(|r| r.per_site), site) {
+        (true, Some(site)) => format!("orelink-{role}-{site}"),
+        _ => format!("orelink-{role}"),
+    }
 }
 
 /// The same principals inside a namespace (a prefix on user, topic, group
@@ -132,10 +183,20 @@ mod tests {
         assert_eq!(p.grants.len(), 2);
         assert_eq!(p.grants[0], grant(ResourceKind::Topic, "orelink.shipments.partner.beibu-gulf-logistics.v1", false, &[Op::Read, Op::Describe]));
         assert!(p.grants.iter().all(|g| !g.ops.contains(&Op::Write)));
-        // Every role is there, and no role may read a partner topic it does not declare.
-        assert_eq!(ps.iter().filter(|p| p.name.starts_with("orelink-")).count(), t.roles.len());
+        // Every role is there (a per-site role once per site), and no role may read a partner topic it does not declare.
+        assert_eq!(ps.iter().filter(|p| p.name.starts_with("orelink-")).count(), t.roles.len() - 1 + t.sites().count());
         let matcher = ps.iter().find(|p| p.name == "orelink-matcher").unwrap();
         assert!(!matcher.grants.iter().any(|g| g.name.contains("shipments")));
+        let e = ps.iter().find(|p| p.name == "enterprise-91451000MA5L0CHG10").unwrap();
+        let topics_of = |op: Op| e.grants.iter().filter(|g| g.kind == ResourceKind::Topic && g.ops.contains(&op)).map(|g| (g.name.as_str(), g.prefix)).collect::<Vec<_>>();
+        assert_eq!(topics_of(Op::Write), [("orelink.ingest.91451000MA5L0CHG10.v1", false)]);
+        assert_eq!(topics_of(Op::Read), [("orelink.allocations.enterprise.91451000MA5L0CHG10.v1", false)]);
+        // Each site's relay: its own progress topic and transactional id, literally.
+        let relay = ps.iter().find(|p| p.name == "orelink-edge-baise-pingguo-smelter").unwrap();
+        assert!(relay.grants.contains(&grant(ResourceKind::Topic, "orelink.edge-progress.baise-pingguo-smelter.v1", false, &[Op::Write, Op::Describe])));
+        assert!(relay.grants.contains(&grant(ResourceKind::TransactionalId, "orelink-edge-baise-pingguo-smelter", false, &[Op::Write, Op::Describe])));
+        assert!(relay.grants.iter().all(|g| !g.name.contains("hechi") && !g.name.contains('*')), "{relay:?}");
+        assert!(ps.iter().all(|p| p.name != "orelink-edge"), "no relay principal for every site");
         let ns = namespaced(&ps, "t1.");
         assert!(ns.iter().all(|p| p.name.starts_with("t1.") && p.grants.iter().all(|g| g.kind == ResourceKind::Cluster || g.name.starts_with("t1."))));
     }

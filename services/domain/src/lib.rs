@@ -11,6 +11,7 @@ pub mod access;
 pub mod catalog;
 pub mod events;
 pub mod freight;
+pub mod identity;
 pub mod ids;
 pub mod matching;
 pub mod quantity;
@@ -24,7 +25,7 @@ pub use catalog::{Catalog, Family, ProductCode};
 pub use events::*;
 pub use ids::*;
 pub use quantity::{Kg, Millis, PricePerTonne};
-pub use topology::{Cluster, Partner, Site, TopicSpec, Topology, TransportMode};
+pub use topology::{Cluster, Enterprise, Partner, Site, TopicSpec, Topology, TransportMode};
 
 /// Why a value was refused. One message per problem, stable enough for tests and dead letters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

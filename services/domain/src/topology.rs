@@ -1,9 +1,10 @@
-//! The topology as data: clusters and their sites, logistics partners, topics
-//! and the roles that read and write them. `Topology::check` reports every
+//! The topology as data: clusters and their sites, logistics partners,
+//! enterprises with their own Kafka clients, topics and the roles that read
+//! and write them. `Topology::check` reports every
 //! problem at once; the files live in `topology/` and are embedded in the binary.
 
 use crate::catalog::Catalog;
-use crate::ids::{ClusterId, PartnerId, SiteId, check_slug};
+use crate::ids::{ClusterId, PartnerId, SiteId, UnifiedSocialCreditCode, check_slug};
 use crate::Invalid;
 use crate::freight::FreightTable;
 use crate::sharing::Sharing;
@@ -69,6 +70,18 @@ pub struct Partner {
     pub modes: Vec<TransportMode>,
 }
 
+/// An enterprise that connects with its own Kafka client (contract v1.1).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enterprise {
+    /// Its unified social credit code: the buyer or provider id its events name.
+    pub id: String,
+    pub name: String,
+    pub name_zh: String,
+    /// The sites it operates: it reports their inventory and ships from them.
+    pub sites: Vec<SiteId>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CleanupPolicy {
@@ -97,7 +110,9 @@ pub struct TopicSpec {
     pub retention_ms: i64,
     /// What the key is: `family`, `site_id/product_code`, `shipment_id`, `source topic`, ...
     pub key: String,
-    /// Full name of the Avro value record, or `none` for internal topics whose values are not Avro.
+    /// Full name of the Avro value record, or `none` for internal topics whose
+    /// values are not Avro; several names joined by `|` for a topic that
+    /// carries several records, each under its own subject.
     pub value: String,
     #[serde(default)]
     pub description: String,
@@ -114,8 +129,21 @@ impl TopicSpec {
     pub fn is_avro(&self) -> bool {
         self.value != "none"
     }
-    pub fn subject(&self) -> String {
-        format!("{}-value", self.name)
+    /// The records the topic carries.
+    pub fn records(&self) -> impl Iterator<Item = &str> {
+        self.value.split('|').map(str::trim).filter(|r| self.is_avro() && !r.is_empty())
+    }
+    /// One record per topic: `<topic>-value` (TopicNameStrategy).
+    pub fn is_single_record(&self) -> bool {
+        self.is_avro() && !self.value.contains('|')
+    }
+    /// Each record's registry subject: `<topic>-value` for a topic of one
+    /// record, `<topic>-<record>` (TopicRecordNameStrategy) for several.
+    pub fn subjects(&self) -> Vec<(String, &str)> {
+        if self.is_single_record() {
+            return vec![(format!("{}-value", self.name), self.value.as_str())];
+        }
+        self.records().map(|r| (format!("{}-{r}", self.name), r)).collect()
     }
 }
 
@@ -134,11 +162,19 @@ pub struct RoleSpec {
     /// Transactional id prefix, for exactly-once roles.
     #[serde(default)]
     pub transactional_id_prefix: Option<String>,
+    /// One principal per site (`orelink-<role>-<site>`), each with `*` in
+    /// the names above standing for its site, and its transactional id
+    /// exactly `<prefix with the site>`: the edge relays, so that one site's
+    /// relay cannot fence or advance another's.
+    #[serde(default)]
+    pub per_site: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClustersFile {
+    /// Spec of every `orelink.edge-progress.<site>.v1`.
+    edge_progress_topic: PartnerTopicTemplate,
     #[serde(rename = "cluster")]
     clusters: Vec<Cluster>,
 }
@@ -181,6 +217,35 @@ impl PartnerTopicTemplate {
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+struct EnterprisesFile {
+    /// Spec of every `orelink.ingest.<id>.v1`.
+    ingest_topic: PartnerTopicTemplate,
+    /// Spec of every `orelink.allocations.enterprise.<id>.v1`.
+    allocations_topic: PartnerTopicTemplate,
+    #[serde(rename = "enterprise", default)]
+    enterprises: Vec<Enterprise>,
+}
+
+/// The records an enterprise may write to its ingest topic.
+pub const INGEST_RECORDS: [&str; 4] = ["orelink.v1.OrderEvent", "orelink.v1.CapacityEvent", "orelink.v1.InventoryEvent", "orelink.v1.ShipmentEvent"];
+
+impl PartnerTopicTemplate {
+    fn topic(&self, name: String, key: &str, value: String, description: String) -> TopicSpec {
+        TopicSpec {
+            name,
+            partitions: self.partitions,
+            replication_factor: self.replication_factor,
+            cleanup_policy: CleanupPolicy::Delete,
+            retention_ms: self.retention_ms,
+            key: key.into(),
+            value,
+            description,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct TopicsFile {
     #[serde(rename = "topic")]
     topics: Vec<TopicSpec>,
@@ -202,6 +267,7 @@ pub struct TopologySources<'a> {
     pub roles: &'a str,
     pub freight: &'a str,
     pub sharing: &'a str,
+    pub enterprises: &'a str,
 }
 
 impl TopologySources<'static> {
@@ -212,6 +278,7 @@ impl TopologySources<'static> {
         roles: include_str!("../../../topology/roles.toml"),
         freight: include_str!("../../../topology/freight.toml"),
         sharing: include_str!("../../../topology/sharing.toml"),
+        enterprises: include_str!("../../../topology/enterprises.toml"),
     };
 }
 
@@ -240,13 +307,29 @@ pub mod topics {
     pub fn parked(partner_id: &str) -> String {
         format!("orelink.webhooks-parked.{partner_id}.v1")
     }
+
+    /// Internal: a site's edge relay's forwarding progress.
+    pub fn edge_progress(site_id: &str) -> String {
+        format!("orelink.edge-progress.{site_id}.v1")
+    }
+
+    /// What an enterprise with its own Kafka client writes (contract v1.1).
+    pub fn ingest(enterprise_id: &str) -> String {
+        format!("orelink.ingest.{enterprise_id}.v1")
+    }
+
+    /// The allocations naming an enterprise, for its own Kafka client (contract v1.1).
+    pub fn enterprise_allocations(enterprise_id: &str) -> String {
+        format!("orelink.allocations.enterprise.{enterprise_id}.v1")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topology {
     pub clusters: Vec<Cluster>,
     pub partners: Vec<Partner>,
-    /// Declared topics followed by one topic per partner.
+    pub enterprises: Vec<Enterprise>,
+    /// Declared topics, then each partner's, then each enterprise's.
     pub topics: Vec<TopicSpec>,
     pub roles: Vec<RoleSpec>,
     pub freight: FreightTable,
@@ -268,9 +351,13 @@ impl Topology {
         let roles: Option<RolesFile> = parse_one("roles.toml", src.roles, &mut errs);
         let freight: Option<FreightTable> = parse_one("freight.toml", src.freight, &mut errs);
         let sharing: Option<Sharing> = parse_one("sharing.toml", src.sharing, &mut errs);
-        let (Some(clusters), Some(partners), Some(topics), Some(roles), Some(freight), Some(sharing)) = (clusters, partners, topics, roles, freight, sharing) else {
+        let enterprises: Option<EnterprisesFile> = parse_one("enterprises.toml", src.enterprises, &mut errs);
+        let (Some(clusters), Some(partners), Some(topics), Some(roles), Some(freight), Some(sharing), Some(enterprises)) =
+            (clusters, partners, topics, roles, freight, sharing, enterprises)
+        else {
             return Err(errs);
         };
+        let edge_progress = clusters.edge_progress_topic.clone();
         let mut clusters = clusters.clusters;
         let mut sites = BTreeMap::new();
         for c in &mut clusters {
@@ -280,13 +367,39 @@ impl Topology {
             }
         }
         let mut all_topics = topics.topics;
+        for c in &clusters {
+            for s in &c.sites {
+                let mut t = edge_progress.topic(
+                    topics::edge_progress(s.id.as_str()),
+                    "site_id",
+                    "none".into(),
+                    format!("Internal: the edge relay of {}: the last local sequence number forwarded, committed in the same transaction as the events (the number as text).", s.name),
+                );
+                t.cleanup_policy = CleanupPolicy::Compact;
+                all_topics.push(t);
+            }
+        }
         for p in &partners.partners {
             all_topics.push(partners.partner_topic.shipments(topics::partner(p.id.as_str()), format!("Shipments carried by {}; readable only by that partner.", p.name)));
             all_topics.push(
                 partners.parked_topic.shipments(topics::parked(p.id.as_str()), format!("Webhook deliveries to {} given up on after the last attempt, for `orelink webhooks redrive`.", p.name)),
             );
         }
-        Ok(Topology { clusters, partners: partners.partners, topics: all_topics, roles: roles.roles, freight, sharing, sites })
+        for e in &enterprises.enterprises {
+            all_topics.push(enterprises.ingest_topic.topic(
+                topics::ingest(&e.id),
+                "family (orders, capacity) | site_id/product_code (inventory) | shipment_id (shipments)",
+                INGEST_RECORDS.join("|"),
+                format!("What {} writes with its own Kafka client; the enterprises role forwards what is its own.", e.name),
+            ));
+            all_topics.push(enterprises.allocations_topic.topic(
+                topics::enterprise_allocations(&e.id),
+                "family",
+                "orelink.v1.Allocation".into(),
+                format!("Allocations naming {} as buyer or provider; readable only by it.", e.name),
+            ));
+        }
+        Ok(Topology { clusters, partners: partners.partners, enterprises: enterprises.enterprises, topics: all_topics, roles: roles.roles, freight, sharing, sites })
     }
 
     pub fn embedded() -> Topology {
@@ -308,6 +421,10 @@ impl Topology {
 
     pub fn topic(&self, name: &str) -> Option<&TopicSpec> {
         self.topics.iter().find(|t| t.name == name)
+    }
+
+    pub fn enterprise(&self, id: &str) -> Option<&Enterprise> {
+        self.enterprises.iter().find(|e| e.id == id)
     }
 
     pub fn partner_by_carrier(&self, carrier_id: &str) -> Option<&Partner> {
@@ -368,6 +485,25 @@ impl Topology {
                 p.push(Invalid::new(&here, "has no transport modes"));
             }
         }
+        let mut enterprise_ids = BTreeSet::new();
+        let mut operated = BTreeMap::new();
+        for e in &self.enterprises {
+            let here = format!("enterprise {}", e.id);
+            if let Err(i) = UnifiedSocialCreditCode::parse(&e.id) {
+                p.push(Invalid::new(&here, format!("id is not a unified social credit code: {}", i.message)));
+            }
+            if !enterprise_ids.insert(e.id.as_str()) {
+                p.push(Invalid::new(&here, "declared twice"));
+            }
+            for s in &e.sites {
+                if !site_ids.contains(s) {
+                    p.push(Invalid::new(&here, format!("site {s} is not in topology/clusters.toml")));
+                }
+                if let Some(other) = operated.insert(s.clone(), e.id.as_str()) {
+                    p.push(Invalid::new(&here, format!("site {s} is already operated by enterprise {other}")));
+                }
+            }
+        }
         let mut names = BTreeSet::new();
         for t in &self.topics {
             let here = format!("topic {}", t.name);
@@ -389,8 +525,10 @@ impl Topology {
             if t.retention_ms == 0 || t.retention_ms < -1 {
                 p.push(Invalid::new(&here, format!("retention_ms is {}; use -1 (forever) or a positive number", t.retention_ms)));
             }
-            if t.is_avro() && !records.contains(&t.value) {
-                p.push(Invalid::new(&here, format!("value record {} is not defined in schemas/", t.value)));
+            for r in t.records() {
+                if !records.contains(r) {
+                    p.push(Invalid::new(&here, format!("value record {r} is not defined in schemas/")));
+                }
             }
         }
         for required in topics::CONTRACT {
@@ -449,6 +587,23 @@ mod tests {
         }
         let site = t.site("baise-pingguo-smelter").expect("Pingguo smelter");
         assert_eq!(site.cluster.as_ref().unwrap().as_str(), "baise");
+        assert!(!t.enterprises.is_empty());
+        for e in &t.enterprises {
+            let ingest = t.topic(&topics::ingest(&e.id)).expect("ingest topic");
+            assert_eq!(ingest.records().collect::<Vec<_>>(), INGEST_RECORDS);
+            assert_eq!(ingest.subjects()[0].0, format!("orelink.ingest.{}.v1-orelink.v1.OrderEvent", e.id));
+            assert_eq!(t.topic(&topics::enterprise_allocations(&e.id)).unwrap().subjects(), vec![(format!("orelink.allocations.enterprise.{}.v1-value", e.id), "orelink.v1.Allocation")]);
+        }
+    }
+
+    #[test]
+    fn an_enterprise_needs_a_credit_code_and_sites_no_one_else_operates() {
+        let enterprises = TopologySources::EMBEDDED.enterprises.replace("91451200MA5L0HXT20", "91451200MA5L0HXT21").replace("\"hechi-dachang-tin\"", "\"baise-pingguo-smelter\", \"nowhere-site\"");
+        let t = Topology::parse(TopologySources { enterprises: &enterprises, ..TopologySources::EMBEDDED }).unwrap();
+        let text = t.check(&Catalog::embedded(), &records()).iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(text.contains("enterprise 91451200MA5L0HXT21: id is not a unified social credit code"), "{text}");
+        assert!(text.contains("site baise-pingguo-smelter is already operated by enterprise 91451000MA5L0CHG10"), "{text}");
+        assert!(text.contains("site nowhere-site is not in topology/clusters.toml"), "{text}");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! Kafka whenever the link is up.
 //!
 //! Delivery: exactly once, in order. Forwarding runs in Kafka transactions
-//! (transactional id per site): one batch of queued events plus a progress
-//! record (`orelink.edge-progress.v1`, key = site, value = the last queued
+//! (transactional id `orelink-edge-<site>`, the only one the site's principal
+//! `orelink-edge-<site>` may use): one batch of queued events plus a progress
+//! record (`orelink.edge-progress.<site>.v1`, which no other site's principal
+//! may read or write; key = site, value = the last queued
 //! sequence number in the batch) commit together, through the hub's one
 //! transactional write (`txn_loop::transact`, with the progress record where
 //! a consumer's offsets would be). Only then are the entries
@@ -34,6 +36,7 @@ use axum::{Extension, Json, Router};
 use orelink_codec::{Codec, Refusal, SourceRef};
 use orelink_ingest::{Documents, Kind, Rejection, avro_documents, parse};
 use orelink_domain::events::ErrorClass;
+use orelink_domain::topology::topics;
 use orelink_platform::dlq::now_millis;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop;
@@ -49,8 +52,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The internal topic of each site's forwarding progress.
-pub const PROGRESS_TOPIC: &str = "orelink.edge-progress.v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -338,7 +339,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
 fn committed_progress(cfg: &Config, topic: &str, site: &str) -> Result<Option<u64>, EdgeError> {
     let c: BaseConsumer = cfg
         .kafka
-        .reader_config("edge-progress", &format!("{}orelink-edge-progress-{site}", cfg.namespace))
+        .reader_config("edge-progress", &format!("{}orelink-edge-{site}-progress", cfg.namespace))
         .create()?;
     let probe: BaseConsumer = cfg.kafka.client_config("edge-probe").create()?;
     let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -391,7 +392,8 @@ fn forward(
 ) -> Result<(), EdgeError> {
     let site = cfg.edge.site.clone();
     let avro = avro_documents(reference);
-    let progress_topic = format!("{}{PROGRESS_TOPIC}", cfg.namespace);
+    // The site's own progress topic: its principal can write no other site's.
+    let progress_topic = format!("{}{}", cfg.namespace, topics::edge_progress(&site));
     // The transaction's outputs, one per kind of event, in `Kind::ALL`'s order.
     // The transaction's outputs: one per kind of event, in `Kind::ALL`'s order, then the dead letters.
     let outputs: Vec<String> = Kind::ALL.iter().map(|k| codec.topic(k.topic())).chain([codec.dlq_topic()]).collect();

@@ -20,16 +20,40 @@ pub struct AllStats {
 /// Called with the view's address each time it binds.
 pub type OnBound = Arc<Mutex<Option<Box<dyn FnOnce(SocketAddr) + Send>>>>;
 
-/// Runs the matcher, the share role, the fanout and the view (and the gateway
-/// and webhooks where configured) until `cancel`. Each role drains and
-/// commits on the way out. Fails only on a configuration error.
-pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToken, health: Health, view_bound: impl FnOnce(SocketAddr) + Send + 'static) -> Result<AllStats, Fatal> {
-    let mut mcfg = crate::principal::as_role(&cfg, "matcher");
+/// Runs the matcher, the share role, the fanout, the enterprises' door and
+/// the view (and the gateway and webhooks where configured) until `cancel`. Each role drains and
+/// commits on the way out. Fails only on a configuration error, such as a
+/// role without its own principal (every such role is named at once), unless
+/// `as_admin`.
+pub async fn run_all(
+    cfg: Config,
+    reference: Reference,
+    cancel: CancellationToken,
+    health: Health,
+    as_admin: bool,
+    view_bound: impl FnOnce(SocketAddr) + Send + 'static,
+) -> Result<AllStats, Fatal> {
+    let mut missing = Vec::new();
+    let mut as_role = |role: &str| {
+        crate::principal::as_role(&cfg, role, as_admin).unwrap_or_else(|e| {
+            missing.push(e.to_string());
+            cfg.clone()
+        })
+    };
+    let mut mcfg = as_role("matcher");
     if mcfg.matcher.instance_id.is_empty() {
         mcfg.matcher.instance_id = "all".into();
     }
-    let mut fanout_cfg = crate::principal::as_role(&cfg, "fanout");
+    let mut fanout_cfg = as_role("fanout");
     fanout_cfg.matcher.instance_id = mcfg.matcher.instance_id.clone();
+    let mut enterprises_cfg = as_role("enterprises");
+    enterprises_cfg.matcher.instance_id = mcfg.matcher.instance_id.clone();
+    let (share_cfg, view_cfg) = (as_role("share"), as_role("view"));
+    let gateway_cfg = (!cfg.gateway.keys_file.is_empty()).then(|| as_role("gateway"));
+    let webhooks_cfg = (!cfg.webhooks.file.is_empty()).then(|| as_role("webhooks"));
+    if !missing.is_empty() {
+        return Err(Fatal { role: "all", error: missing.join("\n") });
+    }
 
     // Each role's start: its own copies of the config and reference, so it can start again.
     macro_rules! role {
@@ -43,11 +67,12 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
     }
 
     let matcher = role!("matcher", mcfg, |c, r, t| orelink_matcher::run(c, r, t).await);
-    let share = role!("share", crate::principal::as_role(&cfg, "share"), |c, r, t| orelink_share::run(&c, &r, t).await);
+    let share = role!("share", share_cfg, |c, r, t| orelink_share::run(&c, &r, t).await);
     let fanout = role!("fanout", fanout_cfg, |c, r, t| orelink_fanout::run(&c, &r, t).await);
+    let enterprises = role!("enterprises", enterprises_cfg, |c, r, t| orelink_enterprises::run(&c, &r, t).await);
     let on_bound: OnBound = Arc::new(Mutex::new(Some(Box::new(view_bound))));
     let view = {
-        let (cfg, reference, health) = (crate::principal::as_role(&cfg, "view"), reference.clone(), health.clone());
+        let (cfg, reference, health) = (view_cfg, reference.clone(), health.clone());
         tokio::spawn(supervise("view", health, cancel.clone(), move |t| {
             let (c, r, on_bound) = (cfg.clone(), reference.clone(), on_bound.clone());
             async move {
@@ -61,20 +86,19 @@ pub async fn run_all(cfg: Config, reference: Reference, cancel: CancellationToke
         }))
     };
     // The gateway serves only where enterprises' keys are configured.
-    let gateway = if cfg.gateway.keys_file.is_empty() {
-        tracing::warn!("gateway.keys_file is not set: the ingest gateway does not run");
-        None
-    } else {
-        Some(role!("gateway", crate::principal::as_role(&cfg, "gateway"), |c, r, t| orelink_gateway::run(&c, &r, t).await))
+    let gateway = match gateway_cfg {
+        None => {
+            tracing::warn!("gateway.keys_file is not set: the ingest gateway does not run");
+            None
+        }
+        Some(gcfg) => Some(role!("gateway", gcfg, |c, r, t| orelink_gateway::run(&c, &r, t).await)),
     };
     // Webhooks run where some are configured.
-    let webhooks = if cfg.webhooks.file.is_empty() {
-        None
-    } else {
-        Some(role!("webhooks", crate::principal::as_role(&cfg, "webhooks"), |c, r, t| orelink_outbound::webhook::run(&c, &r, t).await))
-    };
+    let webhooks = webhooks_cfg.map(|wcfg| role!("webhooks", wcfg, |c, r, t| orelink_outbound::webhook::run(&c, &r, t).await));
 
     let mut fatal: Option<Fatal> = None;
+    // Its stats are in its log and metrics; the simulated workload does not use its topics.
+    settle(enterprises.await, &mut fatal);
     if let Some(g) = gateway {
         settle(g.await, &mut fatal);
     }

@@ -128,7 +128,7 @@ pub async fn run(
     let applied = apply::apply(&cfg.kafka.client_config("admin"), &registry, &reference, &cfg.namespace, false).await?;
     progress(&format!("topology applied ({} changes)", applied.changes.len()));
     // Each role then connects as its own principal, under the topology's ACLs.
-    let (kafka, r, ns, users) = (cfg.kafka.client_config("admin"), reference.clone(), cfg.namespace.clone(), crate::principal::users_file());
+    let (kafka, r, ns, users) = (cfg.kafka.client_config("admin"), reference.clone(), cfg.namespace.clone(), crate::principal::users_file_of(&cfg));
     match tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&kafka, &r, &ns, &users, false)).await? {
         Ok(changes) => progress(&format!("principals and ACLs applied ({} changes)", changes.len())),
         Err(orelink_platform::access_apply::AccessError::NoAuthorizer) => progress("the broker has no authorizer: roles connect with the configured credentials"),
@@ -143,7 +143,7 @@ pub async fn run(
     );
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let health = crate::supervise::Health::default();
-    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone(), health.clone(), move |addr| {
+    let hub = tokio::spawn(crate::all::run_all(cfg.clone(), reference.clone(), roles.clone(), health.clone(), false, move |addr| {
         let _ = bound_tx.send(addr);
     }));
     let dashboard = match tokio::time::timeout(Duration::from_secs(30), bound_rx).await {

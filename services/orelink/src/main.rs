@@ -45,7 +45,13 @@ enum Command {
         action: TopologyAction,
     },
     /// Run a role.
-    Run { role: Role },
+    Run {
+        role: Role,
+        /// Run as the superuser (the configured admin) when the role has no
+        /// principal of its own; without it such a role refuses to start.
+        #[arg(long)]
+        as_admin: bool,
+    },
     /// Check the configuration and print it (secrets hidden).
     Config,
     /// A running edge relay's link and backlog.
@@ -111,7 +117,12 @@ enum EdgeAction {
 #[derive(Subcommand)]
 enum WebhooksAction {
     /// Send a partner's parked deliveries again, in order; stops at the first refused.
-    Redrive { partner: String },
+    Redrive {
+        partner: String,
+        /// Run as the superuser when the webhooks role has no principal of its own.
+        #[arg(long)]
+        as_admin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +164,8 @@ enum Role {
     Edge,
     /// Routes shipments to their carrier partner's topic, exactly once.
     Fanout,
+    /// Forwards enterprises' own ingest topics, copies their allocations to them, exactly once.
+    Enterprises,
     /// Pushes partners' shipments to their webhooks, HMAC-signed (webhooks.file).
     Webhooks,
     /// Every hub role in one process (the registry runs on its own).
@@ -218,7 +231,7 @@ async fn command(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Stack { action } => stack(action).await,
         Command::Topology { action } => topology::run(action, cli.config).await,
-        Command::Run { role } => run(role, cli.config).await,
+        Command::Run { role, as_admin } => run(role, cli.config, as_admin).await,
         Command::Bench { which } => bench::run(which, cli.config).await,
         Command::Demo { seed, rate, duration, start_ms } => {
             // Configuration problems are reported before anything starts...
@@ -257,7 +270,7 @@ async fn command(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
-        Command::Webhooks { action: WebhooksAction::Redrive { partner } } => {
+        Command::Webhooks { action: WebhooksAction::Redrive { partner, as_admin } } => {
             let cfg = load_config(cli.config)?;
             telemetry::init(&cfg.log);
             let r = reference(&cfg)?;
@@ -265,7 +278,7 @@ async fn command(cli: Cli) -> Result<()> {
                 .into_iter()
                 .find(|h| h.partner == partner)
                 .with_context(|| format!("{}: no webhook for partner {partner}", cfg.webhooks.file))?;
-            let cfg = principal::as_role(&cfg, "webhooks");
+            let cfg = principal::as_role(&cfg, "webhooks", as_admin)?;
             let done = orelink_outbound::webhook::redrive(&cfg, &r, hook).await?;
             println!("{}", serde_json::to_string_pretty(&done)?);
             match done.stopped_at {
@@ -336,7 +349,7 @@ fn print_status(s: &orelink_stack::StackStatus) {
     println!("cache     {}", s.cache_dir);
 }
 
-async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
+async fn run(role: Role, config: Option<PathBuf>, as_admin: bool) -> Result<()> {
     let cfg = load_config(config)?;
     let name = role.to_possible_value().expect("every role has a name").get_name().to_owned();
     // Spans of every role, exported when `telemetry.otlp_endpoint` is set; flushed when this is dropped, last.
@@ -347,11 +360,13 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
     // A hub role connects as its own principal (the registry and `all` do not: see principal.rs, all.rs).
     let cfg = match role {
         Role::Registry | Role::All => cfg,
-        _ => principal::as_role(&cfg, &name),
+        // A relay's principal is its site's (orelink-edge-<site>).
+        Role::Edge => principal::as_role(&cfg, &format!("edge-{}", cfg.edge.site), as_admin)?,
+        _ => principal::as_role(&cfg, &name, as_admin)?,
     };
     // The roles without an HTTP server of their own serve /metrics here.
     let _metrics = match role {
-        Role::Matcher | Role::Share | Role::Fanout | Role::Webhooks | Role::All if !cfg.telemetry.metrics_listen.is_empty() => {
+        Role::Matcher | Role::Share | Role::Fanout | Role::Enterprises | Role::Webhooks | Role::All if !cfg.telemetry.metrics_listen.is_empty() => {
             Some(metrics_server::start(&cfg.telemetry.metrics_listen, cancel.clone()).await?)
         }
         _ => None,
@@ -392,6 +407,11 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
             let stats = orelink_fanout::run(&cfg, &r, cancel).await?;
             tracing::info!(?stats, "fanout stopped");
         }
+        Role::Enterprises => {
+            let r = reference(&cfg)?;
+            let stats = orelink_enterprises::run(&cfg, &r, cancel).await?;
+            tracing::info!(?stats, "enterprises stopped");
+        }
         Role::Webhooks => {
             let r = reference(&cfg)?;
             let stats = orelink_outbound::webhook::run(&cfg, &r, cancel).await?;
@@ -404,7 +424,7 @@ async fn run(role: Role, config: Option<PathBuf>) -> Result<()> {
         Role::All => {
             let r = reference(&cfg)?;
             let health = supervise::Health::default();
-            let stats = all::run_all(cfg, r, cancel, health.clone(), |_| {}).await?;
+            let stats = all::run_all(cfg, r, cancel, health.clone(), as_admin, |_| {}).await?;
             for line in health.report() {
                 tracing::warn!("{line}");
             }

@@ -72,6 +72,11 @@ impl RoleError for orelink_view::ViewError {
         matches!(self, orelink_view::ViewError::Config(_))
     }
 }
+impl RoleError for orelink_enterprises::EnterprisesError {
+    fn fatal(&self) -> bool {
+        matches!(self, orelink_enterprises::EnterprisesError::Config(_))
+    }
+}
 impl RoleError for orelink_fanout::FanoutError {
     fn fatal(&self) -> bool {
         matches!(self, orelink_fanout::FanoutError::Config(_))

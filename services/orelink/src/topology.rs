@@ -113,7 +113,7 @@ pub(crate) async fn run(action: TopologyAction, config: Option<PathBuf>) -> Resu
             for n in &applied.notes {
                 println!("! {n}");
             }
-            let users_file = users_file.unwrap_or_else(principal::users_file);
+            let users_file = users_file.unwrap_or_else(|| principal::users_file_of(&cfg));
             let kafka = cfg.kafka.client_config("admin");
             let ns = cfg.namespace.clone();
             let access = tokio::task::spawn_blocking(move || orelink_platform::access_apply::apply_access(&kafka, &r, &ns, &users_file, dry_run)).await?;

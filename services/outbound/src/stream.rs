@@ -54,7 +54,9 @@ pub async fn open(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, canc
 fn open_blocking(cfg: &Config, topic: &str, cursor: &Cursor, depth: usize, cancel: CancellationToken) -> Result<mpsc::Receiver<Result<OwnedMessage, KafkaError>>, KafkaError> {
     let consumer: BaseConsumer = cfg
         .kafka
-        .reader_config("subscriptions", &format!("{}orelink-subscriptions", cfg.namespace))
+        // Never joined or committed, but librdkafka looks its coordinator up,
+        // which needs the group's Describe: a name under the gateway's prefix.
+        .reader_config("subscriptions", &format!("{}orelink-gateway-subscriptions", cfg.namespace))
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .create()?;

@@ -1,8 +1,9 @@
 //! `topology apply` for access: the principals of `topology/` (a SCRAM user
-//! per hub role and per partner) and exactly their ACLs on the broker.
-//! Bindings that the topology no longer declares are removed, but only for
-//! principals this hub manages (`<ns>orelink-*`, `<ns>partner-*`), so ACLs of
-//! anyone else on a shared cluster are never touched.
+//! per hub role, per partner and per enterprise with its own Kafka client)
+//! and exactly their ACLs on the broker. Bindings that the topology no longer
+//! declares are removed, but only for principals this hub manages
+//! (`<ns>orelink-*`, `<ns>partner-*`, `<ns>enterprise-*`), so ACLs of anyone
+//! else on a shared cluster are never touched.
 //!
 //! Passwords: made once per user (random, 256 bits) and kept in a users file
 //! (mode 0600; on the local stack beside its credentials). They are never
@@ -103,7 +104,7 @@ pub fn apply_access(kafka: &rdkafka::ClientConfig, reference: &Reference, namesp
     let principals = access::namespaced(&access::principals(&reference.topology), namespace);
     let want = bindings(&principals);
     let mut have = Vec::new();
-    for prefix in [format!("{namespace}orelink-"), format!("{namespace}partner-")] {
+    for prefix in [format!("{namespace}orelink-"), format!("{namespace}partner-"), format!("{namespace}enterprise-")] {
         match admin.describe(&prefix) {
             Ok(b) => have.extend(b),
             Err(AclError::Admin { message, .. }) if message.contains("ecurity") && message.contains("disabled") => return Err(AccessError::NoAuthorizer),

@@ -116,9 +116,9 @@ pub async fn apply(kafka: &ClientConfig, registry: &RegistryClient, reference: &
     let mut refused = Vec::new();
     // Subjects whose level a real run already set, so that `execute` does not set it again.
     let mut level_set = std::collections::BTreeSet::new();
-    for spec in reference.topology.topics.iter().filter(|t| t.is_avro()) {
-        let subject = format!("{namespace}{}", spec.subject());
-        let schema = &reference.schemas.get(&spec.value).expect("checked by the topology check").text;
+    for (subject, record) in reference.topology.topics.iter().flat_map(|t| t.subjects()) {
+        let subject = format!("{namespace}{subject}");
+        let schema = &reference.schemas.get(record).expect("checked by the topology check").text;
         let level = registry.subject_level(&subject).await?;
         let level_differs = level.as_deref() != Some(COMPATIBILITY);
         if level_differs {
@@ -136,7 +136,7 @@ pub async fn apply(kafka: &ClientConfig, registry: &RegistryClient, reference: &
                 vec![]
             };
             if problems.is_empty() {
-                changes.push(Change::RegisterSchema { subject, record: spec.value.clone() });
+                changes.push(Change::RegisterSchema { subject, record: record.to_owned() });
             } else {
                 refused.push((subject, problems));
             }

@@ -17,6 +17,9 @@ pub struct KafkaSettings {
     pub sasl_mechanism: String,
     pub username: String,
     pub password: Secret,
+    /// Where `topology apply` kept the principals' passwords, for a role
+    /// started with the admin's credentials (empty: the local stack's file).
+    pub principals_file: String,
     pub client_id: String,
     pub message_timeout_ms: u64,
     pub session_timeout_ms: u64,

@@ -39,6 +39,7 @@ impl Reference {
         let roles = read("topology/roles.toml");
         let freight = read("topology/freight.toml");
         let sharing = read("topology/sharing.toml");
+        let enterprises = read("topology/enterprises.toml");
         let catalog_text = read("schemas/catalog.toml");
         let mut avsc = Vec::new();
         match std::fs::read_dir(root.join("schemas")) {
@@ -57,7 +58,7 @@ impl Reference {
         if !problems.is_empty() {
             return Err(problems);
         }
-        Self::from_parts(TopologySources { clusters: &clusters, partners: &partners, topics: &topics, roles: &roles, freight: &freight, sharing: &sharing }, &catalog_text, avsc)
+        Self::from_parts(TopologySources { clusters: &clusters, partners: &partners, topics: &topics, roles: &roles, freight: &freight, sharing: &sharing, enterprises: &enterprises }, &catalog_text, avsc)
     }
 
     pub fn from_parts(src: TopologySources<'_>, catalog: &str, avsc: Vec<(String, String)>) -> Result<Reference, Vec<String>> {

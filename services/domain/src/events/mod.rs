@@ -74,6 +74,10 @@ pub enum ErrorClass {
     Invalid,
     /// Names a product, site, cluster or partner the hub does not know.
     UnknownReference,
+    /// Speaks for someone the sender is not (an enterprise's ingest topic
+    /// carrying another's order, capacity or stock). Last, so the schema's
+    /// older readers resolve it to the enum's default.
+    Identity,
 }
 
 impl ErrorClass {
@@ -84,6 +88,7 @@ impl ErrorClass {
             ErrorClass::WrongRecord => "WRONG_RECORD",
             ErrorClass::Invalid => "INVALID",
             ErrorClass::UnknownReference => "UNKNOWN_REFERENCE",
+            ErrorClass::Identity => "IDENTITY",
         }
     }
 }

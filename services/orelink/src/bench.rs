@@ -21,6 +21,13 @@ pub(crate) struct PathArgs {
     json: bool,
 }
 
+/// The roles `bench recovery` can crash.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum RecoveryRoleArg {
+    Matcher,
+    Fanout,
+}
+
 #[derive(Subcommand)]
 pub(crate) enum BenchWhich {
     /// Matcher throughput and order->allocation latency, beside the raw produce->consume path.
@@ -41,9 +48,11 @@ pub(crate) enum BenchWhich {
     /// One Kafka transaction that does nothing else, flat out beside raw and
     /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
     Floor(PathArgs),
-    /// The stall after the matcher is SIGKILLed: restarted in place, or (with
-    /// --standby) taken over by a second instance.
+    /// The stall after a role (the matcher, or the fanout) is SIGKILLed:
+    /// restarted in place, or (with --standby) taken over by a second instance.
     Recovery {
+        #[arg(long, value_enum, default_value_t = RecoveryRoleArg::Matcher)]
+        role: RecoveryRoleArg,
         #[arg(long, default_value_t = 1_000)]
         rate: u64,
         #[arg(long, default_value_t = 30)]
@@ -136,23 +145,27 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 }
             }
         }
-        BenchWhich::Recovery { rate, seconds, standby, json } => {
+        BenchWhich::Recovery { role, rate, seconds, standby, json } => {
             let binary = std::env::current_exe()?;
             // The matchers read the same configuration as this command.
             let env: Vec<(String, String)> = config.iter().map(|c| ("ORELINK_CONFIG".to_owned(), c.display().to_string())).collect();
-            let rep = orelink_bench::recovery(&cfg, &r, orelink_bench::matcher::RecoveryRun { rate, seconds, standby }, &binary, &env, &log).await?;
+            let role = match role {
+                RecoveryRoleArg::Matcher => orelink_bench::matcher::RecoveryRole::Matcher,
+                RecoveryRoleArg::Fanout => orelink_bench::matcher::RecoveryRole::Fanout,
+            };
+            let rep = orelink_bench::recovery(&cfg, &r, orelink_bench::matcher::RecoveryRun { role, rate, seconds, standby }, &binary, &env, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
-                println!("{:<38} {}", "mode", if standby { "standby takes over (no restart)" } else { "restart in place" });
+                println!("{:<38} {}, {}", "mode", role.name(), if standby { "standby takes over (no restart)" } else { "restart in place" });
                 println!("{:<38} {} events/s, session timeout {} ms", "load", rep.rate, rep.session_timeout_ms);
-                let first = if standby { "kill -> first allocation (any instance)" } else { "kill -> first allocation after it" };
+                let first = if standby { "kill -> first output (any instance)" } else { "kill -> first output after it" };
                 println!("{first:<38} {:.0} ms", rep.kill_to_first_output_ms);
                 match rep.kill_to_caught_up_ms {
                     Some(ms) => println!("{:<38} {ms:.0} ms", "kill -> lag back to its level before"),
                     None => println!("{:<38} not within the run", "kill -> lag back to its level before"),
                 }
-                println!("{:<38} {} (log: {})", "allocations read", rep.allocations, rep.log.display());
+                println!("{:<38} {} (log: {})", "outputs read", rep.outputs, rep.log.display());
             }
         }
         BenchWhich::Restore { events, json } => {

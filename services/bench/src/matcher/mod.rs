@@ -41,7 +41,7 @@ mod restore;
 
 pub use e2e::{E2eReport, e2e};
 pub use floor::{FloorReport, floor};
-pub use recovery::{RecoveryReport, RecoveryRun, recovery};
+pub use recovery::{RecoveryReport, RecoveryRole, RecoveryRun, recovery};
 pub use restore::{RestoreReport, restore};
 
 /// A fresh namespace with the topology applied.

@@ -1,52 +1,74 @@
-//! `orelink bench recovery`: the stall a crash costs. The matcher runs as a
-//! process of its own (`orelink run matcher`), fed at a fixed rate; a third
-//! of the way in it is SIGKILLed, then either restarted at once with the same
-//! instance id (restart in place) or not, a standby instance started beside
-//! it from the beginning taking its partitions over. Reported: from the kill
-//! to the first allocation produced after it (read read_committed), and to
-//! the matcher's lag being back to what it was before the kill.
+//! `orelink bench recovery`: the stall a crash costs. A role (the matcher,
+//! or the fanout) runs as a process of its own (`orelink run <role>`, as its
+//! own principal), fed at a fixed rate; a third of the way in it is
+//! SIGKILLed, then either restarted at once with the same instance id
+//! (restart in place) or not, a standby instance started beside it from the
+//! beginning taking its partitions over. Reported: from the kill to the first
+//! output produced after it (read read_committed: an allocation, a routed
+//! shipment), and to the role's lag being back to what it was before the kill.
 
 use super::*;
 use crate::OrSetup;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The role `recovery` crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryRole {
+    /// Orders and capacity in, allocations out (its processor group's lag).
+    Matcher,
+    /// Shipments in, one partner's topic out.
+    Fanout,
+}
+
+impl RecoveryRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecoveryRole::Matcher => "matcher",
+            RecoveryRole::Fanout => "fanout",
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RecoveryReport {
+    pub role: RecoveryRole,
     /// "restart" (in place) or "standby" (no restart).
     pub mode: &'static str,
     pub rate: u64,
     pub session_timeout_ms: u64,
-    /// Kill -> the first allocation created after the kill, read
+    /// Kill -> the first output created after the kill, read
     /// read_committed. With a standby this is mostly the standby's own
     /// partitions going on: its takeover shows in `kill_to_caught_up_ms`.
     pub kill_to_first_output_ms: f64,
-    /// Kill -> the processor group's lag back at or below its worst in the
-    /// 3 s before the kill (None: not within the run).
+    /// Kill -> the role's group lag back at or below its worst in the 3 s
+    /// before the kill (None: not within the run).
     pub kill_to_caught_up_ms: Option<f64>,
-    pub allocations: usize,
-    /// The matchers' output, for a look when a figure is odd.
+    /// Output records read (allocations, routed shipments).
+    pub outputs: usize,
+    /// The role's processes' output, for a look when a figure is odd.
     pub log: PathBuf,
 }
 
-/// `orelink run matcher` as instance `instance`, in `cfg`'s namespace.
-fn start(binary: &Path, env: &[(String, String)], cfg: &Config, instance: &str, log: &Path) -> Result<Running, BenchError> {
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).or_setup("the matchers' log")?;
+/// `orelink run <role>` as instance `instance`, in `cfg`'s namespace.
+fn start(binary: &Path, env: &[(String, String)], cfg: &Config, role: RecoveryRole, instance: &str, log: &Path) -> Result<Running, BenchError> {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).or_setup("the role's log")?;
     let child = Command::new(binary)
-        .args(["run", "matcher"])
+        .args(["run", role.name()])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("ORELINK__NAMESPACE", &cfg.namespace)
         .env("ORELINK__MATCHER__INSTANCE_ID", instance)
         .env("ORELINK__KAFKA__SESSION_TIMEOUT_MS", cfg.kafka.session_timeout_ms.to_string())
         .stdin(Stdio::null())
-        .stdout(out.try_clone().or_setup("the matchers' log")?)
+        .stdout(out.try_clone().or_setup("the role's log")?)
         .stderr(out)
         .spawn()
-        .or_setup("starting orelink run matcher")?;
+        .or_setup("starting orelink run <role>")?;
     Ok(Running(Some(child)))
 }
 
-/// A matcher process: stopped with SIGTERM (drain, commit) by `stop`, and
+/// A role's process: stopped with SIGTERM (drain, commit) by `stop`, and
 /// killed if dropped otherwise, so a failed run leaves none behind.
 struct Running(Option<Child>);
 
@@ -76,16 +98,57 @@ impl Drop for Running {
     }
 }
 
-/// How `recovery` loads the matcher: events per second for `seconds`, and
+/// How `recovery` loads the role: events per second for `seconds`, and
 /// whether a standby runs beside it (then the killed one is not restarted).
 #[derive(Debug, Clone, Copy)]
 pub struct RecoveryRun {
+    pub role: RecoveryRole,
     pub rate: u64,
     pub seconds: u64,
     pub standby: bool,
 }
 
-/// The processor group's lag on the matcher input, summed over partitions.
+/// Shipments, all carried by one partner, keyed by shipment id: the fanout's load.
+async fn shipment_events(cfg: &Config, reference: &Reference, n: usize) -> Result<(Vec<Encoded>, String), BenchError> {
+    use orelink_domain::events::{ShipmentStatus, wire};
+    let codec = orelink_platform::codec(cfg, reference).map_err(setup)?;
+    let partner = reference.topology.partners.first().ok_or_else(|| setup("topology/partners.toml declares no partner"))?;
+    let topic = codec.topic(topics::SHIPMENTS);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let w = wire::ShipmentEvent {
+            event_id: format!("bench-shp-{i}"),
+            event_time: 1_795_000_000_000 + i as i64,
+            shipment_id: format!("SHP-B{:05}", i % 5_000),
+            allocation_id: None,
+            carrier_id: partner.carrier_id.clone(),
+            mode: orelink_domain::TransportMode::Road,
+            status: ShipmentStatus::InTransit,
+            from_site: "fcg-qisha-copper".into(),
+            to_site: "nanning-niuwan-port".into(),
+            quantity_kg: 30_000,
+            lat: None,
+            lon: None,
+            eta: None,
+        };
+        out.push(Encoded { contract_topic: topics::SHIPMENTS, key: w.shipment_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, order: false });
+    }
+    Ok((out, topics::partner(partner.id.as_str())))
+}
+
+/// The principals of a bench namespace, with the topology's ACLs: the role
+/// runs as its own principal, as anywhere else. `None` where the broker has
+/// no authorizer (then it runs with the configured credentials).
+fn principals(cfg: &Config, reference: &Reference) -> Result<Option<PathBuf>, BenchError> {
+    let file = std::env::temp_dir().join(format!("orelink-bench-principals-{}.toml", std::process::id()));
+    match orelink_platform::access_apply::apply_access(&cfg.kafka.client_config("bench"), reference, &cfg.namespace, &file, false) {
+        Ok(_) => Ok(Some(file)),
+        Err(orelink_platform::access_apply::AccessError::NoAuthorizer) => Ok(None),
+        Err(e) => Err(setup(e)),
+    }
+}
+
+/// The group's lag on `input`, summed over partitions.
 fn lag(probe: &BaseConsumer, input: &str) -> Option<i64> {
     group_progress(probe, input, Duration::from_secs(5)).ok().map(|ps| ps.iter().map(|p| (p.end - p.committed).max(0)).sum())
 }
@@ -93,15 +156,31 @@ fn lag(probe: &BaseConsumer, input: &str) -> Option<i64> {
 /// Runs the recovery benchmark; `binary` is the `orelink` to start the
 /// matchers with, `env` what they need besides the namespace (a config file).
 pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, binary: &Path, env: &[(String, String)], log: &(dyn Fn(&str) + Sync)) -> Result<RecoveryReport, BenchError> {
-    let RecoveryRun { rate, seconds, standby } = run;
+    let RecoveryRun { role, rate, seconds, standby } = run;
     let cfg = namespace(base, reference, "recovery").await?;
+    let mut env = env.to_vec();
+    let (c, r) = (cfg.clone(), reference.clone());
+    if let Some(file) = tokio::task::spawn_blocking(move || principals(&c, &r)).await.map_err(setup)?? {
+        env.push(("ORELINK__KAFKA__PRINCIPALS_FILE".into(), file.display().to_string()));
+    }
+    let env = env.as_slice();
     let log_file = std::env::temp_dir().join(format!("orelink-bench-recovery-{}.log", std::process::id()));
-    let (events, _) = latency_events(&cfg, reference, rate, seconds).await?;
-    let mut a = Some(start(binary, env, &cfg, "a", &log_file)?);
-    let b = if standby { Some(start(binary, env, &cfg, "b", &log_file)?) } else { None };
-    let receiver = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
-    let input = format!("{}{}", cfg.namespace, topics::MATCHER_INPUT);
-    let probe: BaseConsumer = cfg.kafka.reader_config("bench-probe", &orelink_matcher::processor_group(&cfg)).create()?;
+    // What the role reads and writes, and the group whose lag tells it caught up.
+    let (events, output, input, group) = match role {
+        RecoveryRole::Matcher => {
+            let (events, _) = latency_events(&cfg, reference, rate, seconds).await?;
+            (events, topics::ALLOCATIONS.to_owned(), topics::MATCHER_INPUT, orelink_matcher::processor_group(&cfg))
+        }
+        RecoveryRole::Fanout => {
+            let (events, output) = shipment_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
+            (events, output, topics::SHIPMENTS, orelink_fanout::group(&cfg))
+        }
+    };
+    let mut a = Some(start(binary, env, &cfg, role, "a", &log_file)?);
+    let b = if standby { Some(start(binary, env, &cfg, role, "b", &log_file)?) } else { None };
+    let receiver = Receiver::start(&cfg, &format!("{}{output}", cfg.namespace))?;
+    let input = format!("{}{input}", cfg.namespace);
+    let probe: BaseConsumer = cfg.kafka.reader_config("bench-probe", &group).create()?;
 
     log(&format!("sending {} events at {rate}/s; the kill comes a third of the way in", events.len()));
     let producer = producer(&cfg)?;
@@ -118,14 +197,14 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if receiver.count() == 0 {
-        return Err(setup(format!("no allocation before the kill; see {}", log_file.display())));
+        return Err(setup(format!("no output before the kill; see {}", log_file.display())));
     }
     let killed_at = (Instant::now(), wall_ms());
     a.take().expect("started").kill()?;
     if !standby {
-        a = Some(start(binary, env, &cfg, "a", &log_file)?);
+        a = Some(start(binary, env, &cfg, role, "a", &log_file)?);
     }
-    log(if standby { "killed instance a; b takes over" } else { "killed the matcher and started it again" });
+    log(&if standby { "killed instance a; b takes over".to_owned() } else { format!("killed the {} and started it again", role.name()) });
 
     // After: the first output made after the kill, and the lag back where it was.
     let deadline = Instant::now() + Duration::from_secs(seconds.max(60));
@@ -141,20 +220,21 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sent = sending.await.map_err(setup)??;
-    let allocations = receiver.finish().len();
+    let outputs = receiver.finish().len();
     for m in a.into_iter().chain(b) {
         m.stop();
     }
     drop_namespace(&cfg).await;
-    let first_output = first_output.ok_or_else(|| setup(format!("no allocation after the kill ({sent} events sent); see {}", log_file.display())))?;
+    let first_output = first_output.ok_or_else(|| setup(format!("no output after the kill ({sent} events sent); see {}", log_file.display())))?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(RecoveryReport {
+        role,
         mode: if standby { "standby" } else { "restart" },
         rate,
         session_timeout_ms: cfg.kafka.session_timeout_ms,
         kill_to_first_output_ms: ms(first_output),
         kill_to_caught_up_ms: caught_up.map(ms),
-        allocations,
+        outputs,
         log: log_file,
     })
 }

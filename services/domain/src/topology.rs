@@ -174,7 +174,7 @@ pub struct RoleSpec {
 #[serde(deny_unknown_fields)]
 struct ClustersFile {
     /// Spec of every `orelink.edge-progress.<site>.v1`.
-    edge_progress_topic: PartnerTopicTemplate,
+    edge_progress_topic: TopicTemplate,
     #[serde(rename = "cluster")]
     clusters: Vec<Cluster>,
 }
@@ -183,53 +183,29 @@ struct ClustersFile {
 #[serde(deny_unknown_fields)]
 struct PartnersFile {
     /// Spec of every `orelink.shipments.partner.<id>.v1` topic; the name is derived.
-    partner_topic: PartnerTopicTemplate,
+    partner_topic: TopicTemplate,
     /// Spec of every `orelink.webhooks-parked.<id>.v1` topic: the webhook
     /// deliveries to the partner that were given up on, kept for a redrive.
-    parked_topic: PartnerTopicTemplate,
+    parked_topic: TopicTemplate,
     #[serde(rename = "partner")]
     partners: Vec<Partner>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PartnerTopicTemplate {
+struct TopicTemplate {
     partitions: i32,
     replication_factor: i32,
     retention_ms: i64,
 }
 
-impl PartnerTopicTemplate {
+impl TopicTemplate {
     /// A partner's topic of shipments by this template.
     fn shipments(&self, name: String, description: String) -> TopicSpec {
-        TopicSpec {
-            name,
-            partitions: self.partitions,
-            replication_factor: self.replication_factor,
-            cleanup_policy: CleanupPolicy::Delete,
-            retention_ms: self.retention_ms,
-            key: "shipment_id".into(),
-            value: "orelink.v1.ShipmentEvent".into(),
-            description,
-        }
+        self.topic(name, "shipment_id", "orelink.v1.ShipmentEvent".into(), description)
     }
-}
 
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnterprisesFile {
-    /// Spec of every `orelink.ingest.<id>.v1`.
-    ingest_topic: PartnerTopicTemplate,
-    /// Spec of every `orelink.allocations.enterprise.<id>.v1`.
-    allocations_topic: PartnerTopicTemplate,
-    #[serde(rename = "enterprise", default)]
-    enterprises: Vec<Enterprise>,
-}
-
-/// The records an enterprise may write to its ingest topic.
-pub const INGEST_RECORDS: [&str; 4] = ["orelink.v1.OrderEvent", "orelink.v1.CapacityEvent", "orelink.v1.InventoryEvent", "orelink.v1.ShipmentEvent"];
-
-impl PartnerTopicTemplate {
+    /// A topic by this template (deleting by time; a caller may compact it).
     fn topic(&self, name: String, key: &str, value: String, description: String) -> TopicSpec {
         TopicSpec {
             name,
@@ -243,6 +219,20 @@ impl PartnerTopicTemplate {
         }
     }
 }
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnterprisesFile {
+    /// Spec of every `orelink.ingest.<id>.v1`.
+    ingest_topic: TopicTemplate,
+    /// Spec of every `orelink.allocations.enterprise.<id>.v1`.
+    allocations_topic: TopicTemplate,
+    #[serde(rename = "enterprise", default)]
+    enterprises: Vec<Enterprise>,
+}
+
+/// The records an enterprise may write to its ingest topic.
+pub const INGEST_RECORDS: [&str; 4] = ["orelink.v1.OrderEvent", "orelink.v1.CapacityEvent", "orelink.v1.InventoryEvent", "orelink.v1.ShipmentEvent"];
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -26,33 +26,16 @@ use orelink_domain::topology::{Enterprise, topics};
 use orelink_platform::dlq::now_millis;
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
-use orelink_platform::txn_loop::{self, Step, Transform, TxnLoop, TxnLoopError};
+use orelink_platform::txn_loop::{self, LoopRoleError, Step, Transform, TxnLoop};
 use orelink_platform::{Config, Reference};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum EnterprisesError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("fatal: {0}")]
-    Fatal(String),
-}
-
-impl From<TxnLoopError> for EnterprisesError {
-    fn from(e: TxnLoopError) -> Self {
-        match e {
-            TxnLoopError::Kafka(k) => EnterprisesError::Kafka(k),
-            TxnLoopError::Fatal(f) => EnterprisesError::Fatal(f),
-        }
-    }
-}
+/// The role's error: the loop's, shared with the other loop roles.
+pub type EnterprisesError = LoopRoleError;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EnterprisesStats {
@@ -207,7 +190,7 @@ impl Transform for Door {
 
 /// Runs the role until `cancel` (on a thread of its own: transaction calls block).
 pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<EnterprisesStats, EnterprisesError> {
-    let codec = orelink_platform::codec(cfg, reference).map_err(|e| EnterprisesError::Config(e.to_string()))?;
+    let codec = orelink_platform::codec(cfg, reference).map_err(|e| LoopRoleError::Config(e.to_string()))?;
     let (mut door, inputs, outputs) = Door::new(codec, reference, tokio::runtime::Handle::current());
     let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
     let settings = txn_loop::Settings {
@@ -225,7 +208,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     // A static member: a restarted instance takes its partitions back at once.
     let consumer = cfg.kafka.member_config("enterprises", &group(cfg), &instance);
     let txn = TxnLoop::new(&consumer, &producer, settings)?;
-    let done = tokio::task::spawn_blocking(move || txn.run(&mut door, &cancel)).await.map_err(|e| EnterprisesError::Fatal(e.to_string()))??;
+    let done = tokio::task::spawn_blocking(move || txn.run(&mut door, &cancel)).await.map_err(|e| LoopRoleError::Fatal(e.to_string()))??;
     let stats = EnterprisesStats {
         transactions: done.transactions,
         forwarded: done.records[ORDERS..SHARED_OUTPUTS].iter().sum(),

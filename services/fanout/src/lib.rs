@@ -15,33 +15,16 @@ use orelink_domain::topology::topics;
 use orelink_platform::dlq::now_millis;
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
-use orelink_platform::txn_loop::{self, Step, Transform, TxnLoop, TxnLoopError};
+use orelink_platform::txn_loop::{self, LoopRoleError, Step, Transform, TxnLoop};
 use orelink_platform::{Config, Reference};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum FanoutError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("fatal: {0}")]
-    Fatal(String),
-}
-
-impl From<TxnLoopError> for FanoutError {
-    fn from(e: TxnLoopError) -> Self {
-        match e {
-            TxnLoopError::Kafka(k) => FanoutError::Kafka(k),
-            TxnLoopError::Fatal(f) => FanoutError::Fatal(f),
-        }
-    }
-}
+/// The role's error: the loop's, shared with the other loop roles.
+pub type FanoutError = LoopRoleError;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FanoutStats {
@@ -132,7 +115,7 @@ impl Transform for Routing {
 
 /// Runs the role until `cancel` (on a thread of its own: transaction calls block).
 pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> Result<FanoutStats, FanoutError> {
-    let codec = orelink_platform::codec(cfg, reference).map_err(|e| FanoutError::Config(e.to_string()))?;
+    let codec = orelink_platform::codec(cfg, reference).map_err(|e| LoopRoleError::Config(e.to_string()))?;
     let input = codec.topic(topics::SHIPMENTS);
     let (mut routing, outputs) = Routing::new(codec, reference, tokio::runtime::Handle::current());
     let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
@@ -149,7 +132,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     producer.set("linger.ms", "1");
     // A static member: a restarted instance takes its partitions back at once.
     let txn = TxnLoop::new(&cfg.kafka.member_config("fanout", &group(cfg), &cfg.matcher.instance()), &producer, settings)?;
-    let done = tokio::task::spawn_blocking(move || txn.run(&mut routing, &cancel)).await.map_err(|e| FanoutError::Fatal(e.to_string()))??;
+    let done = tokio::task::spawn_blocking(move || txn.run(&mut routing, &cancel)).await.map_err(|e| LoopRoleError::Fatal(e.to_string()))??;
     let stats = FanoutStats {
         transactions: done.transactions,
         routed: done.records.iter().skip(1).sum(),

@@ -72,14 +72,10 @@ impl RoleError for orelink_view::ViewError {
         matches!(self, orelink_view::ViewError::Config(_))
     }
 }
-impl RoleError for orelink_enterprises::EnterprisesError {
+/// The fanout's and the enterprises' door's.
+impl RoleError for orelink_platform::txn_loop::LoopRoleError {
     fn fatal(&self) -> bool {
-        matches!(self, orelink_enterprises::EnterprisesError::Config(_))
-    }
-}
-impl RoleError for orelink_fanout::FanoutError {
-    fn fatal(&self) -> bool {
-        matches!(self, orelink_fanout::FanoutError::Config(_))
+        matches!(self, orelink_platform::txn_loop::LoopRoleError::Config(_))
     }
 }
 impl RoleError for orelink_gateway::GatewayError {

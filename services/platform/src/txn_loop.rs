@@ -110,6 +110,27 @@ pub enum TxnLoopError {
     Fatal(String),
 }
 
+/// Why a role that is one exactly-once loop (the fanout, the enterprises'
+/// door) stopped: only `Config` is beyond a restart's mending.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopRoleError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+impl From<TxnLoopError> for LoopRoleError {
+    fn from(e: TxnLoopError) -> Self {
+        match e {
+            TxnLoopError::Kafka(k) => LoopRoleError::Kafka(k),
+            TxnLoopError::Fatal(f) => LoopRoleError::Fatal(f),
+        }
+    }
+}
+
 /// What the loop did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TxnStats {

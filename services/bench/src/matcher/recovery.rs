@@ -1,11 +1,11 @@
 //! `orelink bench recovery`: the stall a crash costs. A role (the matcher,
-//! or the fanout) runs as a process of its own (`orelink run <role>`, as its
+//! the fanout, the enterprises' door) runs as a process of its own (`orelink run <role>`, as its
 //! own principal), fed at a fixed rate; a third of the way in it is
 //! SIGKILLed, then either restarted at once with the same instance id
 //! (restart in place) or not, a standby instance started beside it from the
 //! beginning taking its partitions over. Reported: from the kill to the first
 //! output produced after it (read read_committed: an allocation, a routed
-//! shipment), and to the role's lag being back to what it was before the kill.
+//! shipment, a forwarded order), and to the role's lag being back to what it was before the kill.
 
 use super::*;
 use crate::OrSetup;
@@ -20,6 +20,8 @@ pub enum RecoveryRole {
     Matcher,
     /// Shipments in, one partner's topic out.
     Fanout,
+    /// One enterprise's own orders on its ingest topic in, the shared orders topic out.
+    Enterprises,
 }
 
 impl RecoveryRole {
@@ -27,6 +29,7 @@ impl RecoveryRole {
         match self {
             RecoveryRole::Matcher => "matcher",
             RecoveryRole::Fanout => "fanout",
+            RecoveryRole::Enterprises => "enterprises",
         }
     }
 }
@@ -136,6 +139,38 @@ async fn shipment_events(cfg: &Config, reference: &Reference, n: usize) -> Resul
     Ok((out, topics::partner(partner.id.as_str())))
 }
 
+/// Orders of the first declared enterprise, as buyer, for its ingest topic:
+/// the enterprises' door's load (every one its own, so every one forwarded).
+async fn ingest_events(cfg: &Config, reference: &Reference, n: usize) -> Result<(Vec<Encoded>, String), BenchError> {
+    use orelink_domain::events::{OrderKind, wire};
+    let codec = orelink_platform::codec(cfg, reference).map_err(setup)?;
+    let enterprise = reference.topology.enterprises.first().ok_or_else(|| setup("topology/enterprises.toml declares no enterprise"))?;
+    // The hub's order schema: registered under the ingest topic's order subject too.
+    let orders = codec.topic(topics::ORDERS);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let w = wire::OrderEvent {
+            event_id: format!("bench-ingest-{i}"),
+            event_time: 1_795_000_000_000 + i as i64,
+            order_id: format!("ING-{i:06}"),
+            kind: OrderKind::Placed,
+            cluster: "baise".into(),
+            buyer_id: enterprise.id.clone(),
+            product_code: "AL2O3-SGA-AO-2".into(),
+            quantity_kg: 100_000,
+            deliver_by: 1_796_000_000_000,
+            destination_site: "baise-pingguo-smelter".into(),
+            max_price_cny_per_t: 3_000,
+            allow_cross_cluster: false,
+        };
+        // Keyed by order id, so the ingest topic's partitions all carry some
+        // (and a standby owns some, the killed instance others); the door
+        // keys what it forwards by family, whatever the enterprise chose.
+        out.push(Encoded { contract_topic: topics::ORDERS, key: w.order_id.clone(), bytes: codec.encode(&orders, &w).await.map_err(setup)?, order: true });
+    }
+    Ok((out, topics::ingest(&enterprise.id)))
+}
+
 /// The principals of a bench namespace, with the topology's ACLs: the role
 /// runs as its own principal, as anywhere else. `None` where the broker has
 /// no authorizer (then it runs with the configured credentials).
@@ -166,14 +201,19 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
     let env = env.as_slice();
     let log_file = std::env::temp_dir().join(format!("orelink-bench-recovery-{}.log", std::process::id()));
     // What the role reads and writes, and the group whose lag tells it caught up.
-    let (events, output, input, group) = match role {
+    // (The events' topic, when not their contract topic: the ingest topic.)
+    let (events, output, input, group, send_to) = match role {
         RecoveryRole::Matcher => {
             let (events, _) = latency_events(&cfg, reference, rate, seconds).await?;
-            (events, topics::ALLOCATIONS.to_owned(), topics::MATCHER_INPUT, orelink_matcher::processor_group(&cfg))
+            (events, topics::ALLOCATIONS.to_owned(), topics::MATCHER_INPUT.to_owned(), orelink_matcher::processor_group(&cfg), None)
         }
         RecoveryRole::Fanout => {
             let (events, output) = shipment_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
-            (events, output, topics::SHIPMENTS, orelink_fanout::group(&cfg))
+            (events, output, topics::SHIPMENTS.to_owned(), orelink_fanout::group(&cfg), None)
+        }
+        RecoveryRole::Enterprises => {
+            let (events, ingest) = ingest_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
+            (events, topics::ORDERS.to_owned(), ingest.clone(), orelink_enterprises::group(&cfg), Some(ingest))
         }
     };
     let mut a = Some(start(binary, env, &cfg, role, "a", &log_file)?);
@@ -185,7 +225,7 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
     log(&format!("sending {} events at {rate}/s; the kill comes a third of the way in", events.len()));
     let producer = producer(&cfg)?;
     let ns = cfg.namespace.clone();
-    let sending = tokio::spawn(async move { send_all(&producer, &events, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await.map(|s| s.len()) });
+    let sending = tokio::spawn(async move { send_all(&producer, &events, |e| format!("{ns}{}", send_to.as_deref().unwrap_or(e.contract_topic)), Some(rate)).await.map(|s| s.len()) });
 
     // Before the kill: the lag the matcher keeps up with, sampled.
     let kill_at = Instant::now() + Duration::from_secs(seconds / 3).max(Duration::from_secs(4));

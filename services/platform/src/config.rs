@@ -24,6 +24,10 @@ pub struct KafkaSettings {
     pub message_timeout_ms: u64,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// The consumer group protocol: "classic" (static members, the client's
+    /// session timeout) or "consumer" (KIP-848: the broker assigns, times
+    /// sessions out and fences a restarted static member; so no static ids).
+    pub group_protocol: String,
     pub compression: String,
     pub fetch_wait_max_ms: u64,
     pub fetch_min_bytes: u64,
@@ -390,6 +394,9 @@ impl Config {
             if t.clusters.as_ref().is_some_and(|c| c.iter().any(String::is_empty)) {
                 p.push(format!("view.operator_token_digests: the token {}… names an empty cluster (write <digest>@<cluster>+<cluster>)", &t.digest[..t.digest.len().min(8)]));
             }
+        }
+        if !["classic", "consumer"].contains(&self.kafka.group_protocol.as_str()) {
+            p.push(format!("kafka.group_protocol {:?}: expected \"classic\" or \"consumer\"", self.kafka.group_protocol));
         }
         if !["kafka", "none"].contains(&self.registry.auth.as_str()) {
             p.push(format!("registry.auth {:?}: expected \"kafka\" or \"none\"", self.registry.auth));

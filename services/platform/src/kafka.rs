@@ -58,7 +58,10 @@ impl KafkaSettings {
     /// instance that does not come back moves after `session_timeout_ms`.
     pub fn member_config(&self, role: &str, group: &str, instance: &str) -> ClientConfig {
         let mut c = self.consumer_config(role, group);
-        c.set("group.instance.id", format!("{role}-{instance}"));
+        // KIP-848 fences the restarted member, not the dead one: no static id there.
+        if self.group_protocol == "classic" {
+            c.set("group.instance.id", format!("{role}-{instance}"));
+        }
         c
     }
 
@@ -71,11 +74,16 @@ impl KafkaSettings {
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string())
             .set("fetch.min.bytes", self.fetch_min_bytes.to_string())
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
+        if self.group_protocol == "consumer" {
+            // KIP-848: the broker assigns and keeps the session and heartbeat.
+            c.set("group.protocol", "consumer");
+        } else {
+            c.set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", self.session_timeout_ms.to_string())
+                .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string());
+        }
         c
     }
 }
@@ -124,4 +132,25 @@ pub fn group_progress<C: rdkafka::consumer::ConsumerContext>(
             PartitionProgress { partition, end, committed }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Sources};
+
+    #[test]
+    fn a_member_is_static_under_the_classic_protocol_only() {
+        let mut cfg = Config::load(&Sources::default()).unwrap();
+        let classic = cfg.kafka.member_config("fanout", "g", "a");
+        assert_eq!(classic.get("group.instance.id"), Some("fanout-a"));
+        assert_eq!(classic.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(classic.get("group.protocol"), None);
+        cfg.kafka.group_protocol = "consumer".into();
+        let kip848 = cfg.kafka.member_config("fanout", "g", "a");
+        assert_eq!(kip848.get("group.protocol"), Some("consumer"));
+        // The broker's: librdkafka refuses these with the consumer protocol.
+        for key in ["group.instance.id", "session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"] {
+            assert_eq!(kip848.get(key), None, "{key}");
+        }
+    }
 }

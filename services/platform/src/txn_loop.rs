@@ -16,7 +16,11 @@
 //! retriable or abortable (abort, rewind the input to the committed offsets,
 //! tell the transform to drop what it derived since, which also discards the
 //! round being built), fatal (stop; a restart fences the old producer and
-//! resumes from the last commit). A transform that cannot build a round now
+//! resumes from the last commit). A commit that still times out after its
+//! retries has an unknown outcome: it is neither taken as committed nor
+//! aborted; the producer is made anew with the same transactional id, whose
+//! initialisation makes the broker finish (or abort) what the old one left,
+//! and the input is rewound to the offsets the broker then holds. A transform that cannot build a round now
 //! (the registry is away) says `Step::Retry`: the round is dropped, the input
 //! rewound, and the loop waits a backoff before reading again.
 //!
@@ -189,6 +193,8 @@ impl ConsumerContext for Ctx {
 pub struct TxnLoop {
     consumer: BaseConsumer<Ctx>,
     producer: ThreadedProducer<DefaultProducerContext>,
+    /// The producer's config, to make it anew after a commit of unknown outcome.
+    producer_config: ClientConfig,
     rebalances: Arc<Rebalances>,
     settings: Settings,
 }
@@ -203,16 +209,17 @@ impl TxnLoop {
         cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
         let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
         consumer.subscribe(&settings.inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let producer_config = producer.clone();
         let producer: ThreadedProducer<DefaultProducerContext> = producer.create()?;
         producer.init_transactions(settings.txn_timeout)?;
-        Ok(TxnLoop { consumer, producer, rebalances, settings })
+        Ok(TxnLoop { consumer, producer, producer_config, rebalances, settings })
     }
 
     /// Runs until `cancel`, then commits the round it holds and returns.
     pub fn run<T: Transform>(self, transform: &mut T, cancel: &CancellationToken) -> Result<TxnStats, TxnLoopError> {
-        let TxnLoop { consumer, producer, rebalances, settings } = self;
+        let TxnLoop { consumer, producer, producer_config, rebalances, settings } = self;
         let mut stats = TxnStats { records: vec![0; settings.outputs.len()], ..TxnStats::default() };
-        let mut committer = Committer::start(producer, &settings, rebalances.clone());
+        let mut committer = Committer::start(producer, producer_config, &settings, rebalances.clone());
         let mut round = Round::new(settings.outputs.len());
         // When the round's first message was read, for the linger of an idle pipeline.
         let mut first_at: Option<Instant> = None;
@@ -452,13 +459,13 @@ struct Committer {
 }
 
 impl Committer {
-    fn start(producer: ThreadedProducer<DefaultProducerContext>, settings: &Settings, rebalances: Arc<Rebalances>) -> Committer {
+    fn start(producer: ThreadedProducer<DefaultProducerContext>, config: ClientConfig, settings: &Settings, rebalances: Arc<Rebalances>) -> Committer {
         // Capacity 1 each way: a round is handed over only after the previous
         // outcome, so neither side ever blocks on a full channel.
         let (rounds, rx) = sync_channel::<(Round, ConsumerGroupMetadata)>(1);
         let (tx, outcomes) = sync_channel::<Outcome>(1);
         let flight = rebalances.clone();
-        let writer = Writer { producer, inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
+        let mut writer = Writer { producer, config, inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
         let thread = std::thread::Builder::new()
             .name(format!("{}-commit", settings.role))
             .spawn(move || {
@@ -531,13 +538,14 @@ struct Writer {
     /// here in 1 ms steps spun the CPU: rust-rdkafka's poll runs to its deadline
     /// and rounds the remainder down to 0 ms.
     producer: ThreadedProducer<DefaultProducerContext>,
+    config: ClientConfig,
     inputs: Vec<String>,
     outputs: Vec<String>,
     timeout: Duration,
 }
 
 impl Writer {
-    fn transact(&self, round: Round, group: &ConsumerGroupMetadata) -> Outcome {
+    fn transact(&mut self, round: Round, group: &ConsumerGroupMetadata) -> Outcome {
         let started = Instant::now();
         match self.try_transact(&round, group) {
             Ok(t) => {
@@ -557,8 +565,17 @@ impl Writer {
                 }
                 Outcome::Committed { events: round.events, records, took: started.elapsed() }
             }
-            Err(e) => match classify(&e) {
+            Err(Failed { committing, error: e }) => match classify(&e) {
                 TxnError::Fatal => Outcome::Fatal(e.to_string()),
+                // The commit was sent and its answer never came: whether it
+                // committed is unknown, so neither assume it nor abort it.
+                TxnError::Retriable if committing => match self.reinit() {
+                    Ok(()) => {
+                        tracing::warn!(error = %e, "a commit's outcome is unknown: the producer was made anew (the broker settled the transaction); rewinding to the committed offsets");
+                        Outcome::Aborted(format!("commit outcome unknown ({e}); producer re-initialised"))
+                    }
+                    Err(r) => Outcome::Fatal(format!("commit outcome unknown ({e}), and the producer could not be made anew: {r}")),
+                },
                 TxnError::Retriable | TxnError::Abort => {
                     if let Err(a) = self.producer.abort_transaction(self.timeout) && classify(&a) == TxnError::Fatal {
                         return Outcome::Fatal(a.to_string());
@@ -569,10 +586,27 @@ impl Writer {
         }
     }
 
-    fn try_transact(&self, round: &Round, group: &ConsumerGroupMetadata) -> Result<Timings, KafkaError> {
+    fn try_transact(&self, round: &Round, group: &ConsumerGroupMetadata) -> Result<Timings, Failed> {
         let position = Position::Offsets { inputs: &self.inputs, offsets: &round.offsets, group };
-        transact(&self.producer, &self.outputs, &round.records, position, self.timeout)
+        transact_steps(&self.producer, &self.outputs, &round.records, position, self.timeout)
     }
+
+    /// A new producer with the same transactional id: its initialisation
+    /// fences the old one and has the broker complete or abort the
+    /// transaction it left, so the committed offsets are the truth again.
+    fn reinit(&mut self) -> Result<(), KafkaError> {
+        let producer: ThreadedProducer<DefaultProducerContext> = self.config.create()?;
+        producer.init_transactions(self.timeout)?;
+        self.producer = producer;
+        Ok(())
+    }
+}
+
+/// A transaction's failure, and whether it came at the commit (the records
+/// and offsets all sent, the commit asked for).
+struct Failed {
+    committing: bool,
+    error: KafkaError,
 }
 
 /// Where a transaction's input ends, committed with its records.
@@ -594,7 +628,8 @@ pub struct Timings {
 
 /// One transaction: `records` (to `outputs[record.output]`) and the input's
 /// `position`, committed together or not at all. The caller classes an error
-/// with `txn::classify` and aborts.
+/// with `txn::classify` and aborts, or, after a commit that timed out (its
+/// outcome unknown), makes its producer anew (the edge relay reconnects).
 pub fn transact(
     producer: &ThreadedProducer<DefaultProducerContext>,
     outputs: &[String],
@@ -602,6 +637,31 @@ pub fn transact(
     position: Position<'_>,
     timeout: Duration,
 ) -> Result<Timings, KafkaError> {
+    transact_steps(producer, outputs, records, position, timeout).map_err(|f| f.error)
+}
+
+fn transact_steps(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    outputs: &[String],
+    records: &[Record],
+    position: Position<'_>,
+    timeout: Duration,
+) -> Result<Timings, Failed> {
+    let before = |error: KafkaError| Failed { committing: false, error };
+    transact_until_commit(producer, outputs, records, position, timeout).map_err(before).and_then(|(sent, offsets, flushed)| {
+        txn::commit(producer, timeout).map_err(|error| Failed { committing: true, error })?;
+        Ok(Timings { sent, offsets, flushed })
+    })
+}
+
+/// Everything of a transaction but its commit; returns when each step ended.
+fn transact_until_commit(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    outputs: &[String],
+    records: &[Record],
+    position: Position<'_>,
+    timeout: Duration,
+) -> Result<(Instant, Instant, Instant), KafkaError> {
     producer.begin_transaction()?;
     for r in records {
         let record = BaseRecord::to(&outputs[r.output]).key(&*r.key).payload(r.payload.as_slice()).headers(r.trace.to_headers());
@@ -619,11 +679,10 @@ pub fn transact(
         Position::Progress { topic, key, value } => txn::send_waiting(producer, BaseRecord::to(topic).key(key).payload(value))?,
     }
     let offsets = Instant::now();
-    // Delivered first (timed apart from the commit below, which flushes too).
+    // Delivered first (timed apart from the commit, which flushes too).
     txn::flush(producer, timeout)?;
     let flushed = Instant::now();
-    txn::commit(producer, timeout)?;
-    Ok(Timings { sent, offsets, flushed })
+    Ok((sent, offsets, flushed))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub const KAFKA_VERSION: &str = "4.1.1";
+pub const KAFKA_VERSION: &str = "4.4.0";
 const LOG4J_VERSION: &str = "2.24.3";
 const SLF4J_VERSION: &str = "2.0.17";
 

@@ -27,6 +27,7 @@ pub(crate) enum RecoveryRoleArg {
     Matcher,
     Fanout,
     Enterprises,
+    Share,
 }
 
 #[derive(Subcommand)]
@@ -49,7 +50,7 @@ pub(crate) enum BenchWhich {
     /// One Kafka transaction that does nothing else, flat out beside raw and
     /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
     Floor(PathArgs),
-    /// The stall after a role (the matcher, the fanout, the enterprises' door) is SIGKILLed:
+    /// The stall after a role (the matcher, the fanout, the enterprises' door, share) is SIGKILLed:
     /// restarted in place, or (with --standby) taken over by a second instance.
     Recovery {
         #[arg(long, value_enum, default_value_t = RecoveryRoleArg::Matcher)]
@@ -154,6 +155,7 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 RecoveryRoleArg::Matcher => orelink_bench::matcher::RecoveryRole::Matcher,
                 RecoveryRoleArg::Fanout => orelink_bench::matcher::RecoveryRole::Fanout,
                 RecoveryRoleArg::Enterprises => orelink_bench::matcher::RecoveryRole::Enterprises,
+                RecoveryRoleArg::Share => orelink_bench::matcher::RecoveryRole::Share,
             };
             let rep = orelink_bench::recovery(&cfg, &r, orelink_bench::matcher::RecoveryRun { role, rate, seconds, standby }, &binary, &env, &log).await?;
             if json {

@@ -1,11 +1,11 @@
 //! `orelink bench recovery`: the stall a crash costs. A role (the matcher,
-//! the fanout, the enterprises' door) runs as a process of its own (`orelink run <role>`, as its
+//! the fanout, the enterprises' door, the share role) runs as a process of its own (`orelink run <role>`, as its
 //! own principal), fed at a fixed rate; a third of the way in it is
 //! SIGKILLed, then either restarted at once with the same instance id
 //! (restart in place) or not, a standby instance started beside it from the
 //! beginning taking its partitions over. Reported: from the kill to the first
 //! output produced after it (read read_committed: an allocation, a routed
-//! shipment, a forwarded order), and to the role's lag being back to what it was before the kill.
+//! shipment, a forwarded order, a shared order), and to the role's lag being back to what it was before the kill.
 
 use super::*;
 use crate::OrSetup;
@@ -22,6 +22,8 @@ pub enum RecoveryRole {
     Fanout,
     /// One enterprise's own orders on its ingest topic in, the shared orders topic out.
     Enterprises,
+    /// Open order statuses in (as the matcher writes them), shared orders out.
+    Share,
 }
 
 impl RecoveryRole {
@@ -30,6 +32,7 @@ impl RecoveryRole {
             RecoveryRole::Matcher => "matcher",
             RecoveryRole::Fanout => "fanout",
             RecoveryRole::Enterprises => "enterprises",
+            RecoveryRole::Share => "share",
         }
     }
 }
@@ -171,6 +174,38 @@ async fn ingest_events(cfg: &Config, reference: &Reference, n: usize) -> Result<
     Ok((out, topics::ingest(&enterprise.id)))
 }
 
+/// Statuses of open Baise alumina orders that could not be filled at home:
+/// the share role's load (alumina shares at once, topology/sharing.toml), as
+/// the matcher would write them to the order-status topic.
+async fn status_events(cfg: &Config, reference: &Reference, n: usize) -> Result<Vec<Encoded>, BenchError> {
+    use orelink_domain::events::{OrderState, wire};
+    let codec = orelink_platform::codec(cfg, reference).map_err(setup)?;
+    let topic = codec.topic(topics::ORDER_STATUS);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let w = wire::OrderStatus {
+            event_id: format!("bench-status-{i}"),
+            status_at: 1_795_000_000_000 + i as i64,
+            version: 1,
+            state: OrderState::Open,
+            order_id: format!("SHR-{i:06}"),
+            cluster: "baise".into(),
+            buyer_id: "91451000MA5L0CHG10".into(),
+            product_code: "AL2O3-SGA-AO-2".into(),
+            destination_site: "baise-pingguo-smelter".into(),
+            deliver_by: 1_796_000_000_000,
+            max_price_cny_per_t: 3_000,
+            allow_cross_cluster: true,
+            remaining_kg: 100_000,
+            allocated_kg: 0,
+            shared_to: vec![],
+        };
+        // Keyed by order id, so every partition carries some (the matcher keys by family).
+        out.push(Encoded { contract_topic: topics::ORDER_STATUS, key: w.order_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, order: false });
+    }
+    Ok(out)
+}
+
 /// The principals of a bench namespace, with the topology's ACLs: the role
 /// runs as its own principal, as anywhere else. `None` where the broker has
 /// no authorizer (then it runs with the configured credentials).
@@ -210,6 +245,10 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
         RecoveryRole::Fanout => {
             let (events, output) = shipment_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
             (events, output, topics::SHIPMENTS.to_owned(), orelink_fanout::group(&cfg), None)
+        }
+        RecoveryRole::Share => {
+            let events = status_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
+            (events, topics::SHARED_ORDERS.to_owned(), topics::ORDER_STATUS.to_owned(), orelink_share::group(&cfg), None)
         }
         RecoveryRole::Enterprises => {
             let (events, ingest) = ingest_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;

@@ -21,10 +21,10 @@ pub struct AllStats {
 pub type OnBound = Arc<Mutex<Option<Box<dyn FnOnce(SocketAddr) + Send>>>>;
 
 /// Runs the matcher, the share role, the fanout, the enterprises' door and
-/// the view (and the gateway and webhooks where configured) until `cancel`. Each role drains and
-/// commits on the way out. Fails only on a configuration error, such as a
-/// role without its own principal (every such role is named at once), unless
-/// `as_admin`.
+/// the view (and the gateway and webhooks where configured) until `cancel`.
+/// Each role drains and commits on the way out. Fails only on a
+/// configuration error, such as a role without its own principal (every
+/// such role is named at once), unless `as_admin`.
 pub async fn run_all(
     cfg: Config,
     reference: Reference,

@@ -20,9 +20,10 @@
 //! retries has an unknown outcome: it is neither taken as committed nor
 //! aborted; the producer is made anew with the same transactional id, whose
 //! initialisation makes the broker finish (or abort) what the old one left,
-//! and the input is rewound to the offsets the broker then holds. A transform that cannot build a round now
-//! (the registry is away) says `Step::Retry`: the round is dropped, the input
-//! rewound, and the loop waits a backoff before reading again.
+//! and the input is rewound to the offsets the broker then holds. A
+//! transform that cannot build a round now (the registry is away) says
+//! `Step::Retry`: the round is dropped, the input rewound, and the loop waits
+//! a backoff before reading again.
 //!
 //! Delivery: exactly once for everything the transform writes, given
 //! consumers of the outputs read read_committed.

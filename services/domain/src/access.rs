@@ -2,8 +2,9 @@
 //! principal per hub role (the topics it reads and writes, its consumer-group
 //! and transactional-id prefixes), one per logistics partner (its own
 //! topic, groups under its own prefix) and one per enterprise with its own
-//! Kafka client (writes its ingest topic, reads its allocations topic). `topology render k8s` writes these as
-//! Strimzi `KafkaUser`s; `topology apply` sets them on a broker.
+//! Kafka client (writes its ingest topic, reads its allocations topic), and
+//! a per-site role's once per site (the edge relays). `topology render k8s`
+//! writes these as Strimzi `KafkaUser`s; `topology apply` sets them on a broker.
 
 use crate::topology::{RoleSpec, Topology, topics};
 
@@ -142,15 +143,6 @@ fn site_principal(r: &RoleSpec, site: &str) -> Principal {
     }
     grants.push(grant(ResourceKind::Cluster, "", false, &[Op::IdempotentWrite]));
     Principal { name: format!("orelink-{}-{site}", r.name), description: format!("{} (site {site})", r.description), grants }
-}
-
-/// The user name of a role's principal (`orelink-<role>`, or
-/// `orelink-<role>-<site>` for a per-site role), before any namespace.
-pub fn role_user(t: &Topology, role: &str, site: Option<&str>) -> String {
-    match (t.role(role).is_some_and(|r| r.per_site), site) {
-        (true, Some(site)) => format!("orelink-{role}-{site}"),
-        _ => format!("orelink-{role}"),
-    }
 }
 
 /// The same principals inside a namespace (a prefix on user, topic, group

@@ -347,8 +347,7 @@ impl Topology {
         else {
             return Err(errs);
         };
-        let edge_progress = clusters.edge_progress_topic.clone();
-        let mut clusters = clusters.clusters;
+        let ClustersFile { edge_progress_topic: edge_progress, mut clusters } = clusters;
         let mut sites = BTreeMap::new();
         for c in &mut clusters {
             for s in &mut c.sites {

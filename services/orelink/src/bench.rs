@@ -28,6 +28,9 @@ pub(crate) enum RecoveryRoleArg {
     Fanout,
     Enterprises,
     Share,
+    Webhooks,
+    View,
+    Edge,
 }
 
 #[derive(Subcommand)]
@@ -156,6 +159,9 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 RecoveryRoleArg::Fanout => orelink_bench::matcher::RecoveryRole::Fanout,
                 RecoveryRoleArg::Enterprises => orelink_bench::matcher::RecoveryRole::Enterprises,
                 RecoveryRoleArg::Share => orelink_bench::matcher::RecoveryRole::Share,
+                RecoveryRoleArg::Webhooks => orelink_bench::matcher::RecoveryRole::Webhooks,
+                RecoveryRoleArg::View => orelink_bench::matcher::RecoveryRole::View,
+                RecoveryRoleArg::Edge => orelink_bench::matcher::RecoveryRole::Edge,
             };
             let rep = orelink_bench::recovery(&cfg, &r, orelink_bench::matcher::RecoveryRun { role, rate, seconds, standby }, &binary, &env, &log).await?;
             if json {
@@ -166,8 +172,8 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 let first = if standby { "kill -> first output (any instance)" } else { "kill -> first output after it" };
                 println!("{first:<38} {:.0} ms", rep.kill_to_first_output_ms);
                 match rep.kill_to_caught_up_ms {
-                    Some(ms) => println!("{:<38} {ms:.0} ms", "kill -> lag back to its level before"),
-                    None => println!("{:<38} not within the run", "kill -> lag back to its level before"),
+                    Some(ms) => println!("{:<38} {ms:.0} ms", "kill -> back to its pace before"),
+                    None => println!("{:<38} not within the run", "kill -> back to its pace before"),
                 }
                 println!("{:<38} {} (log: {})", "outputs read", rep.outputs, rep.log.display());
             }

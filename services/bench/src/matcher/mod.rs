@@ -171,12 +171,29 @@ fn wall_ms() -> i64 {
 
 /// Sends every event, each with a trace of its own; `rate` paces it (events/s), `None` = flat out.
 /// Returns when each trace id was sent.
-async fn send_all(
+async fn send_all(producer: &FutureProducer, events: &[Encoded], topic_of: impl Fn(&Encoded) -> String, rate: Option<u64>) -> Result<Sent, BenchError> {
+    send_noting(producer, events, topic_of, rate, None).await
+}
+
+/// Which partition each trace id's event went to, as their deliveries come.
+type Partitions = Arc<Mutex<HashMap<[u8; 16], i32>>>;
+
+/// [`send_all`], noting in `partitions` where each event went.
+async fn send_noting(
     producer: &FutureProducer,
     events: &[Encoded],
     topic_of: impl Fn(&Encoded) -> String,
     rate: Option<u64>,
+    partitions: Option<&Partitions>,
 ) -> Result<Sent, BenchError> {
+    use std::future::Future;
+    let note = |trace_id, delivery: rdkafka::producer::future_producer::OwnedDeliveryResult| -> Result<(), BenchError> {
+        let partition = delivery.map_err(|(e, _)| e)?.partition;
+        if let Some(p) = partitions {
+            p.lock().expect("partitions lock").insert(trace_id, partition);
+        }
+        Ok(())
+    };
     let mut sent = HashMap::with_capacity(events.len());
     let mut pending = std::collections::VecDeque::new();
     let start = Instant::now();
@@ -193,16 +210,22 @@ async fn send_all(
         let record = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).headers(trace.to_headers());
         sent.insert(trace.trace_id, (Instant::now(), wall_ms(), e.order));
         match producer.send_result(record) {
-            Ok(d) => pending.push_back(d),
+            Ok(d) => pending.push_back((trace.trace_id, d)),
             Err((err, _)) => return Err(err.into()),
         }
+        // Deliveries already in, taken without waiting (so `partitions` keeps up).
+        while let Some((_, d)) = pending.front_mut() {
+            let std::task::Poll::Ready(delivery) = std::pin::Pin::new(d).poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) else { break };
+            let (t, _) = pending.pop_front().expect("non-empty");
+            note(t, delivery.map_err(|_| setup("producer gone"))?)?;
+        }
         while pending.len() > 10_000 {
-            let d = pending.pop_front().expect("non-empty");
-            d.await.map_err(|_| setup("producer gone"))?.map_err(|(e, _)| e)?;
+            let (t, d) = pending.pop_front().expect("non-empty");
+            note(t, d.await.map_err(|_| setup("producer gone"))?)?;
         }
     }
-    for d in pending {
-        d.await.map_err(|_| setup("producer gone"))?.map_err(|(e, _)| e)?;
+    for (t, d) in pending {
+        note(t, d.await.map_err(|_| setup("producer gone"))?)?;
     }
     Ok(sent)
 }

@@ -1,15 +1,19 @@
 //! `orelink bench recovery`: the stall a crash costs. A role (the matcher,
-//! the fanout, the enterprises' door, the share role) runs as a process of its own (`orelink run <role>`, as its
-//! own principal), fed at a fixed rate; a third of the way in it is
-//! SIGKILLed, then either restarted at once with the same instance id
-//! (restart in place) or not, a standby instance started beside it from the
-//! beginning taking its partitions over. Reported: from the kill to the first
-//! output produced after it (read read_committed: an allocation, a routed
-//! shipment, a forwarded order, a shared order), and to the role's lag being back to what it was before the kill.
+//! the fanout, the enterprises' door, the share role, the webhooks role, the
+//! view) runs as a process of its own (`orelink run <role>`, as its own
+//! principal), fed at a fixed rate; a third of the way in it is SIGKILLed,
+//! then either restarted at once with the same instance id (restart in
+//! place) or not, a standby instance started beside it from the beginning
+//! taking its partitions over. Reported: from the kill to the first output
+//! produced after it (read read_committed: an allocation, a routed shipment,
+//! a forwarded order, a shared order; a webhook request received; the view's
+//! offsets in Redis advancing), and to the role's lag being back to what it
+//! was before the kill.
 
 use super::*;
 use crate::OrSetup;
 use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 
 /// The role `recovery` crashes.
@@ -24,6 +28,13 @@ pub enum RecoveryRole {
     Enterprises,
     /// Open order statuses in (as the matcher writes them), shared orders out.
     Share,
+    /// One partner's topic in, signed HTTP requests to its webhook out.
+    Webhooks,
+    /// Order statuses in, Redis out (no consumer group: its offsets are in Redis).
+    View,
+    /// A site's events over HTTP in, their topics out (no consumer group:
+    /// its progress is a topic of its own, read by hand).
+    Edge,
 }
 
 impl RecoveryRole {
@@ -33,6 +44,9 @@ impl RecoveryRole {
             RecoveryRole::Fanout => "fanout",
             RecoveryRole::Enterprises => "enterprises",
             RecoveryRole::Share => "share",
+            RecoveryRole::Webhooks => "webhooks",
+            RecoveryRole::View => "view",
+            RecoveryRole::Edge => "edge",
         }
     }
 }
@@ -48,8 +62,9 @@ pub struct RecoveryReport {
     /// read_committed. With a standby this is mostly the standby's own
     /// partitions going on: its takeover shows in `kill_to_caught_up_ms`.
     pub kill_to_first_output_ms: f64,
-    /// Kill -> the role's group lag back at or below its worst in the 3 s
-    /// before the kill (None: not within the run).
+    /// Kill -> the role's lag back at or below its worst in the 3 s before
+    /// the kill; for webhooks, every partition delivering before the kill
+    /// delivering again (None: not within the run).
     pub kill_to_caught_up_ms: Option<f64>,
     /// Output records read (allocations, routed shipments).
     pub outputs: usize,
@@ -59,6 +74,8 @@ pub struct RecoveryReport {
 
 /// `orelink run <role>` as instance `instance`, in `cfg`'s namespace.
 fn start(binary: &Path, env: &[(String, String)], cfg: &Config, role: RecoveryRole, instance: &str, log: &Path) -> Result<Running, BenchError> {
+    // Only the view serves HTTP of its own; two of them must not share a port.
+    let listen = (role == RecoveryRole::View).then_some(("ORELINK__VIEW__LISTEN", "127.0.0.1:0"));
     let out = std::fs::OpenOptions::new().create(true).append(true).open(log).or_setup("the role's log")?;
     let child = Command::new(binary)
         .args(["run", role.name()])
@@ -66,6 +83,7 @@ fn start(binary: &Path, env: &[(String, String)], cfg: &Config, role: RecoveryRo
         .env("ORELINK__NAMESPACE", &cfg.namespace)
         .env("ORELINK__MATCHER__INSTANCE_ID", instance)
         .env("ORELINK__KAFKA__SESSION_TIMEOUT_MS", cfg.kafka.session_timeout_ms.to_string())
+        .envs(listen)
         .stdin(Stdio::null())
         .stdout(out.try_clone().or_setup("the role's log")?)
         .stderr(out)
@@ -114,12 +132,17 @@ pub struct RecoveryRun {
     pub standby: bool,
 }
 
-/// Shipments, all carried by one partner, keyed by shipment id: the fanout's load.
-async fn shipment_events(cfg: &Config, reference: &Reference, n: usize) -> Result<(Vec<Encoded>, String), BenchError> {
+/// Shipments, all carried by one partner, keyed by shipment id: the
+/// fanout's load (on the shipments topic), or the webhooks role's (straight
+/// on that partner's topic, as the fanout would write them). Returns the
+/// events, the topic they go to, and the partner's topic.
+async fn shipment_events(cfg: &Config, reference: &Reference, n: usize, on_partner_topic: bool) -> Result<(Vec<Encoded>, String, String), BenchError> {
     use orelink_domain::events::{ShipmentStatus, wire};
     let codec = orelink_platform::codec(cfg, reference).map_err(setup)?;
     let partner = reference.topology.partners.first().ok_or_else(|| setup("topology/partners.toml declares no partner"))?;
-    let topic = codec.topic(topics::SHIPMENTS);
+    let partner_topic = topics::partner(partner.id.as_str());
+    let to = if on_partner_topic { partner_topic.clone() } else { topics::SHIPMENTS.to_owned() };
+    let topic = codec.topic(&to);
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let w = wire::ShipmentEvent {
@@ -139,7 +162,7 @@ async fn shipment_events(cfg: &Config, reference: &Reference, n: usize) -> Resul
         };
         out.push(Encoded { contract_topic: topics::SHIPMENTS, key: w.shipment_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, order: false });
     }
-    Ok((out, topics::partner(partner.id.as_str())))
+    Ok((out, to, partner_topic))
 }
 
 /// Orders of the first declared enterprise, as buyer, for its ingest topic:
@@ -206,6 +229,55 @@ async fn status_events(cfg: &Config, reference: &Reference, n: usize) -> Result<
     Ok(out)
 }
 
+/// What loads the role: records produced to Kafka (to their contract
+/// topic, or `send_to`), or events POSTed to the edge relay with its key.
+enum Load {
+    Kafka { events: Vec<Encoded>, send_to: Option<String>, partitions: Option<Partitions> },
+    Http { events: Vec<serde_json::Value>, url: String, key: String },
+}
+
+/// The edge relay's site (clusters.toml): the Dachang tin smelter.
+const EDGE_SITE: &str = "hechi-dachang-tin";
+
+/// Inventory readings of the edge's site, four products in turn.
+fn inventory_events(n: usize) -> Vec<serde_json::Value> {
+    const PRODUCTS: [&str; 4] = ["SN-INGOT-SN99.90", "SN-INGOT-SN99.95", "ZN-INGOT-ZN99.995", "PB-INGOT-PB99.994"];
+    (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "event_id": format!("bench-edge-inv-{i}"),
+                "event_time": 1_795_000_000_000i64 + i as i64,
+                "site_id": EDGE_SITE,
+                "product_code": PRODUCTS[i % PRODUCTS.len()],
+                "on_hand_kg": 100_000 + i as i64,
+                "reserved_kg": 0,
+            })
+        })
+        .collect()
+}
+
+/// POSTs `events` at `rate` per second, as a site's systems would: each
+/// retried until the relay answers 202 (it is down between kill and
+/// restart), so late ones go in a burst after. Returns how many were taken.
+async fn post_all(events: Vec<serde_json::Value>, url: String, key: String, rate: u64) -> Result<usize, BenchError> {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    for (n, e) in events.iter().enumerate() {
+        let due = start + Duration::from_secs_f64(n as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match http.post(&url).bearer_auth(&key).json(e).send().await {
+                Ok(r) if r.status().as_u16() == 202 => break,
+                Ok(r) if r.status().is_client_error() => return Err(setup(format!("the relay refused event {n}: {} {}", r.status(), r.text().await.unwrap_or_default()))),
+                _ if Instant::now() < give_up => tokio::time::sleep(Duration::from_millis(20)).await,
+                other => return Err(setup(format!("the relay did not take event {n} within 60 s: {other:?}"))),
+            }
+        }
+    }
+    Ok(events.len())
+}
+
 /// The principals of a bench namespace, with the topology's ACLs: the role
 /// runs as its own principal, as anywhere else. `None` where the broker has
 /// no authorizer (then it runs with the configured credentials).
@@ -218,13 +290,159 @@ fn principals(cfg: &Config, reference: &Reference) -> Result<Option<PathBuf>, Be
     }
 }
 
+/// The view's offsets in Redis (`<topic>:<partition>` -> offset), and when they were read.
+type OffsetsAt = (Instant, BTreeMap<String, i64>);
+
+/// Where the role's output shows, and how far behind the role is.
+enum Watch {
+    /// Records on a topic, read read_committed; lag: the role's group's.
+    /// With `partitions` (where each input event went, by trace id), caught
+    /// up instead when every input partition with output in the 3 s before
+    /// the kill has output again: for a role that commits its offsets in the
+    /// background, whose group lag says too little.
+    Topic { receiver: Receiver, probe: BaseConsumer, partitions: Option<Partitions> },
+    /// Requests to a webhook receiver served here, with the partition each
+    /// came from (its delivery id says); caught up: every partition that was
+    /// delivering before the kill delivers again (the role commits its
+    /// offsets every few seconds, so its group lag says too little).
+    Hook { arrivals: Arc<Mutex<Vec<(Instant, String)>>>, stop: CancellationToken },
+    /// The view's offsets in Redis, sampled; lag: input ends minus them.
+    View { samples: Arc<Mutex<Vec<OffsetsAt>>>, probe: BaseConsumer, stop: CancellationToken },
+    /// Records on a topic, read read_committed; lag: the relay's queued
+    /// events (its `/status`; none while it is down).
+    Edge { receiver: Receiver, status: String, http: reqwest::Client },
+}
+
+impl Watch {
+    /// Serves `POST /hook` on loopback, noting when each request came.
+    async fn hook() -> Result<(Watch, std::net::SocketAddr), BenchError> {
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let a = arrivals.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                // x-orelink-delivery: <partner>/<partition>/<offset>.
+                let delivery = headers.get("x-orelink-delivery").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let partition = delivery.split('/').nth(1).unwrap_or_default().to_owned();
+                a.lock().expect("hook lock").push((Instant::now(), partition));
+                async { axum::http::StatusCode::NO_CONTENT }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.or_setup("the webhook receiver")?;
+        let addr = listener.local_addr().or_setup("the webhook receiver")?;
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(s.cancelled_owned()).await });
+        Ok((Watch::Hook { arrivals, stop }, addr))
+    }
+
+    /// Samples the view's offsets hash every 50 ms.
+    async fn view(cfg: &Config, probe: BaseConsumer) -> Result<Watch, BenchError> {
+        let mut redis = redis::Client::open(cfg.redis.url.as_str()).or_setup("redis")?.get_connection_manager().await.or_setup("redis")?;
+        let key = format!("{}offsets", orelink_view::materialise::prefix(&cfg.namespace));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let (s, st) = (samples.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !st.is_cancelled() {
+                if let Ok(offsets) = redis::cmd("HGETALL").arg(&key).query_async::<BTreeMap<String, i64>>(&mut redis).await {
+                    s.lock().expect("view samples lock").push((Instant::now(), offsets));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(Watch::View { samples, probe, stop })
+    }
+
+    /// Any output yet?
+    fn any(&self) -> bool {
+        self.outputs() > 0
+    }
+
+    /// Outputs so far: records read, requests received, or events the view stored.
+    fn outputs(&self) -> usize {
+        match self {
+            Watch::Topic { receiver, .. } | Watch::Edge { receiver, .. } => receiver.count(),
+            Watch::Hook { arrivals, .. } => arrivals.lock().expect("hook lock").len(),
+            Watch::View { samples, .. } => samples.lock().expect("view samples lock").last().map_or(0, |(_, o)| o.values().map(|v| (v + 1) as usize).sum()),
+        }
+    }
+
+    /// The first output made after the kill: created after `killed_ms`
+    /// (records), or seen after `dead` (the killed process gone), when it came.
+    fn first_after(&self, killed_ms: i64, dead: Instant) -> Option<Instant> {
+        match self {
+            Watch::Topic { receiver, .. } | Watch::Edge { receiver, .. } => receiver.first_created_after(killed_ms),
+            Watch::Hook { arrivals, .. } => arrivals.lock().expect("hook lock").iter().map(|(at, _)| *at).find(|at| *at > dead),
+            // A sample whose offsets moved from one taken after the process was gone.
+            Watch::View { samples, .. } => samples.lock().expect("view samples lock").windows(2).find(|w| w[0].0 >= dead && w[1].1 != w[0].1).map(|w| w[1].0),
+        }
+    }
+
+    /// When the role was back where it was before the kill: its lag at or
+    /// below `worst_before` now (then `now`), or, for webhooks, when the last
+    /// partition delivering in the 3 s before `killed` delivered again after `dead`.
+    async fn caught_up(&self, input: &str, worst_before: i64, (killed, killed_ms): (Instant, i64), dead: Instant, group_lag: impl Fn(&BaseConsumer) -> Option<i64>) -> Option<Instant> {
+        let arrivals: Vec<(Instant, String)> = match self {
+            Watch::Hook { arrivals, .. } => arrivals.lock().expect("hook lock").clone(),
+            Watch::Topic { receiver, partitions: Some(partitions), .. } => {
+                let partitions = partitions.lock().expect("partitions lock");
+                // Arrivals before the kill, and outputs created after it (a
+                // transaction committed after the kill may hold older ones).
+                let seen = receiver.seen.lock().expect("receiver lock");
+                seen.iter()
+                    .filter(|(_, at, ts)| *at <= killed || ts.is_some_and(|t| t > killed_ms))
+                    .filter_map(|(t, at, _)| Some((*at, partitions.get(t)?.to_string())))
+                    .collect()
+            }
+            _ => return self.lag(input, group_lag).await.is_some_and(|l| l <= worst_before).then(Instant::now),
+        };
+        let active: std::collections::BTreeSet<&str> = arrivals.iter().filter(|(at, _)| *at <= killed && *at + Duration::from_secs(3) > killed).map(|(_, p)| p.as_str()).collect();
+        active.iter().map(|p| arrivals.iter().find(|(at, q)| *at > dead && q == p).map(|(at, _)| *at)).collect::<Option<Vec<_>>>()?.into_iter().max()
+    }
+
+    /// The role's lag on `input`, summed over partitions (None for webhooks).
+    async fn lag(&self, input: &str, group_lag: impl Fn(&BaseConsumer) -> Option<i64>) -> Option<i64> {
+        match self {
+            Watch::Topic { probe, .. } => group_lag(probe),
+            Watch::Hook { .. } => None,
+            Watch::Edge { status, http, .. } => {
+                let s: serde_json::Value = http.get(status).timeout(Duration::from_secs(1)).send().await.ok()?.json().await.ok()?;
+                s["backlog_events"].as_i64()
+            }
+            Watch::View { samples, probe, .. } => {
+                let stored = samples.lock().expect("view samples lock").last()?.1.clone();
+                let md = probe.fetch_metadata(Some(input), Duration::from_secs(5)).ok()?;
+                let mut lag = 0;
+                for p in md.topics().first()?.partitions() {
+                    let (low, high) = probe.fetch_watermarks(input, p.id(), Duration::from_secs(5)).ok()?;
+                    let next = stored.get(&format!("{input}:{}", p.id())).map_or(low, |o| o + 1);
+                    lag += (high - next).max(0);
+                }
+                Some(lag)
+            }
+        }
+    }
+
+    fn finish(self) -> usize {
+        let n = self.outputs();
+        match self {
+            Watch::Topic { receiver, .. } | Watch::Edge { receiver, .. } => {
+                receiver.finish();
+            }
+            Watch::Hook { stop, .. } | Watch::View { stop, .. } => stop.cancel(),
+        }
+        n
+    }
+}
+
 /// The group's lag on `input`, summed over partitions.
 fn lag(probe: &BaseConsumer, input: &str) -> Option<i64> {
     group_progress(probe, input, Duration::from_secs(5)).ok().map(|ps| ps.iter().map(|p| (p.end - p.committed).max(0)).sum())
 }
 
 /// Runs the recovery benchmark; `binary` is the `orelink` to start the
-/// matchers with, `env` what they need besides the namespace (a config file).
+/// role with, `env` what it needs besides the namespace (a config file).
 pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, binary: &Path, env: &[(String, String)], log: &(dyn Fn(&str) + Sync)) -> Result<RecoveryReport, BenchError> {
     let RecoveryRun { role, rate, seconds, standby } = run;
     let cfg = namespace(base, reference, "recovery").await?;
@@ -233,53 +451,106 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
     if let Some(file) = tokio::task::spawn_blocking(move || principals(&c, &r)).await.map_err(setup)?? {
         env.push(("ORELINK__KAFKA__PRINCIPALS_FILE".into(), file.display().to_string()));
     }
-    let env = env.as_slice();
     let log_file = std::env::temp_dir().join(format!("orelink-bench-recovery-{}.log", std::process::id()));
-    // What the role reads and writes, and the group whose lag tells it caught up.
-    // (The events' topic, when not their contract topic: the ingest topic.)
-    let (events, output, input, group, send_to) = match role {
+    let n = (rate * (seconds + 1)) as usize;
+    // What the role reads (and the events' topic, when not their contract
+    // topic), where its output shows, and the group whose lag tells it caught up.
+    let topic_watch = |output: &str, group: &str| -> Result<Watch, BenchError> {
+        Ok(Watch::Topic { receiver: Receiver::start(&cfg, &format!("{}{output}", cfg.namespace))?, probe: cfg.kafka.reader_config("bench-probe", group).create()?, partitions: None })
+    };
+    let kafka = |events, send_to| Load::Kafka { events, send_to, partitions: None };
+    let (load, input, watch) = match role {
         RecoveryRole::Matcher => {
             let (events, _) = latency_events(&cfg, reference, rate, seconds).await?;
-            (events, topics::ALLOCATIONS.to_owned(), topics::MATCHER_INPUT.to_owned(), orelink_matcher::processor_group(&cfg), None)
+            (kafka(events, None), topics::MATCHER_INPUT.to_owned(), topic_watch(topics::ALLOCATIONS, &orelink_matcher::processor_group(&cfg))?)
         }
         RecoveryRole::Fanout => {
-            let (events, output) = shipment_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
-            (events, output, topics::SHIPMENTS.to_owned(), orelink_fanout::group(&cfg), None)
+            let (events, _, output) = shipment_events(&cfg, reference, n, false).await?;
+            (kafka(events, None), topics::SHIPMENTS.to_owned(), topic_watch(&output, &orelink_fanout::group(&cfg))?)
         }
         RecoveryRole::Share => {
-            let events = status_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
-            (events, topics::SHARED_ORDERS.to_owned(), topics::ORDER_STATUS.to_owned(), orelink_share::group(&cfg), None)
+            let events = status_events(&cfg, reference, n).await?;
+            // The share role commits in the background: caught up is told by partitions flowing again.
+            let partitions = Partitions::default();
+            let mut watch = topic_watch(topics::SHARED_ORDERS, &orelink_share::group(&cfg))?;
+            if let Watch::Topic { partitions: p, .. } = &mut watch {
+                *p = Some(partitions.clone());
+            }
+            (Load::Kafka { events, send_to: None, partitions: Some(partitions) }, topics::ORDER_STATUS.to_owned(), watch)
         }
         RecoveryRole::Enterprises => {
-            let (events, ingest) = ingest_events(&cfg, reference, (rate * (seconds + 1)) as usize).await?;
-            (events, topics::ORDERS.to_owned(), ingest.clone(), orelink_enterprises::group(&cfg), Some(ingest))
+            let (events, ingest) = ingest_events(&cfg, reference, n).await?;
+            (kafka(events, Some(ingest.clone())), ingest, topic_watch(topics::ORDERS, &orelink_enterprises::group(&cfg))?)
+        }
+        RecoveryRole::Webhooks => {
+            let (events, to, partner_topic) = shipment_events(&cfg, reference, n, true).await?;
+            let partner = reference.topology.partners.first().map(|p| p.id.to_string()).unwrap_or_default();
+            let (watch, addr) = Watch::hook().await?;
+            let file = std::env::temp_dir().join(format!("orelink-bench-webhooks-{}.toml", std::process::id()));
+            let hooks = format!("[[webhook]]\npartner = \"{partner}\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"ORELINK_BENCH_HOOK_KEY\"\nallow_private = true\n");
+            std::fs::write(&file, hooks).or_setup("the webhooks file")?;
+            env.push(("ORELINK__WEBHOOKS__FILE".into(), file.display().to_string()));
+            env.push(("ORELINK_BENCH_HOOK_KEY".into(), uuid::Uuid::new_v4().simple().to_string()));
+            (kafka(events, Some(to)), partner_topic, watch)
+        }
+        RecoveryRole::View => {
+            let events = status_events(&cfg, reference, n).await?;
+            // Any token: nothing here asks the view's API.
+            env.push(("ORELINK__VIEW__OPERATOR_TOKEN_DIGESTS".into(), orelink_platform::config::sha256_hex(&uuid::Uuid::new_v4().simple().to_string())));
+            (kafka(events, None), topics::ORDER_STATUS.to_owned(), Watch::view(&cfg, cfg.kafka.client_config("bench-probe").create()?).await?)
+        }
+        RecoveryRole::Edge => {
+            if standby {
+                return Err(setup("the edge has no standby: a site has one relay (a second would fence the first), restarted where it runs"));
+            }
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).or_setup("a free port")?.port();
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let dir = std::env::temp_dir().join(format!("orelink-bench-edge-{}", std::process::id()));
+            for (k, v) in [
+                ("ORELINK__EDGE__DIR", dir.display().to_string()),
+                ("ORELINK__EDGE__SITE", EDGE_SITE.to_owned()),
+                ("ORELINK__EDGE__LISTEN", format!("127.0.0.1:{port}")),
+                ("ORELINK__EDGE__KEY_SHA256", orelink_platform::config::sha256_hex(&key)),
+            ] {
+                env.push((k.into(), v));
+            }
+            let url = format!("http://127.0.0.1:{port}/v1/inventory");
+            let watch = Watch::Edge { receiver: Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::INVENTORY))?, status: format!("http://127.0.0.1:{port}/status"), http: reqwest::Client::new() };
+            (Load::Http { events: inventory_events(n), url, key }, topics::INVENTORY.to_owned(), watch)
         }
     };
+    let env = env.as_slice();
     let mut a = Some(start(binary, env, &cfg, role, "a", &log_file)?);
     let b = if standby { Some(start(binary, env, &cfg, role, "b", &log_file)?) } else { None };
-    let receiver = Receiver::start(&cfg, &format!("{}{output}", cfg.namespace))?;
     let input = format!("{}{input}", cfg.namespace);
-    let probe: BaseConsumer = cfg.kafka.reader_config("bench-probe", &group).create()?;
+    let group_lag = |probe: &BaseConsumer| lag(probe, &input);
 
-    log(&format!("sending {} events at {rate}/s; the kill comes a third of the way in", events.len()));
-    let producer = producer(&cfg)?;
-    let ns = cfg.namespace.clone();
-    let sending = tokio::spawn(async move { send_all(&producer, &events, |e| format!("{ns}{}", send_to.as_deref().unwrap_or(e.contract_topic)), Some(rate)).await.map(|s| s.len()) });
+    log(&format!("sending {n} events at {rate}/s; the kill comes a third of the way in"));
+    let sending = match load {
+        Load::Kafka { events, send_to, partitions } => {
+            let producer = producer(&cfg)?;
+            let ns = cfg.namespace.clone();
+            tokio::spawn(async move { send_noting(&producer, &events, |e| format!("{ns}{}", send_to.as_deref().unwrap_or(e.contract_topic)), Some(rate), partitions.as_ref()).await.map(|s| s.len()) })
+        }
+        Load::Http { events, url, key } => tokio::spawn(post_all(events, url, key, rate)),
+    };
 
-    // Before the kill: the lag the matcher keeps up with, sampled.
+    // Before the kill: the lag the role keeps up with, sampled.
     let kill_at = Instant::now() + Duration::from_secs(seconds / 3).max(Duration::from_secs(4));
     let mut worst_before = 0;
     while Instant::now() < kill_at {
         if Instant::now() + Duration::from_secs(3) >= kill_at {
-            worst_before = worst_before.max(lag(&probe, &input).unwrap_or(0));
+            worst_before = worst_before.max(watch.lag(&input, group_lag).await.unwrap_or(0));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if receiver.count() == 0 {
+    if !watch.any() {
         return Err(setup(format!("no output before the kill; see {}", log_file.display())));
     }
     let killed_at = (Instant::now(), wall_ms());
     a.take().expect("started").kill()?;
+    // The killed process is gone: whatever shows from here on is the restarted one's, or the standby's.
+    let dead = Instant::now();
     if !standby {
         a = Some(start(binary, env, &cfg, role, "a", &log_file)?);
     }
@@ -291,17 +562,25 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
     let mut first_output = None;
     while Instant::now() < deadline && (first_output.is_none() || caught_up.is_none()) {
         if first_output.is_none() {
-            first_output = receiver.first_created_after(killed_at.1).map(|at| at.duration_since(killed_at.0));
+            first_output = watch.first_after(killed_at.1, dead).map(|at| at.duration_since(killed_at.0));
         }
-        if first_output.is_some() && caught_up.is_none() && lag(&probe, &input).is_some_and(|l| l <= worst_before) {
-            caught_up = Some(killed_at.0.elapsed());
+        if first_output.is_some() && caught_up.is_none() {
+            caught_up = watch.caught_up(&input, worst_before, killed_at, dead, group_lag).await.map(|at| at.duration_since(killed_at.0));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sent = sending.await.map_err(setup)??;
-    let outputs = receiver.finish().len();
     for m in a.into_iter().chain(b) {
         m.stop();
+    }
+    let outputs = watch.finish();
+    if role == RecoveryRole::View
+        && let Ok(mut redis) = async { redis::Client::open(cfg.redis.url.as_str())?.get_connection_manager().await }.await
+    {
+        let _ = orelink_view::materialise::clear(&mut redis, &cfg.namespace).await;
+    }
+    if role == RecoveryRole::Edge {
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("orelink-bench-edge-{}", std::process::id())));
     }
     drop_namespace(&cfg).await;
     let first_output = first_output.ok_or_else(|| setup(format!("no output after the kill ({sent} events sent); see {}", log_file.display())))?;

@@ -134,7 +134,19 @@ enum ViewAction {
 #[derive(Subcommand)]
 enum StackAction {
     /// Start what is not running and wait until every part is healthy.
-    Up,
+    Up {
+        /// Kafka nodes: 1, or 3 (replicated; each node broker and controller). Default: what the stack was made with, else 1.
+        #[arg(long)]
+        brokers: Option<u8>,
+    },
+    /// SIGKILL one Kafka node (a number, or "controller": the active one).
+    Kill { node: String },
+    /// Start a Kafka node that is not running and wait until it is a broker again.
+    Start { node: String },
+    /// SIGSTOP one Kafka node (a hung broker).
+    Pause { node: String },
+    /// SIGCONT a paused Kafka node.
+    Resume { node: String },
     /// Stop what `up` started.
     Down {
         /// Also remove all local data (Kafka logs, registry topic, Redis dir).
@@ -305,10 +317,25 @@ async fn command(cli: Cli) -> Result<()> {
 }
 
 async fn stack(action: StackAction) -> Result<()> {
-    let cfg = StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?)?;
+    let mut cfg = StackConfig::from_env(std::env::current_exe().context("locating the orelink binary")?)?;
     let progress = |line: &str| eprintln!("[stack] {line}");
+    let on_node = |node: &str, action| {
+        let cfg = cfg.clone();
+        let node = node.to_owned();
+        async move {
+            let n = orelink_stack::resolve_node(&cfg, &node)?;
+            orelink_stack::node(&cfg, n, action, &progress).await
+        }
+    };
     match action {
-        StackAction::Up => {
+        StackAction::Kill { node } => on_node(&node, orelink_stack::NodeAction::Kill).await?,
+        StackAction::Start { node } => on_node(&node, orelink_stack::NodeAction::Start).await?,
+        StackAction::Pause { node } => on_node(&node, orelink_stack::NodeAction::Pause).await?,
+        StackAction::Resume { node } => on_node(&node, orelink_stack::NodeAction::Resume).await?,
+        StackAction::Up { brokers } => {
+            if let Some(n) = brokers {
+                cfg.set_brokers(n)?;
+            }
             let started = orelink_stack::up(&cfg, &progress).await?;
             let status = orelink_stack::status(&cfg).await;
             print_status(&status);
@@ -336,6 +363,13 @@ async fn stack(action: StackAction) -> Result<()> {
 }
 
 fn print_status(s: &orelink_stack::StackStatus) {
+    if s.nodes.len() > 1 {
+        for n in &s.nodes {
+            let state = if n.paused { "PAUSED" } else if n.running { "running" } else { "DOWN" };
+            let pid = n.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
+            println!("node {:<4} {:<24} {state:<8} controller {}{pid}", n.id, n.endpoint, n.controller);
+        }
+    }
     for (name, c) in [("kafka", &s.kafka), ("redis", &s.redis), ("registry", &s.registry)] {
         let health = if c.healthy { "healthy" } else { "DOWN" };
         let who = match (c.managed, c.pid) {

@@ -150,16 +150,24 @@ pub(crate) fn write_credentials(cfg: &StackConfig, password: &str) -> Result<(),
 
 /// SASL/SCRAM-SHA-512 for clients and between brokers, PLAIN on the
 /// controller listener, KRaft's StandardAuthorizer with no access unless an
-/// ACL grants it; the admin is the only superuser.
-fn server_properties(cfg: &StackConfig, log_dirs: &Path, admin_password: &str) -> String {
-    let (h, p, c) = (&cfg.host, cfg.kafka_port, cfg.controller_port);
+/// ACL grants it; the admin is the only superuser. With three nodes, every
+/// node is broker and controller (a quorum of three), and the internal
+/// topics and new topics are replicated three times, two in sync to accept a
+/// write.
+fn server_properties(cfg: &StackConfig, node: u8, log_dirs: &Path, admin_password: &str) -> String {
+    let h = &cfg.host;
+    let (p, c) = cfg.node_ports(node);
     let pw = admin_password;
+    let voters: Vec<String> = (1..=cfg.brokers).map(|n| format!("{n}@{h}:{}", cfg.node_ports(n).1)).collect();
+    let voters = voters.join(",");
+    let (rf, isr) = if cfg.brokers >= 3 { (3, 2) } else { (1, 1) };
+    let what = if cfg.brokers == 1 { "a single KRaft node acting as broker and controller".to_owned() } else { format!("KRaft node {node} of {}, broker and controller", cfg.brokers) };
     format!(
-        "# Written by `orelink stack up`; a single KRaft node acting as broker and controller.
+        "# Written by `orelink stack up`; {what}.
 # Holds the admin password: mode 0600, never printed.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{h}:{c}
+node.id={node}
+controller.quorum.voters={voters}
 listeners=SASL_PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}
 advertised.listeners=SASL_PLAINTEXT://{h}:{p}
 controller.listener.names=CONTROLLER
@@ -177,19 +185,31 @@ allow.everyone.if.no.acl.found=false
 super.users=User:{ADMIN}
 log.dirs={}
 num.partitions=1
+default.replication.factor={rf}
+min.insync.replicas={isr}
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor={rf}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr={isr}
 transaction.state.log.num.partitions=10
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={rf}
+share.coordinator.state.topic.min.isr={isr}
 group.initial.rebalance.delay.ms=0
 log.retention.check.interval.ms=60000
 ",
         log_dirs.display()
     )
+}
+
+/// A node's directory: `kafka/` for the single node, `kafka-<n>/` for each of three.
+pub fn node_dir(cfg: &StackConfig, node: u8) -> PathBuf {
+    if cfg.brokers == 1 { cfg.data_dir.join("kafka") } else { cfg.data_dir.join(format!("kafka-{node}")) }
+}
+
+/// A node's name in `state.json` and in `stack kill|start <node>`.
+pub fn component(cfg: &StackConfig, node: u8) -> String {
+    if cfg.brokers == 1 { "kafka".to_owned() } else { format!("kafka-{node}") }
 }
 
 fn java(libs: &Path, log4j: &Path) -> Command {
@@ -198,33 +218,44 @@ fn java(libs: &Path, log4j: &Path) -> Command {
     cmd
 }
 
-pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed, StackError> {
-    if listening(&cfg.kafka_bootstrap()).await {
+/// The cached distribution's classpath, fetching it first if needed (with progress lines).
+fn libs(cfg: &StackConfig, progress: Progress<'_>) -> Result<PathBuf, StackError> {
+    let cfg = cfg.clone();
+    // The fetch blocks on mvn; progress lines are collected and printed as they come.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let handle = std::thread::spawn(move || ensure_jars(&cfg, &move |s: &str| drop(tx.send(s.to_owned()))));
+    for line in rx {
+        progress(&line);
+    }
+    handle.join().map_err(|_| StackError::Fetch("the fetch thread panicked".into()))?
+}
+
+/// The cluster id a node's storage was formatted with, if it was.
+fn formatted_id(cfg: &StackConfig, node: u8) -> Option<String> {
+    let meta = std::fs::read_to_string(node_dir(cfg, node).join("data/meta.properties")).ok()?;
+    meta.lines().find_map(|l| l.strip_prefix("cluster.id=")).map(|v| v.trim().to_owned())
+}
+
+/// Formats what is not formatted yet and starts every node of the stack
+/// whose process is not running (`running` says which are).
+pub async fn start(cfg: &StackConfig, running: impl Fn(&str) -> bool, progress: Progress<'_>) -> Result<Vec<Managed>, StackError> {
+    let other = if cfg.brokers == 1 { cfg.data_dir.join("kafka-1") } else { cfg.data_dir.join("kafka") };
+    if other.join("data/meta.properties").exists() {
         return Err(StackError::Missing(format!(
-            "something listens on {} but does not answer as Kafka; stop it or change the port",
-            cfg.kafka_bootstrap()
+            "{} holds a stack of {}; this one is to have {} (ORELINK_STACK_BROKERS, --brokers): `orelink stack down --purge` first",
+            cfg.data_dir.display(),
+            if cfg.brokers == 1 { "three nodes" } else { "one node" },
+            if cfg.brokers == 1 { "one" } else { "three" },
         )));
     }
-    let libs = {
-        let cfg = cfg.clone();
-        // The fetch blocks on mvn; progress lines are collected and printed as they come.
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        let handle = std::thread::spawn(move || ensure_jars(&cfg, &move |s: &str| drop(tx.send(s.to_owned()))));
-        for line in rx {
-            progress(&line);
-        }
-        handle.join().map_err(|_| StackError::Fetch("the fetch thread panicked".into()))??
-    };
-    let dir = cfg.data_dir.join("kafka");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
-    let formatted = data.join("meta.properties").exists();
+    let libs = libs(cfg, progress)?;
+    let ids: Vec<String> = (1..=cfg.brokers).filter_map(|n| formatted_id(cfg, n)).collect();
     let password = match admin_password(cfg) {
         Some(p) => p,
-        None if formatted => {
+        None if !ids.is_empty() => {
             return Err(StackError::Missing(format!(
                 "{} was formatted before the stack used SASL and has no credentials; run `orelink stack down --purge` once",
-                data.display()
+                cfg.data_dir.display()
             )));
         }
         None => {
@@ -233,18 +264,44 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
             p
         }
     };
+    // Every node of one cluster carries the same id.
+    let cluster_id = ids.first().cloned().unwrap_or_else(base64_uuid);
+    let mut started = Vec::new();
+    for node in 1..=cfg.brokers {
+        if running(&component(cfg, node)) {
+            continue;
+        }
+        if listening(&cfg.node_address(node)).await {
+            return Err(StackError::Missing(format!("something listens on {} but does not answer as Kafka; stop it or change the port", cfg.node_address(node))));
+        }
+        started.push(start_node(cfg, node, &libs, &password, &cluster_id, progress)?);
+    }
+    Ok(started)
+}
+
+/// Starts one node again (`stack start <node>`), as it was configured.
+pub fn restart_node(cfg: &StackConfig, node: u8, progress: Progress<'_>) -> Result<Managed, StackError> {
+    let libs = libs(cfg, progress)?;
+    let password = admin_password(cfg).ok_or_else(|| StackError::Missing("this stack has no credentials: `orelink stack up` first".into()))?;
+    let cluster_id = formatted_id(cfg, node).ok_or_else(|| StackError::Missing(format!("node {node} was never formatted: `orelink stack up` first")))?;
+    start_node(cfg, node, &libs, &password, &cluster_id, progress)
+}
+
+fn start_node(cfg: &StackConfig, node: u8, libs: &Path, password: &str, cluster_id: &str, progress: Progress<'_>) -> Result<Managed, StackError> {
+    let dir = node_dir(cfg, node);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(io_err(format!("creating {}", data.display())))?;
     let props = dir.join("server.properties");
-    write_private(&props, &server_properties(cfg, &data, &password))?;
+    write_private(&props, &server_properties(cfg, node, &data, password))?;
     let log4j = dir.join("log4j2.properties");
     std::fs::write(&log4j, LOG4J2).map_err(io_err("writing log4j2.properties"))?;
 
-    if !formatted {
-        progress("kafka: formatting KRaft storage (SASL/SCRAM, ACLs enforced)");
-        let cluster_id = base64_uuid();
+    if !data.join("meta.properties").exists() {
+        progress(&format!("{}: formatting KRaft storage (SASL/SCRAM, ACLs enforced)", component(cfg, node)));
         // The superuser's SCRAM credential must exist before the first start
         // (brokers authenticate to each other with it).
-        let out = java(&libs, &log4j)
-            .args(["kafka.tools.StorageTool", "format", "-t", &cluster_id, "--add-scram"])
+        let out = java(libs, &log4j)
+            .args(["kafka.tools.StorageTool", "format", "-t", cluster_id, "--add-scram"])
             .arg(format!("SCRAM-SHA-512=[name={ADMIN},password={password}]"))
             .arg("-c")
             .arg(&props)
@@ -258,7 +315,7 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
             )));
         }
     }
-    let mut cmd = java(&libs, &log4j);
+    let mut cmd = java(libs, &log4j);
     cmd.args([
         &format!("-Xmx{}", cfg.kafka_heap),
         &format!("-Xms{}", cfg.kafka_heap),
@@ -275,8 +332,35 @@ pub async fn start(cfg: &StackConfig, progress: Progress<'_>) -> Result<Managed,
     ])
     .arg(&props);
     let log = dir.join("kafka.log");
-    progress(&format!("kafka: starting {KAFKA_VERSION} on {} (log {})", cfg.kafka_bootstrap(), log.display()));
-    spawn_detached("kafka", cmd, &log, &props.display().to_string())
+    progress(&format!("{}: starting {KAFKA_VERSION} on {} (log {})", component(cfg, node), cfg.node_address(node), log.display()));
+    spawn_detached(&component(cfg, node), cmd, &log, &props.display().to_string())
+}
+
+/// The node leading the controller quorum (the active controller), asked
+/// of the quorum with Kafka's own tool (`kafka-metadata-quorum describe --status`).
+pub fn active_controller(cfg: &StackConfig) -> Result<u8, StackError> {
+    let libs = libs(cfg, &|_| {})?;
+    let password = admin_password(cfg).ok_or_else(|| StackError::Missing("this stack has no credentials".into()))?;
+    let props = cfg.data_dir.join("controller-client.properties");
+    write_private(
+        &props,
+        &format!(
+            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{ADMIN}\" password=\"{password}\";\n"
+        ),
+    )?;
+    let controllers: Vec<String> = (1..=cfg.brokers).map(|n| format!("{}:{}", cfg.host, cfg.node_ports(n).1)).collect();
+    let log4j = cfg.data_dir.join("tool-log4j2.properties");
+    std::fs::write(&log4j, LOG4J2.replace("rootLogger.level = INFO", "rootLogger.level = WARN")).map_err(io_err("writing the tool's log4j2.properties"))?;
+    let out = java(&libs, &log4j)
+        .args(["org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-controller", &controllers.join(","), "--command-config"])
+        .arg(&props)
+        .args(["describe", "--status"])
+        .output()
+        .map_err(|e| StackError::Missing(format!("cannot run java ({e})")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("LeaderId:").and_then(|v| v.trim().parse().ok()))
+        .ok_or_else(|| StackError::Fetch(format!("the quorum named no leader:\n{text}{}", String::from_utf8_lossy(&out.stderr))))
 }
 
 /// A new KRaft cluster id, as Kafka's `Uuid.randomUuid` makes them: a
@@ -297,18 +381,34 @@ fn cluster_id(bytes: [u8; 16]) -> Option<String> {
     (!id.starts_with('-')).then_some(id)
 }
 
+/// Waits until every node of the stack is a broker in the cluster's metadata.
 pub async fn wait(cfg: &StackConfig, progress: Progress<'_>) -> Result<(), StackError> {
-    wait_healthy("kafka", Duration::from_secs(120), cfg.data_dir.join("kafka/kafka.log"), || healthy(cfg)).await?;
+    let n = cfg.brokers as usize;
+    wait_healthy("kafka", Duration::from_secs(120), node_dir(cfg, 1).join("kafka.log"), || async { brokers_up(cfg).await >= n }).await?;
     progress(&format!("kafka: healthy on {}", cfg.kafka_bootstrap()));
     Ok(())
 }
 
-/// Healthy = answers a metadata request with at least one broker.
-pub async fn healthy(cfg: &StackConfig) -> bool {
-    let bootstrap = cfg.kafka_bootstrap();
-    if !listening(&bootstrap).await {
-        return false;
+/// How many brokers the cluster's metadata lists (0: no answer).
+pub async fn brokers_up(cfg: &StackConfig) -> usize {
+    let addrs: Vec<String> = (1..=cfg.brokers).map(|n| cfg.node_address(n)).collect();
+    let mut any = false;
+    for a in &addrs {
+        any |= listening(a).await;
     }
+    if !any {
+        return 0;
+    }
+    brokers_listed(cfg, cfg.kafka_bootstrap()).await
+}
+
+/// Whether node n itself answers a metadata request (the cluster's metadata
+/// may still list a node that was just killed).
+pub async fn node_answers(cfg: &StackConfig, n: u8) -> bool {
+    listening(&cfg.node_address(n)).await && brokers_listed(cfg, cfg.node_address(n)).await > 0
+}
+
+async fn brokers_listed(cfg: &StackConfig, bootstrap: String) -> usize {
     let password = admin_password(cfg);
     tokio::task::spawn_blocking(move || {
         let mut c = ClientConfig::new();
@@ -317,13 +417,10 @@ pub async fn healthy(cfg: &StackConfig) -> bool {
             c.set("security.protocol", "sasl_plaintext").set("sasl.mechanism", "SCRAM-SHA-512").set("sasl.username", ADMIN).set("sasl.password", pw);
         }
         let consumer: Result<BaseConsumer, _> = c.create();
-        consumer
-            .and_then(|c| c.fetch_metadata(None, Duration::from_secs(3)))
-            .map(|m| !m.brokers().is_empty())
-            .unwrap_or(false)
+        consumer.and_then(|c| c.fetch_metadata(None, Duration::from_secs(3))).map(|m| m.brokers().len()).unwrap_or(0)
     })
     .await
-    .unwrap_or(false)
+    .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -28,8 +28,25 @@ impl Managed {
         !zombie && String::from_utf8_lossy(&cmdline).contains(&self.marker)
     }
 
+    /// Stopped by SIGSTOP (state T).
+    pub fn stopped(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        signal(self.pid, sig);
+    }
+
+    /// Collects its exit status if it is our child (no zombie left).
+    pub fn reap(&self) {
+        reap(self.pid);
+    }
+
     /// SIGTERM, then SIGKILL after `grace`.
     pub async fn stop(&self, grace: Duration) {
+        // A paused process cannot act on SIGTERM until it continues.
+        signal(self.pid, libc::SIGCONT);
         signal(self.pid, libc::SIGTERM);
         let stopped = crate::wait_until(grace, || async { reap(self.pid); !self.alive() }).await;
         if !stopped {

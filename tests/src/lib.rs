@@ -45,15 +45,27 @@ pub fn unique_ns() -> String {
 impl TestEnv {
     /// Config for a new namespace; fails loudly when the stack is not up.
     pub async fn new() -> TestEnv {
+        Self::with(Some((brokers(), registry_url())), orelink_platform::config::stack_credentials_path()).await
+    }
+
+    /// A namespace on another stack (`orelink stack up` with its own
+    /// `ORELINK_HOME`): its endpoints and admin login from its `credentials`.
+    pub async fn on_stack(credentials: PathBuf) -> TestEnv {
+        Self::with(None, credentials).await
+    }
+
+    async fn with(endpoints: Option<(String, String)>, credentials: PathBuf) -> TestEnv {
         let ns = unique_ns();
-        let env = vec![
+        let mut env = vec![
             ("ORELINK__NAMESPACE".to_string(), ns.clone()),
-            ("ORELINK__KAFKA__BROKERS".to_string(), brokers()),
-            ("ORELINK__REGISTRY__URL".to_string(), registry_url()),
             // Kafka's minimum: crashed test members give up their partitions quickly.
             ("ORELINK__KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
-        let cfg = Config::load(&Sources { file: None, env, stack: Some(orelink_platform::config::stack_credentials_path()) }).expect("test config");
+        if let Some((brokers, registry)) = endpoints {
+            env.push(("ORELINK__KAFKA__BROKERS".to_string(), brokers));
+            env.push(("ORELINK__REGISTRY__URL".to_string(), registry));
+        }
+        let cfg = Config::load(&Sources { file: None, env, stack: Some(credentials) }).expect("test config");
         let env = TestEnv { ns, cfg, reference: Reference::embedded(), dir: std::sync::Arc::new(tempfile::tempdir().expect("a temporary directory")) };
         env.require_stack().await;
         env

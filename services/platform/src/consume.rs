@@ -11,6 +11,7 @@ use crate::dlq::{DeadLetterError, DeadLetters};
 use crate::trace::TraceContext;
 use orelink_codec::{Codec, DecodeError, Record, SourceRef};
 use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::VecDeque;
@@ -97,6 +98,9 @@ pub type OnRevoke = Arc<dyn Fn() + Send + Sync>;
 /// commit the offsets stored so far.
 pub struct LoopContext {
     on_revoke: Option<OnRevoke>,
+    /// How the consumer was made, to make it anew after a fatal error.
+    config: rdkafka::ClientConfig,
+    topics: Vec<String>,
 }
 
 impl ClientContext for LoopContext {}
@@ -118,9 +122,15 @@ pub type LoopConsumer = StreamConsumer<LoopContext>;
 
 /// A consumer for the loop (see `KafkaSettings::consumer_config`), subscribed to `topics`.
 pub fn loop_consumer(config: &rdkafka::ClientConfig, topics: &[&str], on_revoke: Option<OnRevoke>) -> Result<LoopConsumer, rdkafka::error::KafkaError> {
-    let c: LoopConsumer = config.create_with_context(LoopContext { on_revoke })?;
+    let c: LoopConsumer = config.create_with_context(LoopContext { on_revoke, config: config.clone(), topics: topics.iter().map(|t| t.to_string()).collect() })?;
     c.subscribe(topics)?;
     Ok(c)
+}
+
+/// A new consumer made as `old` was (same group, static id, topics and revoke hook).
+fn remake(old: &LoopConsumer) -> Result<LoopConsumer, rdkafka::error::KafkaError> {
+    let ctx = old.context();
+    loop_consumer(&ctx.config, &ctx.topics.iter().map(String::as_str).collect::<Vec<_>>(), ctx.on_revoke.clone())
 }
 
 pub struct ConsumeLoop {
@@ -205,7 +215,7 @@ impl ConsumeLoop {
         Ok(())
     }
 
-    pub async fn run<H: Handler>(self, handler: &mut H, cancel: CancellationToken) -> Result<LoopStats, LoopError> {
+    pub async fn run<H: Handler>(mut self, handler: &mut H, cancel: CancellationToken) -> Result<LoopStats, LoopError> {
         let mut stats = LoopStats::default();
         let mut counters = crate::metrics::EventCounters::new(self.dead_letters.role());
         let mut window: VecDeque<InFlight> = VecDeque::new();
@@ -224,6 +234,25 @@ impl ConsumeLoop {
             };
             let msg = match msg {
                 Ok(m) => m,
+                // librdkafka has given this consumer up for good: a static
+                // member fenced by its own rejoin after its coordinator was
+                // lost (a broker killed or hung) is one. A new consumer resumes
+                // from the committed offsets; what this one had read since is
+                // read again (at least once), once its effects are done.
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
+                    tracing::warn!(error = %e, "the consumer failed for good; making it anew from the committed offsets");
+                    for f in window.drain(..) {
+                        if let Some(p) = f.pending {
+                            let _ = p.await;
+                        }
+                    }
+                    match remake(&self.consumer) {
+                        Ok(c) => self.consumer = c,
+                        Err(e) => break Err(e.into()),
+                    }
+                    metrics::counter!("orelink_consumer_remade_total", "role" => self.dead_letters.role().to_owned()).increment(1);
+                    continue;
+                }
                 Err(e) => {
                     // Broker-side errors surface here and librdkafka recovers from them itself.
                     tracing::warn!(error = %e, "consume error");

@@ -197,6 +197,8 @@ impl ConsumerContext for Ctx {
 
 pub struct TxnLoop {
     consumer: BaseConsumer<Ctx>,
+    /// The consumer's config, to make it anew after a fatal error.
+    consumer_config: ClientConfig,
     producer: ThreadedProducer<DefaultProducerContext>,
     /// The producer's config, to make it anew after a commit of unknown outcome.
     producer_config: ClientConfig,
@@ -210,28 +212,27 @@ impl TxnLoop {
     pub fn new(consumer: &ClientConfig, producer: &ClientConfig, settings: Settings) -> Result<TxnLoop, KafkaError> {
         let inputs = settings.inputs.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
         let rebalances = Arc::new(Rebalances { inputs, revoked: Mutex::default(), in_flight: InFlight::default(), timeout: settings.txn_timeout });
-        let mut cc = consumer.clone();
-        cc.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
-        let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx(rebalances.clone()))?;
-        consumer.subscribe(&settings.inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let mut consumer_config = consumer.clone();
+        consumer_config.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+        let consumer = subscribe(&consumer_config, &rebalances, &settings)?;
         let producer_config = producer.clone();
         let producer: ThreadedProducer<DefaultProducerContext> = producer.create()?;
         producer.init_transactions(settings.txn_timeout)?;
-        Ok(TxnLoop { consumer, producer, producer_config, rebalances, settings })
+        Ok(TxnLoop { consumer, consumer_config, producer, producer_config, rebalances, settings })
     }
 
     /// Runs until `cancel`, then commits the round it holds and returns.
     pub fn run<T: Transform>(self, transform: &mut T, cancel: &CancellationToken) -> Result<TxnStats, TxnLoopError> {
-        let TxnLoop { consumer, producer, producer_config, rebalances, settings } = self;
+        let TxnLoop { mut consumer, consumer_config, producer, producer_config, rebalances, settings } = self;
         let mut stats = TxnStats { records: vec![0; settings.outputs.len()], ..TxnStats::default() };
         let mut committer = Committer::start(producer, producer_config, &settings, rebalances.clone());
         let mut round = Round::new(settings.outputs.len());
         // When the round's first message was read, for the linger of an idle pipeline.
         let mut first_at: Option<Instant> = None;
         let (batch_max, batch_wait) = (settings.batch_max, settings.batch_wait);
-        let rewind = |transform: &mut T| {
+        let rewind = |transform: &mut T, consumer: &BaseConsumer<Ctx>| {
             transform.aborted();
-            txn::rewind(&consumer)
+            txn::rewind(consumer)
         };
         let result = loop {
             let stopping = cancel.is_cancelled();
@@ -279,7 +280,7 @@ impl TxnLoop {
                             tracing::warn!(error = %step, "a round could not be built; rewinding to the committed offsets");
                             round = Round::new(settings.outputs.len());
                             first_at = None;
-                            if let Err(e) = rewind(transform) {
+                            if let Err(e) = rewind(transform, &consumer) {
                                 break Err(e.into());
                             }
                             wait(cancel, settings.retry_backoff);
@@ -287,6 +288,31 @@ impl TxnLoop {
                         }
                         first_at.get_or_insert_with(Instant::now);
                         got = true;
+                    }
+                    // librdkafka has given this consumer up for good (a static
+                    // member fenced by its own rejoin after its coordinator
+                    // was lost is one): the round in flight ends, nothing of
+                    // this one is kept, and a new consumer resumes from the
+                    // committed offsets.
+                    Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
+                        tracing::warn!(error = %e, "the consumer failed for good; making it anew from the committed offsets");
+                        if let Some(Err(e)) = committer.outcome(None).map(|o| settle(o, transform, &mut stats, &settings)) {
+                            break Err(e);
+                        }
+                        let held: Vec<Part> = consumer
+                            .assignment()
+                            .map(|tpl| tpl.elements().iter().filter_map(|e| rebalances.inputs.get(e.topic()).map(|&input| Part { input, partition: e.partition() })).collect())
+                            .unwrap_or_default();
+                        transform.revoked(&held);
+                        transform.aborted();
+                        round = Round::new(settings.outputs.len());
+                        first_at = None;
+                        match subscribe(&consumer_config, &rebalances, &settings) {
+                            Ok(c) => consumer = c,
+                            Err(e) => break Err(e.into()),
+                        }
+                        metrics::counter!("orelink_consumer_remade_total", "role" => settings.role.clone()).increment(1);
+                        continue;
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, "poll error"),
                     None => {}
@@ -309,7 +335,7 @@ impl TxnLoop {
                     Ok(false) => {
                         round = Round::new(settings.outputs.len());
                         first_at = None;
-                        if let Err(e) = rewind(transform) {
+                        if let Err(e) = rewind(transform, &consumer) {
                             break Err(e.into());
                         }
                         continue;
@@ -324,7 +350,7 @@ impl TxnLoop {
                     tracing::warn!("no group metadata; the round is read again");
                     round = Round::new(settings.outputs.len());
                     first_at = None;
-                    if let Err(e) = rewind(transform) {
+                    if let Err(e) = rewind(transform, &consumer) {
                         break Err(e.into());
                     }
                     continue;
@@ -343,6 +369,13 @@ impl TxnLoop {
         drop(committer);
         result.map(|()| stats)
     }
+}
+
+/// A consumer of the loop's inputs in its group, its rebalances told to the loop.
+fn subscribe(config: &ClientConfig, rebalances: &Arc<Rebalances>, settings: &Settings) -> Result<BaseConsumer<Ctx>, KafkaError> {
+    let consumer: BaseConsumer<Ctx> = config.create_with_context(Ctx(rebalances.clone()))?;
+    consumer.subscribe(&settings.inputs.iter().map(String::as_str).collect::<Vec<_>>())?;
+    Ok(consumer)
 }
 
 /// Whether `partition` of `topic` is assigned to `consumer` now.

@@ -191,14 +191,15 @@ async fn losing_brokers_loses_and_doubles_nothing() {
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (seen, watcher) = watch_allocations(&env, stop.clone());
-    // About 330 events/s of orders and capacity for ~90 s, and shipments beside them.
+    // About 330 events/s of orders and capacity for ~135 s (past the last
+    // fault's end), and shipments beside them.
     let producing = {
         let (codec, env) = (codec.clone(), env.clone());
-        tokio::spawn(async move { produce_workload(&env, &codec, 200, 30_000, 19, Some(Duration::from_millis(600))).await })
+        tokio::spawn(async move { produce_workload(&env, &codec, 200, 45_000, 19, Some(Duration::from_millis(600))).await })
     };
     let shipping = {
         let (codec, env) = (codec.clone(), env.clone());
-        tokio::spawn(async move { produce_shipments(&env, &codec, 1_500).await })
+        tokio::spawn(async move { produce_shipments(&env, &codec, 2_400).await })
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.lock().unwrap().is_empty() {
@@ -248,6 +249,14 @@ async fn losing_brokers_loses_and_doubles_nothing() {
         assert!(status.success(), "the {role} did not stop cleanly ({status}); see {}", log.display());
     }
 
+    for (role, _) in &roles {
+        let text = std::fs::read_to_string(log.join(format!("{role}.log"))).unwrap_or_default();
+        eprintln!(
+            "failover: the {role} made its consumer anew {} time(s), gave up {} transaction(s) that did not end",
+            text.matches("making it anew").count(),
+            text.matches("a transaction did not end").count()
+        );
+    }
     let seen = seen.lock().unwrap().clone();
     // Each fault's window runs to the next fault (the last one's: 60 s).
     for (what, at, window) in [

@@ -22,6 +22,8 @@ pub struct KafkaSettings {
     pub principals_file: String,
     pub client_id: String,
     pub message_timeout_ms: u64,
+    /// librdkafka's socket.timeout.ms: how long a request to a broker may go unanswered.
+    pub socket_timeout_ms: u64,
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// The consumer group protocol: "classic" (static members, the client's
@@ -374,6 +376,9 @@ impl Config {
                 "kafka.heartbeat_interval_ms {}: expected between 1 and a third of kafka.session_timeout_ms ({})",
                 self.kafka.heartbeat_interval_ms, self.kafka.session_timeout_ms
             ));
+        }
+        if !(1000..=300_000).contains(&self.kafka.socket_timeout_ms) {
+            p.push(format!("kafka.socket_timeout_ms {}: expected 1000 to 300000", self.kafka.socket_timeout_ms));
         }
         if !["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"].contains(&self.kafka.sasl_mechanism.as_str()) {
             p.push(format!("kafka.sasl_mechanism {:?}: expected SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN", self.kafka.sasl_mechanism));

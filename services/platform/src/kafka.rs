@@ -9,7 +9,8 @@ impl KafkaSettings {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", format!("{}-{role}", self.client_id))
-            .set("security.protocol", &self.security_protocol);
+            .set("security.protocol", &self.security_protocol)
+            .set("socket.timeout.ms", self.socket_timeout_ms.to_string());
         if self.security_protocol.starts_with("sasl") {
             c.set("sasl.mechanism", &self.sasl_mechanism)
                 .set("sasl.username", &self.username)

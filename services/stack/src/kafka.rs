@@ -161,6 +161,10 @@ fn server_properties(cfg: &StackConfig, node: u8, log_dirs: &Path, admin_passwor
     let voters: Vec<String> = (1..=cfg.brokers).map(|n| format!("{n}@{h}:{}", cfg.node_ports(n).1)).collect();
     let voters = voters.join(",");
     let (rf, isr) = if cfg.brokers >= 3 { (3, 2) } else { (1, 1) };
+    // A follower that stops fetching (a hung node) leaves the ISR after this
+    // long; until then acks=all writes to its partitions wait (Kafka's 30 s
+    // default stalled them as long).
+    let hung = if cfg.brokers >= 3 { "replica.lag.time.max.ms=10000\n" } else { "" };
     let what = if cfg.brokers == 1 { "a single KRaft node acting as broker and controller".to_owned() } else { format!("KRaft node {node} of {}, broker and controller", cfg.brokers) };
     format!(
         "# Written by `orelink stack up`; {what}.
@@ -197,7 +201,7 @@ share.coordinator.state.topic.replication.factor={rf}
 share.coordinator.state.topic.min.isr={isr}
 group.initial.rebalance.delay.ms=0
 log.retention.check.interval.ms=60000
-",
+{hung}",
         log_dirs.display()
     )
 }

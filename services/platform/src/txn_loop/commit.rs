@@ -55,8 +55,17 @@ pub(super) struct Committer {
     outcomes: Receiver<Outcome>,
     rebalances: Arc<Rebalances>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pending: bool,
+    /// When the round in flight was handed over (None: none is).
+    pending: Option<Instant>,
+    /// To make the producer and thread anew when a round never comes back.
+    config: ClientConfig,
+    settings: Settings,
 }
+
+/// A round whose transaction has not ended after this many transaction
+/// timeouts is given up (see `Committer::abandon`): every step has a timeout
+/// of one, and an abort after a failed step another.
+const STUCK_AFTER_TIMEOUTS: u32 = 2;
 
 impl Committer {
     pub(super) fn start(producer: ThreadedProducer<DefaultProducerContext>, config: ClientConfig, settings: &Settings, rebalances: Arc<Rebalances>) -> Committer {
@@ -65,7 +74,7 @@ impl Committer {
         let (rounds, rx) = sync_channel::<(Round, ConsumerGroupMetadata)>(1);
         let (tx, outcomes) = sync_channel::<Outcome>(1);
         let flight = rebalances.clone();
-        let mut writer = Writer { producer, config, inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
+        let mut writer = Writer { producer, config: config.clone(), inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout };
         let thread = std::thread::Builder::new()
             .name(format!("{}-commit", settings.role))
             .spawn(move || {
@@ -82,19 +91,49 @@ impl Committer {
                 }
             })
             .expect("spawning the commit thread");
-        Committer { rounds, outcomes, rebalances, thread: Some(thread), pending: false }
+        Committer { rounds, outcomes, rebalances, thread: Some(thread), pending: None, config, settings: settings.clone() }
     }
 
     pub(super) fn busy(&self) -> bool {
-        self.pending
+        self.pending.is_some()
+    }
+
+    /// Gives up a round whose transaction never ended. librdkafka's
+    /// `send_offsets_to_transaction` can block past its timeout while it
+    /// looks for a group coordinator whose broker was lost
+    /// (confluentinc/librdkafka#5456, #5511): the thread is left to it, a new
+    /// producer with the same transactional id fences the old one (the
+    /// broker aborts what it had open, so nothing of it can commit), and the
+    /// round is read again from the committed offsets.
+    fn abandon(&mut self) -> Outcome {
+        tracing::error!(after_s = (self.settings.txn_timeout * STUCK_AFTER_TIMEOUTS).as_secs(), "a transaction did not end: its producer is fenced by a new one and the round read again");
+        metrics::counter!("orelink_transactions_total", "role" => self.settings.role.clone(), "outcome" => "abandoned").increment(1);
+        // The old thread's outcome finds no receiver, so it never counts the round finished; this does.
+        self.rebalances.in_flight.finished();
+        drop(self.thread.take());
+        let mut last = None;
+        for attempt in 1..=5u32 {
+            match self.config.create::<ThreadedProducer<DefaultProducerContext>>().and_then(|p| p.init_transactions(self.settings.txn_timeout).map(|()| p)) {
+                Ok(p) => {
+                    *self = Committer::start(p, self.config.clone(), &self.settings.clone(), self.rebalances.clone());
+                    return Outcome::Aborted("a transaction did not end; its producer was fenced by a new one".into());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "making the producer anew failed");
+                    last = Some(e);
+                    std::thread::sleep(self.settings.retry_backoff * attempt);
+                }
+            }
+        }
+        Outcome::Fatal(format!("a transaction did not end, and no new producer could be made: {}", last.map(|e| e.to_string()).unwrap_or_default()))
     }
 
     /// Hands a round over; call only when not busy.
     pub(super) fn submit(&mut self, round: Round, group: ConsumerGroupMetadata) -> Result<(), Outcome> {
-        debug_assert!(!self.pending);
+        debug_assert!(self.pending.is_none());
         self.rebalances.in_flight.submitted();
         self.rounds.send((round, group)).map_err(|_| Outcome::Fatal("the commit thread is gone".into()))?;
-        self.pending = true;
+        self.pending = Some(Instant::now());
         Ok(())
     }
 
@@ -102,20 +141,17 @@ impl Committer {
     /// (`None`: block until it has).
     pub(super) fn outcome(&mut self, wait: Option<Duration>) -> Option<Outcome> {
         use std::sync::mpsc::RecvTimeoutError;
-        if !self.pending {
-            return None;
-        }
-        let gone = || Outcome::Fatal("the commit thread is gone".into());
-        let got = match wait {
-            None => Some(self.outcomes.recv().unwrap_or_else(|_| gone())),
-            Some(d) => match self.outcomes.recv_timeout(d) {
-                Ok(o) => Some(o),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => Some(gone()),
-            },
+        let since = self.pending?;
+        let deadline = since + self.settings.txn_timeout * STUCK_AFTER_TIMEOUTS;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = match self.outcomes.recv_timeout(wait.map_or(left, |d| d.min(left))) {
+            Ok(o) => Some(o),
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => Some(self.abandon()),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Outcome::Fatal("the commit thread is gone".into())),
         };
         if got.is_some() {
-            self.pending = false;
+            self.pending = None;
         }
         got
     }

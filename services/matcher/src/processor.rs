@@ -78,6 +78,7 @@ impl Processor {
             batch_max: cfg.matcher.batch_max,
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
             txn_timeout,
+            stuck_after: cfg.kafka.stuck_after(),
             retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
             role: "matcher".into(),
         };

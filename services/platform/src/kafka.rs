@@ -19,6 +19,14 @@ impl KafkaSettings {
         c
     }
 
+    /// How long an exactly-once loop waits for a round's transaction to end
+    /// before it gives the round up: two socket timeouts, each request of a
+    /// transaction (offsets, flush, commit) being bounded by one once the
+    /// cluster answers at all.
+    pub fn stuck_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2 * self.socket_timeout_ms)
+    }
+
     /// An idempotent producer's config: no duplicates or reordering from retries.
     pub fn producer_config(&self, role: &str) -> ClientConfig {
         let mut c = self.client_config(role);

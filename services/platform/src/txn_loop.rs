@@ -104,6 +104,9 @@ pub struct Settings {
     /// After a round's first message, wait this long for more when nothing is committing.
     pub batch_wait: Duration,
     pub txn_timeout: Duration,
+    /// A round whose transaction has not ended after this long is given up
+    /// and its producer made anew (see `commit::Committer::abandon`).
+    pub stuck_after: Duration,
     /// The wait after a `Step::Retry`.
     pub retry_backoff: Duration,
     /// The role running the loop: its metrics' `role` label, and its commit
@@ -482,6 +485,7 @@ mod tests {
             batch_max: 1,
             batch_wait: Duration::ZERO,
             txn_timeout: Duration::ZERO,
+            stuck_after: Duration::ZERO,
             retry_backoff: Duration::ZERO,
             role: "t".into(),
         };

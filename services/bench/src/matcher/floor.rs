@@ -139,6 +139,7 @@ fn forward(cfg: &Config, input: &str, output: &str, stop: CancellationToken) -> 
         batch_max: cfg.matcher.batch_max,
         batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
         txn_timeout: timeout,
+        stuck_after: cfg.kafka.stuck_after(),
         retry_backoff: Duration::from_millis(cfg.consumer.retry_backoff_ms),
         role: "bench-floor".into(),
     };

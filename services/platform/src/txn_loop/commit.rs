@@ -62,10 +62,6 @@ pub(super) struct Committer {
     settings: Settings,
 }
 
-/// A round whose transaction has not ended after this many transaction
-/// timeouts is given up (see `Committer::abandon`): every step has a timeout
-/// of one, and an abort after a failed step another.
-const STUCK_AFTER_TIMEOUTS: u32 = 2;
 
 impl Committer {
     pub(super) fn start(producer: ThreadedProducer<DefaultProducerContext>, config: ClientConfig, settings: &Settings, rebalances: Arc<Rebalances>) -> Committer {
@@ -106,7 +102,7 @@ impl Committer {
     /// broker aborts what it had open, so nothing of it can commit), and the
     /// round is read again from the committed offsets.
     fn abandon(&mut self) -> Outcome {
-        tracing::error!(after_s = (self.settings.txn_timeout * STUCK_AFTER_TIMEOUTS).as_secs(), "a transaction did not end: its producer is fenced by a new one and the round read again");
+        tracing::error!(after_s = self.settings.stuck_after.as_secs(), "a transaction did not end: its producer is fenced by a new one and the round read again");
         metrics::counter!("orelink_transactions_total", "role" => self.settings.role.clone(), "outcome" => "abandoned").increment(1);
         // The old thread's outcome finds no receiver, so it never counts the round finished; this does.
         self.rebalances.in_flight.finished();
@@ -142,7 +138,7 @@ impl Committer {
     pub(super) fn outcome(&mut self, wait: Option<Duration>) -> Option<Outcome> {
         use std::sync::mpsc::RecvTimeoutError;
         let since = self.pending?;
-        let deadline = since + self.settings.txn_timeout * STUCK_AFTER_TIMEOUTS;
+        let deadline = since + self.settings.stuck_after;
         let left = deadline.saturating_duration_since(Instant::now());
         let got = match self.outcomes.recv_timeout(wait.map_or(left, |d| d.min(left))) {
             Ok(o) => Some(o),

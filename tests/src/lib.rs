@@ -434,6 +434,15 @@ pub type ByFamily = std::collections::BTreeMap<String, Vec<orelink_domain::event
 /// What the matcher must have written: the pure engine replayed over the
 /// matcher input, each partition in its (commit) order.
 pub async fn expected_allocations(env: &TestEnv, codec: &orelink_codec::Codec) -> ByFamily {
+    expected_outputs(env, codec).await.0
+}
+
+/// Order statuses by family, in the order written.
+pub type StatusesByFamily = std::collections::BTreeMap<String, Vec<orelink_domain::events::wire::OrderStatus>>;
+
+/// The allocations and order statuses a pure-engine replay of the matcher
+/// input makes (each partition's events through one engine, in order).
+pub async fn expected_outputs(env: &TestEnv, codec: &orelink_codec::Codec) -> (ByFamily, StatusesByFamily) {
     use orelink_domain::matching::{Engine, Output};
     use rdkafka::Message;
     let input = env.read_topic(&env.topic("orelink.matcher-input.v1")).await;
@@ -442,31 +451,41 @@ pub async fn expected_allocations(env: &TestEnv, codec: &orelink_codec::Codec) -
     // The matcher's decode blocks on the registry client; the test runtime must be multi-threaded.
     tokio::task::block_in_place(|| {
         let mut engines: std::collections::BTreeMap<i32, Engine> = Default::default();
-        let mut out = ByFamily::new();
+        let (mut allocations, mut statuses) = (ByFamily::new(), StatusesByFamily::new());
         for m in &input {
             let engine = engines.entry(m.partition()).or_insert_with(|| Engine::new(network.clone()));
             let Some(i) = orelink_matcher::decode(codec, &rt, m) else { continue };
             for o in engine.apply(&i) {
-                if let Output::Allocation(a) = o {
-                    out.entry(i.family().to_owned()).or_default().push(a);
+                match o {
+                    Output::Allocation(a) => allocations.entry(i.family().to_owned()).or_default().push(a),
+                    Output::Status(s) => statuses.entry(i.family().to_owned()).or_default().push(s),
+                    Output::Ignored { .. } => {}
                 }
             }
         }
-        out
+        (allocations, statuses)
     })
+}
+
+/// The order statuses the matcher wrote, read_committed, grouped by family (their key).
+pub async fn actual_statuses(env: &TestEnv, codec: &orelink_codec::Codec) -> StatusesByFamily {
+    by_family(env, codec, orelink_domain::topology::topics::ORDER_STATUS, |r| if let orelink_codec::Record::OrderStatus(s) = r { Ok(s) } else { Err(r) }).await
 }
 
 /// What the matcher wrote, read_committed, grouped by family.
 pub async fn actual_allocations(env: &TestEnv, codec: &orelink_codec::Codec) -> ByFamily {
-    let mut out = ByFamily::new();
-    let topic = env.topic(orelink_domain::topology::topics::ALLOCATIONS);
+    by_family(env, codec, orelink_domain::topology::topics::ALLOCATIONS, |r| if let orelink_codec::Record::Allocation(a) = r { Ok(a) } else { Err(r) }).await
+}
+
+/// The records of one kind on a matcher output, read_committed, grouped by their key (the family).
+async fn by_family<T>(env: &TestEnv, codec: &orelink_codec::Codec, contract: &str, take: impl Fn(orelink_codec::Record) -> Result<T, orelink_codec::Record>) -> std::collections::BTreeMap<String, Vec<T>> {
+    use rdkafka::Message;
+    let mut out: std::collections::BTreeMap<String, Vec<T>> = Default::default();
+    let topic = env.topic(contract);
     for m in env.read_topic(&topic).await {
-        use rdkafka::Message;
         let family = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-        match codec.decode(&topic, m.payload()).await.expect("allocation decodes") {
-            orelink_codec::Record::Allocation(a) => out.entry(family).or_default().push(a),
-            other => panic!("not an allocation: {other:?}"),
-        }
+        let record = codec.decode(&topic, m.payload()).await.unwrap_or_else(|e| panic!("{contract}: a record does not decode: {e}"));
+        out.entry(family).or_default().push(take(record).unwrap_or_else(|other| panic!("{contract}: unexpected record {other:?}")));
     }
     out
 }

@@ -8,8 +8,8 @@
 //! hung broker, and continued. Then the load stops and the hub drains.
 //!
 //! Asserted: every event the producer had acknowledged is in its topic once;
-//! the read_committed allocations equal a pure-engine replay of the matcher
-//! input, with no allocation id twice; every routed shipment is in its
+//! the read_committed allocations and order statuses equal a pure-engine
+//! replay of the matcher input, with no allocation id twice; every routed shipment is in its
 //! partner's topic exactly once; no role died (none was restarted by hand).
 //! Printed: how long each fault stalled allocations.
 
@@ -17,7 +17,7 @@ use orelink_codec::Record;
 use orelink_domain::TransportMode;
 use orelink_domain::events::{ShipmentStatus, wire};
 use orelink_domain::topology::topics;
-use orelink_tests::{KillOnDrop, TestEnv, actual_allocations, expected_allocations, orelink_bin, produce_workload};
+use orelink_tests::{KillOnDrop, TestEnv, actual_allocations, actual_statuses, expected_outputs, orelink_bin, produce_workload};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -274,8 +274,8 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     assert_eq!(inputs.len(), sent, "acknowledged orders and capacity: {sent}; distinct in their topics: {}", inputs.len());
     assert!(inputs.values().all(|n| *n == 1), "an input event was written twice: {:?}", inputs.iter().find(|(_, n)| **n > 1));
 
-    // Allocations: exactly what a pure-engine replay of the matcher input makes.
-    let expected = expected_allocations(&env, &codec).await;
+    // Allocations and order statuses: exactly what a pure-engine replay of the matcher input makes.
+    let (expected, expected_statuses) = expected_outputs(&env, &codec).await;
     let actual = actual_allocations(&env, &codec).await;
     let ids: Vec<&str> = actual.values().flatten().map(|a| a.allocation_id.as_str()).collect();
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "an allocation id was committed twice");
@@ -283,6 +283,12 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
     for (family, want) in &expected {
         assert!(&actual[family] == want, "{family}: {} committed allocations, the replay makes {}; or they differ", actual[family].len(), want.len());
+    }
+
+    let statuses = actual_statuses(&env, &codec).await;
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), expected_statuses.keys().collect::<Vec<_>>());
+    for (family, want) in &expected_statuses {
+        assert!(&statuses[family] == want, "{family}: {} order statuses committed, the replay makes {}; or they differ", statuses[family].len(), want.len());
     }
 
     // Every routed shipment is in its partner's topic exactly once.

@@ -3,13 +3,13 @@
 //! assert nothing, and each run works in a namespace of its own.
 //!
 //! - `matcher`: matched end to end beside raw Kafka, the transaction floor,
-//!   book restore, and the stall after a crash;
+//!   book restore, the stall after a crash, and after a lost Kafka node;
 //! - `view`: materialisation throughput and API latency.
 
 pub mod matcher;
 pub mod view;
 
-pub use matcher::{e2e, floor, recovery, restore};
+pub use matcher::{e2e, failover, floor, recovery, restore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

@@ -67,6 +67,15 @@ pub(crate) enum BenchWhich {
         #[arg(long)]
         json: bool,
     },
+    /// The stall and latency a lost or frozen Kafka node costs the matcher
+    /// (needs a three-node stack: `orelink stack up --brokers 3`).
+    Failover {
+        /// Events per second (orders and capacity).
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to restore a matcher book from its input.
     Restore {
         #[arg(long, default_value_t = 1_000_000)]
@@ -176,6 +185,21 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                     None => println!("{:<38} not within the run", "kill -> back to its pace before"),
                 }
                 println!("{:<38} {} (log: {})", "outputs read", rep.outputs, rep.log.display());
+            }
+        }
+        BenchWhich::Failover { rate, json } => {
+            let binary = std::env::current_exe()?;
+            let env: Vec<(String, String)> = config.iter().map(|c| ("ORELINK_CONFIG".to_owned(), c.display().to_string())).collect();
+            let rep = orelink_bench::failover(&cfg, &r, rate, &binary, &env, &log).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("{} events at {} events/s, {} allocations; order->allocation p50 {:.1} ms, p99 {:.1} ms, max {:.0} ms", rep.events, rep.rate, rep.allocations, rep.latency.p50_ms, rep.latency.p99_ms, rep.latency.max_ms);
+                for f in &rep.faults {
+                    let l = &f.latency_around;
+                    println!("{:>5.0} s  node {}  {}", f.at_s, f.node, f.fault);
+                    println!("         longest wait between allocations {:.1} s; orders sent 30 s either side: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", f.longest_wait_ms / 1000.0, l.p50_ms, l.p99_ms, l.max_ms);
+                }
             }
         }
         BenchWhich::Restore { events, json } => {

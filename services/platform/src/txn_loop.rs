@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 mod commit;
 
-use commit::{Committer, InFlight, Outcome};
+use commit::{Committer, InFlight, Outcome, settle};
 pub use commit::{Position, Timings, transact};
 
 /// One partition of one of the loop's inputs.
@@ -391,36 +391,6 @@ fn wait(cancel: &CancellationToken, d: Duration) {
     let until = Instant::now() + d;
     while !cancel.is_cancelled() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())));
-    }
-}
-
-/// Counts a finished round and tells the transform: `Ok(true)` committed,
-/// `Ok(false)` aborted (the caller rewinds), `Err` fatal.
-fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStats, settings: &Settings) -> Result<bool, TxnLoopError> {
-    let role = settings.role.clone();
-    match outcome {
-        Outcome::Committed { events, records, took } => {
-            stats.transactions += 1;
-            stats.events += events;
-            metrics::counter!("orelink_transactions_total", "role" => role.clone(), "outcome" => "committed").increment(1);
-            metrics::histogram!("orelink_transaction_seconds", "role" => role.clone()).record(took.as_secs_f64());
-            crate::metrics::events(&role, &settings.input_label(), "committed", events);
-            for ((s, n), topic) in stats.records.iter_mut().zip(records).zip(&settings.outputs) {
-                *s += n;
-                if n > 0 {
-                    metrics::counter!("orelink_records_total", "role" => role.clone(), "topic" => topic.clone()).increment(n);
-                }
-            }
-            transform.committed();
-            Ok(true)
-        }
-        Outcome::Aborted(e) => {
-            stats.aborts += 1;
-            metrics::counter!("orelink_transactions_total", "role" => role, "outcome" => "aborted").increment(1);
-            tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
-            Ok(false)
-        }
-        Outcome::Fatal(e) => Err(TxnLoopError::Fatal(e)),
     }
 }
 

@@ -12,7 +12,9 @@
 //! - `restore`: write N events to one partition of the matcher input and time
 //!   the replay that rebuilds a book from it.
 //! - `recovery`: the stall a SIGKILLed matcher costs, restarted in place or
-//!   taken over by a standby.
+//!   taken over by a standby;
+//! - `failover`: the stall and latency a lost or frozen Kafka node costs the
+//!   matcher, on a three-node stack.
 
 use crate::{BenchError, setup};
 use orelink_matcher::SOURCE_HEADER;
@@ -35,11 +37,13 @@ use tokio_util::sync::CancellationToken;
 
 
 mod e2e;
+mod failover;
 mod floor;
 mod recovery;
 mod restore;
 
 pub use e2e::{E2eReport, e2e};
+pub use failover::{FailoverReport, FaultFigures, failover};
 pub use floor::{FloorReport, floor};
 pub use recovery::{RecoveryReport, RecoveryRole, RecoveryRun, recovery};
 pub use restore::{RestoreReport, restore};

@@ -3,7 +3,7 @@
 //! anew after a commit of unknown outcome), and the one transactional write
 //! the edge relay shares (`transact`).
 
-use super::{Part, Rebalances, Record, Round, Settings};
+use super::{Part, Rebalances, Record, Round, Settings, Transform, TxnLoopError, TxnStats};
 use crate::txn::{self, TxnError, classify};
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
@@ -161,6 +161,36 @@ impl Drop for Committer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Counts a finished round and tells the transform: `Ok(true)` committed,
+/// `Ok(false)` aborted (the caller rewinds), `Err` fatal.
+pub(super) fn settle<T: Transform>(outcome: Outcome, transform: &mut T, stats: &mut TxnStats, settings: &Settings) -> Result<bool, TxnLoopError> {
+    let role = settings.role.clone();
+    match outcome {
+        Outcome::Committed { events, records, took } => {
+            stats.transactions += 1;
+            stats.events += events;
+            metrics::counter!("orelink_transactions_total", "role" => role.clone(), "outcome" => "committed").increment(1);
+            metrics::histogram!("orelink_transaction_seconds", "role" => role.clone()).record(took.as_secs_f64());
+            crate::metrics::events(&role, &settings.input_label(), "committed", events);
+            for ((s, n), topic) in stats.records.iter_mut().zip(records).zip(&settings.outputs) {
+                *s += n;
+                if n > 0 {
+                    metrics::counter!("orelink_records_total", "role" => role.clone(), "topic" => topic.clone()).increment(n);
+                }
+            }
+            transform.committed();
+            Ok(true)
+        }
+        Outcome::Aborted(e) => {
+            stats.aborts += 1;
+            metrics::counter!("orelink_transactions_total", "role" => role, "outcome" => "aborted").increment(1);
+            tracing::warn!(error = %e, "transaction aborted; rewinding to the committed offsets");
+            Ok(false)
+        }
+        Outcome::Fatal(e) => Err(TxnLoopError::Fatal(e)),
     }
 }
 

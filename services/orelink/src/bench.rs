@@ -21,18 +21,6 @@ pub(crate) struct PathArgs {
     json: bool,
 }
 
-/// The roles `bench recovery` can crash.
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub(crate) enum RecoveryRoleArg {
-    Matcher,
-    Fanout,
-    Enterprises,
-    Share,
-    Webhooks,
-    View,
-    Edge,
-}
-
 #[derive(Subcommand)]
 pub(crate) enum BenchWhich {
     /// Matcher throughput and order->allocation latency, beside the raw produce->consume path.
@@ -53,11 +41,12 @@ pub(crate) enum BenchWhich {
     /// One Kafka transaction that does nothing else, flat out beside raw and
     /// at the e2e latency run's rate: the floor of any exactly-once matcher here.
     Floor(PathArgs),
-    /// The stall after a role (the matcher, the fanout, the enterprises' door, share) is SIGKILLed:
+    /// The stall after a role (any of --role) is SIGKILLed:
     /// restarted in place, or (with --standby) taken over by a second instance.
     Recovery {
-        #[arg(long, value_enum, default_value_t = RecoveryRoleArg::Matcher)]
-        role: RecoveryRoleArg,
+        /// matcher, fanout, enterprises, share, webhooks, view or edge.
+        #[arg(long, default_value = "matcher", value_parser = orelink_bench::matcher::RecoveryRole::parse)]
+        role: orelink_bench::matcher::RecoveryRole,
         #[arg(long, default_value_t = 1_000)]
         rate: u64,
         #[arg(long, default_value_t = 30)]
@@ -163,15 +152,6 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
             let binary = std::env::current_exe()?;
             // The matchers read the same configuration as this command.
             let env: Vec<(String, String)> = config.iter().map(|c| ("ORELINK_CONFIG".to_owned(), c.display().to_string())).collect();
-            let role = match role {
-                RecoveryRoleArg::Matcher => orelink_bench::matcher::RecoveryRole::Matcher,
-                RecoveryRoleArg::Fanout => orelink_bench::matcher::RecoveryRole::Fanout,
-                RecoveryRoleArg::Enterprises => orelink_bench::matcher::RecoveryRole::Enterprises,
-                RecoveryRoleArg::Share => orelink_bench::matcher::RecoveryRole::Share,
-                RecoveryRoleArg::Webhooks => orelink_bench::matcher::RecoveryRole::Webhooks,
-                RecoveryRoleArg::View => orelink_bench::matcher::RecoveryRole::View,
-                RecoveryRoleArg::Edge => orelink_bench::matcher::RecoveryRole::Edge,
-            };
             let rep = orelink_bench::recovery(&cfg, &r, orelink_bench::matcher::RecoveryRun { role, rate, seconds, standby }, &binary, &env, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);

@@ -40,6 +40,21 @@ pub enum RecoveryRole {
 }
 
 impl RecoveryRole {
+    pub const ALL: [RecoveryRole; 7] = [
+        RecoveryRole::Matcher,
+        RecoveryRole::Fanout,
+        RecoveryRole::Enterprises,
+        RecoveryRole::Share,
+        RecoveryRole::Webhooks,
+        RecoveryRole::View,
+        RecoveryRole::Edge,
+    ];
+
+    /// The role by its name (`orelink run <name>`).
+    pub fn parse(name: &str) -> Result<RecoveryRole, String> {
+        Self::ALL.into_iter().find(|r| r.name() == name).ok_or_else(|| format!("{name:?}: one of {}", Self::ALL.map(|r| r.name()).join(", ")))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             RecoveryRole::Matcher => "matcher",
@@ -451,4 +466,18 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
         outputs,
         log: log_file,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecoveryRole;
+
+    #[test]
+    fn every_role_is_named_as_it_is_run_and_parsed_back() {
+        for r in RecoveryRole::ALL {
+            assert_eq!(RecoveryRole::parse(r.name()), Ok(r));
+        }
+        let e = RecoveryRole::parse("gateway").unwrap_err();
+        assert!(e.contains("matcher") && e.contains("edge"), "{e}");
+    }
 }

@@ -2,7 +2,7 @@
 //! every shipment event reaches its carrier partner's topic exactly once, in
 //! order per shipment, and no other partner's; a carrier that is no partner
 //! goes to the DLQ, once. The restarted instance, the same static member of
-//! its group, catches up well inside the 45 s session its predecessor held.
+//! its group, catches up well inside the 45 s member timeout its predecessor held it for.
 
 use orelink_codec::Record;
 use orelink_domain::events::{ErrorClass, ShipmentStatus, wire};
@@ -24,8 +24,8 @@ fn start(env: &TestEnv) -> KillOnDrop {
         .args(["run", "fanout"])
         .envs(env.process_env("fanout-crash"))
         .env("ORELINK__LOG__LEVEL", "error")
-        // Kafka's default: a restart that waited out its dead predecessor's
-        // session would stall 45 s, far from what the test allows.
+        // Kafka's default: a restart that waited for its dead predecessor to
+        // time out would stall 45 s, far from what the test allows.
         .env("ORELINK__KAFKA__SESSION_TIMEOUT_MS", "45000")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -80,7 +80,7 @@ async fn sigkill_mid_stream_routes_every_shipment_once_to_its_own_partner() {
     }
     env.wait_caught_up(&orelink_fanout::group(&env.cfg), std::slice::from_ref(&input), Duration::from_secs(120)).await;
     let resumed = restarted.expect("restarted mid-stream").elapsed();
-    assert!(resumed < Duration::from_secs(20), "caught up {resumed:?} after the restart (the session timeout is 45 s)");
+    assert!(resumed < Duration::from_secs(20), "caught up {resumed:?} after the restart (the member timeout is 45 s)");
 
     for (partner, carrier) in [BEIBU, RAIL] {
         let topic = env.topic(&topics::partner(partner));

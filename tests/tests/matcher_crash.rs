@@ -2,7 +2,7 @@
 //! a read_committed reader of the allocations sees exactly what a pure-engine
 //! replay of the matcher input (in commit order) produces. The restarted
 //! matcher commits again within seconds (a static member of its groups, it
-//! does not wait out its predecessor's session). The restarted
+//! does not wait out its predecessor's member timeout). The restarted
 //! matcher usually starts its books from snapshots taken before the kill.
 
 use orelink_domain::topology::topics;
@@ -26,8 +26,8 @@ fn start(env: &TestEnv, log: &std::path::Path) -> Child {
         // Snapshots often enough that the restart usually starts from them: the
         // replay after a snapshot must give what a replay from the start gives.
         .env("ORELINK__MATCHER__SNAPSHOT_EVERY", "100")
-        // Kafka's default: a restart that waited for its dead predecessor's
-        // session to end would stall 45 s, far from what the test allows.
+        // Kafka's default: a restart that waited for its dead predecessor to
+        // time out would stall 45 s, far from what the test allows.
         .env("ORELINK__KAFKA__SESSION_TIMEOUT_MS", "45000")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -67,9 +67,9 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     let restarted = std::time::Instant::now();
     let mut matcher = start(&env, &log);
     // The restarted instance is the same static member of its groups: it takes
-    // its partitions back at once instead of waiting out the dead one's session.
+    // its partitions back at once instead of waiting for the dead one to time out.
     while env.read_topic(&allocations).await.len() == before {
-        assert!(restarted.elapsed() < Duration::from_secs(20), "no allocation committed within 20 s of the restart (the session timeout is 45 s); see {}", log.display());
+        assert!(restarted.elapsed() < Duration::from_secs(20), "no allocation committed within 20 s of the restart (the member timeout is 45 s); see {}", log.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("matcher_crash: first allocation committed {:.1} s after the restart", restarted.elapsed().as_secs_f64());

@@ -157,7 +157,7 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
                 println!("{:<38} {}, {}", "mode", role.name(), if standby { "standby takes over (no restart)" } else { "restart in place" });
-                println!("{:<38} {} events/s, session timeout {} ms", "load", rep.rate, rep.session_timeout_ms);
+                println!("{:<38} {} events/s, member timeout {} ms", "load", rep.rate, rep.session_timeout_ms);
                 let first = if standby { "kill -> first output (any instance)" } else { "kill -> first output after it" };
                 println!("{first:<38} {:.0} ms", rep.kill_to_first_output_ms);
                 match rep.kill_to_caught_up_ms {

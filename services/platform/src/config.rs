@@ -27,8 +27,9 @@ pub struct KafkaSettings {
     pub session_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// The consumer group protocol: "classic" (static members, the client's
-    /// session timeout) or "consumer" (KIP-848: the broker assigns, times
-    /// sessions out and fences a restarted static member; so no static ids).
+    /// member timeout, `session_timeout_ms`) or "consumer" (KIP-848: the
+    /// broker assigns, times dead members out and fences a restarted static
+    /// member; so no static ids).
     pub group_protocol: String,
     pub compression: String,
     pub fetch_wait_max_ms: u64,

@@ -62,7 +62,7 @@ impl KafkaSettings {
     /// `consumer_config` for instance `instance` of a role, as a static member
     /// of its group (KIP-345, `group.instance.id`): a restarted instance takes
     /// its partitions back at once, with no rebalance and without waiting out
-    /// the session timeout for its dead predecessor, which it fences. A static
+    /// the member timeout (`session_timeout_ms`) for its dead predecessor, which it fences. A static
     /// member does not leave its group when it stops, so a partition of an
     /// instance that does not come back moves after `session_timeout_ms`.
     pub fn member_config(&self, role: &str, group: &str, instance: &str) -> ClientConfig {
@@ -86,7 +86,7 @@ impl KafkaSettings {
             .set("fetch.min.bytes", self.fetch_min_bytes.to_string())
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
         if self.group_protocol == "consumer" {
-            // KIP-848: the broker assigns and keeps the session and heartbeat.
+            // KIP-848: the broker assigns, and keeps the member timeout and heartbeat.
             c.set("group.protocol", "consumer");
         } else {
             c.set("partition.assignment.strategy", "cooperative-sticky")

@@ -211,6 +211,30 @@ impl Materialiser {
         Ok(())
     }
 
+    /// `resume`, retried while Kafka or Redis is away (a broker lost, its
+    /// partitions' leaders still moving) for up to two minutes: a view that
+    /// exits over a transient fault would need restarting by hand. False when
+    /// cancelled first.
+    async fn resume_patiently(&mut self, cancel: &CancellationToken) -> Result<bool, MaterialiseError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let e = match self.resume().await {
+                Ok(()) => return Ok(true),
+                Err(e @ MaterialiseError::Kafka(_)) => e,
+                Err(e) if e.retriable() => e,
+                Err(e) => return Err(e),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "could not resume yet; trying again");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
     async fn partitions(&self) -> Result<Vec<(String, Vec<i32>)>, MaterialiseError> {
         let consumer_topics = self.topics.clone();
         let md = self.probe.fetch_metadata(None, Duration::from_secs(10))?;
@@ -255,7 +279,19 @@ impl Materialiser {
             }
             let (mut batch, sources) = tokio::select! {
                 _ = cancel.cancelled() => break,
-                b = self.next_batch() => b?,
+                b = self.next_batch() => match b {
+                    Ok(b) => b,
+                    Err(e) => {
+                        // A fetch that failed (a leader lost, a broker away): what
+                        // was read but not applied is read again from Redis's offsets.
+                        tracing::warn!(error = %e, "reading failed; resuming from Redis's offsets");
+                        positions.clear();
+                        if !self.resume_patiently(&cancel).await? {
+                            break;
+                        }
+                        continue;
+                    }
+                },
             };
             tracing::debug!(events = batch.len(), "batch");
             if batch.is_empty() {
@@ -305,7 +341,9 @@ impl Materialiser {
                         _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                     positions.clear();
-                    self.resume().await?;
+                    if !self.resume_patiently(&cancel).await? {
+                        break;
+                    }
                 }
                 Err(e) => return Err(e),
             }

@@ -4,6 +4,8 @@
 //! roles run as their own principals (`env.apply()` makes them, with the
 //! topology's ACLs), never as the stack's superuser.
 
+pub mod view;
+
 use orelink_platform::config::{Config, Sources};
 use orelink_platform::registry_client::RegistryClient;
 use orelink_platform::{Reference, apply};

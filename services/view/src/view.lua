@@ -104,7 +104,9 @@ apply.cap = function(op)
   int(op, 'q'); int(op, 'at')
   local key = P .. 'cap:' .. op.f .. '|' .. op.id
   local h = hget_all(key)
-  local cell = op.c .. '|' .. op.f
+  -- A capacity stays in the cluster it was declared in, whatever cluster a
+  -- later withdrawal names.
+  local cell = (h.c or op.c) .. '|' .. op.f
   local before = cap_remaining(h)
   if op.kind == 'D' then
     if num(h.declared) == 1 then return false end

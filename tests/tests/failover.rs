@@ -1,8 +1,8 @@
 //! The hub on a replicated Kafka (three KRaft nodes of a stack of the test's
 //! own: RF 3, min.insync.replicas 2) while brokers fail under it. Orders,
 //! capacity and shipments flow at a few hundred events/s into the matcher,
-//! the share role and the fanout, each a process of its own running as its
-//! own principal. Faults, one after another: the node leading most
+//! the share role, the fanout and the view, each a process of its own running
+//! as its own principal. Faults, one after another: the node leading most
 //! matcher-input partitions is SIGKILLed and restarted 20 s later; then the
 //! active controller likewise; then a node is frozen (SIGSTOP) for 30 s, a
 //! hung broker, and continued. Then the load stops and the hub drains.
@@ -10,14 +10,16 @@
 //! Asserted: every event the producer had acknowledged is in its topic once;
 //! the read_committed allocations and order statuses equal a pure-engine
 //! replay of the matcher input, with no allocation id twice; every routed shipment is in its
-//! partner's topic exactly once; no role died (none was restarted by hand).
+//! partner's topic exactly once; the view's numbers equal a recomputation
+//! from the topics it reads; no role died (none was restarted by hand).
 //! Printed: how long each fault stalled allocations.
 
 use orelink_codec::Record;
 use orelink_domain::TransportMode;
 use orelink_domain::events::{ShipmentStatus, wire};
 use orelink_domain::topology::topics;
-use orelink_tests::{KillOnDrop, TestEnv, actual_allocations, actual_statuses, expected_outputs, orelink_bin, produce_workload};
+use orelink_tests::view::{assert_cells_eq, recompute, served, wait_share_caught_up, wait_view_caught_up};
+use orelink_tests::{KillOnDrop, TestEnv, actual_allocations, actual_statuses, expected_outputs, free_ports, orelink_bin, produce_workload};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +31,9 @@ use std::time::{Duration, Instant};
 /// The three-node stack's ports: Kafka 29092/29094/29096, controllers
 /// 29093/29095/29097, the registry 28081. Redis is shared with the main stack.
 const STACK_PORTS: [(&str, &str); 3] = [("ORELINK_STACK_KAFKA_PORT", "29092"), ("ORELINK_STACK_CONTROLLER_PORT", "29093"), ("ORELINK_STACK_REGISTRY_PORT", "28081")];
+
+/// The view's operator token.
+const TOKEN: &str = "op-failover-token";
 
 /// A three-node stack in a directory of its own, purged when dropped.
 struct ThreeNodes {
@@ -67,12 +72,13 @@ impl Drop for ThreeNodes {
     }
 }
 
-fn start(env: &TestEnv, role: &str, logs: &Path) -> KillOnDrop {
+fn start(env: &TestEnv, role: &str, logs: &Path, extra: &[(&str, String)]) -> KillOnDrop {
     let out = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{role}.log"))).unwrap();
     KillOnDrop(
         Command::new(orelink_bin())
             .args(["run", role])
             .envs(env.process_env(&format!("{role}-0")))
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -187,7 +193,10 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     // Each role's output, kept when the test fails.
     let log = std::env::temp_dir().join(format!("orelink-failover-{}", env.ns.trim_end_matches('.')));
     std::fs::create_dir_all(&log).unwrap();
-    let mut roles: Vec<(&str, KillOnDrop)> = ["matcher", "share", "fanout"].into_iter().map(|r| (r, start(&env, r, &log))).collect();
+    let mut roles: Vec<(&str, KillOnDrop)> = ["matcher", "share", "fanout"].into_iter().map(|r| (r, start(&env, r, &log, &[]))).collect();
+    let view: std::net::SocketAddr = format!("127.0.0.1:{}", free_ports::<1>()[0]).parse().unwrap();
+    let view_env = [("ORELINK__VIEW__LISTEN", view.to_string()), ("ORELINK__VIEW__OPERATOR_TOKEN_DIGESTS", orelink_platform::config::sha256_hex(TOKEN))];
+    roles.push(("view", start(&env, "view", &log, &view_env)));
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (seen, watcher) = watch_allocations(&env, stop.clone());
@@ -239,6 +248,14 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     watcher.join().unwrap();
+    // The view, once the share role has published what it owes and the view
+    // has applied every record of its inputs: the same numbers as a
+    // recomputation from those records.
+    wait_share_caught_up(&env).await;
+    let records = wait_view_caught_up(&env, &codec).await;
+    let cells = recompute(&records);
+    assert!(cells.values().any(|c| c["allocations"] > 0), "the recomputation finds no allocation");
+    assert_cells_eq(&served(view, TOKEN).await, &cells, "the view differs from the recomputation");
 
     // No role died on its own; each stops cleanly now (drain, commit, exit 0).
     for (role, p) in &mut roles {
@@ -252,9 +269,10 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     for (role, _) in &roles {
         let text = std::fs::read_to_string(log.join(format!("{role}.log"))).unwrap_or_default();
         eprintln!(
-            "failover: the {role} made its consumer anew {} time(s), gave up {} transaction(s) that did not end",
+            "failover: the {role} made its consumer anew {} time(s), gave up {} transaction(s) that did not end, resumed from Redis {} time(s)",
             text.matches("making it anew").count(),
-            text.matches("a transaction did not end").count()
+            text.matches("a transaction did not end").count(),
+            text.matches("from Redis's offsets").count()
         );
     }
     let seen = seen.lock().unwrap().clone();

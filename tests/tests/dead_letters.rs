@@ -17,6 +17,8 @@ struct Collect {
 }
 
 impl Handler for Collect {
+    type Later = orelink_platform::consume::Pending;
+
     async fn handle(&mut self, event: Inbound) -> Result<Done, HandleError> {
         self.got.push(event);
         if self.got.len() >= self.want {
@@ -68,7 +70,7 @@ async fn poison_goes_to_the_dlq_and_the_good_record_behind_it_is_delivered() {
     assert_eq!(stats.dead_lettered, 4, "{stats:?}");
     assert_eq!(stats.delivered, 1);
     match &handler.got[0].record {
-        Record::Order(o) => {
+        Some(Record::Order(o)) => {
             assert_eq!(o.to_wire(), good);
             assert_eq!(o.product.family_str(), "AL-INGOT");
         }
@@ -105,6 +107,8 @@ struct FailSecond {
 }
 
 impl Handler for FailSecond {
+    type Later = orelink_platform::consume::Pending;
+
     async fn handle(&mut self, _event: Inbound) -> Result<Done, HandleError> {
         self.seen += 1;
         let fail = self.seen == 2;

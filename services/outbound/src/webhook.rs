@@ -288,15 +288,18 @@ impl Pusher {
 }
 
 impl Handler for Pusher {
+    type Later = orelink_platform::consume::Pending;
+
     async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
         let partner = self.sender.hook.partner.clone();
         let delivery = format!("{partner}/{}/{}", ev.partition, ev.offset);
-        let error = match self.sender.send(&ev.record, &delivery, &ev.trace).await {
+        let Some(record) = &ev.record else { return Err(HandleError::Fatal("webhooks take decoded events".into())) };
+        let error = match self.sender.send(record, &delivery, &ev.trace).await {
             Ok(()) => {
                 self.failing = None;
                 return Ok(Done::Now);
             }
-            Err(e) if !matches!(ev.record, Record::Shipment(_)) => return Err(HandleError::Fatal(format!("{e} on {}", ev.topic))),
+            Err(e) if !matches!(record, Record::Shipment(_)) => return Err(HandleError::Fatal(format!("{e} on {}", ev.topic))),
             Err(e) => e,
         };
         let attempts = match &self.failing {

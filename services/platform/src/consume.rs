@@ -1,6 +1,9 @@
 //! The consume loop every at-least-once role shares: receive, decode through
 //! the registry, dead-letter what cannot be used, hand the rest to the role,
-//! and store the offset only once the role (or the DLQ) has the event.
+//! and store the offset only once the role (or the DLQ) has the event. A role
+//! that routes on the record key alone takes events undecoded
+//! (`Handler::DECODES`), and one on a hot path names its own effect type
+//! (`Handler::Later`) instead of boxing a future per event.
 //!
 //! Delivery: at least once. A role that must not double its output makes
 //! its handling idempotent (by `event_id`) or uses the transactional loop.
@@ -22,10 +25,11 @@ use std::time::Duration;
 use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
-/// One decoded, validated event for a role.
+/// One event for a role: decoded and validated, unless the role takes them undecoded.
 #[derive(Debug, Clone)]
 pub struct Inbound {
-    pub record: Record,
+    /// `None` when the handler takes events undecoded (`Handler::DECODES` false).
+    pub record: Option<Record>,
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -57,17 +61,27 @@ pub enum HandleError {
 pub type Pending = Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send>>;
 
 /// What a handler did with an event.
-pub enum Done {
+pub enum Done<L = Pending> {
     /// Its effects are durable now: the offset may move.
     Now,
+    /// The handler dead-lettered it itself (a handler that does not decode
+    /// finds out late); durable now, and counted as dead-lettered.
+    Dead,
     /// Its effects are durable when this resolves; the loop keeps a bounded
     /// window of these and moves offsets strictly in order as they complete.
     /// A failure here ends the loop (the event will be read again after a restart).
-    Later(Pending),
+    Later(L),
 }
 
 pub trait Handler: Send {
-    fn handle(&mut self, event: Inbound) -> impl Future<Output = Result<Done, HandleError>> + Send;
+    /// Whether the loop decodes and validates each event first, dead-lettering
+    /// what fails. A handler that routes on the key alone says false and gets
+    /// `record: None`; whoever decodes later dead-letters.
+    const DECODES: bool = true;
+    /// The effect that becomes durable later: `Pending` boxes any future; a
+    /// handler on a hot path names a concrete type (no allocation per event).
+    type Later: Future<Output = Result<(), HandleError>> + Send + Unpin;
+    fn handle(&mut self, event: Inbound) -> impl Future<Output = Result<Done<Self::Later>, HandleError>> + Send;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,38 +155,43 @@ pub struct ConsumeLoop {
     max_in_flight: usize,
 }
 
-enum Outcome {
+enum Outcome<L> {
     /// Dead-lettered (durable now).
     Dead,
-    Done(Done),
+    Done(Done<L>),
     Cancelled,
 }
 
+/// Where an in-flight event's effect stands.
+enum Effect<L> {
+    Durable,
+    Pending(L),
+    /// Failed or given up: neither its offset nor any later one is stored.
+    Abandoned,
+}
+
 /// An event whose effect is not yet durable, and where it came from.
-struct InFlight {
+struct InFlight<L> {
     topic: String,
     partition: i32,
     /// The event's own offset: librdkafka's offset store commits the one after it.
     offset: i64,
-    pending: Option<Pending>,
+    effect: Effect<L>,
 }
 
 /// Resolves when the oldest in-flight effect completes (never, if there is none
 /// pending), so a quiet stream still gets its last offsets stored.
-async fn front_done(window: &mut VecDeque<InFlight>) -> Result<(), HandleError> {
-    match window.front_mut().and_then(|f| f.pending.as_mut()) {
-        Some(p) => {
+async fn front_done<L: Future<Output = Result<(), HandleError>> + Unpin>(window: &mut VecDeque<InFlight<L>>) -> Result<(), HandleError> {
+    let Some(front) = window.front_mut() else { return std::future::pending().await };
+    match &mut front.effect {
+        Effect::Pending(p) => {
             let r = p.await;
-            if let Some(f) = window.front_mut() {
-                // Only a success frees the offset; an abandoned effect stays abandoned.
-                f.pending = match &r {
-                    Ok(()) => None,
-                    Err(_) => Some(Box::pin(async { Err(HandleError::Abandoned) })),
-                };
-            }
+            // Only a success frees the offset; an abandoned effect stays abandoned.
+            front.effect = if r.is_ok() { Effect::Durable } else { Effect::Abandoned };
             r
         }
-        None => std::future::pending().await,
+        Effect::Abandoned => Err(HandleError::Abandoned),
+        Effect::Durable => std::future::pending().await,
     }
 }
 
@@ -184,21 +203,28 @@ impl ConsumeLoop {
     /// Completes in-flight effects from the front and stores their offsets in
     /// order. Waits while more than `keep` are in flight; past that only takes
     /// what has already completed.
-    async fn settle(&self, window: &mut VecDeque<InFlight>, keep: usize) -> Result<(), LoopError> {
+    async fn settle<L: Future<Output = Result<(), HandleError>> + Unpin>(&self, window: &mut VecDeque<InFlight<L>>, keep: usize) -> Result<(), LoopError> {
         loop {
             let must_wait = window.len() > keep;
             let Some(front) = window.front_mut() else { break };
-            if let Some(p) = front.pending.as_mut() {
+            match &mut front.effect {
+                Effect::Durable => {}
+                Effect::Abandoned => return Ok(()),
+                Effect::Pending(p) => {
                 let r = if must_wait { Some(p.await) } else { futures::FutureExt::now_or_never(p) };
                 match r {
                     None => return Ok(()),
-                    Some(Ok(())) => front.pending = None,
+                    Some(Ok(())) => front.effect = Effect::Durable,
                     Some(Err(HandleError::Abandoned)) => {
-                        front.pending = Some(Box::pin(async { Err(HandleError::Abandoned) }));
+                        front.effect = Effect::Abandoned;
                         return Ok(());
                     }
                     // The entry stays, so nothing from here on is stored.
-                    Some(Err(e)) => return Err(LoopError::Handler(e.to_string())),
+                    Some(Err(e)) => {
+                        front.effect = Effect::Abandoned;
+                        return Err(LoopError::Handler(e.to_string()));
+                    }
+                }
                 }
             }
             let f = window.pop_front().expect("front exists");
@@ -218,7 +244,7 @@ impl ConsumeLoop {
     pub async fn run<H: Handler>(mut self, handler: &mut H, cancel: CancellationToken) -> Result<LoopStats, LoopError> {
         let mut stats = LoopStats::default();
         let mut counters = crate::metrics::EventCounters::new(self.dead_letters.role());
-        let mut window: VecDeque<InFlight> = VecDeque::new();
+        let mut window: VecDeque<InFlight<H::Later>> = VecDeque::new();
         let result = loop {
             if let Err(e) = self.settle(&mut window, self.max_in_flight - 1).await {
                 break Err(e);
@@ -242,7 +268,7 @@ impl ConsumeLoop {
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => {
                     tracing::warn!(error = %e, "the consumer failed for good; making it anew from the committed offsets");
                     for f in window.drain(..) {
-                        if let Some(p) = f.pending {
+                        if let Effect::Pending(p) = f.effect {
                             let _ = p.await;
                         }
                     }
@@ -271,25 +297,30 @@ impl ConsumeLoop {
             );
             let trace = crate::telemetry::hop(&span, parent);
             span.record("trace_id", trace.trace_id_hex()).record("span_id", trace.span_id_hex());
-            let pending = match self.process(&msg, trace, handler, &cancel).instrument(span).await {
+            let effect = match self.process(&msg, trace, handler, &cancel).instrument(span).await {
                 Ok(Outcome::Dead) => {
                     stats.dead_lettered += 1;
                     counters.add(msg.topic(), "dead_lettered", 1);
-                    None
+                    Effect::Durable
+                }
+                Ok(Outcome::Done(Done::Dead)) => {
+                    stats.dead_lettered += 1;
+                    counters.add(msg.topic(), "dead_lettered", 1);
+                    Effect::Durable
                 }
                 Ok(Outcome::Done(done)) => {
                     stats.delivered += 1;
                     counters.add(msg.topic(), "delivered", 1);
                     match done {
-                        Done::Now => None,
-                        Done::Later(p) => Some(p),
+                        Done::Now | Done::Dead => Effect::Durable,
+                        Done::Later(p) => Effect::Pending(p),
                     }
                 }
                 Ok(Outcome::Cancelled) => break Ok(()),
                 Err(e) => break Err(e),
             };
             // Stored once this event and everything before it are durable.
-            window.push_back(InFlight { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset(), pending });
+            window.push_back(InFlight { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset(), effect });
         };
         // Drain: whatever is in flight becomes durable (or fails) before the final
         // commit. Not after a failure: an effect that failed must not have its
@@ -311,10 +342,11 @@ impl ConsumeLoop {
         trace: TraceContext,
         handler: &mut H,
         cancel: &CancellationToken,
-    ) -> Result<Outcome, LoopError> {
+    ) -> Result<Outcome<H::Later>, LoopError> {
         let mut delay = self.backoff.initial;
         loop {
-            let attempt = match self.codec.decode(msg.topic(), msg.payload()).await {
+            let decoded = if H::DECODES { self.codec.decode(msg.topic(), msg.payload()).await.map(Some) } else { Ok(None) };
+            let attempt = match decoded {
                 Ok(record) => {
                     let inbound = Inbound {
                         record,

@@ -257,8 +257,10 @@ struct ShareHandler {
 }
 
 impl Handler for ShareHandler {
+    type Later = orelink_platform::consume::Pending;
+
     async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
-        let Record::OrderStatus(status) = ev.record else {
+        let Some(Record::OrderStatus(status)) = ev.record else {
             return Err(HandleError::Fatal(format!("the share role reads order statuses only, got {:?}", ev.record)));
         };
         let decision = self.sharing.decide(&self.clusters, &status);

@@ -123,6 +123,73 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     matcher.await.unwrap().expect("the matcher stops cleanly");
 }
 
+/// The router forwards on the record key without decoding; what it cannot
+/// place (a key that is no family) it dead-letters, and what the processor
+/// refuses (undecodable, or keyed by another family than its product's) the
+/// processor dead-letters in its transaction. Either way the dead letter names
+/// where the event was first written, and the events behind it are matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_the_matcher_cannot_use_are_dead_lettered_by_their_source_and_the_rest_are_matched() {
+    use orelink_domain::events::ErrorClass;
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let cancel = CancellationToken::new();
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "poison"), env.reference.clone(), cancel.clone()));
+    let (orders, capacity) = (env.topic(topics::ORDERS), env.topic(topics::CAPACITY));
+    let producer = env.producer();
+    let send = async |topic: &str, key: &str, value: Vec<u8>| {
+        let d = producer.send(rdkafka::producer::FutureRecord::to(topic).key(key).payload(&value), Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produced");
+        (topic.to_owned(), d.partition, d.offset)
+    };
+    let cap = capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
+    let mis_keyed = send(&orders, "SN-INGOT", codec.encode(&orders, &order_wire(2)).await.unwrap()).await;
+    let no_family = send(&capacity, "NOT-A-FAMILY", codec.encode(&capacity, &cap).await.unwrap()).await;
+    let garbage = send(&orders, "AL-INGOT", b"\xff not avro".to_vec()).await;
+    send(&capacity, "AL-INGOT", codec.encode(&capacity, &cap).await.unwrap()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send(&orders, "AL-INGOT", codec.encode(&orders, &order_wire(1)).await.unwrap()).await;
+
+    let dlq = env.topic(topics::DLQ);
+    let want = [(mis_keyed, ErrorClass::Invalid, "is of family AL-INGOT"), (no_family, ErrorClass::UnknownReference, "not a product family"), (garbage, ErrorClass::Undecodable, "")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let letters = loop {
+        let mut letters = Vec::new();
+        for m in env.read_topic(&dlq).await {
+            if let Ok(Record::DeadLetter(d)) = codec.decode(&dlq, rdkafka::Message::payload(&m)).await {
+                letters.push(d);
+            }
+        }
+        if letters.len() >= want.len() {
+            break letters;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dead letters so far: {letters:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(letters.len(), want.len(), "{letters:?}");
+    for ((topic, partition, offset), class, reason) in want {
+        let d = letters.iter().find(|d| (d.source_topic.as_str(), d.source_partition, d.source_offset) == (topic.as_str(), partition, offset)).unwrap_or_else(|| panic!("no dead letter for {topic}:{partition}:{offset} in {letters:?}"));
+        assert_eq!((d.error_class, d.role.as_str()), (class, "matcher"), "{d:?}");
+        assert!(d.reason.contains(reason), "{d:?}");
+    }
+
+    // The good capacity and order behind them: allocated.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = actual_allocations(&env, &codec).await;
+        if let Some(a) = got.get("AL-INGOT").and_then(|a| a.first()) {
+            assert_eq!((a.order_id.as_str(), a.capacity_id.as_str(), a.quantity_kg), ("ORD-NN-00001", "CAP-1", 250_000));
+            assert_eq!(got.values().flatten().count(), 1, "{got:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the good order was not allocated");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cancel.cancel();
+    let stats = matcher.await.unwrap().expect("the matcher stops cleanly");
+    assert_eq!((stats.router.dead_lettered, stats.processor.dead_lettered), (1, 2), "{stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplicates() {
     if std::env::var("DEBUG_LOG").is_ok() {

@@ -3,13 +3,17 @@
 //! Two stages in one role:
 //! 1. **router** (at least once): consumes `orelink.orders.v1`,
 //!    `orelink.capacity.v1` and `orelink.shared-orders.v1` through the shared
-//!    consume loop (bad input goes to the DLQ), and forwards each event's
-//!    original bytes to `orelink.matcher-input.v1`, keyed by product family.
-//!    That topic is the one total order of each family's events.
+//!    consume loop without decoding them, and forwards each event's original
+//!    bytes to `orelink.matcher-input.v1` on its record key, the product
+//!    family (a key that is no family goes to the DLQ). That topic is the one
+//!    total order of each family's events.
 //! 2. **processor** (exactly once): on the one exactly-once loop
 //!    (`orelink_platform::txn_loop`), consumes `orelink.matcher-input.v1`
-//!    read_committed, applies each event to the pure engine of its partition,
-//!    and writes the allocations, order statuses and consumed offsets in one
+//!    read_committed, decodes and validates each event once (what fails, or
+//!    whose key is not its product's family, is dead-lettered in the same
+//!    transaction, named by its source topic, partition and offset), applies
+//!    the rest to the pure engine of its partition, and writes the
+//!    allocations, order statuses, dead letters and consumed offsets in one
 //!    Kafka transaction per round. A partition's engine is restored by
 //!    replaying its input up to the committed offset, so a restarted or
 //!    rebalanced matcher continues exactly where the last committed
@@ -41,7 +45,11 @@ pub use router::router_loop;
 use orelink_platform::{Config, Reference};
 use tokio_util::sync::CancellationToken;
 
+/// Matcher-input headers: the contract topic an event was first written to,
+/// and its partition and offset there (decimal), for its dead letter.
 pub const SOURCE_HEADER: &str = "orelink-source";
+pub const SOURCE_PARTITION_HEADER: &str = "orelink-source-partition";
+pub const SOURCE_OFFSET_HEADER: &str = "orelink-source-offset";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MatcherError {
@@ -54,7 +62,7 @@ pub enum MatcherError {
 /// Runs both stages until `cancel`; returns when both have drained and committed.
 pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<MatcherStats, MatcherError> {
     let codec = orelink_platform::codec(&cfg, &reference).map_err(|e| MatcherError::Router(e.to_string()))?;
-    let router = router_loop(&cfg, codec.clone()).map_err(|e| MatcherError::Router(e.to_string()))?;
+    let router = router_loop(&cfg, codec.clone(), reference.catalog.clone()).map_err(|e| MatcherError::Router(e.to_string()))?;
     let processor = Processor::new(&cfg, codec, &reference, tokio::runtime::Handle::current())?;
     let c = cancel.clone();
     let stage2 = std::thread::Builder::new()

@@ -8,8 +8,9 @@
 //! dropped and restored again the same way. Books are snapshotted as a round
 //! is sealed and published once it has committed.
 
-use crate::SOURCE_HEADER;
-use orelink_codec::{Codec, DecodeError, Record};
+use crate::{SOURCE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
+use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
+use orelink_domain::events::ErrorClass;
 use orelink_domain::freight::Network;
 use orelink_domain::matching::{Decision, Engine, Input, Output, PREFETCH_AHEAD};
 use orelink_domain::topology::topics;
@@ -46,6 +47,7 @@ impl From<TxnLoopError> for ProcessorError {
 /// The loop's outputs, in this order.
 const ALLOCATIONS: usize = 0;
 const STATUSES: usize = 1;
+const DEAD_LETTERS: usize = 2;
 
 pub struct Processor {
     txn: TxnLoop,
@@ -58,6 +60,8 @@ pub struct ProcessorStats {
     pub transactions: u64,
     pub events: u64,
     pub allocations: u64,
+    /// Input events refused (undecodable, invalid, keyed by another family), dead-lettered.
+    pub dead_lettered: u64,
     pub aborts: u64,
     /// Snapshots published.
     pub snapshots: u64,
@@ -74,7 +78,7 @@ impl Processor {
         let input_topic = codec.topic(topics::MATCHER_INPUT);
         let settings = txn_loop::Settings {
             inputs: vec![input_topic.clone()],
-            outputs: vec![codec.topic(topics::ALLOCATIONS), codec.topic(topics::ORDER_STATUS)],
+            outputs: vec![codec.topic(topics::ALLOCATIONS), codec.topic(topics::ORDER_STATUS), codec.dlq_topic()],
             batch_max: cfg.matcher.batch_max,
             batch_wait: Duration::from_millis(cfg.matcher.batch_wait_ms),
             txn_timeout,
@@ -109,6 +113,7 @@ impl Processor {
             since_snapshot: BTreeMap::new(),
             pending_snapshots: Vec::new(),
             txn_timeout,
+            counters: orelink_platform::metrics::EventCounters::new("matcher"),
         };
         Ok(Processor { txn, matching })
     }
@@ -125,6 +130,7 @@ impl Processor {
             transactions: done.transactions,
             events: done.events,
             allocations: done.records[ALLOCATIONS],
+            dead_lettered: done.records[DEAD_LETTERS],
             aborts: done.aborts,
             ..matching.stats
         };
@@ -158,6 +164,8 @@ struct Matching {
     /// has committed: (partition, offset, bytes).
     pending_snapshots: Vec<(i32, i64, Vec<u8>)>,
     txn_timeout: Duration,
+    /// Dead letters by source topic (`orelink_events_total`, as the router counts what it forwards).
+    counters: orelink_platform::metrics::EventCounters,
 }
 
 impl Transform for Matching {
@@ -171,8 +179,13 @@ impl Transform for Matching {
             })?;
         }
         *self.since_snapshot.entry(p).or_default() += 1;
-        let Some(input) = decode(&self.codec, &self.rt, m) else { return Ok(()) };
         let parent = TraceContext::from_headers(m.headers());
+        let input = match input_of(&self.codec, &self.rt, m) {
+            Ok(input) => input,
+            // Refused events change no book (a replay skips them too); they
+            // are dead-lettered in this round's transaction, once.
+            Err(refusal) => return self.dead_letter(m, &refusal, parent, out),
+        };
         let span = tracing::info_span!(
             "match",
             partition = p,
@@ -252,6 +265,20 @@ impl Transform for Matching {
 }
 
 impl Matching {
+    /// `m`'s dead letter, named by where the event was first written (the
+    /// router's headers), added to the round.
+    fn dead_letter(&mut self, m: &OwnedMessage, refusal: &Refusal, parent: Option<TraceContext>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
+        let (topic, partition, offset) = source_of(&self.codec, m).unwrap_or_else(|| (self.input_topic.clone(), m.partition(), m.offset()));
+        let source = SourceRef { topic: &topic, partition, offset, key: m.key(), value: m.payload() };
+        let letter = Codec::dead_letter(&source, refusal, orelink_platform::dlq::now_millis(), "matcher");
+        let payload = self.rt.block_on(self.codec.encode(&self.codec.dlq_topic(), &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
+        tracing::warn!(source_topic = topic, partition, offset, class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
+        self.counters.add(&topic, "dead_lettered", 1);
+        let trace = parent.map_or_else(TraceContext::root, |p| p.child());
+        out.push(txn_loop::Record { output: DEAD_LETTERS, key: Arc::from(topic.as_str()), payload, trace });
+        Ok(())
+    }
+
     /// A partition's first message in this assignment is at its committed
     /// offset `upto`: the newest snapshot before it plus the input after that
     /// (or the whole input before it) rebuilds its book.
@@ -271,35 +298,59 @@ impl Matching {
     }
 }
 
-/// The engine input of one matcher-input message; `None` (logged) if it no
-/// longer decodes, which only a topology change between runs can cause.
+/// The engine input of one matcher-input message, for a replay: a message
+/// the live processor refused (and dead-lettered) is skipped here too.
 pub fn decode<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -> Option<Input> {
-    let source = m
-        .headers()
-        .and_then(|h| h.iter().find(|h| h.key == SOURCE_HEADER).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned()))?;
-    let topic = codec.topic(&source);
+    input_of(codec, rt, m).ok()
+}
+
+/// The engine input of one matcher-input message, or why it is refused:
+/// it does not decode or validate as a record of its source topic, or its
+/// key (its partition's family) is not its product's family. Waits, never
+/// refuses, while the registry is away: a refusal changes the books.
+pub fn input_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -> Result<Input, Refusal> {
+    let header = |name: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value));
+    let Some(source) = header(SOURCE_HEADER) else {
+        return Err(Refusal { class: ErrorClass::Undecodable, reason: format!("matcher input without the {SOURCE_HEADER} header") });
+    };
+    let topic = codec.topic(&String::from_utf8_lossy(source));
     let mut attempt = 0u32;
-    loop {
+    let input = loop {
         match rt.block_on(codec.decode(&topic, m.payload())) {
-            Ok(Record::Order(o)) => return Some(Input::Order(o)),
-            Ok(Record::Capacity(c)) => return Some(Input::Capacity(c)),
-            Ok(Record::SharedOrder(s)) => return Some(Input::Shared(Box::new(s))),
-            Ok(other) => {
-                tracing::error!(?other, "matcher input holds a record the matcher does not take");
-                return None;
-            }
-            Err(DecodeError::Refused(r)) => {
-                tracing::error!(partition = m.partition(), offset = m.offset(), reason = %r, "matcher input no longer validates; skipped");
-                return None;
-            }
+            Ok(Record::Order(o)) => break Input::Order(o),
+            Ok(Record::Capacity(c)) => break Input::Capacity(c),
+            Ok(Record::SharedOrder(s)) => break Input::Shared(Box::new(s)),
+            // The codec takes only the source topic's record; kept for a topology that changes that.
+            Ok(other) => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("not an order, capacity or shared order: {other:?}") }),
+            Err(DecodeError::Refused(r)) => return Err(r),
             Err(DecodeError::Retry(e)) => {
-                // The registry is down: wait, never skip (skipping would change the books).
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "registry unavailable while decoding matcher input");
                 std::thread::sleep(Duration::from_millis(200 * attempt.min(25) as u64));
             }
         }
+    };
+    let key = m.key().unwrap_or_default();
+    if key != input.family().as_bytes() {
+        let product = match &input {
+            Input::Order(o) => o.product.as_str(),
+            Input::Capacity(c) => c.product.as_str(),
+            Input::Shared(s) => s.product.as_str(),
+        };
+        return Err(Refusal {
+            class: ErrorClass::Invalid,
+            reason: format!("keyed {:?}, but its product {product} is of family {} (the contract keys orders, capacity and shared orders by product family)", String::from_utf8_lossy(key), input.family()),
+        });
     }
+    Ok(input)
+}
+
+/// Where a matcher-input message was first written: its deployed source
+/// topic, partition and offset, from the router's headers.
+fn source_of<M: Message>(codec: &Codec, m: &M) -> Option<(String, i32, i64)> {
+    let header = |name: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value)).map(String::from_utf8_lossy);
+    let topic = codec.topic(&header(SOURCE_HEADER)?);
+    Some((topic, header(SOURCE_PARTITION_HEADER)?.parse().ok()?, header(SOURCE_OFFSET_HEADER)?.parse().ok()?))
 }
 
 /// Replays partition `p` of the matcher input from the start up to `upto` (exclusive).

@@ -1,15 +1,27 @@
 //! Stage 1: put each family's orders, capacity and shares into one order.
+//!
+//! The router forwards each event's bytes as they came, on its record key:
+//! the contract keys these topics by product family, so the family is known
+//! without decoding. It checks only that the key names a family of the
+//! catalog (dead-lettering the event here if not); decoding, validation and
+//! the check that the key is the event's own family happen once, in the
+//! processor, which dead-letters inside its transaction with the source
+//! topic, partition and offset that this hop carries in headers.
 
-use crate::SOURCE_HEADER;
-use orelink_codec::{Codec, Record};
+use crate::{SOURCE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
+use orelink_codec::{Codec, Refusal, SourceRef};
+use orelink_domain::catalog::Catalog;
+use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::Config;
 use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, OnRevoke, loop_consumer};
 use orelink_platform::dlq::DeadLetters;
-use rdkafka::producer::Producer;
 use rdkafka::message::Header;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -22,33 +34,60 @@ struct Forward {
     producer: FutureProducer,
     topic: String,
     namespace: String,
+    catalog: Arc<Catalog>,
+    dead: DeadLetters,
+}
+
+/// A forwarded event's delivery report: durable once the broker has it. A
+/// named type, not a boxed future per event.
+pub struct Forwarded(DeliveryFuture);
+
+impl Future for Forwarded {
+    type Output = Result<(), HandleError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|r| match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(HandleError::Fatal(format!("forwarding to the matcher input failed: {e}"))),
+            Err(_) => Err(HandleError::Fatal("the producer went away".into())),
+        })
+    }
 }
 
 impl Handler for Forward {
-    async fn handle(&mut self, ev: Inbound) -> Result<Done, HandleError> {
-        let family = match &ev.record {
-            Record::Order(o) => o.product.family_str().to_owned(),
-            Record::Capacity(c) => c.product.family_str().to_owned(),
-            Record::SharedOrder(s) => s.product.family_str().to_owned(),
-            other => return Err(HandleError::Fatal(format!("the router got a record it does not route: {other:?}"))),
+    const DECODES: bool = false;
+    type Later = Forwarded;
+
+    async fn handle(&mut self, ev: Inbound) -> Result<Done<Forwarded>, HandleError> {
+        let key = ev.key.as_deref().unwrap_or_default();
+        let family = std::str::from_utf8(key).ok().filter(|f| self.catalog.has_family(f));
+        let Some(family) = family else {
+            // Nowhere to put it in order: no family's partition is its own.
+            let refusal = Refusal {
+                class: ErrorClass::UnknownReference,
+                reason: format!("the record key {:?} is not a product family of the catalog (the contract keys orders, capacity and shared orders by family)", String::from_utf8_lossy(key)),
+            };
+            let source = SourceRef { topic: &ev.topic, partition: ev.partition, offset: ev.offset, key: ev.key.as_deref(), value: ev.value.as_deref() };
+            return match self.dead.send(&source, &refusal, &ev.trace).await {
+                Ok(()) => Ok(Done::Dead),
+                Err(e) if e.retriable() => Err(HandleError::Retriable(e.to_string())),
+                Err(e) => Err(HandleError::Fatal(e.to_string())),
+            };
         };
         // The router's own span is the parent of the matcher's.
-        let trace = ev.trace;
-        let source = ev.topic.strip_prefix(&self.namespace).unwrap_or(&ev.topic).to_owned();
-        let headers = trace.to_headers().insert(Header { key: SOURCE_HEADER, value: Some(source.as_bytes()) });
-        let payload = ev.value.unwrap_or_default();
-        let mut record = FutureRecord::to(&self.topic).key(&family).payload(&payload).headers(headers);
+        let source = ev.topic.strip_prefix(&self.namespace).unwrap_or(&ev.topic);
+        let (partition, offset) = (ev.partition.to_string(), ev.offset.to_string());
+        let headers = ev
+            .trace
+            .to_headers()
+            .insert(Header { key: SOURCE_HEADER, value: Some(source.as_bytes()) })
+            .insert(Header { key: SOURCE_PARTITION_HEADER, value: Some(partition.as_bytes()) })
+            .insert(Header { key: SOURCE_OFFSET_HEADER, value: Some(offset.as_bytes()) });
+        let payload = ev.value.as_deref().unwrap_or_default();
+        let mut record = FutureRecord::to(&self.topic).key(family).payload(payload).headers(headers);
         loop {
             match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    return Ok(Done::Later(Box::pin(async move {
-                        match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(HandleError::Fatal(format!("forwarding to the matcher input failed: {e}"))),
-                            Err(_) => Err(HandleError::Fatal("the producer went away".into())),
-                        }
-                    })));
-                }
+                Ok(delivery) => return Ok(Done::Later(Forwarded(delivery))),
                 Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                     // Backpressure: the local queue is full until the broker catches up.
                     record = r;
@@ -61,7 +100,7 @@ impl Handler for Forward {
 }
 
 /// The router of this deployment, subscribed and ready to run.
-pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::error::KafkaError> {
+pub fn router_loop(cfg: &Config, codec: Arc<Codec>, catalog: Arc<Catalog>) -> Result<Router, rdkafka::error::KafkaError> {
     let producer: FutureProducer = cfg
         .kafka
         .producer_config("matcher-router")
@@ -90,8 +129,8 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::e
     let dead = DeadLetters::new(producer.clone(), codec.clone(), "matcher");
     let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
     Ok(Router {
-        consume: ConsumeLoop::new(consumer, codec.clone(), dead, backoff),
-        forward: Forward { producer, topic: codec.topic(topics::MATCHER_INPUT), namespace: cfg.namespace.clone() },
+        consume: ConsumeLoop::new(consumer, codec.clone(), dead.clone(), backoff),
+        forward: Forward { producer, topic: codec.topic(topics::MATCHER_INPUT), namespace: cfg.namespace.clone(), catalog, dead },
     })
 }
 

@@ -26,6 +26,13 @@ pub struct E2eReport {
     /// included) during the raw and the matched latency phase.
     pub raw_latency_machine_busy: Option<f64>,
     pub e2e_latency_machine_busy: Option<f64>,
+    /// The same latency run's messages through one transactional hop that
+    /// does nothing else (`bench floor`), right after the matched run.
+    pub floor_latency: Latency,
+    /// p99 order->allocation over the floor's p99.
+    pub p99_over_floor: f64,
+    /// Share of the machine's cores busy over the whole invocation.
+    pub machine_busy: Option<f64>,
 }
 
 /// Watches the matcher's group commit its input. One client for the whole
@@ -58,7 +65,12 @@ impl Progress {
 /// joins and the first metadata lookups are start-up, not the steady state a
 /// latency target is about; they had held the first second's events for up
 /// to ~600 ms, which alone set the p99 of a 20 s run (`bench floor`, per second).
+///
+/// Last, the floor (`bench floor`'s latency run, no flat-out part) at the same
+/// rate, so the matched p99 is set against the floor measured minutes apart
+/// on the same machine, not against a figure from another hour.
 pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
+    let busy_all = machine_cpu();
     // Throughput: the same messages, flat out.
     let cfg = namespace(base, reference, "tput").await?;
     log("encoding the throughput run's events");
@@ -150,6 +162,10 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let order_to_allocation = latency(&arrivals);
     let (order_to_matcher_output, matcher_output_to_read) = latency_split(&arrivals);
 
+    let floor = super::floor::floor(base, reference, 0, rate, seconds, log).await?;
+    let machine_busy = machine_busy(busy_all);
+    let p99_over_floor = order_to_allocation.p99_ms / floor.latency.p99_ms;
+
     let raw_events_per_s = n as f64 / raw_secs;
     let e2e_events_per_s = n as f64 / e2e_secs;
     Ok(E2eReport {
@@ -167,6 +183,9 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
         e2e_cpu_us_per_event,
         raw_latency_machine_busy,
         e2e_latency_machine_busy,
+        p99_over_floor,
+        floor_latency: floor.latency,
+        machine_busy,
     })
 }
 

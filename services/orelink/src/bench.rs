@@ -26,7 +26,15 @@ pub(crate) enum BenchWhich {
     /// Matcher throughput and order->allocation latency, beside the raw
     /// produce->consume path and the floor (one transactional hop) at the same
     /// rate; the last three lines are the ratios the targets are set on.
-    E2e(PathArgs),
+    E2e {
+        #[command(flatten)]
+        path: PathArgs,
+        /// The matched path without the router hop: events written straight
+        /// into the matcher input, the processor alone (what one keyed market
+        /// topic per family would cost).
+        #[arg(long)]
+        direct: bool,
+    },
     /// View materialisation events/s and API query latency at a fixed rate.
     View {
         /// Simulated events to process first.
@@ -84,12 +92,12 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
     let r = reference(&cfg)?;
     let log = |s: &str| eprintln!("[bench] {s}");
     match which {
-        BenchWhich::E2e(PathArgs { events, rate, seconds, json }) => {
-            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, &log).await?;
+        BenchWhich::E2e { path: PathArgs { events, rate, seconds, json }, direct } => {
+            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, direct, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
-                println!("events                         {}", rep.events);
+                println!("events                         {}{}", rep.events, if rep.direct { " (direct: no router hop)" } else { "" });
                 println!("raw produce->consume           {:>10.0} events/s", rep.raw_events_per_s);
                 println!("matched end to end             {:>10.0} events/s", rep.e2e_events_per_s);
                 if let (Some(raw), Some(e2e)) = (rep.raw_cpu_us_per_event, rep.e2e_cpu_us_per_event) {

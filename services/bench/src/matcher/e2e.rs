@@ -4,6 +4,8 @@ use super::*;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct E2eReport {
+    /// True when the matched path had no router hop (`--direct`).
+    pub direct: bool,
     pub events: usize,
     pub raw_events_per_s: f64,
     pub e2e_events_per_s: f64,
@@ -69,7 +71,12 @@ impl Progress {
 /// Last, the floor (`bench floor`'s latency run, no flat-out part) at the same
 /// rate, so the matched p99 is set against the floor measured minutes apart
 /// on the same machine, not against a figure from another hour.
-pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
+///
+/// `direct`: the matched path without the router hop. The sender writes each
+/// event straight into the matcher input (keyed by family, with the header
+/// naming its contract topic) and only the processor runs: what one keyed,
+/// totally ordered market topic per family read by the processor would cost.
+pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, direct: bool, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
     let busy_all = machine_cpu();
     // Throughput: the same messages, flat out.
     let cfg = namespace(base, reference, "tput").await?;
@@ -92,16 +99,13 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     drop(rx.finish());
     drop(raw_sent);
 
-    log("matched: orders and capacity -> router -> matcher -> allocations, flat out");
+    log(if direct { "matched: orders and capacity -> matcher input -> processor -> allocations, flat out" } else { "matched: orders and capacity -> router -> matcher -> allocations, flat out" });
     let cancel = CancellationToken::new();
-    let mut mcfg = cfg.clone();
-    mcfg.matcher.instance_id = "bench".into();
-    let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), cancel.clone()));
+    let matcher = start_matching(&cfg, reference, direct, cancel.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let ns = cfg.namespace.clone();
     let progress = Progress::new(&cfg)?;
     let (t0, cpu0) = (Instant::now(), process_cpu());
-    send_all(&producer, &encoded, |e| format!("{ns}{}", e.contract_topic), None).await?;
+    send_matched(&cfg, &producer, &encoded, direct, None).await?;
     log(&format!("matched: all sent after {:.2} s", t0.elapsed().as_secs_f64()));
     while !progress.done(n as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -109,7 +113,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let e2e_secs = t0.elapsed().as_secs_f64();
     let e2e_cpu_us_per_event = cpu_per_event(cpu0, n);
     cancel.cancel();
-    let stats = matcher.await.map_err(setup)?.map_err(setup)?;
+    let allocated = matcher.await.map_err(setup)??;
     drop_namespace(&cfg).await;
 
     // Latency at a fixed rate, in a fresh namespace. Each path first takes a
@@ -135,20 +139,17 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let raw_latency = latency(&first_arrivals(&sent, &rx.finish(), false));
 
     let cancel = CancellationToken::new();
-    let mut mcfg = cfg.clone();
-    mcfg.matcher.instance_id = "bench".into();
-    let matcher = tokio::spawn(orelink_matcher::run(mcfg, reference.clone(), cancel.clone()));
+    let matcher = start_matching(&cfg, reference, direct, cancel.clone());
     let rx = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let ns = cfg.namespace.clone();
     let progress = Progress::new(&cfg)?;
-    send_all(&producer, warm_up, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
+    send_matched(&cfg, &producer, warm_up, direct, Some(rate)).await?;
     while !progress.done(warm_up.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
     let busy0 = machine_cpu();
-    let sent = send_all(&producer, measured, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await?;
+    let sent = send_matched(&cfg, &producer, measured, direct, Some(rate)).await?;
     let e2e_latency_machine_busy = machine_busy(busy0);
     while !progress.done(encoded.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -156,7 +157,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     tokio::time::sleep(Duration::from_millis(500)).await;
     let allocations = rx.finish();
     cancel.cancel();
-    matcher.await.map_err(setup)?.map_err(setup)?;
+    matcher.await.map_err(setup)??;
     drop_namespace(&cfg).await;
     let arrivals = first_arrivals(&sent, &allocations, true);
     let order_to_allocation = latency(&arrivals);
@@ -169,6 +170,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let raw_events_per_s = n as f64 / raw_secs;
     let e2e_events_per_s = n as f64 / e2e_secs;
     Ok(E2eReport {
+        direct,
         events: n,
         raw_events_per_s,
         e2e_events_per_s,
@@ -178,7 +180,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
         order_to_allocation,
         order_to_matcher_output,
         matcher_output_to_read,
-        allocations: stats.processor.allocations as usize,
+        allocations: allocated as usize,
         raw_cpu_us_per_event,
         e2e_cpu_us_per_event,
         raw_latency_machine_busy,
@@ -189,3 +191,32 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     })
 }
 
+
+/// The matcher for a run: the whole role, or (`direct`) its processor alone.
+/// Resolves to the allocations it wrote.
+fn start_matching(cfg: &Config, reference: &Reference, direct: bool, cancel: CancellationToken) -> tokio::task::JoinHandle<Result<u64, BenchError>> {
+    let mut mcfg = cfg.clone();
+    mcfg.matcher.instance_id = "bench".into();
+    let reference = reference.clone();
+    if direct {
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let codec = orelink_platform::codec(&mcfg, &reference).map_err(setup)?;
+            let processor = orelink_matcher::Processor::new(&mcfg, codec, &reference, rt).map_err(setup)?;
+            Ok(processor.run(&cancel).map_err(setup)?.allocations)
+        })
+    } else {
+        tokio::spawn(async move { Ok(orelink_matcher::run(mcfg, reference, cancel).await.map_err(setup)?.processor.allocations) })
+    }
+}
+
+/// Sends the matched path's events: to their contract topics, or (`direct`)
+/// straight into the matcher input.
+async fn send_matched(cfg: &Config, producer: &FutureProducer, events: &[Encoded], direct: bool, rate: Option<u64>) -> Result<Sent, BenchError> {
+    let ns = &cfg.namespace;
+    if direct {
+        send_direct(producer, events, &format!("{ns}{}", topics::MATCHER_INPUT), rate).await
+    } else {
+        send_all(producer, events, |e| format!("{ns}{}", e.contract_topic), rate).await
+    }
+}

@@ -179,6 +179,12 @@ async fn send_all(producer: &FutureProducer, events: &[Encoded], topic_of: impl 
     send_noting(producer, events, topic_of, rate, None).await
 }
 
+/// [`send_all`] straight into the matcher input, each event with the header
+/// naming its contract topic, as the router would have written it.
+async fn send_direct(producer: &FutureProducer, events: &[Encoded], input: &str, rate: Option<u64>) -> Result<Sent, BenchError> {
+    send_with(producer, events, |_| input.to_owned(), rate, None, true).await
+}
+
 /// Which partition each trace id's event went to, as their deliveries come.
 type Partitions = Arc<Mutex<HashMap<[u8; 16], i32>>>;
 
@@ -189,6 +195,17 @@ async fn send_noting(
     topic_of: impl Fn(&Encoded) -> String,
     rate: Option<u64>,
     partitions: Option<&Partitions>,
+) -> Result<Sent, BenchError> {
+    send_with(producer, events, topic_of, rate, partitions, false).await
+}
+
+async fn send_with(
+    producer: &FutureProducer,
+    events: &[Encoded],
+    topic_of: impl Fn(&Encoded) -> String,
+    rate: Option<u64>,
+    partitions: Option<&Partitions>,
+    with_source: bool,
 ) -> Result<Sent, BenchError> {
     use std::future::Future;
     let note = |trace_id, delivery: rdkafka::producer::future_producer::OwnedDeliveryResult| -> Result<(), BenchError> {
@@ -211,7 +228,11 @@ async fn send_noting(
         }
         let trace = TraceContext::root();
         let topic = topic_of(e);
-        let record = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).headers(trace.to_headers());
+        let mut headers = trace.to_headers();
+        if with_source {
+            headers = headers.insert(rdkafka::message::Header { key: SOURCE_HEADER, value: Some(e.contract_topic.as_bytes()) });
+        }
+        let record = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).headers(headers);
         sent.insert(trace.trace_id, (Instant::now(), wall_ms(), e.order));
         match producer.send_result(record) {
             Ok(d) => pending.push_back((trace.trace_id, d)),

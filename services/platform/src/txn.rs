@@ -30,6 +30,15 @@ pub fn classify(e: &KafkaError) -> TxnError {
     }
 }
 
+/// Whether `e` says this producer was fenced: its epoch was bumped by the
+/// coordinator (which does so when it aborts a transaction that outlived
+/// `transaction.timeout.ms`) or by a newer producer with the same
+/// transactional id.
+pub fn fenced(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{Fenced, InvalidProducerEpoch, ProducerFenced};
+    matches!(e.rdkafka_error_code(), Some(Fenced | ProducerFenced | InvalidProducerEpoch))
+}
+
 /// Waits until everything produced so far is delivered (or has failed), on
 /// librdkafka's own condition variable. For a `ThreadedProducer`, whose thread
 /// serves the delivery reports: rust-rdkafka's `flush` (which its
@@ -91,6 +100,22 @@ pub fn send_waiting<K: ToBytes + ?Sized, V: ToBytes + ?Sized, C: ProducerContext
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn fenced_names_the_epoch_errors_only() {
+        for code in [RDKafkaErrorCode::Fenced, RDKafkaErrorCode::ProducerFenced, RDKafkaErrorCode::InvalidProducerEpoch] {
+            assert!(fenced(&KafkaError::Flush(code)), "{code:?}");
+        }
+        for code in [RDKafkaErrorCode::MessageTimedOut, RDKafkaErrorCode::NotCoordinator, RDKafkaErrorCode::InvalidTransactionalState] {
+            assert!(!fenced(&KafkaError::Flush(code)), "{code:?}");
         }
     }
 }

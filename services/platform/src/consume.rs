@@ -211,20 +211,20 @@ impl ConsumeLoop {
                 Effect::Durable => {}
                 Effect::Abandoned => return Ok(()),
                 Effect::Pending(p) => {
-                let r = if must_wait { Some(p.await) } else { futures::FutureExt::now_or_never(p) };
-                match r {
-                    None => return Ok(()),
-                    Some(Ok(())) => front.effect = Effect::Durable,
-                    Some(Err(HandleError::Abandoned)) => {
-                        front.effect = Effect::Abandoned;
-                        return Ok(());
+                    let r = if must_wait { Some(p.await) } else { futures::FutureExt::now_or_never(p) };
+                    match r {
+                        None => return Ok(()),
+                        Some(Ok(())) => front.effect = Effect::Durable,
+                        Some(Err(HandleError::Abandoned)) => {
+                            front.effect = Effect::Abandoned;
+                            return Ok(());
+                        }
+                        // The entry stays, so nothing from here on is stored.
+                        Some(Err(e)) => {
+                            front.effect = Effect::Abandoned;
+                            return Err(LoopError::Handler(e.to_string()));
+                        }
                     }
-                    // The entry stays, so nothing from here on is stored.
-                    Some(Err(e)) => {
-                        front.effect = Effect::Abandoned;
-                        return Err(LoopError::Handler(e.to_string()));
-                    }
-                }
                 }
             }
             let f = window.pop_front().expect("front exists");

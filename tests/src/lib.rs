@@ -457,7 +457,10 @@ pub async fn expected_outputs(env: &TestEnv, codec: &orelink_codec::Codec) -> (B
         for m in &input {
             let engine = engines.entry(m.partition()).or_insert_with(|| Engine::new(network.clone()));
             let Some(i) = orelink_matcher::decode(codec, &rt, m) else { continue };
-            for o in engine.apply(&i) {
+            // At the message's log time, as the matcher decides (its dedup horizon).
+            let mut decisions = Vec::new();
+            orelink_matcher::decide(engine, &i, m, &mut decisions);
+            for o in decisions.iter().map(|d| engine.render(d, &i)) {
                 match o {
                     Output::Allocation(a) => allocations.entry(i.family().to_owned()).or_default().push(a),
                     Output::Status(s) => statuses.entry(i.family().to_owned()).or_default().push(s),

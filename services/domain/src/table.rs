@@ -169,6 +169,12 @@ impl FingerprintSet {
         self.0.prefetch(Self::hash(Self::entry(fp)))
     }
 
+    /// Whether `fp` is in the set.
+    pub(crate) fn contains(&self, fp: u128) -> bool {
+        let e = Self::entry(fp);
+        self.0.find(Self::hash(e), |s| s == e).is_some()
+    }
+
     /// Room for `additional` more fingerprints. Needed before inserting many
     /// in sorted order: while the table is still small for them, sorted
     /// fingerprints all fall into its first lines, and each insert probes
@@ -182,8 +188,7 @@ impl FingerprintSet {
         self.0.entries()
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.0.len
     }
 }

@@ -114,6 +114,11 @@ pub struct TopicSpec {
     /// values are not Avro; several names joined by `|` for a topic that
     /// carries several records, each under its own subject.
     pub value: String,
+    /// Records carry the broker's log-append time, not their producer's
+    /// (`message.timestamp.type`): for a topic whose timestamps decide
+    /// something on replay (the matcher input's dedup horizon).
+    #[serde(default)]
+    pub log_append_time: bool,
     #[serde(default)]
     pub description: String,
 }
@@ -124,6 +129,9 @@ impl TopicSpec {
         let mut c = BTreeMap::new();
         c.insert("cleanup.policy", self.cleanup_policy.as_str().to_owned());
         c.insert("retention.ms", self.retention_ms.to_string());
+        if self.log_append_time {
+            c.insert("message.timestamp.type", "LogAppendTime".to_owned());
+        }
         c
     }
     pub fn is_avro(&self) -> bool {
@@ -215,6 +223,7 @@ impl TopicTemplate {
             retention_ms: self.retention_ms,
             key: key.into(),
             value,
+            log_append_time: false,
             description,
         }
     }

@@ -31,7 +31,7 @@ mod processor;
 mod router;
 pub mod snapshots;
 
-pub use processor::{Processor, ProcessorError, ProcessorStats, decode, restore};
+pub use processor::{Processor, ProcessorError, ProcessorStats, decide, decode, restore};
 pub use orelink_platform::consume::LoopStats;
 
 /// What each stage did, returned when the role stops.

@@ -200,7 +200,7 @@ impl Transform for Matching {
         let _guard = span.enter();
         let engine = self.engines.get_mut(&p).expect("restored above");
         self.decisions.clear();
-        engine.decide(&input, &mut self.decisions);
+        decide(engine, &input, m, &mut self.decisions);
         let key: Arc<str> = Arc::from(input.family());
         let encode_failed = |e: orelink_codec::EncodeError| Step::Retry(format!("encoding an allocation: {e}"));
         for d in &self.decisions {
@@ -345,6 +345,16 @@ pub fn input_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -
     Ok(input)
 }
 
+/// Applies `input`, read from matcher-input message `m`, at `m`'s log time
+/// (the topic keeps log-append time), which moves the engine's dedup
+/// horizon; live and replay both decide through here.
+pub fn decide<M: Message>(engine: &mut Engine, input: &Input, m: &M, out: &mut Vec<Decision>) {
+    match m.timestamp().to_millis() {
+        Some(t) => engine.decide_at(input, t, out),
+        None => engine.decide(input, out),
+    }
+}
+
 /// Where a matcher-input message was first written: its deployed source
 /// topic, partition and offset, from the router's headers.
 fn source_of<M: Message>(codec: &Codec, m: &M) -> Option<(String, i32, i64)> {
@@ -407,11 +417,14 @@ pub fn replay(
     // A replay needs the engine's state, not its records: decisions are dropped unrendered.
     let mut decisions = Vec::new();
     // Decoded events wait a few deep, so that the engine prefetches what each will look up.
-    let mut ahead: VecDeque<Input> = VecDeque::with_capacity(PREFETCH_AHEAD + 1);
-    let mut replay = |engine: &mut Engine, ahead: &mut VecDeque<Input>, keep: usize| {
+    let mut ahead: VecDeque<(Input, Option<i64>)> = VecDeque::with_capacity(PREFETCH_AHEAD + 1);
+    let mut replay = |engine: &mut Engine, ahead: &mut VecDeque<(Input, Option<i64>)>, keep: usize| {
         while ahead.len() > keep {
-            let input = ahead.pop_front().expect("longer than keep");
-            engine.decide(&input, &mut decisions);
+            let (input, log_ms) = ahead.pop_front().expect("longer than keep");
+            match log_ms {
+                Some(t) => engine.decide_at(&input, t, &mut decisions),
+                None => engine.decide(&input, &mut decisions),
+            }
             decisions.clear();
         }
     };
@@ -423,7 +436,7 @@ pub fn replay(
                 }
                 if let Some(input) = decode(codec, rt, &m.detach()) {
                     engine.prefetch(&input);
-                    ahead.push_back(input);
+                    ahead.push_back((input, m.timestamp().to_millis()));
                     replay(&mut engine, &mut ahead, PREFETCH_AHEAD);
                 }
                 n += 1;

@@ -211,7 +211,7 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
                 tracing::info!(partition = p, offset, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "snapshot loaded");
                 return Some((engine, offset));
             }
-            Err(e) => tracing::warn!(partition = p, offset, error = %e, "a snapshot was refused (one taken with other sites or clusters, or damaged)"),
+            Err(e) => tracing::warn!(partition = p, offset, error = %e, "a snapshot was refused (another format, network or dedup horizon, or damaged)"),
         }
     }
     None

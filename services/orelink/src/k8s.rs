@@ -36,6 +36,10 @@ pub fn render(t: &Topology) -> BTreeMap<String, String> {
         .topics
         .iter()
         .map(|s| {
+            let mut config = json!({"cleanup.policy": s.cleanup_policy.as_str(), "retention.ms": s.retention_ms, "min.insync.replicas": if s.replication_factor >= 3 { 2 } else { 1 }});
+            if s.log_append_time {
+                config["message.timestamp.type"] = json!("LogAppendTime");
+            }
             json!({
                 "apiVersion": "kafka.strimzi.io/v1",
                 "kind": "KafkaTopic",
@@ -44,7 +48,7 @@ pub fn render(t: &Topology) -> BTreeMap<String, String> {
                     "topicName": s.name,
                     "partitions": s.partitions,
                     "replicas": s.replication_factor,
-                    "config": {"cleanup.policy": s.cleanup_policy.as_str(), "retention.ms": s.retention_ms, "min.insync.replicas": if s.replication_factor >= 3 { 2 } else { 1 }}
+                    "config": config
                 }
             })
         })

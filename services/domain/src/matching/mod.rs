@@ -15,7 +15,15 @@
 //! - a new order fills itself at once; new capacity serves eligible open
 //!   orders first come, first served; an amendment or a share re-matches the
 //!   order; cancellation and withdrawal stop further fills;
-//! - an `event_id` seen before changes nothing;
+//! - an `event_id` seen before changes nothing, within the dedup horizon
+//!   (contract "Duplicates and memory (v1.1)"): ids are kept by generation,
+//!   each a window of [`DEDUP_HORIZON_MS`] of the matcher input's log-append
+//!   time (`decide_at`; window `k` is `[k·h, (k+1)·h)`), the current and the
+//!   one before it. So an id is remembered for at least one horizon after it
+//!   was first seen and forgotten after at most two, and the memory the ids
+//!   take is bounded by the input of two horizons, not by history. The same
+//!   input with the same log times decides the same way, so a replay agrees
+//!   with the first run;
 //! - a share opens an order to other clusters only if the order allows it;
 //! - every order an event touched is reported once, after the event, as an
 //!   `OrderStatus` (remaining, allocated, state, clusters shared to): with the
@@ -44,6 +52,10 @@ use std::sync::Arc;
 /// calls `Engine::prefetch` (the restore and the benchmark): far enough for
 /// the lines to arrive, near enough that they are still cached when used.
 pub const PREFETCH_AHEAD: usize = 8;
+
+/// How long a repeated `event_id` is ignored after the first (contract: 7
+/// days), on the matcher input's log-append time.
+pub const DEDUP_HORIZON_MS: i64 = 7 * 86_400_000;
 
 /// One event for the engine, already validated.
 // A shared order (which keeps its wire form for re-publication) is boxed: at
@@ -255,8 +267,15 @@ pub struct Engine {
     /// Event ids seen, by their 128-bit XXH3 fingerprint: 16 bytes each and
     /// no copy of the id. Two distinct ids share a fingerprint with
     /// probability about n²/2¹²⁹ (below 10⁻¹⁸ after 10¹⁰ events); the one
-    /// consequence would be a fresh event taken for a duplicate.
+    /// consequence would be a fresh event taken for a duplicate. This is the
+    /// current generation: ids first seen in the window `generation`.
     seen: FingerprintSet,
+    /// The generation before the current one.
+    seen_before: FingerprintSet,
+    /// The current generation's window (log time ÷ horizon); `None` until
+    /// the first event that came with a log time.
+    generation: Option<i64>,
+    dedup_horizon_ms: i64,
     scratch: Scratch,
 }
 
@@ -272,7 +291,26 @@ pub struct Summary {
 impl Engine {
     pub fn new(network: Arc<Network>) -> Engine {
         assert!(network.cluster_count() <= 64, "the engine keeps cluster visibility in a 64-bit mask");
-        Engine { network, books: Vec::new(), seen: FingerprintSet::default(), scratch: Scratch::default() }
+        Engine {
+            network,
+            books: Vec::new(),
+            seen: FingerprintSet::default(),
+            seen_before: FingerprintSet::default(),
+            generation: None,
+            dedup_horizon_ms: DEDUP_HORIZON_MS,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// This engine with another dedup horizon (ms of log time; at least 1).
+    pub fn with_dedup_horizon(mut self, ms: i64) -> Engine {
+        self.dedup_horizon_ms = ms.max(1);
+        self
+    }
+
+    /// Event-id fingerprints held (both generations): what the horizon bounds.
+    pub fn seen_ids(&self) -> usize {
+        self.seen.len() + self.seen_before.len()
     }
 
     pub fn network(&self) -> &Arc<Network> {
@@ -327,7 +365,9 @@ impl Engine {
     /// cache misses overlap with work instead of following one another. A
     /// hint: results never depend on it.
     pub fn prefetch(&self, input: &Input) {
-        self.seen.prefetch(xxh3_128(input.event_id().as_str().as_bytes()));
+        let fp = xxh3_128(input.event_id().as_str().as_bytes());
+        self.seen.prefetch(fp);
+        self.seen_before.prefetch(fp);
         if let Some(book) = self.book(input.family()) {
             match input {
                 Input::Order(o) => book.order_ids.prefetch(hash_id(o.order_id.as_str())),
@@ -343,9 +383,41 @@ impl Engine {
         }
     }
 
-    /// Applies one event and appends what it caused to `out`, in a deterministic order.
+    /// Applies one event and appends what it caused to `out`, in a
+    /// deterministic order; its log time is not known, so the generations of
+    /// seen ids do not move (a test, a benchmark).
     pub fn decide(&mut self, input: &Input, out: &mut Vec<Decision>) {
-        if !self.seen.insert(xxh3_128(input.event_id().as_str().as_bytes())) {
+        self.decide_inner(input, out)
+    }
+
+    /// [`Engine::decide`] for an event appended to the matcher input at
+    /// `log_ms` (its Kafka log-append time): the seen ids move on a
+    /// generation when `log_ms` falls in a later window than the current one.
+    pub fn decide_at(&mut self, input: &Input, log_ms: i64, out: &mut Vec<Decision>) {
+        self.advance_generation(log_ms);
+        self.decide_inner(input, out)
+    }
+
+    /// Moves to `log_ms`'s window if it is later than the current one: the
+    /// current generation becomes the one before (the window right after
+    /// it), or both are forgotten (a later window: every id in them is more
+    /// than a horizon old). A log time in an earlier window changes nothing.
+    fn advance_generation(&mut self, log_ms: i64) {
+        let window = log_ms.div_euclid(self.dedup_horizon_ms);
+        match self.generation {
+            Some(g) if window <= g => {}
+            Some(g) => {
+                let current = std::mem::take(&mut self.seen);
+                self.seen_before = if window == g + 1 { current } else { FingerprintSet::default() };
+                self.generation = Some(window);
+            }
+            None => self.generation = Some(window),
+        }
+    }
+
+    fn decide_inner(&mut self, input: &Input, out: &mut Vec<Decision>) {
+        let fp = xxh3_128(input.event_id().as_str().as_bytes());
+        if self.seen_before.contains(fp) || !self.seen.insert(fp) {
             return out.push(Decision::Ignored("duplicate event_id"));
         }
         let net = &*self.network;

@@ -5,7 +5,9 @@
 //! written is what the engine cannot derive: the orders and capacities of
 //! each book in arrival order (their positions are the sequence numbers that
 //! decisions carry), the product codes learnt, the shares waiting for their
-//! order, and the event-id fingerprints. The id indexes, the price buckets
+//! order, and the event-id fingerprints of both generations with the
+//! current one's window and the dedup horizon (a snapshot taken
+//! under another horizon is refused: a replay would forget ids differently). The id indexes, the price buckets
 //! and the per-cluster order sets are rebuilt from those on load, by the same
 //! rules that maintain them event by event.
 //!
@@ -24,7 +26,7 @@ use crate::ids::OrderId;
 use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3;
 
-const MAGIC: &[u8; 8] = b"ORLKSNP1";
+const MAGIC: &[u8; 8] = b"ORLKSNP2";
 
 /// Why a snapshot could not be loaded. The engine is never half-loaded: the
 /// caller gets an error and restores by replay instead.
@@ -36,6 +38,8 @@ pub enum SnapshotError {
     Truncated,
     #[error("the snapshot was taken with another network (sites or clusters differ)")]
     Network,
+    #[error("the snapshot was taken with another dedup horizon")]
+    Horizon,
     #[error("the snapshot is inconsistent: {0}")]
     Corrupt(&'static str),
 }
@@ -145,11 +149,16 @@ impl Engine {
         let mut w = Writer(Vec::new());
         w.0.extend_from_slice(MAGIC);
         w.u64(network_fingerprint(&self.network));
-        let mut seen: Vec<u128> = self.seen.entries().collect();
-        seen.sort_unstable();
-        w.len(seen.len());
-        for fp in seen {
-            w.0.extend_from_slice(&fp.to_le_bytes());
+        w.i64(self.dedup_horizon_ms);
+        w.u8(u8::from(self.generation.is_some()));
+        w.i64(self.generation.unwrap_or(0));
+        for set in [&self.seen, &self.seen_before] {
+            let mut seen: Vec<u128> = set.entries().collect();
+            seen.sort_unstable();
+            w.len(seen.len());
+            for fp in seen {
+                w.0.extend_from_slice(&fp.to_le_bytes());
+            }
         }
         w.len(self.books.len());
         for (_, family, book) in &self.books {
@@ -170,6 +179,11 @@ impl Engine {
 
     /// An engine in the state `bytes` were taken in, on `network`.
     pub fn from_snapshot(network: Arc<Network>, bytes: &[u8]) -> Result<Engine, SnapshotError> {
+        Engine::from_snapshot_under(network, bytes, super::DEDUP_HORIZON_MS)
+    }
+
+    /// [`Engine::from_snapshot`] for an engine with dedup horizon `horizon_ms`.
+    pub fn from_snapshot_under(network: Arc<Network>, bytes: &[u8], horizon_ms: i64) -> Result<Engine, SnapshotError> {
         let mut r = Reader(bytes);
         if r.take(MAGIC.len()).map_err(|_| SnapshotError::Format)? != MAGIC {
             return Err(SnapshotError::Format);
@@ -177,15 +191,27 @@ impl Engine {
         if r.u64()? != network_fingerprint(&network) {
             return Err(SnapshotError::Network);
         }
-        let mut engine = Engine::new(network);
-        let n = r.len(16)?;
-        engine.seen.reserve(n);
-        for _ in 0..n {
-            let fp = r.u128()?;
-            // Stored entries are never 0, and each is new.
-            if fp == 0 || !engine.seen.insert(fp) {
-                return Err(SnapshotError::Corrupt("a repeated or zero event fingerprint"));
+        let mut engine = Engine::new(network).with_dedup_horizon(horizon_ms);
+        if r.i64()? != engine.dedup_horizon_ms {
+            return Err(SnapshotError::Horizon);
+        }
+        let started = r.bool()?;
+        let window = r.i64()?;
+        engine.generation = started.then_some(window);
+        for generation in 0..2 {
+            let n = r.len(16)?;
+            let set = if generation == 0 { &mut engine.seen } else { &mut engine.seen_before };
+            set.reserve(n);
+            for _ in 0..n {
+                let fp = r.u128()?;
+                // Stored entries are never 0, and each is new.
+                if fp == 0 || !set.insert(fp) {
+                    return Err(SnapshotError::Corrupt("a repeated or zero event fingerprint"));
+                }
             }
+        }
+        if engine.seen.entries().any(|fp| engine.seen_before.contains(fp)) {
+            return Err(SnapshotError::Corrupt("an event fingerprint in both generations"));
         }
         let books = r.len(4)?;
         for _ in 0..books {

@@ -755,3 +755,62 @@ impl Landed for wire::Allocation {
         self.explanation.landed_cost_cny_per_t
     }
 }
+
+proptest! {
+    /// Dedup horizon: an id repeated within a horizon of the occurrence the
+    /// engine took is ignored; one repeated two horizons or more after it is
+    /// taken again. Log times move forward by random steps.
+    #[test]
+    fn a_repeated_id_is_ignored_within_the_horizon_and_taken_after_two(steps in proptest::collection::vec((0u8..6, 0i64..700), 1..200)) {
+        const H: i64 = 1_000;
+        let w = World::new();
+        let mut e = Engine::new(w.net.clone()).with_dedup_horizon(H);
+        let mut taken: BTreeMap<u8, i64> = BTreeMap::new();
+        let mut at = T0;
+        for (n, (id, step)) in steps.into_iter().enumerate() {
+            at += step;
+            let event = w.order(&format!("dup-{id}"), T0, &format!("o{n}"), OrderKind::Placed, "AL-INGOT-AL99.70", 1_000, T0 + 240 * HOUR, "baise-pingguo-smelter", 30_000, false);
+            let mut out = Vec::new();
+            e.decide_at(&event, at, &mut out);
+            let duplicate = matches!(out.as_slice(), [Decision::Ignored("duplicate event_id")]);
+            match taken.get(&id) {
+                Some(t) if at - t < H => prop_assert!(duplicate, "id {id} taken at {t}, again at {at}: not ignored"),
+                Some(t) if at - t >= 2 * H => prop_assert!(!duplicate, "id {id} taken at {t}, again at {at}: still ignored"),
+                None => prop_assert!(!duplicate, "id {id} first seen at {at} taken for a duplicate"),
+                Some(_) => {}
+            }
+            if !duplicate {
+                taken.insert(id, at);
+            }
+        }
+    }
+}
+
+/// The ids the engine holds are those of two horizons at most, however long
+/// the input; a snapshot carries both generations, and one taken under
+/// another horizon is refused.
+#[test]
+fn seen_ids_are_bounded_by_two_horizons_and_snapshots_keep_the_generations() {
+    const H: i64 = 1_000;
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone()).with_dedup_horizon(H);
+    let order = |n: u32| w.order(&format!("e{n}"), T0, &format!("o{n}"), OrderKind::Placed, "AL-INGOT-AL99.70", 1_000, T0 + 240 * HOUR, "baise-pingguo-smelter", 30_000, false);
+    let mut out = Vec::new();
+    // 10,000 ids, one a millisecond: ten horizons.
+    for n in 0..10_000u32 {
+        e.decide_at(&order(n), T0 + n as i64, &mut out);
+        assert!(e.seen_ids() <= 2 * H as usize, "{} ids held after {n} events", e.seen_ids());
+    }
+    // An id of the generation before (at T0 + 9,000 + 500, in the window
+    // before the current) is still known after a snapshot round trip.
+    let loaded = Engine::from_snapshot_under(w.net.clone(), &e.snapshot(), H).unwrap();
+    assert_eq!(loaded.snapshot(), e.snapshot());
+    let mut loaded = loaded;
+    let last = T0 + 9_999;
+    let window_start = last - last.rem_euclid(H);
+    let older = (window_start - H / 2 - T0) as u32;
+    out.clear();
+    loaded.decide_at(&order(older), last, &mut out);
+    assert_eq!(out, vec![Decision::Ignored("duplicate event_id")]);
+    assert_eq!(Engine::from_snapshot(w.net.clone(), &e.snapshot()).err(), Some(SnapshotError::Horizon));
+}

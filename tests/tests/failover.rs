@@ -269,8 +269,9 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     for (role, _) in &roles {
         let text = std::fs::read_to_string(log.join(format!("{role}.log"))).unwrap_or_default();
         eprintln!(
-            "failover: the {role} made its consumer anew {} time(s), gave up {} transaction(s) that did not end, resumed from Redis {} time(s)",
+            "failover: the {role} made its consumer anew {} time(s), its transactional producer {} time(s), gave up {} transaction(s) that did not end, resumed from Redis {} time(s)",
             text.matches("making it anew").count(),
+            text.matches("the producer was").count(),
             text.matches("a transaction did not end").count(),
             text.matches("from Redis's offsets").count()
         );

@@ -70,7 +70,7 @@ impl Committer {
         let (rounds, rx) = sync_channel::<(Round, ConsumerGroupMetadata)>(1);
         let (tx, outcomes) = sync_channel::<Outcome>(1);
         let flight = rebalances.clone();
-        let mut writer = Writer { producer, config: config.clone(), inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout, fenced_since_commit: false };
+        let mut writer = Writer { producer, config: config.clone(), inputs: settings.inputs.clone(), outputs: settings.outputs.clone(), timeout: settings.txn_timeout, remade_since_commit: false };
         let thread = std::thread::Builder::new()
             .name(format!("{}-commit", settings.role))
             .spawn(move || {
@@ -204,8 +204,8 @@ struct Writer {
     inputs: Vec<String>,
     outputs: Vec<String>,
     timeout: Duration,
-    /// This producer was fenced and made anew, and nothing has committed since.
-    fenced_since_commit: bool,
+    /// The producer failed for good and was made anew, and nothing has committed since.
+    remade_since_commit: bool,
 }
 
 impl Writer {
@@ -227,12 +227,11 @@ impl Writer {
                 for r in &round.records {
                     records[r.output] += 1;
                 }
-                self.fenced_since_commit = false;
+                self.remade_since_commit = false;
                 Outcome::Committed { events: round.events, records, took: started.elapsed() }
             }
             Err(Failed { committing, error: e }) => match classify(&e) {
-                TxnError::Fatal if txn::fenced(&e) => self.after_fenced(&e),
-                TxnError::Fatal => Outcome::Fatal(e.to_string()),
+                TxnError::Fatal => self.after_fatal(&e),
                 // The commit was sent and its answer never came: whether it
                 // committed is unknown, so neither assume it nor abort it.
                 TxnError::Retriable if committing => match self.reinit() {
@@ -244,7 +243,7 @@ impl Writer {
                 },
                 TxnError::Retriable | TxnError::Abort => {
                     if let Err(a) = self.producer.abort_transaction(self.timeout) && classify(&a) == TxnError::Fatal {
-                        return if txn::fenced(&a) { self.after_fenced(&a) } else { Outcome::Fatal(a.to_string()) };
+                        return self.after_fatal(&a);
                     }
                     Outcome::Aborted(e.to_string())
                 }
@@ -252,24 +251,28 @@ impl Writer {
         }
     }
 
-    /// The producer was fenced. When a broker hangs under a transaction, its
-    /// coordinator aborts it once `transaction.timeout.ms` has passed and
-    /// bumps the producer's epoch, which fences this producer although no
-    /// other instance exists: a new producer (whose initialisation settles
-    /// whatever was open) and a rewind recover. A newer instance with the
-    /// same transactional id would fence the new producer too before anything
-    /// commits; that second fence is fatal, so two instances never fight on.
-    fn after_fenced(&mut self, e: &KafkaError) -> Outcome {
-        if self.fenced_since_commit {
-            return Outcome::Fatal(format!("fenced again before anything committed (another instance with this transactional id?): {e}"));
+    /// The producer failed for good (librdkafka's fatal errors). When a
+    /// broker hangs under a transaction, its coordinator aborts it once
+    /// `transaction.timeout.ms` has passed and bumps the producer's epoch;
+    /// the client then reports the producer fenced, or the broker refuses
+    /// its next step as an invalid transactional state, although no other
+    /// instance exists. A new producer (whose initialisation settles whatever
+    /// was open) and a rewind recover, as after a commit of unknown outcome.
+    /// A second failure before anything commits is fatal: a newer instance
+    /// holding the transactional id, or a producer that cannot work here
+    /// (its ACLs, its settings), so two instances never fight on.
+    fn after_fatal(&mut self, e: &KafkaError) -> Outcome {
+        if self.remade_since_commit {
+            return Outcome::Fatal(format!("failed for good again before anything committed: {e}"));
         }
-        self.fenced_since_commit = true;
+        self.remade_since_commit = true;
+        let why = if txn::fenced(e) { "fenced (its transaction outlived the transaction timeout, or another instance took its id)" } else { "failed for good" };
         match self.reinit() {
             Ok(()) => {
-                tracing::warn!(error = %e, "the producer was fenced (its transaction outlived the transaction timeout, or another instance took its id): made anew; rewinding to the committed offsets");
-                Outcome::Aborted(format!("fenced ({e}); producer re-initialised"))
+                tracing::warn!(error = %e, "the producer was {why}: made anew; rewinding to the committed offsets");
+                Outcome::Aborted(format!("producer {why} ({e}); re-initialised"))
             }
-            Err(r) => Outcome::Fatal(format!("fenced ({e}), and the producer could not be made anew: {r}")),
+            Err(r) => Outcome::Fatal(format!("{e}, and the producer could not be made anew: {r}")),
         }
     }
 

@@ -349,7 +349,12 @@ pub fn input_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -
 /// (the topic keeps log-append time), which moves the engine's dedup
 /// horizon; live and replay both decide through here.
 pub fn decide<M: Message>(engine: &mut Engine, input: &Input, m: &M, out: &mut Vec<Decision>) {
-    match m.timestamp().to_millis() {
+    decide_logged(engine, input, m.timestamp().to_millis(), out)
+}
+
+/// [`decide`] with the log time already taken from the message (`None`: it had none).
+fn decide_logged(engine: &mut Engine, input: &Input, log_ms: Option<i64>, out: &mut Vec<Decision>) {
+    match log_ms {
         Some(t) => engine.decide_at(input, t, out),
         None => engine.decide(input, out),
     }
@@ -421,10 +426,7 @@ pub fn replay(
     let mut replay = |engine: &mut Engine, ahead: &mut VecDeque<(Input, Option<i64>)>, keep: usize| {
         while ahead.len() > keep {
             let (input, log_ms) = ahead.pop_front().expect("longer than keep");
-            match log_ms {
-                Some(t) => engine.decide_at(&input, t, &mut decisions),
-                None => engine.decide(&input, &mut decisions),
-            }
+            decide_logged(engine, &input, log_ms, &mut decisions);
             decisions.clear();
         }
     };

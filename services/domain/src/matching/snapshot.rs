@@ -6,10 +6,10 @@
 //! each book in arrival order (their positions are the sequence numbers that
 //! decisions carry), the product codes learnt, the shares waiting for their
 //! order, and the event-id fingerprints of both generations with the
-//! current one's window and the dedup horizon (a snapshot taken
-//! under another horizon is refused: a replay would forget ids differently). The id indexes, the price buckets
-//! and the per-cluster order sets are rebuilt from those on load, by the same
-//! rules that maintain them event by event.
+//! current one's window and the dedup horizon (a snapshot taken under
+//! another horizon is refused: a replay would forget ids differently). The
+//! id indexes, the price buckets and the per-cluster order sets are rebuilt
+//! from those on load, by the same rules that maintain them event by event.
 //!
 //! The bytes are canonical (fingerprints and waiting shares sorted), so two
 //! engines that are in the same state write the same snapshot; the property

@@ -801,8 +801,8 @@ fn seen_ids_are_bounded_by_two_horizons_and_snapshots_keep_the_generations() {
         e.decide_at(&order(n), T0 + n as i64, &mut out);
         assert!(e.seen_ids() <= 2 * H as usize, "{} ids held after {n} events", e.seen_ids());
     }
-    // An id of the generation before (at T0 + 9,000 + 500, in the window
-    // before the current) is still known after a snapshot round trip.
+    // An id of the generation before (first seen at T0 + 8,500, in the
+    // window before the current one) is still known after a snapshot round trip.
     let loaded = Engine::from_snapshot_under(w.net.clone(), &e.snapshot(), H).unwrap();
     assert_eq!(loaded.snapshot(), e.snapshot());
     let mut loaded = loaded;

@@ -23,7 +23,6 @@ use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
 use orelink_domain::events::ErrorClass;
 use orelink_domain::identity::Claim;
 use orelink_domain::topology::{Enterprise, topics};
-use orelink_platform::dlq::now_millis;
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop::{self, LoopRoleError, Step, Transform, TxnLoop};
@@ -180,10 +179,7 @@ impl Transform for Door {
             (Effect::Forward { .. }, Err(r)) => r.clone(),
         };
         let source = SourceRef { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload() };
-        let letter = Codec::dead_letter(&source, &refusal, now_millis(), "enterprises");
-        let bytes = self.rt.block_on(self.codec.encode(&self.outputs[DLQ], &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
-        tracing::warn!(class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
-        out.push(txn_loop::Record { output: DLQ, key: Arc::from(m.topic()), payload: bytes, trace });
+        out.push(txn_loop::Record::dead_letter(&self.codec, &self.rt, &source, &refusal, "enterprises", DLQ, trace)?);
         Ok(())
     }
 }

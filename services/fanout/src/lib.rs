@@ -12,7 +12,6 @@
 use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
 use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
-use orelink_platform::dlq::now_millis;
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop::{self, LoopRoleError, Step, Transform, TxnLoop};
@@ -105,10 +104,7 @@ impl Transform for Routing {
             Route::Dead(r) => r,
         };
         let source = SourceRef { topic: m.topic(), partition: m.partition(), offset: m.offset(), key: m.key(), value: m.payload() };
-        let letter = Codec::dead_letter(&source, &refusal, now_millis(), "fanout");
-        let bytes = self.rt.block_on(self.codec.encode(&self.codec.dlq_topic(), &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
-        tracing::warn!(offset = m.offset(), class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
-        out.push(txn_loop::Record { output: DLQ, key: Arc::from(m.topic()), payload: bytes, trace });
+        out.push(txn_loop::Record::dead_letter(&self.codec, &self.rt, &source, &refusal, "fanout", DLQ, trace)?);
         Ok(())
     }
 }

@@ -270,12 +270,9 @@ impl Matching {
     fn dead_letter(&mut self, m: &OwnedMessage, refusal: &Refusal, parent: Option<TraceContext>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
         let (topic, partition, offset) = source_of(&self.codec, m).unwrap_or_else(|| (self.input_topic.clone(), m.partition(), m.offset()));
         let source = SourceRef { topic: &topic, partition, offset, key: m.key(), value: m.payload() };
-        let letter = Codec::dead_letter(&source, refusal, orelink_platform::dlq::now_millis(), "matcher");
-        let payload = self.rt.block_on(self.codec.encode(&self.codec.dlq_topic(), &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
-        tracing::warn!(source_topic = topic, partition, offset, class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
-        self.counters.add(&topic, "dead_lettered", 1);
         let trace = parent.map_or_else(TraceContext::root, |p| p.child());
-        out.push(txn_loop::Record { output: DEAD_LETTERS, key: Arc::from(topic.as_str()), payload, trace });
+        out.push(txn_loop::Record::dead_letter(&self.codec, &self.rt, &source, refusal, "matcher", DEAD_LETTERS, trace)?);
+        self.counters.add(&topic, "dead_lettered", 1);
         Ok(())
     }
 

@@ -63,6 +63,26 @@ pub struct Record {
     pub trace: TraceContext,
 }
 
+impl Record {
+    /// `source`'s dead letter (`refusal`, written by `role`) as a record of
+    /// the round, to output `output` (the dead-letter topic), keyed by the
+    /// source topic as the contract keys the DLQ. Logged as it is made.
+    pub fn dead_letter(
+        codec: &orelink_codec::Codec,
+        rt: &tokio::runtime::Handle,
+        source: &orelink_codec::SourceRef<'_>,
+        refusal: &orelink_codec::Refusal,
+        role: &str,
+        output: usize,
+        trace: TraceContext,
+    ) -> Result<Record, Step> {
+        let letter = orelink_codec::Codec::dead_letter(source, refusal, crate::dlq::now_millis(), role);
+        let payload = rt.block_on(codec.encode(&codec.dlq_topic(), &letter)).map_err(|e| Step::Retry(format!("encoding a dead letter: {e}")))?;
+        tracing::warn!(source_topic = source.topic, partition = source.partition, offset = source.offset, class = refusal.class.as_str(), reason = %refusal.reason, "dead-lettered");
+        Ok(Record { output, key: Arc::from(source.topic), payload, trace })
+    }
+}
+
 /// Why a transform could not take a message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Step {

@@ -455,7 +455,7 @@ pub async fn expected_outputs(env: &TestEnv, codec: &orelink_codec::Codec) -> (B
         let mut engines: std::collections::BTreeMap<i32, Engine> = Default::default();
         let (mut allocations, mut statuses) = (ByFamily::new(), StatusesByFamily::new());
         for m in &input {
-            let engine = engines.entry(m.partition()).or_insert_with(|| Engine::new(network.clone()));
+            let engine = engines.entry(m.partition()).or_insert_with(|| Engine::new(network.clone()).with_dedup_horizon(env.cfg.matcher.dedup_horizon_ms));
             let Some(i) = orelink_matcher::decode(codec, &rt, m) else { continue };
             // At the message's log time, as the matcher decides (its dedup horizon).
             let mut decisions = Vec::new();

@@ -113,6 +113,7 @@ impl Processor {
             since_snapshot: BTreeMap::new(),
             pending_snapshots: Vec::new(),
             txn_timeout,
+            dedup_horizon_ms: cfg.matcher.dedup_horizon_ms,
             counters: orelink_platform::metrics::EventCounters::new("matcher"),
         };
         Ok(Processor { txn, matching })
@@ -164,6 +165,7 @@ struct Matching {
     /// has committed: (partition, offset, bytes).
     pending_snapshots: Vec<(i32, i64, Vec<u8>)>,
     txn_timeout: Duration,
+    dedup_horizon_ms: i64,
     /// Dead letters by source topic (`orelink_events_total`, as the router counts what it forwards).
     counters: orelink_platform::metrics::EventCounters,
 }
@@ -281,8 +283,8 @@ impl Matching {
     /// (or the whole input before it) rebuilds its book.
     fn restore(&mut self, p: i32, upto: i64) -> Result<(), ProcessorError> {
         let started = Instant::now();
-        let snapshot = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network, &self.catalog) } else { None };
-        let start = snapshot.unwrap_or_else(|| (Engine::new(self.network.clone()), 0));
+        let snapshot = if upto > 0 { crate::snapshots::load(&self.restore_config, &self.snapshot_topic, p, upto, &self.network, &self.catalog, self.dedup_horizon_ms) } else { None };
+        let start = snapshot.unwrap_or_else(|| (Engine::new(self.network.clone()).with_dedup_horizon(self.dedup_horizon_ms), 0));
         let from = start.1;
         let (engine, n) = replay(&self.restore_config, &self.input_topic, p, start, upto, &self.codec, &self.rt)?;
         tracing::info!(partition = p, snapshot_offset = from, replayed = n, upto, elapsed_ms = started.elapsed().as_millis() as u64, "book restored");

@@ -192,7 +192,7 @@ fn partition_count<C: ClientContext>(client: &rdkafka::client::Client<C>, topic:
 /// The newest usable snapshot of input partition `p` at or below `upto`:
 /// the engine and the offset to replay from. `None` (logged when something
 /// was there) means replay from the start.
-pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc<Network>, catalog: &Catalog) -> Option<(Engine, i64)> {
+pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc<Network>, catalog: &Catalog, dedup_horizon_ms: i64) -> Option<(Engine, i64)> {
     let started = Instant::now();
     let result = read(config, topic, p, upto);
     let assembly = match result {
@@ -203,7 +203,7 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
         }
     };
     for (offset, bytes) in assembly.complete() {
-        match Engine::from_snapshot(network.clone(), &bytes) {
+        match Engine::from_snapshot_under(network.clone(), &bytes, dedup_horizon_ms) {
             Ok(engine) if !engine.agrees_with(catalog) => {
                 tracing::warn!(partition = p, offset, "a snapshot was refused (taken with other grade ladders in the catalog)");
             }

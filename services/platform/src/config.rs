@@ -91,6 +91,9 @@ pub struct MatcherSettings {
     pub transaction_timeout_ms: u64,
     /// Input events per partition between snapshots of its book; 0: none.
     pub snapshot_every: u64,
+    /// How long a repeated event id is ignored, in ms of the matcher input's
+    /// log-append time (contract: 7 days by default).
+    pub dedup_horizon_ms: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -428,6 +431,9 @@ impl Config {
         }
         if self.matcher.batch_max == 0 || self.matcher.transaction_timeout_ms < 1_000 {
             p.push("matcher.batch_max must be > 0 and matcher.transaction_timeout_ms at least 1000".into());
+        }
+        if self.matcher.dedup_horizon_ms < 60_000 {
+            p.push(format!("matcher.dedup_horizon_ms is {}: at least 60000 (a minute of log time)", self.matcher.dedup_horizon_ms));
         }
         if self.view.listen.parse::<SocketAddr>().is_err() {
             p.push(format!("view.listen {:?}: expected ip:port", self.view.listen));

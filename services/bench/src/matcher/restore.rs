@@ -68,7 +68,7 @@ pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &
     let catalog = reference.catalog.clone();
     let from_snapshot = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
-        let loaded = orelink_matcher::snapshots::load(&snapshot_rc, &snapshot_topic, 0, n, &network, &catalog);
+        let loaded = orelink_matcher::snapshots::load(&snapshot_rc, &snapshot_topic, 0, n, &network, &catalog, orelink_domain::matching::DEDUP_HORIZON_MS);
         loaded.map(|(e, at)| (t0.elapsed().as_secs_f64(), e.snapshot(), at))
     })
     .await

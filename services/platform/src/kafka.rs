@@ -3,6 +3,10 @@
 use crate::config::KafkaSettings;
 use rdkafka::ClientConfig;
 
+/// librdkafka's key for the group member timeout (`kafka.session_timeout_ms`),
+/// named once.
+const MEMBER_TIMEOUT_KEY: &str = "session.timeout.ms";
+
 impl KafkaSettings {
     /// Base client config: brokers, security, client id `<client_id>-<role>`.
     pub fn client_config(&self, role: &str) -> ClientConfig {
@@ -90,7 +94,7 @@ impl KafkaSettings {
             c.set("group.protocol", "consumer");
         } else {
             c.set("partition.assignment.strategy", "cooperative-sticky")
-                .set("session.timeout.ms", self.session_timeout_ms.to_string())
+                .set(MEMBER_TIMEOUT_KEY, self.session_timeout_ms.to_string())
                 .set("heartbeat.interval.ms", self.heartbeat_interval_ms.to_string());
         }
         c
@@ -145,6 +149,7 @@ pub fn group_progress<C: rdkafka::consumer::ConsumerContext>(
 
 #[cfg(test)]
 mod tests {
+    use super::MEMBER_TIMEOUT_KEY;
     use crate::config::{Config, Sources};
 
     #[test]
@@ -152,13 +157,13 @@ mod tests {
         let mut cfg = Config::load(&Sources::default()).unwrap();
         let classic = cfg.kafka.member_config("fanout", "g", "a");
         assert_eq!(classic.get("group.instance.id"), Some("fanout-a"));
-        assert_eq!(classic.get("session.timeout.ms"), Some("10000"));
+        assert_eq!(classic.get(MEMBER_TIMEOUT_KEY), Some("10000"));
         assert_eq!(classic.get("group.protocol"), None);
         cfg.kafka.group_protocol = "consumer".into();
         let kip848 = cfg.kafka.member_config("fanout", "g", "a");
         assert_eq!(kip848.get("group.protocol"), Some("consumer"));
         // The broker's: librdkafka refuses these with the consumer protocol.
-        for key in ["group.instance.id", "session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"] {
+        for key in ["group.instance.id", MEMBER_TIMEOUT_KEY, "heartbeat.interval.ms", "partition.assignment.strategy"] {
             assert_eq!(kip848.get(key), None, "{key}");
         }
     }

@@ -52,6 +52,11 @@ impl<T> Slab<T> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
     }
+
+    /// The values in index order, taking them out.
+    pub(crate) fn into_iter(self) -> impl Iterator<Item = T> {
+        self.chunks.into_iter().flatten()
+    }
 }
 
 impl<T> Index<usize> for Slab<T> {
@@ -91,5 +96,6 @@ mod tests {
         assert_eq!(copy.chunks.last().unwrap().capacity(), CHUNK, "a copy grows in place too");
         copy.push(1);
         assert_eq!((copy.len(), s.len()), (3 * CHUNK + 6, 3 * CHUNK + 5));
+        assert!(copy.into_iter().take(3 * CHUNK + 5).eq(s.iter().copied()));
     }
 }

@@ -41,7 +41,7 @@ impl Book {
         let seq = self.orders.len() as u32;
         self.learn_product(&o.product);
         // Shares rarely come first: skip hashing the id into an empty map.
-        let shared = if self.pending_shares.is_empty() { 0 } else { self.pending_shares.remove(&o.order_id).unwrap_or(0) };
+        let shared = if self.pending_shares.is_empty() { 0 } else { self.pending_shares.remove(&o.order_id).map_or(0, |w| w.mask) };
         self.orders.push(Order::new(o, home, dest, shared));
         self.order_ids.insert_new(h, seq);
         seq
@@ -151,10 +151,13 @@ impl Book {
     pub(super) fn on_share(&mut self, net: &Network, sc: &mut Scratch, s: &SharedOrder, now: i64, out: &mut Vec<Decision>, touched: &mut Vec<u32>) -> Outcome {
         let mask = s.target_clusters.iter().filter_map(|c| net.cluster_index(c.as_str())).fold(0u64, |m, c| m | (1 << c));
         match (s.kind, self.order_seq(s.order_id.as_str())) {
-            (SharedOrderKind::Shared, None) => *self.pending_shares.entry(s.order_id.clone()).or_default() |= mask,
+            (SharedOrderKind::Shared, None) => {
+                let w = self.pending_shares.entry(s.order_id.clone()).or_default();
+                *w = Waiting { mask: w.mask | mask, aged: false };
+            }
             (SharedOrderKind::Withdrawn, None) => {
-                if let Some(m) = self.pending_shares.get_mut(&s.order_id) {
-                    *m &= !mask;
+                if let Some(w) = self.pending_shares.get_mut(&s.order_id) {
+                    *w = Waiting { mask: w.mask & !mask, aged: false };
                 }
             }
             (_, Some(seq)) if !self.orders[seq as usize].allow_cross => {
@@ -186,6 +189,51 @@ impl Book {
             }
         }
         Ok(())
+    }
+
+    /// The book as it stands when a new window of log time begins: orders
+    /// and capacity that were closed when the window before began (so closed
+    /// a horizon ago or more) leave, as do open ones whose dates ended before
+    /// `expired_before` (an order's `deliver_by`, a capacity's
+    /// `available_until`), and shares that have waited, unchanged, since then
+    /// for an order that never came. What stays keeps its arrival order under
+    /// new sequence numbers, so matching decides exactly as before; the
+    /// indexes are rebuilt by the rules that keep them event by event. What is
+    /// closed now is marked to leave at the next window. Returns the number of
+    /// orders, capacities and waiting shares that left.
+    pub(super) fn age(&mut self, net: &Network, expired_before: i64) -> usize {
+        let old = std::mem::replace(self, Book::new(net));
+        let before = old.orders.len() + old.caps.len() + old.pending_shares.len();
+        self.products = old.products;
+        for mut o in old.orders.into_iter() {
+            let closed = !o.open;
+            if (closed && o.aged) || (!closed && o.deliver_by < expired_before) {
+                continue;
+            }
+            o.aged = closed;
+            let (seq, h) = (self.orders.len() as u32, hash_id(&o.id));
+            self.orders.push(o);
+            self.order_ids.insert_new(h, seq);
+            self.index_order(seq);
+        }
+        for mut c in old.caps.into_iter() {
+            let closed = !c.open || c.remaining == 0;
+            if (closed && c.aged) || (!closed && c.available_until < expired_before) {
+                continue;
+            }
+            c.aged = closed;
+            let (seq, h) = (self.caps.len() as u32, hash_id(&c.id));
+            self.caps.push(c);
+            self.cap_ids.insert_new(h, seq);
+            self.index_cap(seq);
+        }
+        self.pending_shares = old.pending_shares;
+        self.pending_shares.retain(|_, w| !w.aged);
+        self.pending_shares.shrink_to_fit();
+        for w in self.pending_shares.values_mut() {
+            w.aged = true;
+        }
+        before - (self.orders.len() + self.caps.len() + self.pending_shares.len())
     }
 
     pub(super) fn index_order(&mut self, seq: u32) {

@@ -24,6 +24,15 @@
 //!   take is bounded by the input of two horizons, not by history. The same
 //!   input with the same log times decides the same way, so a replay agrees
 //!   with the first run;
+//! - orders and capacity leave the books once they have been closed (filled,
+//!   cancelled, withdrawn, exhausted) for a horizon, on the same windows:
+//!   what is closed when window `k` begins leaves when window `k + 1`
+//!   begins. Open ones leave when their dates (an order's `deliver_by`, a
+//!   capacity's `available_until`) ended before window `k − 1` began, and so
+//!   do shares that waited that long for an order that never came. The
+//!   books then hold what is open and what closed within two horizons: they
+//!   grow with what is open, not with history. An event about an order or
+//!   capacity that left is taken as one about an unknown id;
 //! - a share opens an order to other clusters only if the order allows it;
 //! - every order an event touched is reported once, after the event, as an
 //!   `OrderStatus` (remaining, allocated, state, clusters shared to): with the
@@ -160,6 +169,9 @@ struct Order {
     allow_cross: bool,
     open: bool,
     cancelled: bool,
+    /// Closed already when the current window of log time began: it leaves
+    /// the book when the next one begins (contract "Duplicates and memory").
+    aged: bool,
     max_price: u64,
     event_time: i64,
     deliver_by: i64,
@@ -180,6 +192,8 @@ struct Cap {
     cluster: u16,
     site: u16,
     open: bool,
+    /// As for orders: closed (withdrawn or exhausted) when the current window began.
+    aged: bool,
     available_from: i64,
     available_until: i64,
     price: u64,
@@ -199,6 +213,7 @@ impl Order {
             allow_cross: o.allow_cross_cluster,
             open: true,
             cancelled: false,
+            aged: false,
             max_price: o.max_price.get(),
             event_time: o.event_time.0,
             deliver_by: o.deliver_by.0,
@@ -220,6 +235,7 @@ impl Cap {
             cluster: cluster as u16,
             site: site as u16,
             open: true,
+            aged: false,
             available_from: c.available_from.0,
             available_until: c.available_until.0,
             price: c.price.get(),
@@ -232,6 +248,16 @@ impl Cap {
 
 fn hash_id(id: &str) -> u64 {
     xxh3_64(id.as_bytes())
+}
+
+/// A share waiting for its order: the clusters it opens the order to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Waiting {
+    mask: u64,
+    /// Waiting already, unchanged, when the current window began: it leaves
+    /// when the next one begins, so shares of orders that never come do not
+    /// pile up.
+    aged: bool,
 }
 
 /// The book of one product family.
@@ -249,7 +275,7 @@ struct Book {
     /// Per cluster: open orders that cluster's capacity may fill, by (max_price, seq).
     order_by_cluster: Vec<PriceSet>,
     /// Shares that arrived before their order.
-    pending_shares: HashMap<OrderId, u64>,
+    pending_shares: HashMap<OrderId, Waiting>,
     /// Per site: a bit per grade rank whose bucket holds capacity. The
     /// search skips empty buckets without touching them.
     site_ranks: Vec<Ranks>,
@@ -286,6 +312,12 @@ pub struct Summary {
     pub open_capacities: usize,
     pub open_demand_kg: u64,
     pub open_capacity_kg: u64,
+    /// Orders and capacities the books hold, open or closed: what the dedup
+    /// horizon bounds (closed ones leave a horizon after closing).
+    pub held_orders: usize,
+    pub held_capacities: usize,
+    /// Shares waiting for an order that has not come.
+    pub waiting_shares: usize,
 }
 
 impl Engine {
@@ -320,11 +352,14 @@ impl Engine {
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for (_, _, b) in &self.books {
+            s.held_orders += b.orders.len();
+            s.held_capacities += b.caps.len();
+            s.waiting_shares += b.pending_shares.len();
             for o in b.orders.iter().filter(|o| o.open) {
                 s.open_orders += 1;
                 s.open_demand_kg += o.remaining;
             }
-            for c in b.caps.iter().filter(|c| c.open) {
+            for c in b.caps.iter().filter(|c| c.open && c.remaining > 0) {
                 s.open_capacities += 1;
                 s.open_capacity_kg += c.remaining;
             }
@@ -401,7 +436,8 @@ impl Engine {
     /// Moves to `log_ms`'s window if it is later than the current one: the
     /// current generation becomes the one before (the window right after
     /// it), or both are forgotten (a later window: every id in them is more
-    /// than a horizon old). A log time in an earlier window changes nothing.
+    /// than a horizon old); and the books let go of what closed or expired a
+    /// horizon ago (`Book::age`). A log time in an earlier window changes nothing.
     fn advance_generation(&mut self, log_ms: i64) {
         let window = log_ms.div_euclid(self.dedup_horizon_ms);
         match self.generation {
@@ -410,6 +446,12 @@ impl Engine {
                 let current = std::mem::take(&mut self.seen);
                 self.seen_before = if window == g + 1 { current } else { FingerprintSet::default() };
                 self.generation = Some(window);
+                // Dates that ended before the window before this one ended a horizon ago or more.
+                let expired_before = (window - 1).saturating_mul(self.dedup_horizon_ms);
+                let net = &*self.network;
+                for (_, _, book) in &mut self.books {
+                    book.age(net, expired_before);
+                }
             }
             None => self.generation = Some(window),
         }

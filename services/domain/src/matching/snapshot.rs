@@ -4,7 +4,8 @@
 //! the events after it bounds that by the snapshot interval instead. What is
 //! written is what the engine cannot derive: the orders and capacities of
 //! each book in arrival order (their positions are the sequence numbers that
-//! decisions carry), the product codes learnt, the shares waiting for their
+//! decisions carry; with whether a closed one is due to leave when the next
+//! window begins), the product codes learnt, the shares waiting for their
 //! order, and the event-id fingerprints of both generations with the
 //! current one's window and the dedup horizon (a snapshot taken under
 //! another horizon is refused: a replay would forget ids differently). The
@@ -19,14 +20,14 @@
 //! caller then replays the input instead. Likewise a caller checks the
 //! grade ranks the books learnt against its catalog (`agrees_with`).
 
-use super::{Book, Cap, Engine, InlineId, Order, hash_id};
+use super::{Book, Cap, Engine, InlineId, Order, Waiting, hash_id};
 use crate::catalog::{Catalog, MAX_GRADES, ProductCode};
 use crate::freight::Network;
 use crate::ids::OrderId;
 use std::sync::Arc;
 use xxhash_rust::xxh3::Xxh3;
 
-const MAGIC: &[u8; 8] = b"ORLKSNP2";
+const MAGIC: &[u8; 8] = b"ORLKSNP3";
 
 /// Why a snapshot could not be loaded. The engine is never half-loaded: the
 /// caller gets an error and restores by replay instead.
@@ -247,6 +248,7 @@ fn write_book(w: &mut Writer, b: &Book) {
         w.bool(o.allow_cross);
         w.bool(o.open);
         w.bool(o.cancelled);
+        w.bool(o.aged);
         w.u64(o.max_price);
         w.i64(o.event_time);
         w.i64(o.deliver_by);
@@ -264,6 +266,7 @@ fn write_book(w: &mut Writer, b: &Book) {
         w.u16(c.cluster);
         w.u16(c.site);
         w.bool(c.open);
+        w.bool(c.aged);
         w.i64(c.available_from);
         w.i64(c.available_until);
         w.u64(c.price);
@@ -272,12 +275,13 @@ fn write_book(w: &mut Writer, b: &Book) {
         w.u64(c.energy.unwrap_or(0));
         w.u64(c.remaining);
     }
-    let mut shares: Vec<(&OrderId, &u64)> = b.pending_shares.iter().collect();
+    let mut shares: Vec<(&OrderId, &Waiting)> = b.pending_shares.iter().collect();
     shares.sort_unstable();
     w.len(shares.len());
-    for (id, mask) in shares {
+    for (id, waiting) in shares {
         w.str(id.as_str());
-        w.u64(*mask);
+        w.u64(waiting.mask);
+        w.bool(waiting.aged);
     }
 }
 
@@ -296,7 +300,7 @@ fn read_book(r: &mut Reader<'_>, net: &Network, family: &str) -> Result<Book, Sn
         b.products[rank as usize] = Some(p);
     }
     let known = |b: &Book, rank: u16| (rank as usize) < MAX_GRADES && b.products[rank as usize].is_some();
-    let orders = r.len(70)?;
+    let orders = r.len(71)?;
     for seq in 0..orders as u32 {
         let (id, buyer) = (InlineId::new(r.str()?), InlineId::new(r.str()?));
         let o = Order {
@@ -308,6 +312,7 @@ fn read_book(r: &mut Reader<'_>, net: &Network, family: &str) -> Result<Book, Sn
             allow_cross: r.bool()?,
             open: r.bool()?,
             cancelled: r.bool()?,
+            aged: r.bool()?,
             max_price: r.u64()?,
             event_time: r.i64()?,
             deliver_by: r.i64()?,
@@ -321,8 +326,8 @@ fn read_book(r: &mut Reader<'_>, net: &Network, family: &str) -> Result<Book, Sn
             return Err(SnapshotError::Corrupt("an order refers to an unknown grade, cluster or site"));
         }
         // After every event an open order has something left (a filled one is closed).
-        if o.open && (o.remaining == 0 || o.cancelled) {
-            return Err(SnapshotError::Corrupt("an open order with nothing left"));
+        if o.open && (o.remaining == 0 || o.cancelled || o.aged) {
+            return Err(SnapshotError::Corrupt("an open order with nothing left, or due to leave"));
         }
         let h = hash_id(&o.id);
         if b.order_seq_hashed(h, &o.id).is_some() {
@@ -332,13 +337,14 @@ fn read_book(r: &mut Reader<'_>, net: &Network, family: &str) -> Result<Book, Sn
         b.order_ids.insert_new(h, seq);
         b.index_order(seq);
     }
-    let caps = r.len(64)?;
+    let caps = r.len(65)?;
     for seq in 0..caps as u32 {
         let (id, provider) = (InlineId::new(r.str()?), InlineId::new(r.str()?));
         let rank = r.u16()?;
         let cluster = r.u16()?;
         let site = r.u16()?;
         let open = r.bool()?;
+        let aged = r.bool()?;
         let available_from = r.i64()?;
         let available_until = r.i64()?;
         let price = r.u64()?;
@@ -352,25 +358,28 @@ fn read_book(r: &mut Reader<'_>, net: &Network, family: &str) -> Result<Book, Sn
         if !known(&b, rank) || site as usize >= sites || net.cluster_of(site as usize) != cluster as usize {
             return Err(SnapshotError::Corrupt("a capacity refers to an unknown grade or site"));
         }
+        if aged && open && remaining > 0 {
+            return Err(SnapshotError::Corrupt("an open capacity due to leave"));
+        }
         let h = hash_id(&id);
         if b.cap_seq_hashed(h, &id).is_some() {
             return Err(SnapshotError::Corrupt("a capacity id twice"));
         }
-        b.caps.push(Cap { id, provider, rank, cluster, site, open, available_from, available_until, price, min_lot, energy, remaining });
+        b.caps.push(Cap { id, provider, rank, cluster, site, open, aged, available_from, available_until, price, min_lot, energy, remaining });
         b.cap_ids.insert_new(h, seq);
         b.index_cap(seq);
     }
-    let shares = r.len(12)?;
+    let shares = r.len(13)?;
     let mut last: Option<OrderId> = None;
     for _ in 0..shares {
         let id = OrderId::parse(r.str()?).map_err(|_| SnapshotError::Corrupt("a waiting share's order id is invalid"))?;
-        let mask = r.u64()?;
+        let (mask, aged) = (r.u64()?, r.bool()?);
         // Sorted and distinct, as written.
         if last.as_ref().is_some_and(|l| *l >= id) {
             return Err(SnapshotError::Corrupt("waiting shares out of order"));
         }
         last = Some(id.clone());
-        b.pending_shares.insert(id, mask);
+        b.pending_shares.insert(id, Waiting { mask, aged });
     }
     Ok(b)
 }

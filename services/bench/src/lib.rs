@@ -3,13 +3,14 @@
 //! assert nothing, and each run works in a namespace of its own.
 //!
 //! - `matcher`: matched end to end beside raw Kafka, the transaction floor,
-//!   book restore, the stall after a crash, and after a lost Kafka node;
+//!   book restore, the stall after a crash, and after a lost Kafka node, and
+//!   the books' memory over a long run;
 //! - `view`: materialisation throughput and API latency.
 
 pub mod matcher;
 pub mod view;
 
-pub use matcher::{e2e, failover, floor, recovery, restore};
+pub use matcher::{e2e, failover, floor, recovery, restore, soak};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

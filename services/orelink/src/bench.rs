@@ -75,6 +75,27 @@ pub(crate) enum BenchWhich {
         #[arg(long)]
         json: bool,
     },
+    /// The matcher's books over a long input in this process (no broker):
+    /// resident memory and snapshot size every --every events, as log time
+    /// passes the dedup horizon many times.
+    Soak {
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// Events between samples; by default they span one horizon of log time.
+        #[arg(long, default_value_t = 1_000_000)]
+        every: u64,
+        /// Log time per event, ms (default: one horizon per --every events).
+        #[arg(long)]
+        ms_per_event: Option<f64>,
+        /// Events an order or capacity stays before it is cancelled or withdrawn.
+        #[arg(long, default_value_t = 20_000)]
+        life: u64,
+        /// The change is reported from the first sample at this many events on.
+        #[arg(long, default_value_t = 2_000_000)]
+        flat_from: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to restore a matcher book from its input.
     Restore {
         #[arg(long, default_value_t = 1_000_000)]
@@ -195,6 +216,35 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                     println!("{:>5.0} s  node {}  {}", f.at_s, f.node, f.fault);
                     println!("         longest wait between allocations {:.1} s; orders sent 30 s either side: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", f.longest_wait_ms / 1000.0, l.p50_ms, l.p99_ms, l.max_ms);
                 }
+            }
+        }
+        BenchWhich::Soak { events, every, ms_per_event, life, flat_from, json } => {
+            let horizon = cfg.matcher.dedup_horizon_ms;
+            let rep = orelink_bench::soak(&r.topology, events, every, horizon, ms_per_event, life, flat_from, &|s: &str| eprintln!("[bench] {s}"));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("events      log days  RSS MiB  peak MiB  snapshot MiB  held orders  held caps  open orders  open caps  event ids  events/s");
+                for s in &rep.samples {
+                    println!(
+                        "{:>9} {:>9.1} {:>8.1} {:>9.1} {:>13.1} {:>12} {:>10} {:>12} {:>10} {:>10} {:>9.0}",
+                        s.events,
+                        s.log_days,
+                        s.rss_mib,
+                        s.peak_rss_mib,
+                        s.snapshot_bytes as f64 / (1024.0 * 1024.0),
+                        s.held_orders,
+                        s.held_capacities,
+                        s.open_orders,
+                        s.open_capacities,
+                        s.seen_ids,
+                        s.events_per_s
+                    );
+                }
+                let pct = |p: Option<f64>| p.map_or("n/a".into(), |p| format!("{p:+.1} %"));
+                println!("horizon {} ms, {:.1} ms of log time per event, life {} events", rep.horizon_ms, rep.ms_per_event, rep.life);
+                println!("RSS from {} events to the end       {}", rep.flat_from, pct(rep.rss_change_pct));
+                println!("snapshot from {} events to the end  {}", rep.flat_from, pct(rep.snapshot_change_pct));
             }
         }
         BenchWhich::Restore { events, json } => {

@@ -14,7 +14,9 @@
 //! - `recovery`: the stall a SIGKILLed matcher costs, restarted in place or
 //!   taken over by a standby;
 //! - `failover`: the stall and latency a lost or frozen Kafka node costs the
-//!   matcher, on a three-node stack.
+//!   matcher, on a three-node stack;
+//! - `soak`: the books' memory and snapshot size over millions of events
+//!   and many dedup horizons (in process, no broker).
 
 use crate::{BenchError, setup};
 use orelink_matcher::SOURCE_HEADER;
@@ -41,12 +43,14 @@ mod failover;
 mod floor;
 mod recovery;
 mod restore;
+mod soak;
 
 pub use e2e::{E2eReport, e2e};
 pub use failover::{FailoverReport, FaultFigures, failover};
 pub use floor::{FloorReport, floor};
 pub use recovery::{RecoveryReport, RecoveryRole, RecoveryRun, recovery};
 pub use restore::{RestoreReport, restore};
+pub use soak::{SoakReport, SoakSample, soak};
 
 /// A fresh namespace with the topology applied.
 async fn namespace(cfg: &Config, reference: &Reference, name: &str) -> Result<Config, BenchError> {

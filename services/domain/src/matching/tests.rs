@@ -941,3 +941,32 @@ fn closed_and_expired_entries_leave_the_books_after_the_horizon() {
     let got: Vec<(&str, i64)> = allocations(&out).iter().map(|a| (a.order_id.as_str(), a.quantity_kg)).collect();
     assert_eq!(got, vec![("WAITING-1", 2_000), ("WAITING-2", 1_000)]);
 }
+
+/// However long the input, the books hold what is open and what closed
+/// within the last two windows of log time: with one event a millisecond,
+/// at most two horizons' worth of entries beyond the open ones.
+#[test]
+fn the_books_stay_within_two_horizons_of_input_however_long_it_runs() {
+    const H: i64 = 10_000;
+    const LIFE: u64 = 200;
+    let w = World::new();
+    let mut e = Engine::new(w.net.clone()).with_dedup_horizon(H);
+    let mut out = Vec::new();
+    let mut most = 0;
+    for (n, (input, at)) in crate::workload::Soak::new(3, T0 - T0.rem_euclid(H), 1.0, LIFE).take(20 * H as usize).enumerate() {
+        out.clear();
+        e.decide_at(&input, at, &mut out);
+        // The summary walks the books: every 97 events (prime, so every phase of a window is seen) is enough.
+        if n % 97 != 0 {
+            continue;
+        }
+        let s = e.summary();
+        let held = s.held_orders + s.held_capacities;
+        // Entries open when the window before began (at most one per event of the last `LIFE`) may stay too.
+        assert!(held <= 2 * H as usize + LIFE as usize, "{held} entries held at {}", at - T0);
+        assert!(e.seen_ids() <= 2 * H as usize);
+        most = most.max(held);
+    }
+    // Near the bound: about half the events place or declare something.
+    assert!(most > H as usize * 9 / 10, "at most {most} held");
+}

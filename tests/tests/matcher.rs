@@ -55,6 +55,7 @@ fn capture_spans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     capture_spans();
+    orelink_platform::metrics::install();
     let env = TestEnv::new().await;
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
@@ -118,6 +119,17 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     assert_eq!(routed["name"], "consume");
     assert_eq!(routed.get("parent_span_id"), Some(&sent.span_id_hex()), "the router's span is a child of the order's span");
     assert_eq!(routed.get("trace_id"), Some(&sent.trace_id_hex()));
+
+    // The book's gauges, set when the round that allocated was sealed: the
+    // filled order and its capacity are held (closed ones leave a horizon
+    // later), with their two event ids.
+    let text = orelink_platform::metrics::render();
+    let gauge = |kind: &str| {
+        let prefix = format!("orelink_matcher_book_entries{{topic=\"{input}\",");
+        let wanted = format!("kind=\"{kind}\"}} ");
+        text.lines().filter(|l| l.starts_with(&prefix) && l.contains(&wanted)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>()
+    };
+    assert_eq!((gauge("orders"), gauge("capacities"), gauge("event_ids")), (1.0, 1.0, 2.0), "{text}");
 
     cancel.cancel();
     matcher.await.unwrap().expect("the matcher stops cleanly");

@@ -224,6 +224,7 @@ impl Transform for Matching {
         for p in partitions.iter().map(|p| &p.partition) {
             self.since_snapshot.remove(p);
             if self.engines.remove(p).is_some() {
+                book_gauges(&self.input_topic, *p, None);
                 tracing::info!(partition = p, "partition revoked; its book is dropped");
             }
         }
@@ -233,6 +234,11 @@ impl Transform for Matching {
     /// is exactly the state after the round's last offset; they are published
     /// if the round commits.
     fn sealed(&mut self, offsets: &BTreeMap<Part, i64>) {
+        for p in offsets.keys().map(|p| p.partition) {
+            if let Some(engine) = self.engines.get(&p) {
+                book_gauges(&self.input_topic, p, Some(engine.held()));
+            }
+        }
         if self.snapshots.is_none() {
             return;
         }
@@ -342,6 +348,17 @@ pub fn input_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -
         });
     }
     Ok(input)
+}
+
+/// `orelink_matcher_book_entries{topic,partition,kind}`: what partition
+/// `p`'s book holds (orders, capacities, waiting shares, event ids), open or
+/// closed, which the dedup horizon bounds; zero once the partition is
+/// revoked (`None`). Partitions are few, so the label stays low-cardinality.
+fn book_gauges(topic: &str, p: i32, held: Option<orelink_domain::matching::Held>) {
+    let h = held.unwrap_or_default();
+    for (kind, n) in [("orders", h.orders), ("capacities", h.capacities), ("waiting_shares", h.waiting_shares), ("event_ids", h.event_ids)] {
+        metrics::gauge!("orelink_matcher_book_entries", "topic" => topic.to_owned(), "partition" => p.to_string(), "kind" => kind).set(n as f64);
+    }
 }
 
 /// Applies `input`, read from matcher-input message `m`, at `m`'s log time

@@ -4,7 +4,7 @@
 //! the other roles (and `run all`) on `telemetry.metrics_listen`.
 //!
 //! The same names in every role, with low-cardinality labels only: `role`,
-//! `topic` (the deployment's topics), `outcome`, `route` (templates, never
+//! `topic` (the deployment's topics), `partition` (of a topic), `outcome`, `route` (templates, never
 //! raw paths), `status`, `kind`, and `namespace` (the deployment's topic
 //! prefix, one value outside tests), so several instances in one process
 //! (tests, `run all`) stay apart.
@@ -16,7 +16,9 @@
 //!   `orelink_transaction_seconds{role}`: the exactly-once loop's rounds;
 //! - `orelink_records_total{role,topic}`: records the exactly-once loop committed;
 //! - `orelink_http_request_seconds{role,route,status}`: HTTP latency;
-//! - role-specific families named `orelink_<role>_...`.
+//! - role-specific families named `orelink_<role>_...`, such as
+//!   `orelink_matcher_book_entries{topic,partition,kind}` (what each
+//!   matcher book holds; `partition` is bounded by the input's partitions).
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;

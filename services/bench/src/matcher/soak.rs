@@ -88,7 +88,7 @@ pub fn soak(topology: &Topology, events: u64, every: u64, horizon_ms: i64, ms_pe
         }
         if n % every == 0 || n == events {
             let secs = t0.elapsed().as_secs_f64();
-            let summary = engine.summary();
+            let (summary, held) = (engine.summary(), engine.held());
             let snapshot_bytes = engine.snapshot().len();
             let (rss_mib, peak_rss_mib) = memory_mib();
             let s = SoakSample {
@@ -97,11 +97,11 @@ pub fn soak(topology: &Topology, events: u64, every: u64, horizon_ms: i64, ms_pe
                 rss_mib,
                 peak_rss_mib,
                 snapshot_bytes,
-                held_orders: summary.held_orders,
-                held_capacities: summary.held_capacities,
+                held_orders: held.orders,
+                held_capacities: held.capacities,
                 open_orders: summary.open_orders,
                 open_capacities: summary.open_capacities,
-                seen_ids: engine.seen_ids(),
+                seen_ids: held.event_ids,
                 events_per_s: (n - samples.last().map_or(0, |s: &SoakSample| s.events)) as f64 / secs,
             };
             log(&format!(

@@ -312,12 +312,18 @@ pub struct Summary {
     pub open_capacities: usize,
     pub open_demand_kg: u64,
     pub open_capacity_kg: u64,
-    /// Orders and capacities the books hold, open or closed: what the dedup
-    /// horizon bounds (closed ones leave a horizon after closing).
-    pub held_orders: usize,
-    pub held_capacities: usize,
+}
+
+/// What the engine holds, open or closed, counted without walking the
+/// books: what the dedup horizon bounds (closed entries leave a horizon
+/// after closing, event ids after one to two).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub orders: usize,
+    pub capacities: usize,
     /// Shares waiting for an order that has not come.
     pub waiting_shares: usize,
+    pub event_ids: usize,
 }
 
 impl Engine {
@@ -345,6 +351,16 @@ impl Engine {
         self.seen.len() + self.seen_before.len()
     }
 
+    pub fn held(&self) -> Held {
+        let mut h = Held { event_ids: self.seen_ids(), ..Held::default() };
+        for (_, _, b) in &self.books {
+            h.orders += b.orders.len();
+            h.capacities += b.caps.len();
+            h.waiting_shares += b.pending_shares.len();
+        }
+        h
+    }
+
     pub fn network(&self) -> &Arc<Network> {
         &self.network
     }
@@ -352,9 +368,6 @@ impl Engine {
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         for (_, _, b) in &self.books {
-            s.held_orders += b.orders.len();
-            s.held_capacities += b.caps.len();
-            s.waiting_shares += b.pending_shares.len();
             for o in b.orders.iter().filter(|o| o.open) {
                 s.open_orders += 1;
                 s.open_demand_kg += o.remaining;

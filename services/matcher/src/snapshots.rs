@@ -202,13 +202,14 @@ pub fn load(config: &ClientConfig, topic: &str, p: i32, upto: i64, network: &Arc
             return None;
         }
     };
+    let read_ms = started.elapsed().as_millis() as u64;
     for (offset, bytes) in assembly.complete() {
         match Engine::from_snapshot_under(network.clone(), &bytes, dedup_horizon_ms) {
             Ok(engine) if !engine.agrees_with(catalog) => {
                 tracing::warn!(partition = p, offset, "a snapshot was refused (taken with other grade ladders in the catalog)");
             }
             Ok(engine) => {
-                tracing::info!(partition = p, offset, bytes = bytes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "snapshot loaded");
+                tracing::info!(partition = p, offset, bytes = bytes.len(), read_ms, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot loaded");
                 return Some((engine, offset));
             }
             Err(e) => tracing::warn!(partition = p, offset, error = %e, "a snapshot was refused (another format, network or dedup horizon, or damaged)"),

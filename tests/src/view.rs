@@ -240,3 +240,51 @@ pub async fn wait_share_caught_up(env: &TestEnv) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Per cell, `[declared, allocated, demand placed]` kg of a period.
+pub type PeriodCells = BTreeMap<(String, String), [i64; 3]>;
+
+/// What was declared, allocated and demanded with event time in
+/// `[from, to)` (`from` none: since the beginning), recomputed from the
+/// topics: a capacity counts at its first declaration, an allocation once
+/// by its id at its decision time, an order's demand at its first status.
+pub fn recompute_in_period(records: &[(String, Record)], from: Option<i64>, to: i64) -> PeriodCells {
+    let within = |t: i64| from.is_none_or(|f| t >= f) && t < to;
+    let fam = |code: &str| code.match_indices('-').nth(1).map_or(code, |(i, _)| &code[..i]).to_owned();
+    let (mut caps, mut allocs, mut orders) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    let mut cells = PeriodCells::new();
+    for (_, r) in records {
+        let (cell, i, kg, at) = match r {
+            Record::Capacity(c) if c.kind == CapacityKind::Declared && caps.insert((c.product.family_str().to_owned(), c.capacity_id.to_string())) => {
+                ((c.cluster.to_string(), c.product.family_str().to_owned()), 0, c.quantity.to_wire(), c.event_time.0)
+            }
+            Record::Allocation(a) if allocs.insert(a.allocation_id.clone()) => ((a.capacity_cluster.clone(), fam(&a.product_code)), 1, a.quantity_kg, a.decided_at),
+            Record::OrderStatus(s) if orders.insert((fam(&s.product_code), s.order_id.clone())) => ((s.cluster.clone(), fam(&s.product_code)), 2, s.remaining_kg + s.allocated_kg, s.status_at),
+            _ => continue,
+        };
+        if within(at) {
+            cells.entry(cell).or_default()[i] += kg;
+        }
+    }
+    cells.retain(|_, v| v.iter().any(|x| *x != 0));
+    cells
+}
+
+/// The view's `in_period` figures for `query` (`period=7d`, `since=...`)
+/// and the `[from, to)` it says they cover.
+pub async fn served_in_period(addr: SocketAddr, token: &str, query: &str) -> (Option<i64>, i64, PeriodCells) {
+    let r = reqwest::Client::new().get(format!("http://{addr}/api/v1/cells?{query}")).bearer_auth(token).send().await.unwrap();
+    assert!(r.status().is_success(), "/api/v1/cells?{query}: {}", r.status());
+    let body: serde_json::Value = r.json().await.unwrap();
+    let period = &body["period"];
+    let (from, to) = (period["from_ms"].as_i64(), period["to_ms"].as_i64().expect("a view with events has a period end"));
+    let mut cells = PeriodCells::new();
+    for c in body["cells"].as_array().unwrap() {
+        let p = &c["in_period"];
+        let v = ["declared_kg", "allocated_kg", "demand_kg"].map(|f| p[f].as_i64().unwrap());
+        if v.iter().any(|x| *x != 0) {
+            cells.insert((c["cluster"].as_str().unwrap().to_owned(), c["family"].as_str().unwrap().to_owned()), v);
+        }
+    }
+    (from, to, cells)
+}

@@ -8,7 +8,7 @@ use orelink_codec::Record;
 use orelink_domain::topology::topics;
 use orelink_platform::Config;
 use orelink_tests::TestEnv;
-use orelink_tests::view::{assert_cells_eq, recompute, served, wait_share_caught_up, wait_view_caught_up};
+use orelink_tests::view::{assert_cells_eq, recompute, recompute_in_period, served, served_in_period, wait_share_caught_up, wait_view_caught_up};
 use rdkafka::Message;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,6 +88,28 @@ async fn a_cluster_token_sees_its_cluster_only(addr: SocketAddr) {
     assert!(checked, "no order outside Baise among the latest allocations");
 }
 
+/// Totals over a period: what each period covers ends at the view's clock,
+/// and its figures equal a recomputation over that span of event time; the
+/// periods do not all agree (the workload spans more than a day of event
+/// time, so the last 24 h hold less than everything).
+async fn periods_equal_a_recomputation(addr: SocketAddr, records: &[(String, Record)]) {
+    let clock = api(addr, "/api/v1/cells").await["period"]["clock_ms"].as_i64().expect("the view has a clock");
+    // The day before the clock's, in China Standard Time.
+    let yesterday = orelink_view::store::date_of((clock + 8 * 3_600_000).div_euclid(86_400_000) - 1);
+    let mut seen = Vec::new();
+    for query in ["period=all".to_owned(), "period=7d".to_owned(), "period=24h".to_owned(), format!("since={yesterday}")] {
+        let (from, to, got) = served_in_period(addr, TOKEN, &query).await;
+        assert!(to > clock && from.is_none_or(|f| f <= clock), "{query}: [{from:?}, {to}) does not end at the clock {clock}");
+        assert_eq!(got, recompute_in_period(records, from, to), "{query}: the view's totals differ from the recomputation");
+        seen.push(got);
+    }
+    assert!(!seen[0].is_empty(), "nothing in the period of everything");
+    assert_ne!(seen[0], seen[2], "the last 24 h hold as much as everything: the workload is too short to tell periods apart");
+    let (status, body) = get_as(addr, "/api/v1/cells?period=30d", TOKEN).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("expected 24h, 7d or all"), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_flushall() {
     let env = TestEnv::new().await;
@@ -151,7 +173,15 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
         site_id: elsewhere.id.to_string(),
         ..declared.clone()
     };
-    for c in [declared, withdrawal] {
+    // And one declared three days before the workload (unsold too): it is
+    // in the totals of everything and of the last 7 days, not of the last 24 h.
+    let old = orelink_domain::events::wire::CapacityEvent {
+        event_id: "view-test-old".into(),
+        capacity_id: "CAP-VIEW-OLD".into(),
+        event_time: start - 3 * 86_400_000,
+        ..declared.clone()
+    };
+    for c in [declared, withdrawal, old] {
         env.produce(&cap_topic, first.product.family_str(), &codec.encode(&cap_topic, &c).await.unwrap()).await;
     }
     env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), &[env.topic("orelink.matcher-input.v1")], Duration::from_secs(90)).await;
@@ -161,6 +191,7 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     assert!(expected.values().any(|c| c["allocations"] > 0), "the workload allocated nothing");
     assert!(expected.values().any(|c| c["shared_in"] > 0 || c["shared_out"] > 0) || records.iter().any(|(_, r)| matches!(r, Record::SharedOrder(_))), "nothing was shared");
     assert_cells_eq(&served(addr, TOKEN).await, &expected, "the view differs from the recomputation");
+    periods_equal_a_recomputation(addr, &records).await;
     a_cluster_token_sees_its_cluster_only(addr).await;
     let dead = api(addr, "/api/v1/dead-letters").await;
     let dl: i64 = dead["by_class"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();

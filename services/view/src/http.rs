@@ -9,7 +9,7 @@
 
 use crate::materialise::Change;
 use crate::metrics::Metrics;
-use crate::store::{Cell, Store};
+use crate::store::{Cell, InPeriod, Period, Store};
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -208,8 +208,32 @@ fn known_cluster(state: &AppState, id: &str) -> Result<(), ApiError> {
     state.topology.cluster(id).map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no cluster {id:?}")))
 }
 
-async fn clusters(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>) -> ApiResult<serde_json::Value> {
+/// `?period=24h|7d|all` or `?since=YYYY-MM-DD`: the event-time period the
+/// `in_period` totals cover (declared, allocated, demand placed); the other
+/// figures are the state as of the view's clock, or since the first event.
+#[derive(Deserialize)]
+struct PeriodQuery {
+    period: Option<String>,
+    since: Option<String>,
+}
+
+impl PeriodQuery {
+    fn parse(&self) -> Result<Period, ApiError> {
+        Period::parse(self.period.as_deref(), self.since.as_deref()).map_err(ApiError::BadRequest)
+    }
+}
+
+/// A cell as served: its figures and what it had within the period.
+fn with_period(cell: &Cell, in_period: InPeriod) -> serde_json::Value {
+    let mut v = serde_json::to_value(cell).expect("a cell serialises");
+    v["in_period"] = json!(in_period);
+    v
+}
+
+async fn clusters(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(pq): Query<PeriodQuery>) -> ApiResult<serde_json::Value> {
+    let period = pq.parse()?;
     let cells = state.store.cells().await?;
+    let (covered, in_period) = state.store.in_period(period).await?;
     let out: Vec<serde_json::Value> = state
         .topology
         .clusters
@@ -217,20 +241,26 @@ async fn clusters(State(state): State<Arc<AppState>>, Extension(scope): Extensio
         .filter(|c| scope.sees(c.id.as_str()))
         .map(|c| {
             let mine: Vec<Cell> = cells.iter().filter(|x| x.cluster == c.id.as_str()).cloned().collect();
-            json!({"id": c.id.as_str(), "name": c.name, "name_zh": c.name_zh, "families": c.families, "totals": Cell::total(c.id.as_str(), &mine)})
+            let period_total = InPeriod::total(in_period.iter().filter(|((cl, _), _)| cl == c.id.as_str()).map(|(_, v)| v));
+            json!({"id": c.id.as_str(), "name": c.name, "name_zh": c.name_zh, "families": c.families, "totals": with_period(&Cell::total(c.id.as_str(), &mine), period_total)})
         })
         .collect();
     let names: serde_json::Map<String, serde_json::Value> =
         state.family_names.iter().map(|(f, (en, zh))| (f.clone(), json!({"name": en, "name_zh": zh}))).collect();
-    Ok(Json(json!({"clusters": out, "family_names": names})))
+    Ok(Json(json!({"clusters": out, "family_names": names, "period": covered})))
 }
 
-async fn cluster(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Path(id): Path<String>) -> ApiResult<serde_json::Value> {
+async fn cluster(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Path(id): Path<String>, Query(pq): Query<PeriodQuery>) -> ApiResult<serde_json::Value> {
     known_cluster(&state, &id)?;
     scope.check(&id)?;
+    let period = pq.parse()?;
     let c = state.topology.cluster(&id).expect("checked");
     let mine: Vec<Cell> = state.store.cells().await?.iter().filter(|x| x.cluster == id).cloned().collect();
-    Ok(Json(json!({"id": id, "name": c.name, "name_zh": c.name_zh, "families": mine, "totals": Cell::total(&id, &mine)})))
+    let (covered, in_period) = state.store.in_period(period).await?;
+    let of = |cell: &Cell| in_period.get(&(cell.cluster.clone(), cell.family.clone())).copied().unwrap_or_default();
+    let families: Vec<serde_json::Value> = mine.iter().map(|cell| with_period(cell, of(cell))).collect();
+    let total = InPeriod::total(mine.iter().map(of).collect::<Vec<_>>().iter());
+    Ok(Json(json!({"id": id, "name": c.name, "name_zh": c.name_zh, "families": families, "totals": with_period(&Cell::total(&id, &mine), total), "period": covered})))
 }
 
 #[derive(Deserialize)]
@@ -239,6 +269,8 @@ struct ClusterQuery {
     limit: Option<usize>,
     direction: Option<String>,
     family: Option<String>,
+    period: Option<String>,
+    since: Option<String>,
 }
 
 async fn cells(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
@@ -246,8 +278,17 @@ async fn cells(State(state): State<Arc<AppState>>, Extension(scope): Extension<S
         known_cluster(&state, c)?;
         scope.check(c)?;
     }
-    let cells: Vec<Cell> = state.store.cells().await?.iter().filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster) && scope.sees(&c.cluster)).cloned().collect();
-    Ok(Json(json!({"cells": cells})))
+    let period = Period::parse(q.period.as_deref(), q.since.as_deref()).map_err(ApiError::BadRequest)?;
+    let (covered, in_period) = state.store.in_period(period).await?;
+    let cells: Vec<serde_json::Value> = state
+        .store
+        .cells()
+        .await?
+        .iter()
+        .filter(|c| q.cluster.as_ref().is_none_or(|x| *x == c.cluster) && scope.sees(&c.cluster))
+        .map(|c| with_period(c, in_period.get(&(c.cluster.clone(), c.family.clone())).copied().unwrap_or_default()))
+        .collect();
+    Ok(Json(json!({"cells": cells, "period": covered})))
 }
 
 fn limit(q: &ClusterQuery) -> Result<usize, ApiError> {

@@ -25,6 +25,12 @@ fn op(summary: &str, params: Vec<Value>, schema: &str) -> Value {
 pub fn document() -> Value {
     let cluster_q = || param("cluster", "query", true, "Cluster id, e.g. baise, hechi, fangchenggang, nanning");
     let limit_q = || param("limit", "query", false, "At most this many (1..500, default 50)");
+    let period_q = || {
+        vec![
+            param("period", "query", false, "24h, 7d or all (default): the event-time period `in_period` covers, ending at the view's clock"),
+            param("since", "query", false, "Instead of period: from the start of this day (YYYY-MM-DD, China Standard Time) to the clock's day"),
+        ]
+    };
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -33,9 +39,9 @@ pub fn document() -> Value {
             "description": "Cluster operators' live view of capacity, demand, utilisation, shared orders and allocations, materialised from Kafka into Redis. Every /api/v1 endpoint needs an operator token."
         },
         "paths": {
-            "/api/v1/clusters": {"get": op("Every cluster with its totals", vec![], "Clusters")},
-            "/api/v1/clusters/{cluster}": {"get": op("One cluster, per product family", vec![param("cluster", "path", true, "Cluster id")], "Cluster")},
-            "/api/v1/cells": {"get": op("Capacity vs demand per cluster and family", vec![param("cluster", "query", false, "Only this cluster")], "Cells")},
+            "/api/v1/clusters": {"get": op("Every cluster with its totals", period_q(), "Clusters")},
+            "/api/v1/clusters/{cluster}": {"get": op("One cluster, per product family", [vec![param("cluster", "path", true, "Cluster id")], period_q()].concat(), "Cluster")},
+            "/api/v1/cells": {"get": op("Capacity vs demand per cluster and family", [vec![param("cluster", "query", false, "Only this cluster")], period_q()].concat(), "Cells")},
             "/api/v1/orders/open": {"get": op("Open orders of a cluster, newest first", vec![cluster_q(), limit_q()], "Orders")},
             "/api/v1/orders/shared": {"get": op("Orders shared into or out of a cluster, as redacted by policy", vec![cluster_q(), param("direction", "query", false, "in (default) or out"), limit_q()], "Orders")},
             "/api/v1/orders/{order_id}/allocations": {"get": op("An order's status and allocations with their explanations", vec![param("order_id", "path", true, "Order id")], "OrderAllocations")},
@@ -69,13 +75,18 @@ pub fn document() -> Value {
                     "stock_on_hand_kg": {"type": "integer", "description": "Stock at the cluster's sites: the latest inventory snapshot of each site and product."},
                     "stock_reserved_kg": {"type": "integer"},
                     "days_of_cover": {"type": ["number", "null"], "description": "Stock on hand divided by the family's placed demand per day in the cluster over the last 7 days of event time; null without such demand."},
-                    "shared_out": {"type": "integer"}, "shared_in": {"type": "integer"}
+                    "shared_out": {"type": "integer"}, "shared_in": {"type": "integer"},
+                    "in_period": {"$ref": "#/components/schemas/InPeriod"}
+                }, "description": "declared_kg, allocated_kg, demand_kg, orders and allocations count since the first event; open_*, remaining, stock and shares are the state at the view's clock; in_period is the chosen period's."},
+                "InPeriod": {"type": "object", "description": "Capacity declared, allocated and demand placed within the period (event time), kg", "properties": {"declared_kg": {"type": "integer"}, "allocated_kg": {"type": "integer"}, "demand_kg": {"type": "integer"}}},
+                "Period": {"type": "object", "description": "What in_period covers: [from_ms, to_ms) of event time (from_ms null for everything; both null while the view is empty), the view's clock (latest event time applied), and the buckets summed (hour or day)", "properties": {
+                    "period": {"type": "string"}, "from_ms": {"type": ["integer", "null"]}, "to_ms": {"type": ["integer", "null"]}, "clock_ms": {"type": ["integer", "null"]}, "resolution": {"type": "string"}
                 }},
-                "Cells": {"type": "object", "properties": {"cells": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}}},
+                "Cells": {"type": "object", "properties": {"cells": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}, "period": {"$ref": "#/components/schemas/Period"}}},
                 "Clusters": {"type": "object", "properties": {"clusters": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "families": {"type": "array", "items": {"type": "string"}}, "totals": {"$ref": "#/components/schemas/Cell"}
-                }}}}},
-                "Cluster": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "families": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}, "totals": {"$ref": "#/components/schemas/Cell"}}},
+                }}}, "period": {"$ref": "#/components/schemas/Period"}}},
+                "Cluster": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "families": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}}, "totals": {"$ref": "#/components/schemas/Cell"}, "period": {"$ref": "#/components/schemas/Period"}}},
                 "Orders": {"type": "object", "properties": {"cluster": {"type": "string"}, "orders": {"type": "array", "items": {"type": "object"}}}},
                 "Allocations": {"type": "object", "properties": {"allocations": {"type": "array", "items": {"type": "object", "description": "orelink.v1.Allocation as JSON"}}}},
                 "OrderAllocations": {"type": "object", "properties": {"order_id": {"type": "string"}, "status": {"type": "object", "description": "orelink.v1.OrderStatus as JSON"}, "allocations": {"type": "array", "items": {"type": "object"}}}},

@@ -122,6 +122,123 @@ impl Cell {
     }
 }
 
+/// A period of event time the API totals what was declared, allocated and
+/// demanded over, up to the view's clock (the latest event time applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// The 24 hours up to the end of the clock's hour.
+    Last24h,
+    /// The 7 days (168 hours) up to the end of the clock's hour.
+    Last7d,
+    /// From the start of a day of China Standard Time (UTC+8; the day's
+    /// number since 1970-01-01) to the end of the clock's day.
+    Since(i64),
+    /// Everything the view has applied.
+    All,
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// China Standard Time is UTC+8: the view's days begin at 16:00 UTC.
+const CST_MS: i64 = 8 * HOUR_MS;
+
+/// What a period covers, as served: `[from_ms, to_ms)` of event time (none
+/// when the view is empty; `from_ms` none for everything).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Covered {
+    pub period: String,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// The view's clock: the latest event time it has applied.
+    pub clock_ms: Option<i64>,
+    /// The buckets the totals were summed from.
+    pub resolution: &'static str,
+}
+
+/// Capacity declared, allocated and demand placed within a period, kg.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InPeriod {
+    pub declared_kg: i64,
+    pub allocated_kg: i64,
+    pub demand_kg: i64,
+}
+
+impl InPeriod {
+    pub fn total<'a>(cells: impl IntoIterator<Item = &'a InPeriod>) -> InPeriod {
+        cells.into_iter().fold(InPeriod::default(), |t, c| InPeriod {
+            declared_kg: t.declared_kg.saturating_add(c.declared_kg),
+            allocated_kg: t.allocated_kg.saturating_add(c.allocated_kg),
+            demand_kg: t.demand_kg.saturating_add(c.demand_kg),
+        })
+    }
+}
+
+impl Period {
+    /// `period` (`24h`, `7d`, `all`; `all` when absent) or `since` (a
+    /// date, `YYYY-MM-DD`, in China Standard Time), not both.
+    pub fn parse(period: Option<&str>, since: Option<&str>) -> Result<Period, String> {
+        match (period, since) {
+            (Some(_), Some(_)) => Err("give period or since, not both".into()),
+            (None, Some(date)) => cst_day(date).map(Period::Since).ok_or_else(|| format!("since {date:?}: expected a date YYYY-MM-DD")),
+            (Some("24h"), None) => Ok(Period::Last24h),
+            (Some("7d"), None) => Ok(Period::Last7d),
+            (Some("all") | None, None) => Ok(Period::All),
+            (Some(other), None) => Err(format!("period {other:?}: expected 24h, 7d or all (or since=YYYY-MM-DD)")),
+        }
+    }
+
+    /// The hash the totals are read from, the slots summed (inclusive), and
+    /// what is covered, given the view's clock.
+    fn slots(self, clock: i64) -> (&'static str, i64, i64, Covered) {
+        let hour = clock.div_euclid(HOUR_MS);
+        let day = (clock + CST_MS).div_euclid(DAY_MS);
+        let covered = |period: String, from: Option<i64>, to: i64, resolution| Covered { period, from_ms: from, to_ms: Some(to), clock_ms: Some(clock), resolution };
+        match self {
+            Period::Last24h => ("tsh", hour - 23, hour, covered("24h".into(), Some((hour - 23) * HOUR_MS), (hour + 1) * HOUR_MS, "hour")),
+            Period::Last7d => ("tsh", hour - 167, hour, covered("7d".into(), Some((hour - 167) * HOUR_MS), (hour + 1) * HOUR_MS, "hour")),
+            Period::Since(d) => ("tsa", d, day, covered(format!("since {}", date_of(d)), Some(d * DAY_MS - CST_MS), (day + 1) * DAY_MS - CST_MS, "day")),
+            Period::All => ("tsa", i64::MIN, day, covered("all".into(), None, (day + 1) * DAY_MS - CST_MS, "day")),
+        }
+    }
+}
+
+/// The day number (since 1970-01-01) of a proleptic Gregorian date `YYYY-MM-DD`.
+fn cst_day(date: &str) -> Option<i64> {
+    let mut parts = date.splitn(3, '-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 || ![y, m, d].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&m) || d < 1 || d > days_in[m as usize - 1] {
+        return None;
+    }
+    // Days from civil (H. Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+/// `YYYY-MM-DD` of day number `z` since 1970-01-01 (the inverse of `cst_day`).
+pub fn date_of(z: i64) -> String {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 pub struct Store {
     redis: ConnectionManager,
     prefix: String,
@@ -278,6 +395,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Per (cluster, family) cell, what was declared, allocated and
+    /// demanded within `period`, and what the period covers.
+    pub async fn in_period(&self, period: Period) -> RedisResult<(Covered, BTreeMap<(String, String), InPeriod>)> {
+        let mut con = self.redis.clone();
+        let (mut names, clock): (Vec<String>, Option<i64>) = redis::pipe().cmd("SMEMBERS").arg(self.key("cells")).cmd("GET").arg(self.key("clock")).query_async(&mut con).await?;
+        names.sort();
+        let Some(clock) = clock else {
+            let resolution = if matches!(period, Period::Last24h | Period::Last7d) { "hour" } else { "day" };
+            let label = match period {
+                Period::Last24h => "24h".to_owned(),
+                Period::Last7d => "7d".to_owned(),
+                Period::Since(d) => format!("since {}", date_of(d)),
+                Period::All => "all".to_owned(),
+            };
+            return Ok((Covered { period: label, from_ms: None, to_ms: None, clock_ms: None, resolution }, BTreeMap::new()));
+        };
+        let (hash, lo, hi, covered) = period.slots(clock);
+        let series = ["declared", "allocated", "demand"];
+        let mut pipe = redis::pipe();
+        for n in &names {
+            for s in series {
+                pipe.cmd("HGETALL").arg(self.key(&format!("{hash}:{n}:{s}")));
+            }
+        }
+        let hashes: Vec<BTreeMap<String, i64>> = if names.is_empty() { Vec::new() } else { pipe.query_async(&mut con).await? };
+        let sum = |h: &BTreeMap<String, i64>| h.iter().filter_map(|(k, v)| k.parse::<i64>().ok().filter(|s| (lo..=hi).contains(s)).map(|_| *v)).fold(0i64, i64::saturating_add);
+        let mut out = BTreeMap::new();
+        for (n, h) in names.iter().zip(hashes.chunks(series.len())) {
+            if let Some((c, f)) = n.split_once('|') {
+                out.insert((c.to_owned(), f.to_owned()), InPeriod { declared_kg: sum(&h[0]), allocated_kg: sum(&h[1]), demand_kg: sum(&h[2]) });
+            }
+        }
+        Ok((covered, out))
+    }
+
     /// Dead letters counted by error class.
     pub async fn dead_letters(&self) -> RedisResult<BTreeMap<String, i64>> {
         let mut con = self.redis.clone();
@@ -287,5 +439,39 @@ impl Store {
     pub async fn ping(&self) -> RedisResult<()> {
         let mut con = self.redis.clone();
         redis::cmd("PING").query_async::<String>(&mut con).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_days_of_china_standard_time_and_periods_end_at_the_clock() {
+        assert_eq!(cst_day("1970-01-01"), Some(0));
+        assert_eq!(cst_day("2026-12-05"), Some(20_792));
+        assert_eq!(date_of(20_792), "2026-12-05");
+        assert_eq!(cst_day("2024-02-29").map(date_of).as_deref(), Some("2024-02-29"));
+        for bad in ["2026-02-29", "2026-13-01", "2026-1-05", "26-12-05", "2026-12-05T00", "", "yyyy-mm-dd"] {
+            assert_eq!(cst_day(bad), None, "{bad}");
+        }
+        for z in [-1, 0, 59, 60, 11_016, 20_792, 2_000_000] {
+            assert_eq!(cst_day(&date_of(z)), Some(z), "{z}");
+        }
+        // 2026-12-05 03:30 UTC is 11:30 that day in Guangxi.
+        let clock = 1_796_441_400_000;
+        let (hash, lo, hi, c) = Period::Since(20_792).slots(clock);
+        assert_eq!((hash, lo, hi, c.from_ms, c.to_ms, c.period.as_str()), ("tsa", 20_792, 20_792, Some(20_792 * DAY_MS - CST_MS), Some(20_793 * DAY_MS - CST_MS), "since 2026-12-05"));
+        let (hash, lo, hi, c) = Period::Last24h.slots(clock);
+        assert_eq!((hash, hi - lo + 1, c.to_ms.unwrap() - c.from_ms.unwrap()), ("tsh", 24, DAY_MS));
+        assert!(c.from_ms.unwrap() <= clock - 23 * HOUR_MS && clock < c.to_ms.unwrap());
+        let (_, lo, hi, _) = Period::Last7d.slots(clock);
+        assert_eq!(hi - lo + 1, 168);
+        assert_eq!(Period::parse(None, None), Ok(Period::All));
+        assert_eq!(Period::parse(Some("7d"), None), Ok(Period::Last7d));
+        assert_eq!(Period::parse(None, Some("2026-12-01")), Ok(Period::Since(20_788)));
+        assert!(Period::parse(Some("30d"), None).unwrap_err().contains("expected 24h, 7d or all"));
+        assert!(Period::parse(Some("7d"), Some("2026-12-01")).is_err());
+        assert!(Period::parse(None, Some("2026-12-32")).unwrap_err().contains("YYYY-MM-DD"));
     }
 }

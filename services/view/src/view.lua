@@ -43,22 +43,33 @@ local function agg(cell, field, delta)
   end
 end
 
--- Per-minute buckets of the last 24 h (event time); older ones are pruned.
-local function series(cell, name, at, delta)
-  if delta == 0 then return end
-  local key = P .. 'ts:' .. cell .. ':' .. name
-  local minute = math.floor(at / 60000)
-  redis.call('HINCRBY', key, d(minute), d(delta))
+-- Adds delta to bucket `slot` of hash `key`, and prunes buckets more than
+-- `keep` slots before it: its field 'low' is the oldest slot kept; once it
+-- is `slack` slots too old, up to `step` of them go at a time.
+local function bucket(key, slot, delta, keep, slack, step)
+  redis.call('HINCRBY', key, d(slot), d(delta))
   local low = num(redis.call('HGET', key, 'low'))
   if low == 0 then
-    redis.call('HSET', key, 'low', d(minute))
-  elseif minute - low > DAY_MIN + 60 then
-    local upto = math.min(minute - DAY_MIN, low + 120)
+    redis.call('HSET', key, 'low', d(slot))
+  elseif slot - low > keep + slack then
+    local upto = math.min(slot - keep, low + step)
     for m = low, upto - 1 do
       redis.call('HDEL', key, d(m))
     end
     redis.call('HSET', key, 'low', d(upto))
   end
+end
+
+-- Event-time series of a cell: per minute for the last 24 h, per hour for
+-- the last 8 days, and per day (days of China Standard Time, UTC+8, as the
+-- region's operators count them) since the first event, which the totals
+-- over a chosen period are read from.
+local HOUR_MS, CST_MS = 3600000, 28800000
+local function series(cell, name, at, delta)
+  if delta == 0 then return end
+  bucket(P .. 'ts:' .. cell .. ':' .. name, math.floor(at / 60000), delta, DAY_MIN, 60, 120)
+  bucket(P .. 'tsh:' .. cell .. ':' .. name, math.floor(at / HOUR_MS), delta, 8 * 24, 24, 48)
+  redis.call('HINCRBY', P .. 'tsa:' .. cell .. ':' .. name, d(math.floor((at + CST_MS) / 86400000)), d(delta))
 end
 
 -- Per-day buckets of the last 8 days (event time), for days of cover.

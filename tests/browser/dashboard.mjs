@@ -51,6 +51,23 @@ try {
   const tabs = await page.$$eval("nav button", (bs) => bs.map((b) => b.textContent));
   if (!tabs.some((t) => t.includes("南宁") && t.includes("Nanning"))) fail("cluster tabs lack Chinese and English names: " + tabs);
 
+  // Periods: the totals say what they cover, and change with it. The page
+  // opens on the last 7 days; the caller declared capacity ten days back.
+  const cst = (ms) => new Date(ms + 8 * 3600e3).toISOString().slice(0, 16).replace("T", " ") + " (UTC+8)";
+  const week = await api("/api/v1/clusters/nanning?period=7d");
+  const all = await api("/api/v1/clusters/nanning?period=all");
+  if (await text("sim-clock") !== cst(week.period.clock_ms)) fail(`the simulated clock shows ${await text("sim-clock")}, the API's clock is ${cst(week.period.clock_ms)}`);
+  const declared = { week: tonnes(week.totals.in_period.declared_kg), all: tonnes(all.totals.in_period.declared_kg) };
+  if (declared.week === declared.all) fail(`the last 7 days and everything declare alike (${declared.all}): the test's early capacity is missing`);
+  if (await text("declared") !== declared.week) fail(`declared over 7 days: the page shows ${await text("declared")}, the API says ${declared.week}`);
+  if (!(await text("period-range")).includes(cst(week.period.to_ms))) fail("the period's range is not shown: " + (await text("period-range")));
+  await page.click("nav .periods button[data-period=all]");
+  await page.waitForFunction((want) => document.querySelector("[data-testid=declared]").textContent.trim() === want, declared.all, { timeout: 10000 })
+    .catch(async () => fail(`declared over everything: the page shows ${await text("declared")}, the API says ${declared.all}`));
+  if (!(await text("period-range")).includes("全部")) fail("the range does not name the period: " + (await text("period-range")));
+  await page.waitForSelector("#series circle", { timeout: 10000 }).catch(() => fail("no series drawn for the period"));
+  checks["declared (7 days, then all)"] = `${declared.week} -> ${declared.all}`;
+
   console.log(`READY ${hubAllocations}`);
   // Live update: the new allocation's row and the larger count, without reloading.
   await page.waitForSelector(`tr[data-allocation="${expected}"]`, { timeout: 30000 });

@@ -86,6 +86,17 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
         energy_kwh_per_t: Some(13_150),
     };
     let (ct, ot) = (env.topic(topics::CAPACITY), env.topic(topics::ORDERS));
+    // And capacity declared ten days earlier, priced above every order's cap:
+    // in the totals of everything, not in those of the last 7 days.
+    let early = wire::CapacityEvent {
+        event_id: "evt-cap-nn-early".into(),
+        event_time: 1_795_000_000_000 - 10 * 86_400_000,
+        capacity_id: "CAP-NN-EARLY".into(),
+        price_cny_per_t: 900_000,
+        quantity_kg: 700_000,
+        ..cap.clone()
+    };
+    env.produce(&ct, "AL-INGOT", &codec.encode(&ct, &early).await.unwrap()).await;
     env.produce(&ct, "AL-INGOT", &codec.encode(&ct, &cap).await.unwrap()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // The router reads capacity and orders independently: send the order once the capacity is in the book.

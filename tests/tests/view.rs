@@ -104,6 +104,13 @@ async fn periods_equal_a_recomputation(addr: SocketAddr, records: &[(String, Rec
         seen.push(got);
     }
     assert!(!seen[0].is_empty(), "nothing in the period of everything");
+    // The series of a period add up to its totals, per minute, hour and day.
+    for (i, query) in [(2, "period=24h"), (1, "period=7d"), (0, "period=all")] {
+        let Some(((c, f), want)) = seen[i].iter().next() else { continue };
+        let s = api(addr, &format!("/api/v1/timeseries?cluster={c}&family={f}&{query}")).await;
+        let sum = |n: &str| s["points_kg"][n].as_array().unwrap().iter().map(|p| p[1].as_i64().unwrap()).sum::<i64>();
+        assert_eq!([sum("declared"), sum("allocated"), sum("demand")], *want, "{query}: the series of {c}/{f} do not add up to its totals ({})", s["period"]);
+    }
     assert_ne!(seen[0], seen[2], "the last 24 h hold as much as everything: the workload is too short to tell periods apart");
     let (status, body) = get_as(addr, "/api/v1/cells?period=30d", TOKEN).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "{body}");

@@ -370,7 +370,12 @@ async fn timeseries(State(state): State<Arc<AppState>>, Extension(scope): Extens
     if !state.families.contains(&f) {
         return Err(ApiError::NotFound(format!("no product family {f:?}")));
     }
-    Ok(Json(json!({"cluster": c, "family": f, "minute_kg": state.store.series(&c, &f).await?})))
+    if q.period.is_none() && q.since.is_none() {
+        return Ok(Json(json!({"cluster": c, "family": f, "minute_kg": state.store.series(&c, &f).await?})));
+    }
+    let period = Period::parse(q.period.as_deref(), q.since.as_deref()).map_err(ApiError::BadRequest)?;
+    let (covered, points) = state.store.series_over(&c, &f, period).await?;
+    Ok(Json(json!({"cluster": c, "family": f, "period": covered, "points_kg": points})))
 }
 
 async fn dead_letters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {

@@ -46,7 +46,7 @@ pub fn document() -> Value {
             "/api/v1/orders/shared": {"get": op("Orders shared into or out of a cluster, as redacted by policy", vec![cluster_q(), param("direction", "query", false, "in (default) or out"), limit_q()], "Orders")},
             "/api/v1/orders/{order_id}/allocations": {"get": op("An order's status and allocations with their explanations", vec![param("order_id", "path", true, "Order id")], "OrderAllocations")},
             "/api/v1/allocations/latest": {"get": op("Latest allocations across the hub, newest first", vec![limit_q()], "Allocations")},
-            "/api/v1/timeseries": {"get": op("Per-minute kg of demand placed, capacity declared and allocated, last 24 h of event time", vec![cluster_q(), param("family", "query", true, "Product family, e.g. AL-INGOT")], "Series")},
+            "/api/v1/timeseries": {"get": op("kg of demand placed, capacity declared and allocated over event time: without a period, per minute of the last 24 h (minute_kg); with one, points_kg per minute (24h), hour (7d) or day (since, all)", [vec![cluster_q(), param("family", "query", true, "Product family, e.g. AL-INGOT")], period_q()].concat(), "Series")},
             "/api/v1/dead-letters": {"get": op("Dead letters by error class", vec![], "DeadLetters")},
             "/api/v1/stream": {"get": {
                 "summary": "Server-sent events: one `change` event per batch applied to the view (count and new allocations)",
@@ -90,7 +90,10 @@ pub fn document() -> Value {
                 "Orders": {"type": "object", "properties": {"cluster": {"type": "string"}, "orders": {"type": "array", "items": {"type": "object"}}}},
                 "Allocations": {"type": "object", "properties": {"allocations": {"type": "array", "items": {"type": "object", "description": "orelink.v1.Allocation as JSON"}}}},
                 "OrderAllocations": {"type": "object", "properties": {"order_id": {"type": "string"}, "status": {"type": "object", "description": "orelink.v1.OrderStatus as JSON"}, "allocations": {"type": "array", "items": {"type": "object"}}}},
-                "Series": {"type": "object", "properties": {"cluster": {"type": "string"}, "family": {"type": "string"}, "minute_kg": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}}}},
+                "Series": {"type": "object", "properties": {"cluster": {"type": "string"}, "family": {"type": "string"},
+                    "minute_kg": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}},
+                    "points_kg": {"type": "object", "description": "[slot_start_ms, kg] per series, the slot being period.resolution", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}},
+                    "period": {"$ref": "#/components/schemas/Period"}}},
                 "DeadLetters": {"type": "object", "properties": {"by_class": {"type": "object", "additionalProperties": {"type": "integer"}}}}
             }
         }

@@ -395,6 +395,47 @@ impl Store {
         Ok(out)
     }
 
+    /// The series (demand placed, capacity declared, allocated) of one cell
+    /// over `period`, as `[slot_start_ms, kg]` pairs: per minute for the
+    /// last 24 h, per hour for 7 days, per day (China Standard Time) since a
+    /// date or for everything. Empty slots are left out.
+    pub async fn series_over(&self, cluster: &str, family: &str, period: Period) -> RedisResult<(Covered, BTreeMap<&'static str, Vec<(i64, i64)>>)> {
+        let mut con = self.redis.clone();
+        let clock: Option<i64> = redis::cmd("GET").arg(self.key("clock")).query_async(&mut con).await?;
+        let names = ["demand", "declared", "allocated"];
+        let Some(clock) = clock else {
+            let (covered, _) = self.in_period(period).await?;
+            return Ok((covered, names.into_iter().map(|n| (n, Vec::new())).collect()));
+        };
+        let (hash, mut lo, mut hi, mut covered) = period.slots(clock);
+        let (hash, slot_ms, offset) = match (period, hash) {
+            // The same 24 hours, by the minute.
+            (Period::Last24h, _) => {
+                (lo, hi) = (lo * 60, hi * 60 + 59);
+                covered.resolution = "minute";
+                ("ts", 60_000, 0)
+            }
+            (_, "tsh") => ("tsh", HOUR_MS, 0),
+            _ => ("tsa", DAY_MS, -CST_MS),
+        };
+        let mut pipe = redis::pipe();
+        for n in names {
+            pipe.cmd("HGETALL").arg(self.key(&format!("{hash}:{cluster}|{family}:{n}")));
+        }
+        let hashes: Vec<BTreeMap<String, i64>> = pipe.query_async(&mut con).await?;
+        let mut out = BTreeMap::new();
+        for (n, h) in names.into_iter().zip(hashes) {
+            let mut points: Vec<(i64, i64)> = h
+                .into_iter()
+                .filter_map(|(k, v)| k.parse::<i64>().ok().filter(|s| (lo..=hi).contains(s)).map(|s| (s * slot_ms + offset, v)))
+                .filter(|(_, v)| *v != 0)
+                .collect();
+            points.sort();
+            out.insert(n, points);
+        }
+        Ok((covered, out))
+    }
+
     /// Per (cluster, family) cell, what was declared, allocated and
     /// demanded within `period`, and what the period covers.
     pub async fn in_period(&self, period: Period) -> RedisResult<(Covered, BTreeMap<(String, String), InPeriod>)> {

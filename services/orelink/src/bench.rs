@@ -220,7 +220,8 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
         }
         BenchWhich::Soak { events, every, ms_per_event, life, flat_from, json } => {
             let horizon = cfg.matcher.dedup_horizon_ms;
-            let rep = orelink_bench::soak(&r.topology, events, every, horizon, ms_per_event, life, flat_from, &|s: &str| eprintln!("[bench] {s}"));
+            let options = orelink_bench::matcher::SoakOptions { events, every, horizon_ms: horizon, ms_per_event, life, flat_from };
+            let rep = orelink_bench::soak(&r.topology, options, &|s: &str| eprintln!("[bench] {s}"));
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {

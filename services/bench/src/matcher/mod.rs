@@ -50,7 +50,7 @@ pub use failover::{FailoverReport, FaultFigures, failover};
 pub use floor::{FloorReport, floor};
 pub use recovery::{RecoveryReport, RecoveryRole, RecoveryRun, recovery};
 pub use restore::{RestoreReport, restore};
-pub use soak::{SoakReport, SoakSample, soak};
+pub use soak::{SoakOptions, SoakReport, SoakSample, soak};
 
 /// A fresh namespace with the topology applied.
 async fn namespace(cfg: &Config, reference: &Reference, name: &str) -> Result<Config, BenchError> {

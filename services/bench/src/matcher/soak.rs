@@ -66,9 +66,24 @@ fn memory_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Decides `events` soak events under `horizon_ms`, a sample every `every`
-/// events; `ms_per_event` defaults to one horizon per `every` events.
-pub fn soak(topology: &Topology, events: u64, every: u64, horizon_ms: i64, ms_per_event: Option<f64>, life: u64, flat_from: u64, log: &dyn Fn(&str)) -> SoakReport {
+/// How long and how a soak runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SoakOptions {
+    pub events: u64,
+    /// Events between samples.
+    pub every: u64,
+    pub horizon_ms: i64,
+    /// Log time per event; by default one horizon per `every` events.
+    pub ms_per_event: Option<f64>,
+    /// Events an order or capacity stays before it is cancelled or withdrawn.
+    pub life: u64,
+    /// The change is reported from the first sample at this many events on.
+    pub flat_from: u64,
+}
+
+/// Decides `events` soak events under `horizon_ms`, a sample every `every` events.
+pub fn soak(topology: &Topology, o: SoakOptions, log: &dyn Fn(&str)) -> SoakReport {
+    let SoakOptions { events, every, horizon_ms, ms_per_event, life, flat_from } = o;
     let every = every.max(1);
     let ms_per_event = ms_per_event.unwrap_or(horizon_ms as f64 / every as f64);
     // The first event at the start of a window, so samples fall at a window's start.

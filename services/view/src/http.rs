@@ -219,8 +219,12 @@ struct PeriodQuery {
 
 impl PeriodQuery {
     fn parse(&self) -> Result<Period, ApiError> {
-        Period::parse(self.period.as_deref(), self.since.as_deref()).map_err(ApiError::BadRequest)
+        period_of(&self.period, &self.since)
     }
+}
+
+fn period_of(period: &Option<String>, since: &Option<String>) -> Result<Period, ApiError> {
+    Period::parse(period.as_deref(), since.as_deref()).map_err(ApiError::BadRequest)
 }
 
 /// A cell as served: its figures and what it had within the period.
@@ -241,7 +245,7 @@ async fn clusters(State(state): State<Arc<AppState>>, Extension(scope): Extensio
         .filter(|c| scope.sees(c.id.as_str()))
         .map(|c| {
             let mine: Vec<Cell> = cells.iter().filter(|x| x.cluster == c.id.as_str()).cloned().collect();
-            let period_total = InPeriod::total(in_period.iter().filter(|((cl, _), _)| cl == c.id.as_str()).map(|(_, v)| v));
+            let period_total = InPeriod::total(in_period.iter().filter(|((cl, _), _)| cl == c.id.as_str()).map(|(_, v)| *v));
             json!({"id": c.id.as_str(), "name": c.name, "name_zh": c.name_zh, "families": c.families, "totals": with_period(&Cell::total(c.id.as_str(), &mine), period_total)})
         })
         .collect();
@@ -259,7 +263,7 @@ async fn cluster(State(state): State<Arc<AppState>>, Extension(scope): Extension
     let (covered, in_period) = state.store.in_period(period).await?;
     let of = |cell: &Cell| in_period.get(&(cell.cluster.clone(), cell.family.clone())).copied().unwrap_or_default();
     let families: Vec<serde_json::Value> = mine.iter().map(|cell| with_period(cell, of(cell))).collect();
-    let total = InPeriod::total(mine.iter().map(of).collect::<Vec<_>>().iter());
+    let total = InPeriod::total(mine.iter().map(of));
     Ok(Json(json!({"id": id, "name": c.name, "name_zh": c.name_zh, "families": families, "totals": with_period(&Cell::total(&id, &mine), total), "period": covered})))
 }
 
@@ -278,7 +282,7 @@ async fn cells(State(state): State<Arc<AppState>>, Extension(scope): Extension<S
         known_cluster(&state, c)?;
         scope.check(c)?;
     }
-    let period = Period::parse(q.period.as_deref(), q.since.as_deref()).map_err(ApiError::BadRequest)?;
+    let period = period_of(&q.period, &q.since)?;
     let (covered, in_period) = state.store.in_period(period).await?;
     let cells: Vec<serde_json::Value> = state
         .store
@@ -373,7 +377,7 @@ async fn timeseries(State(state): State<Arc<AppState>>, Extension(scope): Extens
     if q.period.is_none() && q.since.is_none() {
         return Ok(Json(json!({"cluster": c, "family": f, "minute_kg": state.store.series(&c, &f).await?})));
     }
-    let period = Period::parse(q.period.as_deref(), q.since.as_deref()).map_err(ApiError::BadRequest)?;
+    let period = period_of(&q.period, &q.since)?;
     let (covered, points) = state.store.series_over(&c, &f, period).await?;
     Ok(Json(json!({"cluster": c, "family": f, "period": covered, "points_kg": points})))
 }

@@ -155,6 +155,13 @@ pub struct Covered {
     pub resolution: &'static str,
 }
 
+impl Covered {
+    /// What a period covers in a view that has applied nothing yet.
+    fn nothing(period: Period) -> Covered {
+        Covered { period: period.label(), from_ms: None, to_ms: None, clock_ms: None, resolution: period.resolution() }
+    }
+}
+
 /// Capacity declared, allocated and demand placed within a period, kg.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct InPeriod {
@@ -164,7 +171,7 @@ pub struct InPeriod {
 }
 
 impl InPeriod {
-    pub fn total<'a>(cells: impl IntoIterator<Item = &'a InPeriod>) -> InPeriod {
+    pub fn total(cells: impl IntoIterator<Item = InPeriod>) -> InPeriod {
         cells.into_iter().fold(InPeriod::default(), |t, c| InPeriod {
             declared_kg: t.declared_kg.saturating_add(c.declared_kg),
             allocated_kg: t.allocated_kg.saturating_add(c.allocated_kg),
@@ -187,17 +194,32 @@ impl Period {
         }
     }
 
+    /// The period as served: `24h`, `7d`, `all` or `since YYYY-MM-DD`.
+    fn label(self) -> String {
+        match self {
+            Period::Last24h => "24h".into(),
+            Period::Last7d => "7d".into(),
+            Period::Since(d) => format!("since {}", date_of(d)),
+            Period::All => "all".into(),
+        }
+    }
+
+    /// The buckets its totals are summed from.
+    fn resolution(self) -> &'static str {
+        if matches!(self, Period::Last24h | Period::Last7d) { "hour" } else { "day" }
+    }
+
     /// The hash the totals are read from, the slots summed (inclusive), and
     /// what is covered, given the view's clock.
     fn slots(self, clock: i64) -> (&'static str, i64, i64, Covered) {
         let hour = clock.div_euclid(HOUR_MS);
         let day = (clock + CST_MS).div_euclid(DAY_MS);
-        let covered = |period: String, from: Option<i64>, to: i64, resolution| Covered { period, from_ms: from, to_ms: Some(to), clock_ms: Some(clock), resolution };
+        let covered = |from: Option<i64>, to: i64| Covered { period: self.label(), from_ms: from, to_ms: Some(to), clock_ms: Some(clock), resolution: self.resolution() };
         match self {
-            Period::Last24h => ("tsh", hour - 23, hour, covered("24h".into(), Some((hour - 23) * HOUR_MS), (hour + 1) * HOUR_MS, "hour")),
-            Period::Last7d => ("tsh", hour - 167, hour, covered("7d".into(), Some((hour - 167) * HOUR_MS), (hour + 1) * HOUR_MS, "hour")),
-            Period::Since(d) => ("tsa", d, day, covered(format!("since {}", date_of(d)), Some(d * DAY_MS - CST_MS), (day + 1) * DAY_MS - CST_MS, "day")),
-            Period::All => ("tsa", i64::MIN, day, covered("all".into(), None, (day + 1) * DAY_MS - CST_MS, "day")),
+            Period::Last24h => ("tsh", hour - 23, hour, covered(Some((hour - 23) * HOUR_MS), (hour + 1) * HOUR_MS)),
+            Period::Last7d => ("tsh", hour - 167, hour, covered(Some((hour - 167) * HOUR_MS), (hour + 1) * HOUR_MS)),
+            Period::Since(d) => ("tsa", d, day, covered(Some(d * DAY_MS - CST_MS), (day + 1) * DAY_MS - CST_MS)),
+            Period::All => ("tsa", i64::MIN, day, covered(None, (day + 1) * DAY_MS - CST_MS)),
         }
     }
 }
@@ -404,8 +426,7 @@ impl Store {
         let clock: Option<i64> = redis::cmd("GET").arg(self.key("clock")).query_async(&mut con).await?;
         let names = ["demand", "declared", "allocated"];
         let Some(clock) = clock else {
-            let (covered, _) = self.in_period(period).await?;
-            return Ok((covered, names.into_iter().map(|n| (n, Vec::new())).collect()));
+            return Ok((Covered::nothing(period), names.into_iter().map(|n| (n, Vec::new())).collect()));
         };
         let (hash, mut lo, mut hi, mut covered) = period.slots(clock);
         let (hash, slot_ms, offset) = match (period, hash) {
@@ -443,14 +464,7 @@ impl Store {
         let (mut names, clock): (Vec<String>, Option<i64>) = redis::pipe().cmd("SMEMBERS").arg(self.key("cells")).cmd("GET").arg(self.key("clock")).query_async(&mut con).await?;
         names.sort();
         let Some(clock) = clock else {
-            let resolution = if matches!(period, Period::Last24h | Period::Last7d) { "hour" } else { "day" };
-            let label = match period {
-                Period::Last24h => "24h".to_owned(),
-                Period::Last7d => "7d".to_owned(),
-                Period::Since(d) => format!("since {}", date_of(d)),
-                Period::All => "all".to_owned(),
-            };
-            return Ok((Covered { period: label, from_ms: None, to_ms: None, clock_ms: None, resolution }, BTreeMap::new()));
+            return Ok((Covered::nothing(period), BTreeMap::new()));
         };
         let (hash, lo, hi, covered) = period.slots(clock);
         let series = ["declared", "allocated", "demand"];

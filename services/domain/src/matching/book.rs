@@ -199,11 +199,9 @@ impl Book {
     /// for an order that never came. What stays keeps its arrival order under
     /// new sequence numbers, so matching decides exactly as before; the
     /// indexes are rebuilt by the rules that keep them event by event. What is
-    /// closed now is marked to leave at the next window. Returns the number of
-    /// orders, capacities and waiting shares that left.
-    pub(super) fn age(&mut self, net: &Network, expired_before: i64) -> usize {
+    /// closed now is marked to leave at the next window.
+    pub(super) fn age(&mut self, net: &Network, expired_before: i64) {
         let old = std::mem::replace(self, Book::new(net));
-        let before = old.orders.len() + old.caps.len() + old.pending_shares.len();
         self.products = old.products;
         for mut o in old.orders.into_iter() {
             let closed = !o.open;
@@ -233,7 +231,6 @@ impl Book {
         for w in self.pending_shares.values_mut() {
             w.aged = true;
         }
-        before - (self.orders.len() + self.caps.len() + self.pending_shares.len())
     }
 
     pub(super) fn index_order(&mut self, seq: u32) {

@@ -172,3 +172,36 @@ async fn only_a_login_reads_and_only_a_writer_writes() {
     cancel.cancel();
     task.await.unwrap();
 }
+
+/// A topic of several records (an enterprise's ingest topic): the hub's codec
+/// writes each record under its own subject `<topic>-<record>`, reads back
+/// what it wrote, writes the same bytes once the id is known, and refuses a
+/// record the topic does not carry.
+#[tokio::test]
+async fn the_codec_writes_several_records_on_one_topic_each_under_its_own_subject() {
+    use orelink_codec::{EncodeError, Record};
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let ingest = env.topic(&orelink_domain::topology::topics::ingest("91451000MA5L0CHG10"));
+    let order = orelink_tests::order_wire(7);
+    let capacity = orelink_tests::capacity_wire(7, "baise-pingguo-smelter", "baise", "AL-INGOT-AL99.85", 500_000, 20_300);
+    let o = codec.encode_as(&ingest, "orelink.v1.OrderEvent", &order).await.unwrap();
+    let c = codec.encode_as(&ingest, "orelink.v1.CapacityEvent", &capacity).await.unwrap();
+    let id = |bytes: &[u8]| orelink_codec::split_wire(bytes).unwrap().0 as i64;
+    for (record, bytes) in [("orelink.v1.OrderEvent", &o), ("orelink.v1.CapacityEvent", &c)] {
+        let (status, latest) = call(&env, reqwest::Method::GET, format!("{}/subjects/{ingest}-{record}/versions/latest", env.cfg.registry.url), None).await;
+        assert_eq!((status, latest["id"].as_i64()), (200, Some(id(bytes))), "{record}: {latest}");
+    }
+    assert_ne!(id(&o), id(&c));
+    match codec.decode(&ingest, Some(&o)).await.unwrap() {
+        Record::Order(back) => assert_eq!(back.order_id.as_str(), order.order_id),
+        other => panic!("an order came back as {other:?}"),
+    }
+    assert!(matches!(codec.decode(&ingest, Some(&c)).await.unwrap(), Record::Capacity(ref back) if back.capacity_id.as_str() == capacity.capacity_id));
+    // The id is known now: the body is written directly, byte for byte the same.
+    assert_eq!(codec.encode_as(&ingest, "orelink.v1.OrderEvent", &order).await.unwrap(), o);
+    assert!(matches!(codec.encode_as(&ingest, "orelink.v1.Allocation", &order).await, Err(EncodeError::NotCarried { .. })));
+    let orders = env.topic(orelink_domain::topology::topics::ORDERS);
+    assert!(matches!(codec.encode_as(&orders, "orelink.v1.OrderEvent", &order).await, Err(EncodeError::NotCarried { .. })), "a topic of one record takes encode");
+}

@@ -1,7 +1,8 @@
 //! orelink-codec: the one place that turns contract records into Kafka bytes
 //! and back, through the schema registry (Confluent wire format: magic byte 0,
 //! 4-byte big-endian schema id, Avro binary; subjects `<topic>-value`, or
-//! `<topic>-<record>` on an enterprise's ingest topic, which carries several).
+//! `<topic>-<record>` on a topic that carries several, such as an
+//! enterprise's ingest topic: `encode_as` writes those).
 //!
 //! Decoding resolves the writer's schema (fetched by id, cached) against the
 //! hub's own reader schema, so producers on any compatible version are read
@@ -74,6 +75,9 @@ pub enum EncodeError {
     Schema { record: String, message: String },
     #[error("topic {0} is not declared in the topology or carries no Avro value")]
     UnknownTopic(String),
+    /// `encode_as` of a record the topic does not carry (or on a topic of one record).
+    #[error("topic {topic} does not carry {record} among several records")]
+    NotCarried { topic: String, record: String },
 }
 
 impl EncodeError {
@@ -118,9 +122,11 @@ pub struct Codec {
     /// are few and never change).
     readers: std::sync::RwLock<std::collections::HashMap<u32, (String, Arc<Decoder>)>>,
     encoder: AvroEncoder,
-    /// Topic -> the registry id of the hub's schema under `<topic>-value`,
-    /// learnt from the first encode through the converter: later encodes write
-    /// the body directly, without the converter or apache-avro's value tree.
+    /// Topic (for its subject `<topic>-value`), or `<topic>-<record>` on a
+    /// topic of several -> the registry id of the hub's schema under that
+    /// subject, learnt from the first
+    /// encode through the converter: later encodes write the body directly,
+    /// without the converter or apache-avro's value tree.
     ids: std::sync::RwLock<std::collections::HashMap<String, u32>>,
     schemas: Arc<Schemas>,
     catalog: Arc<Catalog>,
@@ -241,8 +247,36 @@ impl Codec {
     /// under `<topic>-value` if the registry does not have it yet.
     pub async fn encode<T: serde::Serialize>(&self, topic: &str, value: &T) -> Result<Vec<u8>, EncodeError> {
         let record = self.record_of(topic).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
+        let strategy = |schema: &schemas::ParsedSchema| SubjectNameStrategy::TopicNameStrategyWithSchema(topic.to_owned(), false, SuppliedSchema::new(None, SchemaType::Avro, schema.text.clone()));
+        self.encode_under(topic, record, topic, strategy, value).await
+    }
+
+    /// Encodes `value` as `record` for `topic`, a topic that carries several
+    /// records, each under its own subject `<topic>-<record>` (the registry's
+    /// TopicRecordNameStrategy), registering the hub's schema there if the
+    /// registry does not have it yet. A topic of one record takes [`Codec::encode`].
+    pub async fn encode_as<T: serde::Serialize>(&self, topic: &str, record: &str, value: &T) -> Result<Vec<u8>, EncodeError> {
+        let spec = self.spec_of(topic).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
+        let record = spec.records().find(|r| *r == record).filter(|_| !spec.is_single_record()).ok_or_else(|| EncodeError::NotCarried { topic: topic.to_owned(), record: record.to_owned() })?;
+        let strategy =
+            |schema: &schemas::ParsedSchema| SubjectNameStrategy::TopicRecordNameStrategyWithSchema(topic.to_owned(), SuppliedSchema::new(Some(record.to_owned()), SchemaType::Avro, schema.text.clone()));
+        self.encode_under(topic, record, &format!("{topic}-{record}"), strategy, value).await
+    }
+
+    /// Encodes `value` with the hub's schema of `record`, under the subject
+    /// that `strategy` names to the registry (`ids` knows it as `id_key`):
+    /// directly once its id is known, else through the registry (which
+    /// registers the schema there).
+    async fn encode_under<T: serde::Serialize>(
+        &self,
+        topic: &str,
+        record: &str,
+        id_key: &str,
+        strategy: impl FnOnce(&schemas::ParsedSchema) -> SubjectNameStrategy,
+        value: &T,
+    ) -> Result<Vec<u8>, EncodeError> {
         let schema = self.schemas.get(record).ok_or_else(|| EncodeError::UnknownTopic(topic.to_owned()))?;
-        let known = self.ids.read().expect("ids lock").get(topic).copied();
+        let known = self.ids.read().expect("ids lock").get(id_key).copied();
         if let Some(id) = known {
             // The hub's schema, registered under this id: the wire struct encodes
             // straight to Avro (`binary`; its tests hold it to apache-avro's bytes).
@@ -256,18 +290,14 @@ impl Codec {
         let v = apache_avro::to_value(value)
             .and_then(|v| v.resolve(&schema.parsed))
             .map_err(|e| EncodeError::Schema { record: record.to_owned(), message: e.to_string() })?;
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            topic.to_owned(),
-            false,
-            SuppliedSchema::new(None, SchemaType::Avro, schema.text.clone()),
-        );
+        let strategy = strategy(schema);
         let Value::Record(fields) = v else {
             return Err(EncodeError::Schema { record: record.to_owned(), message: "not a record".into() });
         };
         let fields: Vec<(&str, Value)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let bytes = self.encoder.encode(fields, strategy).await.map_err(|e| EncodeError::Registry { message: e.to_string(), retriable: e.retriable })?;
         if let Ok((id, _)) = split_wire(&bytes) {
-            self.ids.write().expect("ids lock").insert(topic.to_owned(), id);
+            self.ids.write().expect("ids lock").insert(id_key.to_owned(), id);
         }
         Ok(bytes)
     }

@@ -224,40 +224,19 @@ impl Period {
     }
 }
 
-/// The day number (since 1970-01-01) of a proleptic Gregorian date `YYYY-MM-DD`.
+/// The day number (since 1970-01-01) of a date `YYYY-MM-DD`.
 fn cst_day(date: &str) -> Option<i64> {
     let mut parts = date.splitn(3, '-');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
     if y.len() != 4 || m.len() != 2 || d.len() != 2 || ![y, m, d].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())) {
         return None;
     }
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&m) || d < 1 || d > days_in[m as usize - 1] {
-        return None;
-    }
-    // Days from civil (H. Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
+    orelink_domain::calendar::days_from_civil(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
 }
 
 /// `YYYY-MM-DD` of day number `z` since 1970-01-01 (the inverse of `cst_day`).
 pub fn date_of(z: i64) -> String {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = orelink_domain::calendar::civil_from_days(z);
     format!("{y:04}-{m:02}-{d:02}")
 }
 

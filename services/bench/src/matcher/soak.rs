@@ -119,19 +119,7 @@ pub fn soak(topology: &Topology, o: SoakOptions, log: &dyn Fn(&str)) -> SoakRepo
                 seen_ids: held.event_ids,
                 events_per_s: (n - samples.last().map_or(0, |s: &SoakSample| s.events)) as f64 / secs,
             };
-            log(&format!(
-                "{:>9} events, {:>5.1} days of log time: RSS {:.1} MiB (peak {:.1}), snapshot {:.1} MiB; held {} orders, {} capacities ({} and {} open), {} event ids",
-                s.events,
-                s.log_days,
-                s.rss_mib,
-                s.peak_rss_mib,
-                s.snapshot_bytes as f64 / (1024.0 * 1024.0),
-                s.held_orders,
-                s.held_capacities,
-                s.open_orders,
-                s.open_capacities,
-                s.seen_ids
-            ));
+            log(&format!("{} events: RSS {:.1} MiB, snapshot {} bytes", s.events, s.rss_mib, s.snapshot_bytes));
             samples.push(s);
             t0 = Instant::now();
         }

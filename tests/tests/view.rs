@@ -26,8 +26,12 @@ fn view_config(env: &TestEnv) -> Config {
 }
 
 fn start_view(env: &TestEnv, cancel: CancellationToken) -> (tokio::task::JoinHandle<orelink_view::Applied>, tokio::sync::oneshot::Receiver<SocketAddr>) {
+    start_view_with(env, view_config(env), cancel)
+}
+
+fn start_view_with(env: &TestEnv, cfg: Config, cancel: CancellationToken) -> (tokio::task::JoinHandle<orelink_view::Applied>, tokio::sync::oneshot::Receiver<SocketAddr>) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let (cfg, r) = (view_config(env), env.reference.clone());
+    let r = env.reference.clone();
     let task = tokio::spawn(async move {
         orelink_view::run_with(&cfg, &r, cancel, move |a| {
             let _ = tx.send(a);
@@ -228,4 +232,70 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     hub.cancel();
     matcher.await.unwrap().unwrap();
     share.await.unwrap().unwrap();
+}
+
+/// A closed order (its status and allocations) and a used-up capacity leave
+/// Redis `view.closed_retention_ms` after they closed; an open order stays;
+/// the totals keep their numbers, so the view grows with what is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn closed_orders_and_capacity_leave_redis_and_their_numbers_stay() {
+    const RETAIN_MS: i64 = 3_000;
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let hub = CancellationToken::new();
+    let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "view-retention"), env.reference.clone(), hub.clone()));
+    let mut cfg = view_config(&env);
+    cfg.view.closed_retention_ms = RETAIN_MS;
+    let view_stop = CancellationToken::new();
+    let (view, bound) = start_view_with(&env, cfg, view_stop.clone());
+    let addr = bound.await.unwrap();
+
+    // 400 t of capacity; the first order (250 t) fills and closes, the second
+    // takes the other 150 t and stays open; the capacity is used up.
+    let cap_topic = env.topic(topics::CAPACITY);
+    let cap = orelink_tests::capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
+    env.produce(&cap_topic, "AL-INGOT", &codec.encode(&cap_topic, &cap).await.unwrap()).await;
+    let input = env.topic("orelink.matcher-input.v1");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.read_topic(&input).await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher input");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let orders = env.topic(topics::ORDERS);
+    for n in [1, 2] {
+        env.produce(&orders, "AL-INGOT", &codec.encode(&orders, &orelink_tests::order_wire(n)).await.unwrap()).await;
+    }
+    env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), &[input], Duration::from_secs(60)).await;
+    let records = wait_view_caught_up(&env, &codec).await;
+    let numbers = served(addr, TOKEN).await;
+    assert_cells_eq(&numbers, &recompute(&records), "the view differs from the recomputation");
+
+    let client = redis::Client::open(env.cfg.redis.url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let key = |k: &str| format!("{}view:{k}", env.ns);
+    let (filled, open, used_up) = (key("ord:AL-INGOT|ORD-NN-00001"), key("ord:AL-INGOT|ORD-NN-00002"), key("cap:AL-INGOT|CAP-1"));
+    let filled_allocations = key("alo:AL-INGOT|ORD-NN-00001");
+    for k in [&filled, &filled_allocations, &used_up] {
+        let ttl: i64 = redis::cmd("PTTL").arg(k).query_async(&mut con).await.unwrap();
+        assert!((1..=RETAIN_MS).contains(&ttl), "{k}: closed, but its expiry is {ttl} ms");
+    }
+    let ttl: i64 = redis::cmd("PTTL").arg(&open).query_async(&mut con).await.unwrap();
+    assert_eq!(ttl, -1, "the open order's status must stay");
+    assert_eq!(api(addr, "/api/v1/orders/ORD-NN-00001/allocations").await["allocations"].as_array().unwrap().len(), 1);
+
+    tokio::time::sleep(Duration::from_millis(RETAIN_MS as u64 + 500)).await;
+    let gone: i64 = redis::cmd("EXISTS").arg(&filled).arg(&filled_allocations).arg(&used_up).query_async(&mut con).await.unwrap();
+    assert_eq!(gone, 0, "closed entities are still in Redis after their retention");
+    let kept: i64 = redis::cmd("EXISTS").arg(&open).query_async(&mut con).await.unwrap();
+    assert_eq!(kept, 1);
+    assert_cells_eq(&served(addr, TOKEN).await, &numbers, "the totals changed when closed entities left");
+    let (status, _) = get_as(addr, "/api/v1/orders/ORD-NN-00001/allocations", TOKEN).await;
+    assert_eq!(status, 404, "an order that left the view is not found there (its allocations are in Kafka)");
+    assert_eq!(api(addr, "/api/v1/orders/ORD-NN-00002/allocations").await["allocations"].as_array().unwrap().len(), 1);
+
+    view_stop.cancel();
+    view.await.unwrap();
+    hub.cancel();
+    matcher.await.unwrap().unwrap();
 }

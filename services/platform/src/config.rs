@@ -107,6 +107,11 @@ pub struct ViewSettings {
     /// it. The tokens themselves are in no file and no environment of the hub.
     pub operator_token_digests: String,
     pub batch_max: usize,
+    /// How long the view keeps a closed order (its status, allocations and
+    /// shares) or a closed capacity after it closed, in ms of wall-clock
+    /// time: its numbers stay in the totals, but the entity itself leaves
+    /// Redis, so the view grows with what is open, not with history.
+    pub closed_retention_ms: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -441,6 +446,9 @@ impl Config {
         if self.view.batch_max == 0 {
             p.push("view.batch_max must be > 0".into());
         }
+        if self.view.closed_retention_ms < 60_000 {
+            p.push(format!("view.closed_retention_ms is {}: at least 60000 (a minute)", self.view.closed_retention_ms));
+        }
         if self.edge.listen.parse::<SocketAddr>().is_err() {
             p.push(format!("edge.listen {:?}: expected ip:port", self.edge.listen));
         }
@@ -554,7 +562,7 @@ mod tests {
         std::fs::write(&f, "[kafka]\nbrokerz = \"x\"\nsecurity_protocol = \"sasl_ssl\"\nheartbeat_interval_ms = 60000\nfetch_wait_max_ms = 0\n[redis]\nurl = \"http://x\"\n[nonsense]\na = 1\n").unwrap();
         let errs = Config::load(&Sources {
             file: Some(f),
-            env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1"), ("ORELINK__KAFKA__COMPRESSION", "brotli")]),
+            env: env(&[("ORELINK__LOG__FORMAT", "xml"), ("ORELINK__CONSUMER__RETRY_BACKOFF_MS", "soon"), ("ORELINK__NOPE", "1"), ("ORELINK__KAFKA__COMPRESSION", "brotli"), ("ORELINK__VIEW__CLOSED_RETENTION_MS", "5")]),
             stack: None,
         })
         .unwrap_err();
@@ -570,10 +578,11 @@ mod tests {
             "kafka.heartbeat_interval_ms 60000: expected between 1 and a third of kafka.session_timeout_ms (10000)",
             "kafka.compression \"brotli\": expected none, gzip, snappy, lz4 or zstd",
             "kafka.fetch_min_bytes 1 and kafka.fetch_wait_max_ms 0: expected at least 1 byte and 1 to 1000 ms",
+            "view.closed_retention_ms is 5: at least 60000 (a minute)",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
-        assert_eq!(errs.0.len(), 10, "{text}");
+        assert_eq!(errs.0.len(), 11, "{text}");
     }
 
     #[test]

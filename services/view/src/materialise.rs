@@ -83,6 +83,8 @@ pub struct Materialiser {
     topics: Vec<String>,
     epoch: String,
     batch_max: usize,
+    /// `view.closed_retention_ms`: how long closed entities stay in Redis.
+    closed_retention_ms: i64,
     changes: broadcast::Sender<Change>,
     metrics: Arc<Metrics>,
     topology: Arc<Topology>,
@@ -172,6 +174,7 @@ impl Materialiser {
             prefix: prefix(&cfg.namespace),
             epoch: String::new(),
             batch_max: cfg.view.batch_max,
+            closed_retention_ms: cfg.view.closed_retention_ms,
             changes,
             metrics,
         })
@@ -474,7 +477,7 @@ impl Materialiser {
     async fn apply(&mut self, batch: &[Op]) -> Result<Answer, MaterialiseError> {
         let started = Instant::now();
         let ops = serde_json::to_string(batch).expect("ops serialise");
-        let reply: Vec<redis::Value> = self.script.arg(&self.prefix).arg(&self.epoch).arg(ops).invoke_async(&mut self.redis).await?;
+        let reply: Vec<redis::Value> = self.script.arg(&self.prefix).arg(&self.epoch).arg(ops).arg(self.closed_retention_ms).invoke_async(&mut self.redis).await?;
         let answer = Answer::parse(&reply)?;
         let applied = match &answer {
             Answer::Applied(n) | Answer::Failed { applied: n, .. } => *n,

@@ -1,6 +1,12 @@
 -- orelink view: applies a batch of events to the operators' view.
 -- ARGV[1]: key prefix ("<namespace>view:"); ARGV[2]: the epoch the caller
--- works in; ARGV[3]: JSON array of ops, each {t = "topic:partition", o = offset, k = kind, ...}.
+-- works in; ARGV[3]: JSON array of ops, each {t = "topic:partition", o = offset, k = kind, ...};
+-- ARGV[4]: how long (ms) a closed order or capacity stays after it closed.
+-- Its numbers stay in the aggregates; the entity's own keys (its status,
+-- allocations, share, capacity record) expire, so the view grows with what
+-- is open, not with history. Within that time its checks absorb duplicates.
+-- A key is written with its expiry or with none: Redis keeps a key's
+-- expiry through later HSETs.
 -- Returns {-1} if the epoch changed (a rebuild or FLUSHALL: the caller re-seeks),
 -- {applied} when every op went through, or {applied, i, reason} when op i
 -- (1-based) failed: the ops before it are applied and their offsets stored,
@@ -15,6 +21,7 @@ if redis.call('GET', P .. 'epoch') ~= ARGV[2] then
   return {-1}
 end
 local ops = cjson.decode(ARGV[3])
+local RETAIN = ARGV[4]
 local DAY_MIN = 1440
 -- Lua numbers are doubles: integers are exact up to 2^53, and Redis is handed
 -- them formatted with %d (tostring would write 1e+14 from 10^14 on).
@@ -99,6 +106,19 @@ local function cap_remaining(h)
   return 0
 end
 
+-- A capacity declared and then withdrawn or used up is closed: its record
+-- expires (an allocation's, or the declaration's, whichever comes last).
+local function settle_cap(key, h)
+  if num(h.declared) == 1 and cap_remaining(h) == 0 then
+    redis.call('PEXPIRE', key, RETAIN)
+  end
+end
+
+-- The keys of an order that are its own, by family|order id.
+local function order_keys(member)
+  return P .. 'ord:' .. member, P .. 'alo:' .. member, P .. 'shr:' .. member
+end
+
 local function hget_all(key)
   local flat = redis.call('HGETALL', key)
   local h = {}
@@ -134,6 +154,7 @@ apply.cap = function(op)
     agg(cell, 'open_capacities', -1)
   end
   agg(cell, 'cap_remaining_kg', cap_remaining(h) - before)
+  settle_cap(key, h)
   clock(op.at)
   return true
 end
@@ -150,6 +171,12 @@ apply.al = function(op)
   redis.call('HSET', key, 'alloc', d(h.alloc))
   local cell = op.cc .. '|' .. op.f
   agg(cell, 'cap_remaining_kg', cap_remaining(h) - before)
+  settle_cap(key, h)
+  -- An allocation that comes after its order's closing status expires with it.
+  local status = redis.call('HGET', P .. 'ord:' .. op.f .. '|' .. op.ord, 's')
+  if status and status ~= 'OPEN' then
+    redis.call('PEXPIRE', per_order, RETAIN)
+  end
   agg(cell, 'cap_allocated_kg', op.q)
   agg(cell, 'allocations', 1)
   if op.ekwh >= 0 then
@@ -192,6 +219,10 @@ apply.st = function(op)
     redis.call('ZADD', open_key, d(op.at), op.f .. '|' .. op.id)
   else
     redis.call('ZREM', open_key, op.f .. '|' .. op.id)
+    -- Closed for good (filled or cancelled): the order's own keys expire.
+    for _, k in ipairs({order_keys(op.f .. '|' .. op.id)}) do
+      redis.call('PEXPIRE', k, RETAIN)
+    end
   end
   redis.call('SADD', P .. 'cells', cell)
   return true
@@ -203,6 +234,8 @@ apply.sh = function(op)
   local changed = false
   if op.kind == 'S' then
     redis.call('HSET', P .. 'shr:' .. member, 'j', op.j)
+    -- Shared again after a withdrawal: it stays while shared.
+    redis.call('PERSIST', P .. 'shr:' .. member)
     if redis.call('SADD', P .. 'sout:' .. op.origin, member) == 1 then
       agg(op.origin .. '|' .. op.f, 'shared_out', 1)
       redis.call('SADD', P .. 'cells', op.origin .. '|' .. op.f)
@@ -216,6 +249,7 @@ apply.sh = function(op)
       end
     end
   else
+    redis.call('PEXPIRE', P .. 'shr:' .. member, RETAIN)
     if redis.call('SREM', P .. 'sout:' .. op.origin, member) == 1 then
       agg(op.origin .. '|' .. op.f, 'shared_out', -1)
       changed = true

@@ -346,6 +346,12 @@ impl Engine {
         self
     }
 
+    /// The current window of log time (log time ÷ horizon), once an event
+    /// came with a log time: when it moves on, the books have aged.
+    pub fn window(&self) -> Option<i64> {
+        self.generation
+    }
+
     /// Event-id fingerprints held (both generations): what the horizon bounds.
     pub fn seen_ids(&self) -> usize {
         self.seen.len() + self.seen_before.len()

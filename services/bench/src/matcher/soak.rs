@@ -10,7 +10,8 @@
 //! the next begins (what closed a horizon ago leaves then, and the older
 //! generation of event ids). So by default `every` events span exactly one
 //! horizon of log time, and every sample is taken at the same point of its
-//! window: samples then compare like with like.
+//! window, its last event, where the books hold the most: samples then
+//! compare like with like, at their peak.
 
 use orelink_domain::freight::Network;
 use orelink_domain::matching::{Decision, Engine};
@@ -86,7 +87,7 @@ pub fn soak(topology: &Topology, o: SoakOptions, log: &dyn Fn(&str)) -> SoakRepo
     let SoakOptions { events, every, horizon_ms, ms_per_event, life, flat_from } = o;
     let every = every.max(1);
     let ms_per_event = ms_per_event.unwrap_or(horizon_ms as f64 / every as f64);
-    // The first event at the start of a window, so samples fall at a window's start.
+    // The first event at the start of a window, so each sample falls on a window's last event.
     let start = 1_795_000_000_000i64;
     let start = start - start.rem_euclid(horizon_ms);
     let mut engine = Engine::new(Arc::new(Network::new(topology))).with_dedup_horizon(horizon_ms);

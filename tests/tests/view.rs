@@ -195,6 +195,26 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     for c in [declared, withdrawal, old] {
         env.produce(&cap_topic, first.product.family_str(), &codec.encode(&cap_topic, &c).await.unwrap()).await;
     }
+    // The simulated Guangxi trades mostly in Baise: make sure of business that
+    // is none of Baise's (a Nanning order filled in Nanning, whichever of its
+    // order and capacity the matcher sees first) and of an open Hechi order.
+    let orders = env.topic(topics::ORDERS);
+    let nanning = orelink_domain::events::wire::OrderEvent { event_id: "view-test-nn".into(), order_id: "ORD-VIEW-NN".into(), allow_cross_cluster: false, ..orelink_tests::order_wire(900) };
+    let hechi = orelink_domain::events::wire::OrderEvent {
+        event_id: "view-test-hc".into(),
+        order_id: "ORD-VIEW-HC".into(),
+        cluster: "hechi".into(),
+        destination_site: "hechi-yizhou-processing".into(),
+        product_code: "ZN-INGOT-ZN99.95".into(),
+        max_price_cny_per_t: 1_000,
+        ..orelink_tests::order_wire(901)
+    };
+    for o in [nanning, hechi] {
+        let family = o.product_code.rsplitn(2, '-').last().unwrap().to_owned();
+        env.produce(&orders, &family, &codec.encode(&orders, &o).await.unwrap()).await;
+    }
+    let nanning_cap = orelink_tests::capacity_wire(900, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 250_000, 20_300);
+    env.produce(&cap_topic, "AL-INGOT", &codec.encode(&cap_topic, &nanning_cap).await.unwrap()).await;
     env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), &[env.topic("orelink.matcher-input.v1")], Duration::from_secs(90)).await;
     wait_share_caught_up(&env).await;
     let records = wait_view_caught_up(&env, &codec).await;

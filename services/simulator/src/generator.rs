@@ -35,26 +35,83 @@ const BUYS: [(&str, &[&str]); 8] = [
 /// Copper cathode comes from the Qisha smelter (imported concentrate through Fangchenggang port).
 const COPPER_SITE: (&str, &[&str]) = ("fcg-qisha-copper", &["CU-CATHODE"]);
 
-/// (family, spot price CNY/t for the lowest listed grade, premium per grade step CNY/t,
-///  order size t (min, max), declaration size t (min, max), energy kWh/t (min, max))
+/// (family, spot price CNY/t for the lowest listed grade, premium per grade
+/// step CNY/t, energy kWh/t (min, max)); sizes come from [`FLOWS`].
 /// Late-2026 levels: aluminium ~20.5k, alumina ~3.2k, domestic bauxite ~450,
 /// copper ~76k, tin ~265k, antimony ~150k, zinc ~23k, lead ~16.8k CNY/t.
 /// Energy: electrolysis dominates aluminium (~13.3 MWh/t) and zinc (~3.1 MWh/t).
-type Market = (&'static str, i64, i64, (i64, i64), (i64, i64), (i64, i64));
+type Market = (&'static str, i64, i64, (i64, i64));
 const MARKET: [Market; 8] = [
-    ("AL-INGOT", 20_400, 60, (100, 2_000), (500, 6_000), (12_900, 13_800)),
-    ("AL2O3-SGA", 3_200, 40, (2_000, 20_000), (5_000, 40_000), (260, 360)),
-    ("BX-ORE", 450, 35, (5_000, 50_000), (10_000, 80_000), (12, 30)),
-    ("CU-CATHODE", 76_000, 300, (50, 800), (200, 3_000), (320, 420)),
-    ("SN-INGOT", 265_000, 1_500, (5, 60), (20, 200), (1_500, 2_500)),
-    ("SB-INGOT", 150_000, 1_000, (10, 120), (30, 400), (1_800, 2_600)),
-    ("ZN-INGOT", 23_000, 80, (100, 1_500), (400, 5_000), (2_950, 3_300)),
-    ("PB-INGOT", 16_800, 50, (100, 1_200), (300, 4_000), (110, 190)),
+    ("AL-INGOT", 20_400, 60, (12_900, 13_800)),
+    ("AL2O3-SGA", 3_200, 40, (260, 360)),
+    ("BX-ORE", 450, 35, (12, 30)),
+    ("CU-CATHODE", 76_000, 300, (320, 420)),
+    ("SN-INGOT", 265_000, 1_500, (1_500, 2_500)),
+    ("SB-INGOT", 150_000, 1_000, (1_800, 2_600)),
+    ("ZN-INGOT", 23_000, 80, (2_950, 3_300)),
+    ("PB-INGOT", 16_800, 50, (110, 190)),
 ];
 
-/// Simulated time between two events: a region of a few hundred firms sends
-/// something every half minute or so; order deadlines and transits span days.
-pub const STEP_MS: i64 = 30_000;
+/// One family's yearly flow out of its cluster, what it comes in, and where
+/// the figure is from. Capacity is declared, and ordered, one lot at a time,
+/// a lot being what one vehicle carries: so each family's events per year
+/// are its tonnes over its mean lot, and Guangxi's size, not the event rate,
+/// sets the tonnes. Orders ask for a part of a lot (`ORDER_SHARE`), so that
+/// with orders drawn 1.5 times as often as capacity, demand and supply are
+/// about even.
+pub struct Flow {
+    pub cluster: &'static str,
+    pub family: &'static str,
+    pub tonnes_per_year: i64,
+    /// Tonnes per declared lot (min, max), from the mode it leaves by.
+    pub lot_t: (i64, i64),
+    pub source: &'static str,
+}
+
+/// A heavy truck under GB 1589-2016 (six axles, 49 t gross) carries 30-33 t;
+/// a C70 rail wagon 60-70 t; tin and antimony ingots go out in part loads.
+const TRUCK: (i64, i64) = (30, 33);
+const WAGON: (i64, i64) = (60, 70);
+const PART_LOAD: (i64, i64) = (5, 25);
+
+pub const FLOWS: [Flow; 8] = [
+    Flow { cluster: "baise", family: "BX-ORE", tonnes_per_year: 23_000_000, lot_t: TRUCK, source: "derived: 2.3 t of bauxite per t of the alumina below (Baise's gibbsite-diaspore ores)" },
+    Flow { cluster: "baise", family: "AL2O3-SGA", tonnes_per_year: 10_000_000, lot_t: WAGON, source: "Baise's alumina capacity target, 10 Mt (SMM, 2017); Guangxi's alumina output ran near 1 Mt a month (NBS by province)" },
+    Flow { cluster: "baise", family: "AL-INGOT", tonnes_per_year: 2_600_000, lot_t: TRUCK, source: "Baise's primary aluminium capacity target, 2.6 Mt (SMM, 2017)" },
+    Flow { cluster: "fangchenggang", family: "CU-CATHODE", tonnes_per_year: 400_000, lot_t: TRUCK, source: "Jinchuan's Fangcheng copper smelter, 400,000 t/y (Fastmarkets, on Trafigura's 30 % stake)" },
+    Flow { cluster: "hechi", family: "ZN-INGOT", tonnes_per_year: 220_000, lot_t: TRUCK, source: "Nanfang Non-ferrous (Nandan) zinc plant, 600 t a day (People's Daily, 2010)" },
+    Flow { cluster: "hechi", family: "PB-INGOT", tonnes_per_year: 100_000, lot_t: TRUCK, source: "estimate: no public figure found; within Nandan's 31.7 bn CNY nonferrous output value (2024)" },
+    Flow { cluster: "hechi", family: "SN-INGOT", tonnes_per_year: 30_000, lot_t: PART_LOAD, source: "estimate: no public figure found; Nandan holds China's largest tin reserves (1.35 Mt)" },
+    Flow { cluster: "hechi", family: "SB-INGOT", tonnes_per_year: 30_000, lot_t: PART_LOAD, source: "estimate: no public figure found; Nandan is China's second antimony producer" },
+];
+
+/// An order asks for this share of a lot (percent), so demand (orders drawn
+/// 30 times in 100, capacity 20) matches supply: 20 / 30 of it, a little less.
+const ORDER_SHARE: (i64, i64) = (50, 80);
+
+/// The flow of `family`.
+fn flow(family: &str) -> &'static Flow {
+    FLOWS.iter().find(|f| f.family == family).expect("every simulated family has a flow")
+}
+
+/// Declarations a year over all flows: each flow's tonnes over its mean lot.
+const fn declarations_per_year() -> i64 {
+    let mut n = 0;
+    let mut i = 0;
+    while i < FLOWS.len() {
+        let f = &FLOWS[i];
+        n += f.tonnes_per_year * 2 / (f.lot_t.0 + f.lot_t.1);
+        i += 1;
+    }
+    n
+}
+
+/// Simulated time between two events. A fifth of the events declare
+/// capacity, so a year of simulated time holds five times the declarations
+/// the flows need: about 6.4 s per event. At the demo's default 300 events/s
+/// that is one simulated day every 45 s of wall time; `--rate` changes how
+/// fast simulated time runs, never how big Guangxi is.
+pub const STEP_MS: i64 = 365 * 86_400_000 / (5 * declarations_per_year());
 const DAY: i64 = 86_400_000;
 
 /// The family part of a product code the generator itself made.
@@ -212,14 +269,33 @@ impl Generator {
         format!("sim-{kind}-{}-{}", self.run, self.n)
     }
 
+    /// A family drawn in proportion to its lots a year.
+    fn family(&mut self) -> &'static str {
+        let mut draw = self.rng.below(declarations_per_year() as u64) as i64;
+        for f in &FLOWS {
+            let lots = f.tonnes_per_year * 2 / (f.lot_t.0 + f.lot_t.1);
+            if draw < lots {
+                return f.family;
+            }
+            draw -= lots;
+        }
+        FLOWS[0].family
+    }
+
+    /// One of `firms` that deals in `family`.
+    fn firm_of(&mut self, firms: &[Firm], family: &str) -> Firm {
+        let dealing: Vec<&Firm> = firms.iter().filter(|f| f.families.contains(&family)).collect();
+        dealing[self.rng.below(dealing.len() as u64) as usize].clone()
+    }
+
     fn order(&mut self) -> SimEvent {
-        let buyer = self.buyers[self.rng.below(self.buyers.len() as u64) as usize].clone();
-        let family = buyer.families[self.rng.below(buyer.families.len() as u64) as usize];
+        let family = self.family();
+        let buyer = self.firm_of(&self.buyers.clone(), family);
         let m = Self::market(family);
         let grades = self.grades(family).to_vec();
         // Buyers mostly ask for the standard (lower) grades; some need the top ones.
         let rank = if self.rng.below(10) < 7 { self.rng.below(grades.len().div_ceil(2) as u64) as usize } else { self.rng.below(grades.len() as u64) as usize };
-        let tonnes = self.between(m.3);
+        let tonnes = (self.between(flow(family).lot_t) * self.between(ORDER_SHARE) / 100).max(1);
         let price = m.1 + m.2 * rank as i64;
         // A cap somewhat above spot: room for freight, sometimes too tight.
         let cap = price + price * self.between((-2, 6)) / 100 + self.between((0, 400));
@@ -243,13 +319,14 @@ impl Generator {
     }
 
     fn capacity(&mut self) -> SimEvent {
-        let firm = self.producers[self.rng.below(self.producers.len() as u64) as usize].clone();
-        let family = firm.families[self.rng.below(firm.families.len() as u64) as usize];
+        let family = self.family();
+        let firm = self.firm_of(&self.producers.clone(), family);
         let m = Self::market(family);
         let grades = self.grades(family).to_vec();
         // Producers declare their better grades.
         let rank = grades.len() - 1 - self.rng.below(grades.len().div_ceil(2) as u64) as usize;
-        let tonnes = self.between(m.4);
+        let lot = flow(family).lot_t;
+        let tonnes = self.between(lot);
         let price = m.1 + m.2 * rank as i64;
         let from = self.now + self.between((0, 7)) * DAY;
         let id = self.event_id("cap");
@@ -266,8 +343,9 @@ impl Generator {
             available_from: from,
             available_until: from + self.between((14, 60)) * DAY,
             price_cny_per_t: price + price * self.between((-3, 2)) / 100,
-            min_lot_kg: (tonnes / 10).min(self.between((0, 3)) * m.3 .0) * 1_000,
-            energy_kwh_per_t: firm.metered.then(|| self.between(m.5)),
+            // Some sell only part loads of at least a fifth of a lot.
+            min_lot_kg: (self.between((0, 1)) * lot.0 / 5).min(tonnes) * 1_000,
+            energy_kwh_per_t: firm.metered.then(|| self.between(m.3)),
         };
         self.capacities.push(wire.clone());
         SimEvent { topic: topics::CAPACITY, key: family.to_owned(), record: SimRecord::Capacity(wire), malformed: false }
@@ -311,7 +389,8 @@ impl Generator {
         let family = firm.families[self.rng.below(firm.families.len() as u64) as usize];
         let grades = self.grades(family).to_vec();
         let grade = &grades[self.rng.below(grades.len() as u64) as usize];
-        let on_hand = self.between(Self::market(family).4) * 1_000 / 4;
+        // A site holds a few lots.
+        let on_hand = self.between(flow(family).lot_t) * self.between((1, 20)) * 1_000;
         let reserved = on_hand * self.between((0, 60)) / 100;
         let id = self.event_id("inv");
         let w = wire::InventoryEvent {
@@ -376,7 +455,7 @@ impl Generator {
                 status: ShipmentStatus::Planned,
                 from_site: from.site.clone(),
                 to_site: to.site.clone(),
-                quantity_kg: self.between(Self::market(family).3) * 1_000,
+                quantity_kg: self.between(flow(family).lot_t) * 1_000,
                 lat: Some(fp.0),
                 lon: Some(fp.1),
                 eta: Some(arrive),
@@ -492,6 +571,34 @@ mod tests {
             assert!(per_topic.get(t).copied().unwrap_or(0) > 1_000, "{per_topic:?}");
         }
         assert!((200..=600).contains(&malformed), "{malformed}");
+    }
+
+    /// Guangxi's size: a quarter of a simulated year (seeded), times four,
+    /// declares each cluster's yearly flow of each family within 30 % of its
+    /// figure in `FLOWS`, and places orders worth (at their price caps) less
+    /// than the whole industry's 393.7 bn CNY output value of 2024 (the seed).
+    #[test]
+    fn a_simulated_year_is_the_size_of_guangxi() {
+        let year_events = (365 * 86_400_000 / STEP_MS) as usize;
+        let mut declared: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut order_value = 0i128;
+        for e in generator(5).take(year_events / 4) {
+            match e.record {
+                SimRecord::Capacity(w) if !e.malformed && w.kind == CapacityKind::Declared => {
+                    *declared.entry((w.cluster.clone(), e.key.clone())).or_default() += 4 * w.quantity_kg / 1_000;
+                }
+                SimRecord::Order(w) if !e.malformed && w.kind == OrderKind::Placed => order_value += 4 * w.quantity_kg as i128 * w.max_price_cny_per_t as i128 / 1_000,
+                _ => {}
+            }
+        }
+        for f in &FLOWS {
+            let got = declared.remove(&(f.cluster.to_owned(), f.family.to_owned())).unwrap_or(0);
+            let off = (got - f.tonnes_per_year) as f64 / f.tonnes_per_year as f64;
+            assert!(off.abs() <= 0.3, "{} {}: {got} t a year, the figure is {} t ({})", f.cluster, f.family, f.tonnes_per_year, f.source);
+        }
+        assert!(declared.is_empty(), "declared outside the flows: {declared:?}");
+        assert!(order_value < 393_700_000_000, "orders worth {order_value} CNY a year at their caps");
+        assert!(order_value > 50_000_000_000, "orders worth only {order_value} CNY a year: demand no longer follows supply");
     }
 
     #[test]

@@ -19,4 +19,4 @@ mod generator;
 mod edge;
 
 pub use edge::{SimStats, run};
-pub use generator::{Generator, SimEvent, SimRecord};
+pub use generator::{FLOWS, Flow, Generator, STEP_MS, SimEvent, SimRecord};

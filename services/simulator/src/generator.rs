@@ -282,10 +282,20 @@ impl Generator {
         FLOWS[0].family
     }
 
-    /// One of `firms` that deals in `family`.
+    /// One of `firms` that deals in `family`, by size: the k-th of them
+    /// weighs 1/k (Zipf), so a few large smelters and mines carry most of
+    /// the flow and many small firms the rest.
     fn firm_of(&mut self, firms: &[Firm], family: &str) -> Firm {
         let dealing: Vec<&Firm> = firms.iter().filter(|f| f.families.contains(&family)).collect();
-        dealing[self.rng.below(dealing.len() as u64) as usize].clone()
+        let weight = |k: usize| 1_000_000 / (k as u64 + 1);
+        let mut draw = self.rng.below((0..dealing.len()).map(weight).sum());
+        for (k, f) in dealing.iter().enumerate() {
+            if draw < weight(k) {
+                return (*f).clone();
+            }
+            draw -= weight(k);
+        }
+        dealing[0].clone()
     }
 
     fn order(&mut self) -> SimEvent {

@@ -15,6 +15,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "op-test-token";
+
+/// The recomputation test wipes Redis (FLUSHALL) to show the view recovers;
+/// a test of this file that reads its own keys meanwhile waits for it.
+static REDIS_WIPES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Baise's operators: their cluster's data, others' only as shared with them.
 const BAISE_TOKEN: &str = "op-baise-token";
 
@@ -123,6 +127,7 @@ async fn periods_equal_a_recomputation(addr: SocketAddr, records: &[(String, Rec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_flushall() {
+    let _alone = REDIS_WIPES.lock().await;
     let env = TestEnv::new().await;
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
@@ -262,6 +267,7 @@ async fn closed_orders_and_capacity_leave_redis_and_their_numbers_stay() {
     // Long enough for the checks below to see the expiries before they fire
     // on a slow machine; the test then waits out what is left of them.
     const RETAIN_MS: i64 = 15_000;
+    let _alone = REDIS_WIPES.lock().await;
     let env = TestEnv::new().await;
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();

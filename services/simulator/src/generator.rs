@@ -285,22 +285,26 @@ impl Generator {
     /// One of `firms` that deals in `family`, by size: the k-th of them
     /// weighs 1/k (Zipf), so a few large smelters and mines carry most of
     /// the flow and many small firms the rest.
-    fn firm_of(&mut self, firms: &[Firm], family: &str) -> Firm {
-        let dealing: Vec<&Firm> = firms.iter().filter(|f| f.families.contains(&family)).collect();
+    fn firm_of(&mut self, buyer: bool, family: &str) -> Firm {
+        let firms = if buyer { &self.buyers } else { &self.producers };
+        let dealing: Vec<usize> = firms.iter().enumerate().filter(|(_, f)| f.families.contains(&family)).map(|(i, _)| i).collect();
         let weight = |k: usize| 1_000_000 / (k as u64 + 1);
         let mut draw = self.rng.below((0..dealing.len()).map(weight).sum());
-        for (k, f) in dealing.iter().enumerate() {
+        let mut chosen = dealing[0];
+        for (k, &i) in dealing.iter().enumerate() {
             if draw < weight(k) {
-                return (*f).clone();
+                chosen = i;
+                break;
             }
             draw -= weight(k);
         }
-        dealing[0].clone()
+        let firms = if buyer { &self.buyers } else { &self.producers };
+        firms[chosen].clone()
     }
 
     fn order(&mut self) -> SimEvent {
         let family = self.family();
-        let buyer = self.firm_of(&self.buyers.clone(), family);
+        let buyer = self.firm_of(true, family);
         let m = Self::market(family);
         let grades = self.grades(family).to_vec();
         // Buyers mostly ask for the standard (lower) grades; some need the top ones.
@@ -330,7 +334,7 @@ impl Generator {
 
     fn capacity(&mut self) -> SimEvent {
         let family = self.family();
-        let firm = self.firm_of(&self.producers.clone(), family);
+        let firm = self.firm_of(false, family);
         let m = Self::market(family);
         let grades = self.grades(family).to_vec();
         // Producers declare their better grades.

@@ -355,6 +355,15 @@ impl TestEnv {
         }
     }
 
+    /// Waits until `topic` holds a record (within 30 s), failing with `what` otherwise.
+    pub async fn wait_for_a_record(&self, topic: &str, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.read_topic(topic).await.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every message of `topic` (read_committed), in partition order, as owned messages.
     pub async fn read_topic(&self, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
         use rdkafka::Message;

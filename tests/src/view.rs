@@ -47,7 +47,7 @@ pub fn recompute(records: &[(String, Record)]) -> Cells {
     let mut seen_alloc = BTreeSet::new();
     let mut shared_in: BTreeSet<(String, String, String)> = BTreeSet::new(); // cluster, family, order
     let mut shared_out: BTreeSet<(String, String, String)> = BTreeSet::new();
-    let fam = |code: &str| code.match_indices('-').nth(1).map_or(code, |(i, _)| &code[..i]).to_owned();
+    let fam = |code: &str| orelink_domain::catalog::family_of(code).to_owned();
     for (_, r) in records {
         match r {
             Record::Capacity(c) => {
@@ -250,7 +250,7 @@ pub type PeriodCells = BTreeMap<(String, String), [i64; 3]>;
 /// by its id at its decision time, an order's demand at its first status.
 pub fn recompute_in_period(records: &[(String, Record)], from: Option<i64>, to: i64) -> PeriodCells {
     let within = |t: i64| from.is_none_or(|f| t >= f) && t < to;
-    let fam = |code: &str| code.match_indices('-').nth(1).map_or(code, |(i, _)| &code[..i]).to_owned();
+    let fam = |code: &str| orelink_domain::catalog::family_of(code).to_owned();
     let (mut caps, mut allocs, mut orders) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     let mut cells = PeriodCells::new();
     for (_, r) in records {

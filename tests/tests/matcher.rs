@@ -69,11 +69,7 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     // The router reads the two topics independently: let the capacity reach the
     // matcher's input first, so that the order is what causes the allocation.
     let input = env.topic("orelink.matcher-input.v1");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while env.read_topic(&input).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher input");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_a_record(&input, "the capacity never reached the matcher input").await;
     let order = order_wire(1);
     let orders = env.topic(topics::ORDERS);
     let sent = TraceContext::root();

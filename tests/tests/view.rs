@@ -215,7 +215,7 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
         ..orelink_tests::order_wire(901)
     };
     for o in [nanning, hechi] {
-        let family = o.product_code.rsplitn(2, '-').last().unwrap().to_owned();
+        let family = orelink_domain::catalog::family_of(&o.product_code).to_owned();
         env.produce(&orders, &family, &codec.encode(&orders, &o).await.unwrap()).await;
     }
     let nanning_cap = orelink_tests::capacity_wire(900, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 250_000, 20_300);
@@ -285,11 +285,7 @@ async fn closed_orders_and_capacity_leave_redis_and_their_numbers_stay() {
     let cap = orelink_tests::capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
     env.produce(&cap_topic, "AL-INGOT", &codec.encode(&cap_topic, &cap).await.unwrap()).await;
     let input = env.topic("orelink.matcher-input.v1");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while env.read_topic(&input).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher input");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.wait_for_a_record(&input, "the capacity never reached the matcher input").await;
     let orders = env.topic(topics::ORDERS);
     for n in [1, 2] {
         env.produce(&orders, "AL-INGOT", &codec.encode(&orders, &orelink_tests::order_wire(n)).await.unwrap()).await;

@@ -205,10 +205,10 @@ impl Transform for Matching {
         let window = engine.window();
         decide(engine, &input, m, &mut self.decisions);
         if engine.window() != window && window.is_some() {
-            // Once a horizon: what closed a horizon ago has left the books.
+            // Once a horizon: what closed a horizon ago has left the books
+            // (the gauges follow when the round is sealed).
             let held = engine.held();
             tracing::info!(partition = p, window = engine.window(), orders = held.orders, capacities = held.capacities, event_ids = held.event_ids, "a new window of the dedup horizon: the books let go of what closed before the last one");
-            book_gauges(&self.input_topic, p, Some(held));
         }
         let key: Arc<str> = Arc::from(input.family());
         let encode_failed = |e: orelink_codec::EncodeError| Step::Retry(format!("encoding an allocation: {e}"));

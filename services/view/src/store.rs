@@ -408,15 +408,15 @@ impl Store {
             return Ok((Covered::nothing(period), names.into_iter().map(|n| (n, Vec::new())).collect()));
         };
         let (hash, mut lo, mut hi, mut covered) = period.slots(clock);
-        let (hash, slot_ms, offset) = match (period, hash) {
+        let (hash, slot_ms, offset) = match period {
             // The same 24 hours, by the minute.
-            (Period::Last24h, _) => {
+            Period::Last24h => {
                 (lo, hi) = (lo * 60, hi * 60 + 59);
                 covered.resolution = "minute";
                 ("ts", 60_000, 0)
             }
-            (_, "tsh") => ("tsh", HOUR_MS, 0),
-            _ => ("tsa", DAY_MS, -CST_MS),
+            Period::Last7d => (hash, HOUR_MS, 0),
+            Period::Since(_) | Period::All => (hash, DAY_MS, -CST_MS),
         };
         let mut pipe = redis::pipe();
         for n in names {

@@ -443,7 +443,7 @@ impl TestEnv {
 pub type ByFamily = std::collections::BTreeMap<String, Vec<orelink_domain::events::wire::Allocation>>;
 
 /// What the matcher must have written: the pure engine replayed over the
-/// matcher input, each partition in its (commit) order.
+/// market topic, each partition in its (commit) order.
 pub async fn expected_allocations(env: &TestEnv, codec: &orelink_codec::Codec) -> ByFamily {
     expected_outputs(env, codec).await.0
 }
@@ -456,7 +456,7 @@ pub type StatusesByFamily = std::collections::BTreeMap<String, Vec<orelink_domai
 pub async fn expected_outputs(env: &TestEnv, codec: &orelink_codec::Codec) -> (ByFamily, StatusesByFamily) {
     use orelink_domain::matching::{Engine, Output};
     use rdkafka::Message;
-    let input = env.read_topic(&env.topic("orelink.matcher-input.v1")).await;
+    let input = env.read_topic(&env.topic(orelink_domain::topology::topics::MARKET)).await;
     let network = std::sync::Arc::new(orelink_domain::freight::Network::new(&env.reference.topology));
     let rt = tokio::runtime::Handle::current();
     // The matcher's decode blocks on the registry client; the test runtime must be multi-threaded.

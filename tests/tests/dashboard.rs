@@ -100,7 +100,7 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     env.produce(&ct, "AL-INGOT", &codec.encode(&ct, &cap).await.unwrap()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // The router reads capacity and orders independently: send the order once the capacity is in the book.
-    while env.read_topic(&env.topic("orelink.matcher-input.v1")).await.is_empty() {
+    while env.read_topic(&env.topic(topics::MARKET)).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -159,11 +159,11 @@ async fn an_enterprise_publishes_its_own_events_only_and_reads_its_own_allocatio
     }
     env.wait_caught_up(&orelink_enterprises::group(&env.cfg), std::slice::from_ref(&ingest), Duration::from_secs(120)).await;
 
-    // Exactly its own events, once each, re-keyed by family, on the shared topics.
+    // Exactly its own events, once each, re-keyed by family, on the market topic.
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
-    for contract in [topics::ORDERS, topics::CAPACITY] {
-        let topic = env.topic(contract);
+    {
+        let topic = env.topic(topics::MARKET);
         for m in env.read_topic(&topic).await {
             let (id, family) = match codec.decode(&topic, m.payload()).await.unwrap() {
                 Record::Order(o) => (o.event_id.to_string(), o.product.family_str().to_owned()),
@@ -191,6 +191,7 @@ async fn an_enterprise_publishes_its_own_events_only_and_reads_its_own_allocatio
 
     // What its principal may not do.
     assert!(!may_write(&pingguo, &env.topic(topics::ORDERS)).await, "Pingguo wrote the shared orders topic");
+    assert!(!may_write(&pingguo, &env.topic(topics::MARKET)).await, "Pingguo wrote the market topic");
     assert!(!may_write(&pingguo, &env.topic(topics::SHARED_ORDERS)).await, "Pingguo wrote the shared-orders topic");
     assert!(!may_write(&pingguo, &env.topic(&topics::ingest(DACHANG))).await, "Pingguo wrote Dachang's ingest topic");
 

@@ -3,13 +3,13 @@
 //! capacity and shipments flow at a few hundred events/s into the matcher,
 //! the share role, the fanout and the view, each a process of its own running
 //! as its own principal. Faults, one after another: the node leading most
-//! matcher-input partitions is SIGKILLed and restarted 20 s later; then the
+//! market-topic partitions is SIGKILLed and restarted 20 s later; then the
 //! active controller likewise; then a node is frozen (SIGSTOP) for 30 s, a
 //! hung broker, and continued. Then the load stops and the hub drains.
 //!
 //! Asserted: every event the producer had acknowledged is in its topic once;
 //! the read_committed allocations and order statuses equal a pure-engine
-//! replay of the matcher input, with no allocation id twice; every routed shipment is in its
+//! replay of the market topic, with no allocation id twice; every routed shipment is in its
 //! partner's topic exactly once; the view's numbers equal a recomputation
 //! from the topics it reads; no role died (none was restarted by hand).
 //! Printed: how long each fault stalled allocations.
@@ -217,8 +217,8 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    // 1. The leader of most matcher-input partitions, killed, restarted 20 s later.
-    let leader = leader_of_most(&env, &env.topic(topics::MATCHER_INPUT));
+    // 1. The leader of most market-topic partitions, killed, restarted 20 s later.
+    let leader = leader_of_most(&env, &env.topic(topics::MARKET));
     let t1 = Instant::now();
     stack.node("kill", &leader.to_string());
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -231,7 +231,7 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     stack.node("start", &controller.to_string());
     tokio::time::sleep(Duration::from_secs(5)).await;
     // 3. A hung node: frozen for 30 s, then continued.
-    let hung = leader_of_most(&env, &env.topic(topics::MATCHER_INPUT));
+    let hung = leader_of_most(&env, &env.topic(topics::MARKET));
     let t3 = Instant::now();
     stack.node("pause", &hung.to_string());
     tokio::time::sleep(Duration::from_secs(30)).await;
@@ -241,7 +241,7 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     let shipped = shipping.await.unwrap();
     for (group, inputs) in [
         (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
-        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MATCHER_INPUT)]),
+        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MARKET)]),
         (orelink_fanout::group(&env.cfg), vec![env.topic(topics::SHIPMENTS)]),
     ] {
         env.wait_caught_up(&group, &inputs, Duration::from_secs(180)).await;
@@ -279,7 +279,7 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     let seen = seen.lock().unwrap().clone();
     // Each fault's window runs to the next fault (the last one's: 60 s).
     for (what, at, window) in [
-        ("the leader of most matcher-input partitions killed (restarted after 20 s)", t1, t2 - t1),
+        ("the leader of most market-topic partitions killed (restarted after 20 s)", t1, t2 - t1),
         ("the active controller killed (restarted after 20 s)", t2, t3 - t2),
         ("a node frozen for 30 s", t3, Duration::from_secs(60)),
     ] {
@@ -293,7 +293,7 @@ async fn losing_brokers_loses_and_doubles_nothing() {
     assert_eq!(inputs.len(), sent, "acknowledged orders and capacity: {sent}; distinct in their topics: {}", inputs.len());
     assert!(inputs.values().all(|n| *n == 1), "an input event was written twice: {:?}", inputs.iter().find(|(_, n)| **n > 1));
 
-    // Allocations and order statuses: exactly what a pure-engine replay of the matcher input makes.
+    // Allocations and order statuses: exactly what a pure-engine replay of the market topic makes.
     let (expected, expected_statuses) = expected_outputs(&env, &codec).await;
     let actual = actual_allocations(&env, &codec).await;
     let ids: Vec<&str> = actual.values().flatten().map(|a| a.allocation_id.as_str()).collect();

@@ -79,7 +79,8 @@ async fn accepted_events_are_in_kafka_once_and_keys_bind_identities() {
     let cancel = CancellationToken::new();
     let (addr, gw) = start(&env, dir.path(), cancel.clone()).await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
-    let orders = env.topic(topics::ORDERS);
+    // Orders go where the matcher reads them, the market topic.
+    let orders = env.topic(topics::MARKET);
 
     let order = serde_json::to_value(order_wire(7)).unwrap();
     let (status, _, body) = post(addr, "/v1/orders", Some(KEY_BUYER), &order, None).await;
@@ -227,7 +228,7 @@ async fn schemathesis_finds_no_server_error_and_invalid_requests_produce_nothing
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok()))
         .sum();
     let mut in_kafka = 0;
-    for t in [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS] {
+    for t in [topics::MARKET, topics::INVENTORY, topics::SHIPMENTS] {
         in_kafka += env.read_topic(&env.topic(t)).await.len() as u64;
     }
     assert_eq!(in_kafka, accepted, "events in Kafka vs accepted answers");

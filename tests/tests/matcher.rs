@@ -66,10 +66,11 @@ async fn an_order_is_filled_and_the_allocation_carries_its_trace() {
     let cap = capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
     let capacity_topic = env.topic(topics::CAPACITY);
     env.produce(&capacity_topic, "AL-INGOT", &codec.encode(&capacity_topic, &cap).await.unwrap()).await;
-    // The router reads the two topics independently: let the capacity reach the
-    // matcher's input first, so that the order is what causes the allocation.
-    let input = env.topic("orelink.matcher-input.v1");
-    env.wait_for_a_record(&input, "the capacity never reached the matcher input").await;
+    // Written as Kafka clients write them, to the per-type topics: the router
+    // reads the two independently, so let the capacity reach the market
+    // topic first, and the order is what causes the allocation.
+    let input = env.topic(topics::MARKET);
+    env.wait_for_a_record(&input, "the capacity never reached the market topic").await;
     let order = order_wire(1);
     let orders = env.topic(topics::ORDERS);
     let sent = TraceContext::root();
@@ -217,7 +218,7 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
     let a = tokio::spawn(orelink_matcher::run(instance("a"), env.reference.clone(), stop_a.clone()));
     let b = tokio::spawn(orelink_matcher::run(instance("b"), env.reference.clone(), stop_b.clone()));
     // Both processors in the group before the stream starts.
-    let input = env.topic("orelink.matcher-input.v1");
+    let input = env.topic(topics::MARKET);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while env.group_assignment(&orelink_matcher::processor_group(&env.cfg), &input).await.is_none_or(|m| m.len() != 2) {
         assert!(tokio::time::Instant::now() < deadline, "the two processors never formed a stable group");
@@ -245,7 +246,7 @@ async fn two_instances_share_the_partitions_and_hand_over_without_loss_or_duplic
 
     let groups = [
         (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
-        (orelink_matcher::processor_group(&env.cfg), vec![env.topic("orelink.matcher-input.v1")]),
+        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MARKET)]),
     ];
     for (group, topics) in &groups {
         env.wait_caught_up(group, topics, Duration::from_secs(120)).await;
@@ -280,7 +281,7 @@ async fn a_restart_loads_the_newest_snapshot_and_replays_only_the_rest() {
     cfg.matcher.snapshot_every = 200;
     let groups = [
         (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
-        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MATCHER_INPUT)]),
+        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MARKET)]),
     ];
 
     let stop = CancellationToken::new();
@@ -321,7 +322,7 @@ async fn a_restart_loads_the_newest_snapshot_and_replays_only_the_rest() {
 /// only that instance can have committed it.
 async fn wait_until_committed_by(env: &TestEnv, instance: &str, timeout: Duration) {
     let group = orelink_matcher::processor_group(&env.cfg);
-    let topic = env.topic("orelink.matcher-input.v1");
+    let topic = env.topic(topics::MARKET);
     let prefix = format!("{}-{instance}-", env.cfg.kafka.client_id);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut baseline: Option<(Vec<i32>, std::collections::BTreeMap<i32, i64>)> = None;

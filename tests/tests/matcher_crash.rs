@@ -1,6 +1,6 @@
 //! The matcher killed with SIGKILL in the middle of a stream, then restarted:
 //! a read_committed reader of the allocations sees exactly what a pure-engine
-//! replay of the matcher input (in commit order) produces. The restarted
+//! replay of the market topic (in commit order) produces. The restarted
 //! matcher commits again within seconds (a static member of its groups, it
 //! does not wait out its predecessor's member timeout). The restarted
 //! matcher usually starts its books from snapshots taken before the kill.
@@ -76,7 +76,7 @@ async fn sigkill_mid_stream_loses_and_doubles_nothing() {
     producing.await.unwrap();
     let groups = [
         (orelink_matcher::router_group(&env.cfg), vec![env.topic(topics::ORDERS), env.topic(topics::CAPACITY)]),
-        (orelink_matcher::processor_group(&env.cfg), vec![env.topic("orelink.matcher-input.v1")]),
+        (orelink_matcher::processor_group(&env.cfg), vec![env.topic(topics::MARKET)]),
     ];
     for (group, topics) in &groups {
         env.wait_caught_up(group, topics, Duration::from_secs(120)).await;

@@ -45,6 +45,11 @@ async fn absurd(codec: &Codec, topic: &str, contract: &str) -> Vec<u8> {
             let o = wire::OrderEvent { quantity_kg: ABSURD, max_price_cny_per_t: 2_000_000_000, deliver_by: FAR, ..order_wire(900) };
             codec.encode(topic, &o).await.unwrap()
         }
+        // What a door writes, past every bound: the matcher refuses it here too.
+        topics::MARKET => {
+            let c = wire::CapacityEvent { event_id: "storm-market".into(), quantity_kg: ABSURD, price_cny_per_t: 2_000_000_000, available_until: FAR, ..capacity(901, 1, 1) };
+            codec.encode_as(topic, "orelink.v1.CapacityEvent", &c).await.unwrap()
+        }
         topics::CAPACITY => {
             let c = wire::CapacityEvent { quantity_kg: ABSURD, price_cny_per_t: 2_000_000_000, energy_kwh_per_t: Some(2_000_000), available_until: FAR, ..capacity(900, 1, 1) };
             codec.encode(topic, &c).await.unwrap()
@@ -172,7 +177,7 @@ async fn a_poison_storm_stops_no_role_and_every_poison_record_is_dead_lettered()
     // The storm: on each topic, garbage, an unknown schema id, truncated Avro, and (for record kinds with bounds) an absurd record.
     let producer = env.producer();
     let mut poison: BTreeSet<(String, i32, i64)> = BTreeSet::new();
-    let inputs = [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS, topics::SHARED_ORDERS, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::DLQ];
+    let inputs = [topics::MARKET, topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS, topics::SHARED_ORDERS, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::DLQ];
     for contract in inputs {
         let topic = env.topic(contract);
         let key = match contract {
@@ -300,11 +305,12 @@ async fn a_record_the_script_cannot_apply_is_dead_lettered_and_the_rest_applied(
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     // The Baise aluminium cell's aggregate is a string now: HINCRBY on it fails with WRONGTYPE.
     let _: () = redis::cmd("SET").arg(format!("{}view:agg:baise|AL-INGOT", env.ns)).arg("not a hash").query_async(&mut con).await.unwrap();
-    let capacity_topic = env.topic(topics::CAPACITY);
+    // The view takes capacity from the market topic, where the doors write it.
+    let capacity_topic = env.topic(topics::MARKET);
     let cap = |n: u32, site: &str, cluster: &str| wire::CapacityEvent { energy_kwh_per_t: None, ..capacity_wire(n, site, cluster, "AL-INGOT-AL99.85", 300_000 + n as i64, 20_300) };
     // One partition (same key) and one batch: good, poisoned, good.
     for c in [cap(1, "nanning-jiangnan-processing", "nanning"), cap(2, "baise-pingguo-smelter", "baise"), cap(3, "hechi-jinchengjiang-smelter", "hechi")] {
-        env.produce(&capacity_topic, "AL-INGOT", &codec.encode(&capacity_topic, &c).await.unwrap()).await;
+        env.produce(&capacity_topic, "AL-INGOT", &codec.encode_as(&capacity_topic, "orelink.v1.CapacityEvent", &c).await.unwrap()).await;
     }
     let cancel = CancellationToken::new();
     let (tx, bound) = tokio::sync::oneshot::channel();

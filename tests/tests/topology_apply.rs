@@ -42,8 +42,9 @@ async fn apply_is_idempotent_and_refuses_an_incompatible_schema() {
     });
     let err = apply::apply(&env.client("admin"), &env.registry(), &breaking, &env.ns, false).await.err().expect("refused");
     let subject = env.topic("orelink.orders.v1-value");
-    // Every subject of orders: the shared topic's and each enterprise's ingest topic's.
-    let mut order_subjects: Vec<String> = std::iter::once(subject.clone())
+    // Every subject of orders: the contract topic's, the market topic's and each enterprise's ingest topic's.
+    let mut order_subjects: Vec<String> = [subject.clone(), env.topic(&format!("{}-orelink.v1.OrderEvent", topics::MARKET))]
+        .into_iter()
         .chain(env.reference.topology.enterprises.iter().map(|e| env.topic(&format!("{}-orelink.v1.OrderEvent", topics::ingest(&e.id)))))
         .collect();
     order_subjects.sort();

@@ -142,15 +142,15 @@ async fn an_order_is_one_trace_from_the_gateway_to_its_allocation_in_jaeger() {
     );
     wait_http(&format!("http://127.0.0.1:{gateway_port}/healthz"), "the gateway", &log).await;
 
-    // Capacity first, straight to Kafka; once the matcher has read it, the
-    // order is what causes the allocation.
+    // Capacity first, as a Kafka client writes it (the router forwards it to
+    // the market topic); once there, the order is what causes the allocation.
     let cap = capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
     let capacity_topic = env.topic(topics::CAPACITY);
     env.produce(&capacity_topic, "AL-INGOT", &codec.encode(&capacity_topic, &cap).await.unwrap()).await;
-    let input = env.topic("orelink.matcher-input.v1");
+    let input = env.topic(topics::MARKET);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while env.read_topic(&input).await.is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher input; see {}", log.display());
+        assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the market topic; see {}", log.display());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -169,9 +169,9 @@ async fn an_order_is_one_trace_from_the_gateway_to_its_allocation_in_jaeger() {
     assert_eq!(answered.trace_id, caller.trace_id, "the gateway continues the caller's trace");
     assert_ne!(answered.span_id, caller.span_id, "with a span of its own");
 
-    // The order on Kafka carries the gateway's span.
-    let orders = env.read_topic(&env.topic(topics::ORDERS)).await;
-    let on_kafka = orders.iter().find_map(|m| TraceContext::from_headers(m.headers())).expect("the produced order has a traceparent");
+    // The order on Kafka (the market topic, after the routed capacity) carries the gateway's span.
+    let market = env.read_topic(&input).await;
+    let on_kafka = market.iter().filter(|m| m.key() == Some(&b"AL-INGOT"[..])).filter_map(|m| TraceContext::from_headers(m.headers())).find(|t| t.trace_id == caller.trace_id).expect("the produced order has a traceparent");
     assert_eq!(on_kafka, answered, "what the gateway produced carries the span it answered with");
 
     // The allocation carries the matcher's span, in the caller's trace.
@@ -185,7 +185,7 @@ async fn an_order_is_one_trace_from_the_gateway_to_its_allocation_in_jaeger() {
     };
     assert_eq!(allocation.trace_id, caller.trace_id);
 
-    // Jaeger has the whole path: gateway -> router (in the matcher role) -> matcher.
+    // Jaeger has the whole path: gateway -> matcher (the gateway writes the market topic).
     let trace_id = caller.trace_id_hex();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let spans = loop {
@@ -199,10 +199,8 @@ async fn an_order_is_one_trace_from_the_gateway_to_its_allocation_in_jaeger() {
     let by_id = |id: &str| spans.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no span {id} in {spans:?}"));
     let matched = by_id(&allocation.span_id_hex());
     assert_eq!((matched.service.as_str(), matched.operation.as_str()), ("orelink-matcher", "match"));
-    let routed = by_id(matched.parent.as_deref().expect("the matcher's span has a parent"));
-    assert_eq!((routed.service.as_str(), routed.operation.as_str()), ("orelink-matcher", "consume"), "the router's span is the matcher's parent");
-    let accepted = by_id(routed.parent.as_deref().expect("the router's span has a parent"));
-    assert_eq!(accepted.id, answered.span_id_hex(), "the gateway's span is the router's parent");
+    let accepted = by_id(matched.parent.as_deref().expect("the matcher's span has a parent"));
+    assert_eq!(accepted.id, answered.span_id_hex(), "the gateway's span is the matcher's parent");
     assert_eq!((accepted.service.as_str(), accepted.operation.as_str()), ("orelink-gateway", "POST /v1/orders"));
     assert_eq!(accepted.parent.as_deref(), Some(caller.span_id_hex().as_str()), "the gateway's span is the caller's child");
 }

@@ -168,18 +168,26 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     let (view, bound) = start_view(&env, view_stop.clone());
     let addr = bound.await.unwrap();
     sim(3, 12).await;
-    // Duplicates at new offsets: capacity declared again, byte for byte.
-    let cap_topic = env.topic(topics::CAPACITY);
+    // Duplicates at new offsets: capacity the simulator declared (on the
+    // market topic), declared again byte for byte, as a door's retry would.
+    let (cap_topic, market) = (env.topic(topics::CAPACITY), env.topic(topics::MARKET));
     let producer = env.producer();
-    let dups = env.read_topic(&cap_topic).await.into_iter().take(40).collect::<Vec<_>>();
-    futures::future::join_all(dups.iter().map(|m| producer.send(rdkafka::producer::FutureRecord::to(&cap_topic).key(m.key().unwrap()).payload(m.payload().unwrap()), Duration::from_secs(30))))
+    let mut dups = Vec::new();
+    for m in env.read_topic(&market).await {
+        if dups.len() < 40 && matches!(codec.decode(&market, m.payload()).await, Ok(Record::Capacity(_))) {
+            dups.push(m);
+        }
+    }
+    assert_eq!(dups.len(), 40, "the simulator declared too little capacity");
+    futures::future::join_all(dups.iter().map(|m| producer.send(rdkafka::producer::FutureRecord::to(&market).key(m.key().unwrap()).payload(m.payload().unwrap()), Duration::from_secs(30))))
         .await
         .into_iter()
         .for_each(|r| assert!(r.is_ok(), "duplicate not produced"));
     // Capacity declared (priced above every order's cap, so it stays open),
     // then withdrawn by an event naming another cluster: it leaves its own
-    // cluster's numbers, not the other's.
-    let Ok(Record::Capacity(first)) = codec.decode(&cap_topic, dups[0].payload()).await else { panic!("not a capacity") };
+    // cluster's numbers, not the other's. Written as a Kafka client writes,
+    // to the capacity topic, for the router to forward.
+    let Ok(Record::Capacity(first)) = codec.decode(&market, dups[0].payload()).await else { panic!("not a capacity") };
     let declared = orelink_domain::events::wire::CapacityEvent { event_id: "view-test-unsold".into(), capacity_id: "CAP-VIEW-UNSOLD".into(), kind: orelink_domain::events::CapacityKind::Declared, price_cny_per_t: 900_000, ..first.to_wire() };
     let elsewhere = env.reference.topology.sites().find(|s| s.cluster.as_ref().is_some_and(|c| *c != first.cluster)).expect("a site of another cluster");
     let withdrawal = orelink_domain::events::wire::CapacityEvent {
@@ -220,7 +228,8 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     }
     let nanning_cap = orelink_tests::capacity_wire(900, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 250_000, 20_300);
     env.produce(&cap_topic, "AL-INGOT", &codec.encode(&cap_topic, &nanning_cap).await.unwrap()).await;
-    env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), &[env.topic("orelink.matcher-input.v1")], Duration::from_secs(90)).await;
+    env.wait_caught_up(&orelink_matcher::router_group(&env.cfg), &[orders.clone(), cap_topic.clone()], Duration::from_secs(90)).await;
+    env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), &[market.clone()], Duration::from_secs(90)).await;
     wait_share_caught_up(&env).await;
     let records = wait_view_caught_up(&env, &codec).await;
     let expected = recompute(&records);
@@ -248,7 +257,8 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
 
     // A FLUSHALL under a running view: it notices and recomputes by itself.
     let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
-    env.produce(&cap_topic, "AL-INGOT", env.read_topic(&cap_topic).await[0].payload().unwrap()).await;
+    let family = std::str::from_utf8(dups[0].key().unwrap()).unwrap();
+    env.produce(&market, family, dups[0].payload().unwrap()).await;
     wait_view_caught_up(&env, &codec).await;
     assert_cells_eq(&served(addr, TOKEN).await, &expected, "the view did not recover from a FLUSHALL");
 
@@ -284,8 +294,8 @@ async fn closed_orders_and_capacity_leave_redis_and_their_numbers_stay() {
     let cap_topic = env.topic(topics::CAPACITY);
     let cap = orelink_tests::capacity_wire(1, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 400_000, 20_300);
     env.produce(&cap_topic, "AL-INGOT", &codec.encode(&cap_topic, &cap).await.unwrap()).await;
-    let input = env.topic("orelink.matcher-input.v1");
-    env.wait_for_a_record(&input, "the capacity never reached the matcher input").await;
+    let input = env.topic(topics::MARKET);
+    env.wait_for_a_record(&input, "the capacity never reached the market topic").await;
     let orders = env.topic(topics::ORDERS);
     for n in [1, 2] {
         env.produce(&orders, "AL-INGOT", &codec.encode(&orders, &orelink_tests::order_wire(n)).await.unwrap()).await;

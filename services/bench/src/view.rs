@@ -52,7 +52,7 @@ pub async fn run(base: &Config, reference: &Reference, sim_events: u64, rate: u6
     orelink_simulator::run(&cfg, reference, 7, start, sim_rate, Duration::from_secs(secs), CancellationToken::new()).await.or_setup("simulator")?;
     log("waiting for the matcher and the share role to catch up");
     let probe: rdkafka::consumer::BaseConsumer = cfg.kafka.client_config("bench-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create().or_setup("probe")?;
-    let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
+    let input = format!("{}orelink.market.v1", cfg.namespace);
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let p = orelink_platform::kafka::group_progress(&probe, &input, Duration::from_secs(5)).or_setup("matcher progress")?;

@@ -116,7 +116,7 @@ pub struct TopicSpec {
     pub value: String,
     /// Records carry the broker's log-append time, not their producer's
     /// (`message.timestamp.type`): for a topic whose timestamps decide
-    /// something on replay (the matcher input's dedup horizon).
+    /// something on replay (the matcher's dedup horizon on the market topic).
     #[serde(default)]
     pub log_append_time: bool,
     #[serde(default)]
@@ -292,8 +292,9 @@ pub mod topics {
     pub const DLQ: &str = "orelink.dlq.v1";
     /// Internal: the matcher's statuses of the orders it touched.
     pub const ORDER_STATUS: &str = "orelink.order-status.v1";
-    /// Internal: the matcher's input, in the one order it applies it.
-    pub const MATCHER_INPUT: &str = "orelink.matcher-input.v1";
+    /// Each family's orders, capacity and shares in the one order the matcher
+    /// applies them: the hub's doors write orders and capacity here directly.
+    pub const MARKET: &str = "orelink.market.v1";
     /// Internal: snapshots of the matcher's books.
     pub const MATCHER_SNAPSHOTS: &str = "orelink.matcher-snapshots.v1";
     pub const CONTRACT: [&str; 7] = [ORDERS, CAPACITY, INVENTORY, SHIPMENTS, ALLOCATIONS, SHARED_ORDERS, DLQ];

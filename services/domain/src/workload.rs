@@ -155,7 +155,7 @@ pub fn steady_state(open: usize, events: usize, seed: u64) -> Workload {
 
 const DAY: i64 = 24 * HOUR;
 
-/// An endless stream of valid matcher inputs, each with the log time it is
+/// An endless stream of valid market events, each with the log time it is
 /// decided at, for runs long enough to pass the dedup horizon many times.
 /// Its own state is bounded: what it must still end (cancellations and
 /// withdrawals of what it placed `life` events ago) and the last 64 events

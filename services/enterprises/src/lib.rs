@@ -2,7 +2,8 @@
 //! clients (contract v1.1, "Enterprises with their own Kafka clients").
 //! Enterprise `<id>` writes `orelink.ingest.<id>.v1` as principal
 //! `enterprise-<id>`; this role forwards each record to its shared topic
-//! (orders, capacity, inventory, shipments) only when it is the enterprise's
+//! (orders and capacity to the market topic, inventory and shipments to
+//! their own) only when it is the enterprise's
 //! own (`orelink_domain::identity`: the same binding as the gateway's keys
 //! and the edge relay's site keys), and dead-letters anything else: another
 //! enterprise's order is `IDENTITY`, a record that does not decode or
@@ -54,11 +55,11 @@ pub fn group(cfg: &Config) -> String {
 
 /// The loop's fixed outputs; each enterprise's allocations topic follows.
 const DLQ: usize = 0;
-const ORDERS: usize = 1;
-const CAPACITY: usize = 2;
-const INVENTORY: usize = 3;
-const SHIPMENTS: usize = 4;
-const SHARED_OUTPUTS: usize = 5;
+/// Orders and capacity: the market topic.
+const MARKET: usize = 1;
+const INVENTORY: usize = 2;
+const SHIPMENTS: usize = 3;
+const SHARED_OUTPUTS: usize = 4;
 
 /// What one input message causes.
 #[derive(Debug, PartialEq)]
@@ -88,7 +89,7 @@ pub struct Door {
 impl Door {
     /// The transform, the topics it reads and the outputs it writes, in the loop's order.
     pub fn new(codec: Arc<Codec>, reference: &Reference, rt: tokio::runtime::Handle) -> (Door, Vec<String>, Vec<String>) {
-        let mut outputs: Vec<String> = [topics::DLQ, topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| codec.topic(t)).collect();
+        let mut outputs: Vec<String> = [topics::DLQ, topics::MARKET, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| codec.topic(t)).collect();
         let allocations = codec.topic(topics::ALLOCATIONS);
         let mut inputs = vec![allocations.clone()];
         let mut ingest = HashMap::new();
@@ -121,8 +122,8 @@ impl Door {
             return Effect::Dead(Refusal { class: ErrorClass::WrongRecord, reason: format!("{topic} is no enterprise's ingest topic") });
         };
         let (claim, output, key) = match record {
-            Record::Order(o) => (Claim::order(o), ORDERS, o.product.family_str().to_owned()),
-            Record::Capacity(c) => (Claim::capacity(c), CAPACITY, c.product.family_str().to_owned()),
+            Record::Order(o) => (Claim::order(o), MARKET, o.product.family_str().to_owned()),
+            Record::Capacity(c) => (Claim::capacity(c), MARKET, c.product.family_str().to_owned()),
             Record::Inventory(i) => (Claim::inventory(i), INVENTORY, format!("{}/{}", i.site_id, i.product)),
             Record::Shipment(s) => (Claim::shipment(s), SHIPMENTS, s.shipment_id.to_string()),
             other => return Effect::Dead(Refusal { class: ErrorClass::WrongRecord, reason: format!("an ingest topic carries orders, capacity, inventory and shipments, not {other:?}") }),
@@ -139,8 +140,8 @@ impl Door {
         let codec = &self.codec;
         self.rt.block_on(async {
             match record {
-                Record::Order(o) => codec.encode(topic, &o.to_wire()).await,
-                Record::Capacity(c) => codec.encode(topic, &c.to_wire()).await,
+                Record::Order(o) => codec.encode_as(topic, "orelink.v1.OrderEvent", &o.to_wire()).await,
+                Record::Capacity(c) => codec.encode_as(topic, "orelink.v1.CapacityEvent", &c.to_wire()).await,
                 Record::Inventory(i) => codec.encode(topic, &i.to_wire()).await,
                 Record::Shipment(s) => codec.encode(topic, &s.to_wire()).await,
                 _ => Err(orelink_codec::EncodeError::UnknownTopic(topic.clone())),
@@ -208,7 +209,7 @@ pub async fn run(cfg: &Config, reference: &Reference, cancel: CancellationToken)
     let done = tokio::task::spawn_blocking(move || txn.run(&mut door, &cancel)).await.map_err(|e| LoopRoleError::Fatal(e.to_string()))??;
     let stats = EnterprisesStats {
         transactions: done.transactions,
-        forwarded: done.records[ORDERS..SHARED_OUTPUTS].iter().sum(),
+        forwarded: done.records[MARKET..SHARED_OUTPUTS].iter().sum(),
         copied: done.records[SHARED_OUTPUTS..].iter().sum(),
         dead_lettered: done.records[DLQ],
         aborts: done.aborts,

@@ -72,7 +72,7 @@ fn the_door_reads_every_ingest_topic_and_the_allocations() {
     let (_, inputs, outputs) = door();
     assert_eq!(inputs[0], "t.orelink.allocations.v1");
     assert!(inputs.contains(&ingest(PINGGUO)) && inputs.contains(&ingest(DACHANG)));
-    assert_eq!(outputs[..SHARED_OUTPUTS], ["t.orelink.dlq.v1", "t.orelink.orders.v1", "t.orelink.capacity.v1", "t.orelink.inventory.v1", "t.orelink.shipments.v1"]);
+    assert_eq!(outputs[..SHARED_OUTPUTS], ["t.orelink.dlq.v1", "t.orelink.market.v1", "t.orelink.inventory.v1", "t.orelink.shipments.v1"]);
     assert!(outputs.contains(&format!("t.{}", topics::enterprise_allocations(PINGGUO))));
 }
 
@@ -80,8 +80,8 @@ fn the_door_reads_every_ingest_topic_and_the_allocations() {
 fn an_enterprises_own_events_are_forwarded_keyed_as_the_contract_says() {
     let (door, _, _) = door();
     let topic = ingest(PINGGUO);
-    assert_eq!(door.effect(&topic, Ok(&order(PINGGUO))), Effect::Forward { output: ORDERS, key: "AL-INGOT".into() });
-    assert_eq!(door.effect(&topic, Ok(&capacity(PINGGUO))), Effect::Forward { output: CAPACITY, key: "AL-INGOT".into() });
+    assert_eq!(door.effect(&topic, Ok(&order(PINGGUO))), Effect::Forward { output: MARKET, key: "AL-INGOT".into() });
+    assert_eq!(door.effect(&topic, Ok(&capacity(PINGGUO))), Effect::Forward { output: MARKET, key: "AL-INGOT".into() });
     assert_eq!(door.effect(&topic, Ok(&inventory("baise-pingguo-smelter"))), Effect::Forward { output: INVENTORY, key: "baise-pingguo-smelter/AL-INGOT-AL99.70".into() });
 }
 

@@ -194,7 +194,7 @@ pub async fn state(cfg: &Config, reference: &Reference) -> Result<Arc<AppState>,
     let text = std::fs::read_to_string(&cfg.gateway.keys_file).map_err(|e| GatewayError::Config(format!("{}: {e}", cfg.gateway.keys_file)))?;
     let keys = Keys::parse(&text).map_err(|p| GatewayError::Config(format!("{}: {}", cfg.gateway.keys_file, p.join("; "))))?;
     let codec = orelink_platform::codec(cfg, reference).map_err(|e| GatewayError::Config(e.to_string()))?;
-    let producer: FutureProducer = cfg.kafka.producer_config("gateway").set("linger.ms", "2").set("partitioner", "murmur2_random").create()?;
+    let producer: FutureProducer = cfg.kafka.producer_config("gateway").set("linger.ms", "2").create()?;
     let redis = redis::Client::open(cfg.redis.url.as_str())?.get_connection_manager().await?;
     let avro = avro_documents(reference);
     orelink_platform::metrics::install();

@@ -50,10 +50,12 @@ pub enum Kind {
 
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Order, Kind::Capacity, Kind::Inventory, Kind::Shipment];
+    /// Where the hub's doors write this kind: orders and capacity straight to
+    /// the market topic (the matcher's one order per family), the rest to
+    /// their contract topics.
     pub fn topic(self) -> &'static str {
         match self {
-            Kind::Order => topics::ORDERS,
-            Kind::Capacity => topics::CAPACITY,
+            Kind::Order | Kind::Capacity => topics::MARKET,
             Kind::Inventory => topics::INVENTORY,
             Kind::Shipment => topics::SHIPMENTS,
         }
@@ -148,12 +150,13 @@ pub fn parse(reference: &Reference, avro: &Documents, kind: Kind, value: &Value,
 }
 
 impl Parsed {
-    /// Confluent Avro for the deployed topic (`codec.topic(kind.topic())`).
+    /// Confluent Avro for the deployed topic (`codec.topic(kind.topic())`),
+    /// under the record's own subject on the market topic.
     pub async fn encode(&self, codec: &Codec) -> Result<Vec<u8>, orelink_codec::EncodeError> {
         let topic = codec.topic(self.kind.topic());
         match &self.wire {
-            WireEvent::Order(w) => codec.encode(&topic, w).await,
-            WireEvent::Capacity(w) => codec.encode(&topic, w).await,
+            WireEvent::Order(w) => codec.encode_as(&topic, self.kind.record(), w).await,
+            WireEvent::Capacity(w) => codec.encode_as(&topic, self.kind.record(), w).await,
             WireEvent::Inventory(w) => codec.encode(&topic, w).await,
             WireEvent::Shipment(w) => codec.encode(&topic, w).await,
         }

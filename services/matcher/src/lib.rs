@@ -1,31 +1,33 @@
 //! orelink-matcher: the role that matches demand with capacity.
 //!
-//! Two stages in one role:
+//! Its input is `orelink.market.v1`: each family's orders, capacity and
+//! shared orders in one total order (keyed by family, log-append time). The
+//! hub's doors write orders and capacity there directly. Two stages in one
+//! role:
 //! 1. **router** (at least once): consumes `orelink.orders.v1`,
-//!    `orelink.capacity.v1` and `orelink.shared-orders.v1` through the shared
-//!    consume loop without decoding them, and forwards each event's original
-//!    bytes to `orelink.matcher-input.v1` on its record key, the product
-//!    family (a key that is no family goes to the DLQ). That topic is the one
-//!    total order of each family's events.
+//!    `orelink.capacity.v1` (what Kafka clients write under the contract)
+//!    and `orelink.shared-orders.v1` through the shared consume loop without
+//!    decoding them, and forwards each event's original bytes to the market
+//!    topic on its record key, the product family (a key that is no family
+//!    goes to the DLQ), with headers naming where it was first written.
 //! 2. **processor** (exactly once): on the one exactly-once loop
-//!    (`orelink_platform::txn_loop`), consumes `orelink.matcher-input.v1`
+//!    (`orelink_platform::txn_loop`), consumes the market topic
 //!    read_committed, decodes and validates each event once (what fails, or
 //!    whose key is not its product's family, is dead-lettered in the same
-//!    transaction, named by its source topic, partition and offset), applies
-//!    the rest to the pure engine of its partition, and writes the
-//!    allocations, order statuses, dead letters and consumed offsets in one
-//!    Kafka transaction per round. A partition's engine is restored by
-//!    replaying its input up to the committed offset, so a restarted or
-//!    rebalanced matcher continues exactly where the last committed
-//!    transaction ended.
+//!    transaction, named by where it was first written), applies the rest to
+//!    the pure engine of its partition, and writes the allocations, order
+//!    statuses, dead letters and consumed offsets in one Kafka transaction
+//!    per round. A partition's engine is restored by replaying its input up
+//!    to the committed offset, so a restarted or rebalanced matcher
+//!    continues exactly where the last committed transaction ended.
 //!
 //! Books are snapshotted to `orelink.matcher-snapshots.v1` every
 //! `matcher.snapshot_every` input events of a partition, after the
 //! transaction covering them has committed, so that a restore replays only
 //! the input after the newest snapshot.
 //!
-//! Duplicates that the router may write after a crash carry the same
-//! `event_id` and change nothing in the engine.
+//! Duplicates that the router or a door may write after a crash carry the
+//! same `event_id` and change nothing in the engine.
 
 mod processor;
 mod router;
@@ -45,8 +47,9 @@ pub use router::router_loop;
 use orelink_platform::{Config, Reference};
 use tokio_util::sync::CancellationToken;
 
-/// Matcher-input headers: the contract topic an event was first written to,
-/// and its partition and offset there (decimal), for its dead letter.
+/// Headers of a routed market record: the contract topic it was first
+/// written to, and its partition and offset there (decimal), for its dead
+/// letter. What a door writes to the market directly carries none.
 pub const SOURCE_HEADER: &str = "orelink-source";
 pub const SOURCE_PARTITION_HEADER: &str = "orelink-source-partition";
 pub const SOURCE_OFFSET_HEADER: &str = "orelink-source-offset";

@@ -75,7 +75,7 @@ pub struct ProcessorStats {
 impl Processor {
     pub fn new(cfg: &Config, codec: Arc<Codec>, reference: &Reference, rt: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
         let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
-        let input_topic = codec.topic(topics::MATCHER_INPUT);
+        let input_topic = codec.topic(topics::MARKET);
         let settings = txn_loop::Settings {
             inputs: vec![input_topic.clone()],
             outputs: vec![codec.topic(topics::ALLOCATIONS), codec.topic(topics::ORDER_STATUS), codec.dlq_topic()],
@@ -310,22 +310,20 @@ impl Matching {
     }
 }
 
-/// The engine input of one matcher-input message, for a replay: a message
-/// the live processor refused (and dead-lettered) is skipped here too.
+/// The engine input of one market message, for a replay: a message the
+/// live processor refused (and dead-lettered) is skipped here too.
 pub fn decode<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -> Option<Input> {
     input_of(codec, rt, m).ok()
 }
 
-/// The engine input of one matcher-input message, or why it is refused:
-/// it does not decode or validate as a record of its source topic, or its
-/// key (its partition's family) is not its product's family. Waits, never
-/// refuses, while the registry is away: a refusal changes the books.
+/// The engine input of one market message, or why it is refused: it does
+/// not decode or validate as a record of the topic it was first written to
+/// (the router's header names it; a door's record is the market's own), or
+/// its key (its partition's family) is not its product's family. Waits,
+/// never refuses, while the registry is away: a refusal changes the books.
 pub fn input_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -> Result<Input, Refusal> {
     let header = |name: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value));
-    let Some(source) = header(SOURCE_HEADER) else {
-        return Err(Refusal { class: ErrorClass::Undecodable, reason: format!("matcher input without the {SOURCE_HEADER} header") });
-    };
-    let topic = codec.topic(&String::from_utf8_lossy(source));
+    let topic = codec.topic(&header(SOURCE_HEADER).map_or(std::borrow::Cow::Borrowed(topics::MARKET), String::from_utf8_lossy));
     let mut attempt = 0u32;
     let input = loop {
         match rt.block_on(codec.decode(&topic, m.payload())) {
@@ -337,7 +335,7 @@ pub fn input_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) -
             Err(DecodeError::Refused(r)) => return Err(r),
             Err(DecodeError::Retry(e)) => {
                 attempt += 1;
-                tracing::warn!(error = %e, attempt, "registry unavailable while decoding matcher input");
+                tracing::warn!(error = %e, attempt, "registry unavailable while decoding the market topic");
                 std::thread::sleep(Duration::from_millis(200 * attempt.min(25) as u64));
             }
         }
@@ -368,7 +366,7 @@ fn book_gauges(topic: &str, p: i32, held: Option<orelink_domain::matching::Held>
     }
 }
 
-/// Applies `input`, read from matcher-input message `m`, at `m`'s log time
+/// Applies `input`, read from market message `m`, at `m`'s log time
 /// (the topic keeps log-append time), which moves the engine's dedup
 /// horizon; live and replay both decide through here.
 pub fn decide<M: Message>(engine: &mut Engine, input: &Input, m: &M, out: &mut Vec<Decision>) {
@@ -383,15 +381,16 @@ fn decide_logged(engine: &mut Engine, input: &Input, log_ms: Option<i64>, out: &
     }
 }
 
-/// Where a matcher-input message was first written: its deployed source
-/// topic, partition and offset, from the router's headers.
+/// Where a routed market message was first written: its deployed source
+/// topic, partition and offset, from the router's headers (`None` for what
+/// a door wrote to the market directly).
 fn source_of<M: Message>(codec: &Codec, m: &M) -> Option<(String, i32, i64)> {
     let header = |name: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value)).map(String::from_utf8_lossy);
     let topic = codec.topic(&header(SOURCE_HEADER)?);
     Some((topic, header(SOURCE_PARTITION_HEADER)?.parse().ok()?, header(SOURCE_OFFSET_HEADER)?.parse().ok()?))
 }
 
-/// Replays partition `p` of the matcher input from the start up to `upto` (exclusive).
+/// Replays partition `p` of the market topic from the start up to `upto` (exclusive).
 pub fn restore(
     config: &rdkafka::ClientConfig,
     topic: &str,
@@ -418,7 +417,7 @@ pub(crate) fn bulk_reader(config: &rdkafka::ClientConfig) -> rdkafka::ClientConf
     config
 }
 
-/// Replays partition `p` of the matcher input into `engine`, which holds
+/// Replays partition `p` of the market topic into `engine`, which holds
 /// the state after the input before `from`, up to `upto` (exclusive).
 pub fn replay(
     config: &rdkafka::ClientConfig,
@@ -438,7 +437,7 @@ pub fn replay(
     let consumer: BaseConsumer = bulk_reader(config).create()?;
     let (low, _high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
     if low > from {
-        tracing::error!(partition = p, low, from, "matcher input was truncated by retention: the book cannot be fully restored");
+        tracing::error!(partition = p, low, from, "the market topic was truncated by retention: the book cannot be fully restored");
     }
     if upto <= low {
         return Ok((engine, 0));

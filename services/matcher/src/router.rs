@@ -1,4 +1,6 @@
-//! Stage 1: put each family's orders, capacity and shares into one order.
+//! Stage 1: put the orders and capacity that Kafka clients write to the
+//! contract's per-type topics, and the shares, into the market topic, each
+//! family's in one order with what the doors write there directly.
 //!
 //! The router forwards each event's bytes as they came, on its record key:
 //! the contract keys these topics by product family, so the family is known
@@ -48,7 +50,7 @@ impl Future for Forwarded {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx).map(|r| match r {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((e, _))) => Err(HandleError::Fatal(format!("forwarding to the matcher input failed: {e}"))),
+            Ok(Err((e, _))) => Err(HandleError::Fatal(format!("forwarding to the market topic failed: {e}"))),
             Err(_) => Err(HandleError::Fatal("the producer went away".into())),
         })
     }
@@ -109,8 +111,6 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>, catalog: Arc<Catalog>) -> Re
         // event (order->allocation p50 23-26 ms against 27-30 ms with 0 ms,
         // alternating runs; p99 within the spread).
         .set("linger.ms", "2")
-        // One partitioner for every writer of the matcher input (Java's, so other clients agree).
-        .set("partitioner", "murmur2_random")
         .create()?;
     // Before partitions move, everything forwarded so far reaches the broker:
     // the next owner's re-forwards then come strictly after, and are deduplicated.
@@ -130,7 +130,7 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>, catalog: Arc<Catalog>) -> Re
     let backoff = Backoff { initial: Duration::from_millis(cfg.consumer.retry_backoff_ms), max: Duration::from_millis(cfg.consumer.retry_backoff_max_ms) };
     Ok(Router {
         consume: ConsumeLoop::new(consumer, codec.clone(), dead.clone(), backoff),
-        forward: Forward { producer, topic: codec.topic(topics::MATCHER_INPUT), namespace: cfg.namespace.clone(), catalog, dead },
+        forward: Forward { producer, topic: codec.topic(topics::MARKET), namespace: cfg.namespace.clone(), catalog, dead },
     })
 }
 

@@ -29,11 +29,11 @@ pub(crate) enum BenchWhich {
     E2e {
         #[command(flatten)]
         path: PathArgs,
-        /// The matched path without the router hop: events written straight
-        /// into the matcher input, the processor alone (what one keyed market
-        /// topic per family would cost).
+        /// Matched events as Kafka clients write them, to the per-type
+        /// contract topics, forwarded by the matcher's router (by default
+        /// they go where the hub's doors write them, the market topic).
         #[arg(long)]
-        direct: bool,
+        routed: bool,
     },
     /// View materialisation events/s and API query latency at a fixed rate.
     View {
@@ -113,12 +113,12 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
     let r = reference(&cfg)?;
     let log = |s: &str| eprintln!("[bench] {s}");
     match which {
-        BenchWhich::E2e { path: PathArgs { events, rate, seconds, json }, direct } => {
-            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, direct, &log).await?;
+        BenchWhich::E2e { path: PathArgs { events, rate, seconds, json }, routed } => {
+            let rep = orelink_bench::e2e(&cfg, &r, events, rate, seconds, routed, &log).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
-                println!("events                         {}{}", rep.events, if rep.direct { " (direct: no router hop)" } else { "" });
+                println!("events                         {}{}", rep.events, if rep.routed { " (routed: per-type topics, router hop)" } else { "" });
                 println!("raw produce->consume           {:>10.0} events/s", rep.raw_events_per_s);
                 println!("matched end to end             {:>10.0} events/s", rep.e2e_events_per_s);
                 if let (Some(raw), Some(e2e)) = (rep.raw_cpu_us_per_event, rep.e2e_cpu_us_per_event) {

@@ -89,10 +89,11 @@ fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
             .map(|(t, p)| c.fetch_watermarks(&t, p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0))
             .sum()
     };
-    let input = format!("{}orelink.matcher-input.v1", cfg.namespace);
+    let input = format!("{}{}", cfg.namespace, topics::MARKET);
     let lag = orelink_platform::kafka::group_progress(c, &input, Duration::from_secs(5))?.iter().map(|p| p.lag()).sum();
     Ok(Figures {
-        events_in: [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum(),
+        // The market topic holds the doors' orders and capacity and, routed in, the shares.
+        events_in: ([topics::MARKET, topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum::<i64>() - sum(topics::SHARED_ORDERS)).max(0),
         allocations: 0,
         shared: sum(topics::SHARED_ORDERS),
         dead_letters: sum(topics::DLQ),

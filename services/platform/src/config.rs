@@ -91,7 +91,7 @@ pub struct MatcherSettings {
     pub transaction_timeout_ms: u64,
     /// Input events per partition between snapshots of its book; 0: none.
     pub snapshot_every: u64,
-    /// How long a repeated event id is ignored, in ms of the matcher input's
+    /// How long a repeated event id is ignored, in ms of the market topic's
     /// log-append time (contract: 7 days by default).
     pub dedup_horizon_ms: i64,
 }

@@ -38,7 +38,11 @@ impl KafkaSettings {
             .set("acks", "all")
             .set("message.timeout.ms", self.message_timeout_ms.to_string())
             .set("linger.ms", "5")
-            .set("compression.type", &self.compression);
+            .set("compression.type", &self.compression)
+            // Java's partitioner for every hub writer: the market topic's
+            // writers (doors, router, Kafka clients) must put a family's
+            // events in the same partition, its one order.
+            .set("partitioner", "murmur2_random");
         c
     }
 

@@ -26,7 +26,7 @@ pub enum SimError {
 /// Sends `rate` events per second for `duration` (or until `cancel`).
 pub async fn run(cfg: &Config, reference: &Reference, seed: u64, start_ms: i64, rate: u64, duration: Duration, cancel: CancellationToken) -> Result<SimStats, SimError> {
     let codec = orelink_platform::codec(cfg, reference)?;
-    let producer: FutureProducer = cfg.kafka.producer_config("simulator").set("partitioner", "murmur2_random").create()?;
+    let producer: FutureProducer = cfg.kafka.producer_config("simulator").create()?;
     let mut events = Generator::new(&reference.topology, &reference.catalog, seed, start_ms);
     let mut stats = SimStats::default();
     let mut pending = VecDeque::new();
@@ -43,8 +43,8 @@ pub async fn run(cfg: &Config, reference: &Reference, seed: u64, start_ms: i64, 
         let SimEvent { topic, key, record, malformed } = events.next().expect("the generator never ends");
         let deployed = codec.topic(topic);
         let bytes = match &record {
-            SimRecord::Order(w) => codec.encode(&deployed, w).await?,
-            SimRecord::Capacity(w) => codec.encode(&deployed, w).await?,
+            SimRecord::Order(w) => codec.encode_as(&deployed, "orelink.v1.OrderEvent", w).await?,
+            SimRecord::Capacity(w) => codec.encode_as(&deployed, "orelink.v1.CapacityEvent", w).await?,
             SimRecord::Inventory(w) => codec.encode(&deployed, w).await?,
             SimRecord::Shipment(w) => codec.encode(&deployed, w).await?,
             SimRecord::Garbage(b) => b.clone(),

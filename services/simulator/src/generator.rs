@@ -329,7 +329,7 @@ impl Generator {
             allow_cross_cluster: self.rng.below(10) < 7,
         };
         self.orders.push(OpenOrder { wire: wire.clone() });
-        SimEvent { topic: topics::ORDERS, key: family.to_owned(), record: SimRecord::Order(wire), malformed: false }
+        SimEvent { topic: topics::MARKET, key: family.to_owned(), record: SimRecord::Order(wire), malformed: false }
     }
 
     fn capacity(&mut self) -> SimEvent {
@@ -362,7 +362,7 @@ impl Generator {
             energy_kwh_per_t: firm.metered.then(|| self.between(m.3)),
         };
         self.capacities.push(wire.clone());
-        SimEvent { topic: topics::CAPACITY, key: family.to_owned(), record: SimRecord::Capacity(wire), malformed: false }
+        SimEvent { topic: topics::MARKET, key: family.to_owned(), record: SimRecord::Capacity(wire), malformed: false }
     }
 
     fn amend_or_cancel(&mut self, cancel: bool) -> Option<SimEvent> {
@@ -381,7 +381,7 @@ impl Generator {
             w.deliver_by = w.deliver_by.max(self.now + DAY) + self.between((0, 7)) * DAY;
         }
         let family = family_of(&w.product_code);
-        Some(SimEvent { topic: topics::ORDERS, key: family, record: SimRecord::Order(w), malformed: false })
+        Some(SimEvent { topic: topics::MARKET, key: family, record: SimRecord::Order(w), malformed: false })
     }
 
     fn withdraw(&mut self) -> Option<SimEvent> {
@@ -394,7 +394,7 @@ impl Generator {
         w.event_time = self.now;
         w.kind = CapacityKind::Withdrawn;
         let family = family_of(&w.product_code);
-        Some(SimEvent { topic: topics::CAPACITY, key: family, record: SimRecord::Capacity(w), malformed: false })
+        Some(SimEvent { topic: topics::MARKET, key: family, record: SimRecord::Capacity(w), malformed: false })
     }
 
     fn inventory(&mut self) -> SimEvent {
@@ -484,7 +484,7 @@ impl Generator {
     fn malformed(&mut self) -> SimEvent {
         let mut e = match self.rng.below(4) {
             0 => SimEvent {
-                topic: topics::ORDERS,
+                topic: topics::MARKET,
                 key: "AL-INGOT".into(),
                 record: SimRecord::Garbage(format!("ORDER;{};AL 99.7;200t;ASAP", self.n).into_bytes()),
                 malformed: true,
@@ -581,7 +581,7 @@ mod tests {
             *per_topic.entry(e.topic).or_default() += 1;
         }
         // Every topic gets traffic, and about 2 % is malformed.
-        for t in [topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS] {
+        for t in [topics::MARKET, topics::INVENTORY, topics::SHIPMENTS] {
             assert!(per_topic.get(t).copied().unwrap_or(0) > 1_000, "{per_topic:?}");
         }
         assert!((200..=600).contains(&malformed), "{malformed}");

@@ -1,6 +1,6 @@
 //! orelink-view: the operators' live view.
 //!
-//! The materialiser reads capacity, the matcher's order statuses and
+//! The materialiser reads capacity (of the market topic), the matcher's order statuses and
 //! allocations, shared orders and dead letters, and applies them to Redis
 //! per cluster × product family: declared, allocated and remaining capacity,
 //! open demand, fill rate, utilisation, orders shared in and out,

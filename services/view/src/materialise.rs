@@ -14,7 +14,7 @@
 
 use crate::metrics::Metrics;
 use crate::ops::{Body, Op, op_of};
-use orelink_codec::{Codec, DecodeError, Refusal, SourceRef};
+use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
 use orelink_domain::ErrorClass;
 use orelink_domain::Topology;
 use orelink_platform::dlq::DeadLetters;
@@ -32,8 +32,12 @@ use tokio_util::sync::CancellationToken;
 
 pub const SCRIPT: &str = include_str!("view.lua");
 
-/// The contract and internal topics the view reads.
-pub const INPUTS: [&str; 6] = [topics::CAPACITY, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::INVENTORY, topics::DLQ];
+/// The contract and internal topics the view reads. Capacity comes from the
+/// market topic, where the doors write it and the router forwards what
+/// Kafka clients write to `orelink.capacity.v1`, so each declaration counts
+/// once; the market's orders and routed shares are skipped (demand comes
+/// from the matcher's statuses, shares from their own topic).
+pub const INPUTS: [&str; 6] = [topics::MARKET, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::INVENTORY, topics::DLQ];
 
 /// Inputs whose bad records no other hub role dead-letters.
 pub const DEAD_LETTERS_FOR: [&str; 3] = [topics::INVENTORY, topics::ALLOCATIONS, topics::DLQ];
@@ -91,6 +95,8 @@ pub struct Materialiser {
     dead_letters: DeadLetters,
     /// `DEAD_LETTERS_FOR`, as deployed.
     dead_letters_for: Vec<String>,
+    /// Deployed market topic: only its capacity is the view's.
+    market: String,
 }
 
 /// Where a batch's event came from, kept to dead-letter it with its bytes.
@@ -164,6 +170,7 @@ impl Materialiser {
             topology: reference.topology.clone(),
             dead_letters,
             dead_letters_for: DEAD_LETTERS_FOR.iter().map(|t| codec.topic(t)).collect(),
+            market: codec.topic(topics::MARKET),
             consumer,
             consumer_config,
             probe,
@@ -406,6 +413,7 @@ impl Materialiser {
         let mut delay = Duration::from_millis(200);
         loop {
             match self.codec.decode(m.topic(), m.payload()).await {
+                Ok(r) if m.topic() == self.market && !matches!(r, Record::Capacity(_)) => return (op_of(t, m.offset(), None, &self.topology), source),
                 Ok(r) => return (op_of(t, m.offset(), Some(&r), &self.topology), source),
                 Err(DecodeError::Refused(r)) => {
                     tracing::debug!(topic = m.topic(), offset = m.offset(), reason = %r, "skipped");

@@ -4,8 +4,10 @@ use super::*;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct E2eReport {
-    /// True when the matched path had no router hop (`--direct`).
-    pub direct: bool,
+    /// True when the matched events came as Kafka clients write them, to the
+    /// per-type topics through the router (`--routed`); else as the doors
+    /// write them, straight to the market topic.
+    pub routed: bool,
     pub events: usize,
     pub raw_events_per_s: f64,
     pub e2e_events_per_s: f64,
@@ -48,7 +50,7 @@ struct Progress {
 impl Progress {
     fn new(cfg: &Config) -> Result<Progress, BenchError> {
         let consumer = cfg.kafka.client_config("bench-probe").set("group.id", orelink_matcher::processor_group(cfg)).create()?;
-        Ok(Progress { consumer: Arc::new(consumer), input: format!("{}orelink.matcher-input.v1", cfg.namespace) })
+        Ok(Progress { consumer: Arc::new(consumer), input: format!("{}{}", cfg.namespace, topics::MARKET) })
     }
 
     /// True once the matcher has committed its input up to the end and the input holds `n` events.
@@ -72,11 +74,11 @@ impl Progress {
 /// rate, so the matched p99 is set against the floor measured minutes apart
 /// on the same machine, not against a figure from another hour.
 ///
-/// `direct`: the matched path without the router hop. The sender writes each
-/// event straight into the matcher input (keyed by family, with the header
-/// naming its contract topic) and only the processor runs: what one keyed,
-/// totally ordered market topic per family read by the processor would cost.
-pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, direct: bool, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
+/// The matched events go where the hub's doors write them, straight to the
+/// market topic; `routed`: where Kafka clients write them under the
+/// contract, the per-type topics, so the matcher's router forwards each.
+/// The whole matcher role runs either way.
+pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64, seconds: u64, routed: bool, log: &(dyn Fn(&str) + Sync)) -> Result<E2eReport, BenchError> {
     let busy_all = machine_cpu();
     // Throughput: the same messages, flat out.
     let cfg = namespace(base, reference, "tput").await?;
@@ -99,13 +101,13 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     drop(rx.finish());
     drop(raw_sent);
 
-    log(if direct { "matched: orders and capacity -> matcher input -> processor -> allocations, flat out" } else { "matched: orders and capacity -> router -> matcher -> allocations, flat out" });
+    log(if routed { "matched: orders and capacity -> router -> market -> matcher -> allocations, flat out" } else { "matched: orders and capacity -> market -> matcher -> allocations, flat out" });
     let cancel = CancellationToken::new();
-    let matcher = start_matching(&cfg, reference, direct, cancel.clone());
+    let matcher = start_matching(&cfg, reference, cancel.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let progress = Progress::new(&cfg)?;
     let (t0, cpu0) = (Instant::now(), process_cpu());
-    send_matched(&cfg, &producer, &encoded, direct, None).await?;
+    send_matched(&cfg, &producer, &encoded, routed, None).await?;
     log(&format!("matched: all sent after {:.2} s", t0.elapsed().as_secs_f64()));
     while !progress.done(n as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -139,17 +141,17 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let raw_latency = latency(&first_arrivals(&sent, &rx.finish(), false));
 
     let cancel = CancellationToken::new();
-    let matcher = start_matching(&cfg, reference, direct, cancel.clone());
+    let matcher = start_matching(&cfg, reference, cancel.clone());
     let rx = Receiver::start(&cfg, &format!("{}{}", cfg.namespace, topics::ALLOCATIONS))?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let progress = Progress::new(&cfg)?;
-    send_matched(&cfg, &producer, warm_up, direct, Some(rate)).await?;
+    send_matched(&cfg, &producer, warm_up, routed, Some(rate)).await?;
     while !progress.done(warm_up.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     log(&format!("order -> allocation latency at {rate} events/s for {seconds} s"));
     let busy0 = machine_cpu();
-    let sent = send_matched(&cfg, &producer, measured, direct, Some(rate)).await?;
+    let sent = send_matched(&cfg, &producer, measured, routed, Some(rate)).await?;
     let e2e_latency_machine_busy = machine_busy(busy0);
     while !progress.done(encoded.len() as i64).await? {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -170,7 +172,7 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
     let raw_events_per_s = n as f64 / raw_secs;
     let e2e_events_per_s = n as f64 / e2e_secs;
     Ok(E2eReport {
-        direct,
+        routed,
         events: n,
         raw_events_per_s,
         e2e_events_per_s,
@@ -192,31 +194,21 @@ pub async fn e2e(base: &Config, reference: &Reference, events: usize, rate: u64,
 }
 
 
-/// The matcher for a run: the whole role, or (`direct`) its processor alone.
-/// Resolves to the allocations it wrote.
-fn start_matching(cfg: &Config, reference: &Reference, direct: bool, cancel: CancellationToken) -> tokio::task::JoinHandle<Result<u64, BenchError>> {
+/// The matcher role for a run; resolves to the allocations it wrote.
+fn start_matching(cfg: &Config, reference: &Reference, cancel: CancellationToken) -> tokio::task::JoinHandle<Result<u64, BenchError>> {
     let mut mcfg = cfg.clone();
     mcfg.matcher.instance_id = "bench".into();
     let reference = reference.clone();
-    if direct {
-        let rt = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let codec = orelink_platform::codec(&mcfg, &reference).map_err(setup)?;
-            let processor = orelink_matcher::Processor::new(&mcfg, codec, &reference, rt).map_err(setup)?;
-            Ok(processor.run(&cancel).map_err(setup)?.allocations)
-        })
-    } else {
-        tokio::spawn(async move { Ok(orelink_matcher::run(mcfg, reference, cancel).await.map_err(setup)?.processor.allocations) })
-    }
+    tokio::spawn(async move { Ok(orelink_matcher::run(mcfg, reference, cancel).await.map_err(setup)?.processor.allocations) })
 }
 
-/// Sends the matched path's events: to their contract topics, or (`direct`)
-/// straight into the matcher input.
-async fn send_matched(cfg: &Config, producer: &FutureProducer, events: &[Encoded], direct: bool, rate: Option<u64>) -> Result<Sent, BenchError> {
+/// Sends the matched path's events: to the market topic as the doors do,
+/// or (`routed`) to their per-type contract topics.
+async fn send_matched(cfg: &Config, producer: &FutureProducer, events: &[Encoded], routed: bool, rate: Option<u64>) -> Result<Sent, BenchError> {
     let ns = &cfg.namespace;
-    if direct {
-        send_direct(producer, events, &format!("{ns}{}", topics::MATCHER_INPUT), rate).await
-    } else {
+    if routed {
         send_all(producer, events, |e| format!("{ns}{}", e.contract_topic), rate).await
+    } else {
+        send_market(producer, events, &format!("{ns}{}", topics::MARKET), rate).await
     }
 }

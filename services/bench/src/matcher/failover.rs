@@ -2,7 +2,7 @@
 //! benchmark's rate, on a three-node stack (`orelink stack up --brokers 3`).
 //! The matcher runs as a process of its own (its own principal), fed orders
 //! and capacity at `rate`/s for 170 s; 30 s in, the node leading most
-//! matcher-input partitions is SIGKILLed (restarted 20 s later), at 70 s the
+//! market-topic partitions is SIGKILLed (restarted 20 s later), at 70 s the
 //! active controller likewise, at 110 s a node is frozen (SIGSTOP) for 30 s.
 //! Reported per fault: the longest wait between allocations from the fault
 //! to the next one (60 s after the last), and the order->allocation latency
@@ -90,9 +90,9 @@ pub async fn failover(base: &Config, reference: &Reference, rate: u64, binary: &
     let began = Instant::now();
     let sending = tokio::spawn(async move { send_all(&producer, &events, |e| format!("{ns}{}", e.contract_topic), Some(rate)).await });
 
-    let input = format!("{}{}", cfg.namespace, topics::MATCHER_INPUT);
+    let input = format!("{}{}", cfg.namespace, topics::MARKET);
     let plan: [(u64, Act); 6] = [
-        (30, Act::Kill("the leader of most matcher-input partitions SIGKILLed (restarted 20 s later)")),
+        (30, Act::Kill("the leader of most market-topic partitions SIGKILLed (restarted 20 s later)")),
         (50, Act::Start),
         (70, Act::Kill("the active controller SIGKILLed (restarted 20 s later)")),
         (90, Act::Start),

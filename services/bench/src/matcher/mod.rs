@@ -2,14 +2,15 @@
 //! They measure; they assert nothing. Each run uses a namespace of its own.
 //!
 //! - `e2e`: the same Avro messages (a) produced to a plain topic and consumed
-//!   read_committed, and (b) produced to the orders and capacity topics and
-//!   matched (router, matcher input, transactional matcher, allocations read
-//!   read_committed). Throughput unpaced, then order→allocation latency at a
+//!   read_committed, and (b) produced to the market topic as the hub's doors
+//!   write them (or, `--routed`, to the orders and capacity topics, through
+//!   the matcher's router) and matched (transactional matcher, allocations
+//!   read read_committed). Throughput unpaced, then order→allocation latency at a
 //!   fixed rate; the raw path is measured the same way in the same run.
 //! - `floor`: the same messages through one transactional hop that does
 //!   nothing else, flat out beside raw, then at the latency run's rate: the
 //!   floor any matcher on Kafka transactions has on the same machine.
-//! - `restore`: write N events to one partition of the matcher input and time
+//! - `restore`: write N events to one partition of the market topic and time
 //!   the replay that rebuilds a book from it.
 //! - `recovery`: the stall a SIGKILLed matcher costs, restarted in place or
 //!   taken over by a standby;
@@ -81,25 +82,37 @@ async fn drop_namespace(cfg: &Config) {
     }
 }
 
-/// One encoded event: its topic, key and Avro bytes, and whether it is an order.
+/// One encoded event: its topic, key and Avro bytes, and whether it is an
+/// order; `market`: the same record as a door writes it to the market topic.
 struct Encoded {
     contract_topic: &'static str,
     key: String,
     bytes: Vec<u8>,
+    market: Vec<u8>,
     order: bool,
 }
 
 async fn encode(cfg: &Config, reference: &Reference, inputs: &[Input]) -> Result<Vec<Encoded>, BenchError> {
     let codec = orelink_platform::codec(cfg, reference).map_err(setup)?;
-    let (orders, capacity) = (codec.topic(topics::ORDERS), codec.topic(topics::CAPACITY));
+    let (orders, capacity, market) = (codec.topic(topics::ORDERS), codec.topic(topics::CAPACITY), codec.topic(topics::MARKET));
     let mut out = Vec::with_capacity(inputs.len());
     for i in inputs {
-        let (contract_topic, bytes, order) = match i {
-            Input::Order(o) => (topics::ORDERS, codec.encode(&orders, &o.to_wire()).await.map_err(setup)?, true),
-            Input::Capacity(c) => (topics::CAPACITY, codec.encode(&capacity, &c.to_wire()).await.map_err(setup)?, false),
+        let (contract_topic, bytes, to_market, order) = match i {
+            Input::Order(o) => (
+                topics::ORDERS,
+                codec.encode(&orders, &o.to_wire()).await.map_err(setup)?,
+                codec.encode_as(&market, "orelink.v1.OrderEvent", &o.to_wire()).await.map_err(setup)?,
+                true,
+            ),
+            Input::Capacity(c) => (
+                topics::CAPACITY,
+                codec.encode(&capacity, &c.to_wire()).await.map_err(setup)?,
+                codec.encode_as(&market, "orelink.v1.CapacityEvent", &c.to_wire()).await.map_err(setup)?,
+                false,
+            ),
             Input::Shared(_) => continue,
         };
-        out.push(Encoded { contract_topic, key: i.family().to_owned(), bytes, order });
+        out.push(Encoded { contract_topic, key: i.family().to_owned(), bytes, market: to_market, order });
     }
     Ok(out)
 }
@@ -125,7 +138,7 @@ async fn latency_events(cfg: &Config, reference: &Reference, rate: u64, seconds:
 }
 
 fn producer(cfg: &Config) -> Result<FutureProducer, BenchError> {
-    Ok(cfg.kafka.producer_config("bench").set("linger.ms", "1").set("partitioner", "murmur2_random").create()?)
+    Ok(cfg.kafka.producer_config("bench").set("linger.ms", "1").create()?)
 }
 
 /// When an event was sent: the instant, the wall clock in ms (to compare
@@ -183,10 +196,10 @@ async fn send_all(producer: &FutureProducer, events: &[Encoded], topic_of: impl 
     send_noting(producer, events, topic_of, rate, None).await
 }
 
-/// [`send_all`] straight into the matcher input, each event with the header
-/// naming its contract topic, as the router would have written it.
-async fn send_direct(producer: &FutureProducer, events: &[Encoded], input: &str, rate: Option<u64>) -> Result<Sent, BenchError> {
-    send_with(producer, events, |_| input.to_owned(), rate, None, true).await
+/// [`send_all`] straight into the market topic, as the hub's doors write:
+/// each record under its own subject there, no router headers.
+async fn send_market(producer: &FutureProducer, events: &[Encoded], market: &str, rate: Option<u64>) -> Result<Sent, BenchError> {
+    send_with(producer, events, |_| market.to_owned(), rate, None, true).await
 }
 
 /// Which partition each trace id's event went to, as their deliveries come.
@@ -209,7 +222,7 @@ async fn send_with(
     topic_of: impl Fn(&Encoded) -> String,
     rate: Option<u64>,
     partitions: Option<&Partitions>,
-    with_source: bool,
+    as_door: bool,
 ) -> Result<Sent, BenchError> {
     use std::future::Future;
     let note = |trace_id, delivery: rdkafka::producer::future_producer::OwnedDeliveryResult| -> Result<(), BenchError> {
@@ -232,11 +245,8 @@ async fn send_with(
         }
         let trace = TraceContext::root();
         let topic = topic_of(e);
-        let mut headers = trace.to_headers();
-        if with_source {
-            headers = headers.insert(rdkafka::message::Header { key: SOURCE_HEADER, value: Some(e.contract_topic.as_bytes()) });
-        }
-        let record = FutureRecord::to(&topic).key(&e.key).payload(&e.bytes).headers(headers);
+        let payload = if as_door { &e.market } else { &e.bytes };
+        let record = FutureRecord::to(&topic).key(&e.key).payload(payload).headers(trace.to_headers());
         sent.insert(trace.trace_id, (Instant::now(), wall_ms(), e.order));
         match producer.send_result(record) {
             Ok(d) => pending.push_back((trace.trace_id, d)),

@@ -177,7 +177,7 @@ async fn shipment_events(cfg: &Config, reference: &Reference, n: usize, on_partn
             lon: None,
             eta: None,
         };
-        out.push(Encoded { contract_topic: topics::SHIPMENTS, key: w.shipment_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, order: false });
+        out.push(Encoded { contract_topic: topics::SHIPMENTS, key: w.shipment_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, market: Vec::new(), order: false });
     }
     Ok((out, to, partner_topic))
 }
@@ -209,7 +209,7 @@ async fn ingest_events(cfg: &Config, reference: &Reference, n: usize) -> Result<
         // Keyed by order id, so the ingest topic's partitions all carry some
         // (and a standby owns some, the killed instance others); the door
         // keys what it forwards by family, whatever the enterprise chose.
-        out.push(Encoded { contract_topic: topics::ORDERS, key: w.order_id.clone(), bytes: codec.encode(&orders, &w).await.map_err(setup)?, order: true });
+        out.push(Encoded { contract_topic: topics::ORDERS, key: w.order_id.clone(), bytes: codec.encode(&orders, &w).await.map_err(setup)?, market: Vec::new(), order: true });
     }
     Ok((out, topics::ingest(&enterprise.id)))
 }
@@ -241,7 +241,7 @@ async fn status_events(cfg: &Config, reference: &Reference, n: usize) -> Result<
             shared_to: vec![],
         };
         // Keyed by order id, so every partition carries some (the matcher keys by family).
-        out.push(Encoded { contract_topic: topics::ORDER_STATUS, key: w.order_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, order: false });
+        out.push(Encoded { contract_topic: topics::ORDER_STATUS, key: w.order_id.clone(), bytes: codec.encode(&topic, &w).await.map_err(setup)?, market: Vec::new(), order: false });
     }
     Ok(out)
 }
@@ -333,7 +333,7 @@ pub async fn recovery(base: &Config, reference: &Reference, run: RecoveryRun, bi
     let (load, input, watch) = match role {
         RecoveryRole::Matcher => {
             let (events, _) = latency_events(&cfg, reference, rate, seconds).await?;
-            (kafka(events, None), topics::MATCHER_INPUT.to_owned(), topic_watch(topics::ALLOCATIONS, &orelink_matcher::processor_group(&cfg))?)
+            (kafka(events, None), topics::MARKET.to_owned(), topic_watch(topics::ALLOCATIONS, &orelink_matcher::processor_group(&cfg))?)
         }
         RecoveryRole::Fanout => {
             let (events, _, output) = shipment_events(&cfg, reference, n, false).await?;

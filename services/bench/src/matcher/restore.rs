@@ -16,14 +16,14 @@ pub struct RestoreReport {
     pub from_snapshot_seconds: f64,
 }
 
-/// Writes `events` events to partition 0 of a fresh matcher input and times the replay.
+/// Writes `events` events to partition 0 of a fresh market topic and times the replay.
 pub async fn restore(base: &Config, reference: &Reference, events: usize, log: &(dyn Fn(&str) + Sync)) -> Result<RestoreReport, BenchError> {
     let cfg = namespace(base, reference, "restore").await?;
     let w = steady_state(events / 100, events - events / 100 * 12, 99);
     let inputs: Vec<Input> = w.warm.into_iter().chain(w.stream).take(events).collect();
     log(&format!("encoding {} events", inputs.len()));
     let encoded = encode(&cfg, reference, &inputs).await?;
-    let topic = format!("{}orelink.matcher-input.v1", cfg.namespace);
+    let topic = format!("{}orelink.market.v1", cfg.namespace);
     let producer = producer(&cfg)?;
     log(&format!("writing them to {topic} partition 0"));
     let mut pending = std::collections::VecDeque::new();

@@ -17,7 +17,7 @@
 //!   order; cancellation and withdrawal stop further fills;
 //! - an `event_id` seen before changes nothing, within the dedup horizon
 //!   (contract "Duplicates and memory (v1.1)"): ids are kept by generation,
-//!   each a window of [`DEDUP_HORIZON_MS`] of the matcher input's log-append
+//!   each a window of [`DEDUP_HORIZON_MS`] of the market topic's log-append
 //!   time (`decide_at`; window `k` is `[k·h, (k+1)·h)`), the current and the
 //!   one before it. So an id is remembered for at least one horizon after it
 //!   was first seen and forgotten after at most two, and the memory the ids
@@ -63,7 +63,7 @@ use std::sync::Arc;
 pub const PREFETCH_AHEAD: usize = 8;
 
 /// How long a repeated `event_id` is ignored after the first (contract: 7
-/// days), on the matcher input's log-append time.
+/// days), on the market topic's log-append time.
 pub const DEDUP_HORIZON_MS: i64 = 7 * 86_400_000;
 
 /// One event for the engine, already validated.
@@ -444,7 +444,7 @@ impl Engine {
         self.decide_inner(input, out)
     }
 
-    /// [`Engine::decide`] for an event appended to the matcher input at
+    /// [`Engine::decide`] for an event appended to the market topic at
     /// `log_ms` (its Kafka log-append time): the seen ids move on a
     /// generation when `log_ms` falls in a later window than the current one.
     pub fn decide_at(&mut self, input: &Input, log_ms: i64, out: &mut Vec<Decision>) {

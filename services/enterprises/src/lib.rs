@@ -28,7 +28,7 @@ use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop::{self, LoopRoleError, Step, Transform, TxnLoop};
 use orelink_platform::{Config, Reference};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,7 +151,7 @@ impl Door {
 }
 
 impl Transform for Door {
-    fn apply(&mut self, m: &OwnedMessage, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
+    fn apply(&mut self, m: &BorrowedMessage<'_>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
         let span = tracing::info_span!("enterprise", topic = m.topic(), partition = m.partition(), offset = m.offset());
         let _guard = span.enter();
         let trace = telemetry::hop(&span, TraceContext::from_headers(m.headers()));

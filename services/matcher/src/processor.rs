@@ -20,7 +20,7 @@ use orelink_platform::txn_loop::{self, Part, Step, Transform, TxnLoop, TxnLoopEr
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -172,7 +172,7 @@ struct Matching {
 
 impl Transform for Matching {
     /// Applies one input event to its partition's book and adds what it caused.
-    fn apply(&mut self, m: &OwnedMessage, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
+    fn apply(&mut self, m: &BorrowedMessage<'_>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
         let p = m.partition();
         if !self.engines.contains_key(&p) {
             self.restore(p, m.offset()).map_err(|e| match e {
@@ -282,7 +282,7 @@ impl Transform for Matching {
 impl Matching {
     /// `m`'s dead letter, named by where the event was first written (the
     /// router's headers), added to the round.
-    fn dead_letter(&mut self, m: &OwnedMessage, refusal: &Refusal, parent: Option<TraceContext>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
+    fn dead_letter(&mut self, m: &BorrowedMessage<'_>, refusal: &Refusal, parent: Option<TraceContext>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
         let (topic, partition, offset) = source_of(&self.codec, m).unwrap_or_else(|| (self.input_topic.clone(), m.partition(), m.offset()));
         let source = SourceRef { topic: &topic, partition, offset, key: m.key(), value: m.payload() };
         let trace = parent.map_or_else(TraceContext::root, |p| p.child());

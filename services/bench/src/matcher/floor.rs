@@ -106,7 +106,7 @@ struct Forward {
 }
 
 impl orelink_platform::txn_loop::Transform for Forward {
-    fn apply(&mut self, m: &rdkafka::message::OwnedMessage, out: &mut Vec<orelink_platform::txn_loop::Record>) -> Result<(), orelink_platform::txn_loop::Step> {
+    fn apply(&mut self, m: &rdkafka::message::BorrowedMessage<'_>, out: &mut Vec<orelink_platform::txn_loop::Record>) -> Result<(), orelink_platform::txn_loop::Step> {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default());
         let trace = TraceContext::from_headers(m.headers()).unwrap_or_else(TraceContext::root);
         out.push(orelink_platform::txn_loop::Record { output: 0, key: Arc::from(&*key), payload: m.payload().unwrap_or_default().to_vec(), trace });

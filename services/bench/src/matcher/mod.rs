@@ -282,6 +282,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(cfg: &Config, topic: &str) -> Result<Receiver, BenchError> {
+        Self::start_all(cfg, &[topic])
+    }
+
+    /// A receiver of several topics at once.
+    fn start_all(cfg: &Config, topics: &[&str]) -> Result<Receiver, BenchError> {
         let consumer: BaseConsumer = cfg
             .kafka
             .client_config("bench-reader")
@@ -290,7 +295,7 @@ impl Receiver {
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "5")
             .create()?;
-        consumer.subscribe(&[topic])?;
+        consumer.subscribe(topics)?;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (s, st) = (seen.clone(), stop.clone());
@@ -308,6 +313,11 @@ impl Receiver {
 
     fn count(&self) -> usize {
         self.seen.lock().expect("receiver lock").len()
+    }
+
+    /// When the last record so far arrived.
+    fn last_arrival(&self) -> Option<Instant> {
+        self.seen.lock().expect("receiver lock").iter().map(|(_, at, _)| *at).max()
     }
 
     /// When the first record created (Kafka timestamp) after `wall_ms` arrived.

@@ -8,6 +8,7 @@
 //! the same input gives the same output.
 
 pub mod access;
+pub mod booking;
 pub mod calendar;
 pub mod catalog;
 pub mod events;

@@ -293,10 +293,14 @@ impl ConsumeLoop {
                 offset = msg.offset(),
                 trace_id = tracing::field::Empty,
                 span_id = tracing::field::Empty,
-                parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
+                parent_span_id = tracing::field::Empty,
             );
             let trace = crate::telemetry::hop(&span, parent);
-            span.record("trace_id", trace.trace_id_hex()).record("span_id", trace.span_id_hex());
+            // Hex written where the fields are formatted, no string per event.
+            span.record("trace_id", tracing::field::display(trace.trace_id_display())).record("span_id", tracing::field::display(trace.span_id_display()));
+            if let Some(parent) = parent {
+                span.record("parent_span_id", tracing::field::display(parent.span_id_display()));
+            }
             let effect = match self.process(&msg, trace, handler, &cancel).instrument(span).await {
                 Ok(Outcome::Dead) => {
                     stats.dead_lettered += 1;

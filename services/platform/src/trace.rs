@@ -25,6 +25,19 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
     }
 }
 
+/// An id shown as lowercase hex.
+#[derive(Debug, Clone, Copy)]
+pub struct HexId<const N: usize>([u8; N]);
+
+impl<const N: usize> std::fmt::Display for HexId<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buf = [0u8; 64];
+        let out = &mut buf[..N * 2];
+        hex_into(&self.0, out);
+        f.write_str(std::str::from_utf8(out).expect("hex digits are ASCII"))
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut out = vec![0u8; bytes.len() * 2];
     hex_into(bytes, &mut out);
@@ -99,6 +112,17 @@ impl TraceContext {
 
     pub fn span_id_hex(&self) -> String {
         hex(&self.span_id)
+    }
+
+    /// The trace id as hex for a log field, written where it is formatted
+    /// (no string of its own per event).
+    pub fn trace_id_display(&self) -> HexId<16> {
+        HexId(self.trace_id)
+    }
+
+    /// The span id as hex for a log field, like [`Self::trace_id_display`].
+    pub fn span_id_display(&self) -> HexId<8> {
+        HexId(self.span_id)
     }
 
     pub fn from_headers<H: Headers + ?Sized>(headers: Option<&H>) -> Option<Self> {

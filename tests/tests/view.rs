@@ -229,7 +229,7 @@ async fn view_numbers_equal_a_recomputation_and_survive_duplicates_restarts_and_
     let nanning_cap = orelink_tests::capacity_wire(900, "nanning-jiangnan-processing", "nanning", "AL-INGOT-AL99.85", 250_000, 20_300);
     env.produce(&cap_topic, "AL-INGOT", &codec.encode(&cap_topic, &nanning_cap).await.unwrap()).await;
     env.wait_caught_up(&orelink_matcher::router_group(&env.cfg), &[orders.clone(), cap_topic.clone()], Duration::from_secs(90)).await;
-    env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), &[market.clone()], Duration::from_secs(90)).await;
+    env.wait_caught_up(&orelink_matcher::processor_group(&env.cfg), std::slice::from_ref(&market), Duration::from_secs(90)).await;
     wait_share_caught_up(&env).await;
     let records = wait_view_caught_up(&env, &codec).await;
     let expected = recompute(&records);

@@ -44,6 +44,13 @@ pub enum CapacityKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransportOfferKind {
+    Offered,
+    Withdrawn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ShipmentStatus {
     Planned,
     PickedUp,
@@ -101,6 +108,7 @@ mod inventory;
 mod order;
 mod shared_order;
 mod shipment;
+mod transport_offer;
 
 pub use capacity::CapacityEvent;
 pub use check::Rejection;
@@ -109,6 +117,7 @@ pub use inventory::InventoryEvent;
 pub use order::OrderEvent;
 pub use shared_order::SharedOrder;
 pub use shipment::ShipmentEvent;
+pub use transport_offer::TransportOffer;
 
 #[cfg(test)]
 mod tests;

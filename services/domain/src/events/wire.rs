@@ -47,6 +47,24 @@ pub struct InventoryEvent {
     pub reserved_kg: i64,
 }
 
+/// A carrier's offer of room on a lane (contract v1.1, "Carriers' offers").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransportOffer {
+    pub event_id: String,
+    pub event_time: i64,
+    pub offer_id: String,
+    pub kind: super::TransportOfferKind,
+    pub carrier_id: String,
+    pub mode: TransportMode,
+    pub from_cluster: String,
+    pub to_cluster: String,
+    pub capacity_kg: i64,
+    pub available_from: i64,
+    pub available_until: i64,
+    pub price_cny_per_t: i64,
+    pub transit_hours: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShipmentEvent {
     pub event_id: String,

@@ -18,7 +18,7 @@ mod schemas;
 pub use schemas::{Schemas, SchemaProblem};
 
 use apache_avro::types::Value;
-use orelink_domain::events::{wire, Lookup, Rejection};
+use orelink_domain::events::{wire, Lookup, Rejection, TransportOffer};
 use orelink_domain::topology::topics;
 use orelink_domain::*;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
@@ -39,6 +39,7 @@ pub enum Record {
     DeadLetter(wire::DeadLetter),
     /// Internal: written by the matcher only, so checked for shape and plausible values only.
     OrderStatus(wire::OrderStatus),
+    TransportOffer(TransportOffer),
 }
 
 /// Why an event cannot be used; it goes to the dead-letter topic.
@@ -370,6 +371,7 @@ fn to_record(record: &str, value: Body<'_>, r: &Lookup<'_>) -> Result<Record, Re
             orelink_domain::events::validate_order_status(&w, r)?;
             Record::OrderStatus(w)
         }
+        "orelink.v1.TransportOffer" => Record::TransportOffer(TransportOffer::validate(&de(value)?, r)?),
         other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
     })
 }

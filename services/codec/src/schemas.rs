@@ -22,7 +22,7 @@ pub struct SchemaProblem {
     pub message: String,
 }
 
-const EMBEDDED: [(&str, &str); 8] = [
+const EMBEDDED: [(&str, &str); 9] = [
     ("OrderEvent.avsc", include_str!("../../../schemas/OrderEvent.avsc")),
     ("CapacityEvent.avsc", include_str!("../../../schemas/CapacityEvent.avsc")),
     ("InventoryEvent.avsc", include_str!("../../../schemas/InventoryEvent.avsc")),
@@ -31,6 +31,7 @@ const EMBEDDED: [(&str, &str); 8] = [
     ("SharedOrder.avsc", include_str!("../../../schemas/SharedOrder.avsc")),
     ("DeadLetter.avsc", include_str!("../../../schemas/DeadLetter.avsc")),
     ("OrderStatus.avsc", include_str!("../../../schemas/OrderStatus.avsc")),
+    ("TransportOffer.avsc", include_str!("../../../schemas/TransportOffer.avsc")),
 ];
 
 impl Schemas {

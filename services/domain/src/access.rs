@@ -107,8 +107,12 @@ pub fn principals(t: &Topology) -> Vec<Principal> {
         let grants = vec![
             topic_grant(&topics::partner(p.id.as_str()), &[Op::Read, Op::Describe]),
             grant(ResourceKind::Group, &partner_group_prefix(p.id.as_str()), true, &[Op::Read, Op::Describe]),
+            // Carriers post their offers of room on the lanes (contract v1.1).
+            topic_grant(topics::TRANSPORT_OFFERS, &[Op::Write, Op::Describe]),
+            grant(ResourceKind::Cluster, "", false, &[Op::IdempotentWrite]),
         ];
-        out.push(Principal { name: format!("partner-{}", p.id), description: format!("{} ({}): reads its own shipments only.", p.name, p.name_zh), grants });
+        let description = format!("{} ({}): reads its own shipments only; posts its offers of room on the lanes.", p.name, p.name_zh);
+        out.push(Principal { name: format!("partner-{}", p.id), description, grants });
     }
     for e in &t.enterprises {
         let grants = vec![
@@ -172,9 +176,12 @@ mod tests {
         let t = Topology::parse(TopologySources::EMBEDDED).unwrap();
         let ps = principals(&t);
         let p = ps.iter().find(|p| p.name == "partner-beibu-gulf-logistics").unwrap();
-        assert_eq!(p.grants.len(), 2);
+        assert_eq!(p.grants.len(), 4);
         assert_eq!(p.grants[0], grant(ResourceKind::Topic, "orelink.shipments.partner.beibu-gulf-logistics.v1", false, &[Op::Read, Op::Describe]));
-        assert!(p.grants.iter().all(|g| !g.ops.contains(&Op::Write)));
+        // It reads nothing else, and writes only its offers of room on the lanes.
+        assert!(p.grants.iter().filter(|g| g.ops.contains(&Op::Read)).all(|g| g.kind == ResourceKind::Group || g.name.contains("beibu-gulf-logistics")));
+        let writes: Vec<&str> = p.grants.iter().filter(|g| g.ops.contains(&Op::Write)).map(|g| g.name.as_str()).collect();
+        assert_eq!(writes, ["orelink.transport-offers.v1"]);
         // Every role is there (a per-site role once per site), and no role may read a partner topic it does not declare.
         assert_eq!(ps.iter().filter(|p| p.name.starts_with("orelink-")).count(), t.roles.len() - 1 + t.sites().count());
         let matcher = ps.iter().find(|p| p.name == "orelink-matcher").unwrap();

@@ -290,6 +290,8 @@ pub mod topics {
     pub const ALLOCATIONS: &str = "orelink.allocations.v1";
     pub const SHARED_ORDERS: &str = "orelink.shared-orders.v1";
     pub const DLQ: &str = "orelink.dlq.v1";
+    /// Carriers' offers of room on a lane (contract v1.1).
+    pub const TRANSPORT_OFFERS: &str = "orelink.transport-offers.v1";
     /// Internal: the matcher's statuses of the orders it touched.
     pub const ORDER_STATUS: &str = "orelink.order-status.v1";
     /// Each family's orders, capacity and shares in the one order the matcher
@@ -568,7 +570,7 @@ mod tests {
     use super::*;
 
     fn records() -> BTreeSet<String> {
-        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus"]
+        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus", "TransportOffer"]
             .iter()
             .map(|r| format!("orelink.v1.{r}"))
             .collect()

@@ -149,7 +149,9 @@ mod tests {
         assert!(share.contains("\"orelink.order-status.v1\""), "{share}");
         assert!(!share.contains("\"orelink.orders.v1\""), "the share role reads no orders: {share}");
         let partner = users.split("---\n").find(|d| d.contains("partner-")).expect("a partner user");
-        assert_eq!(partner.matches("type: \"topic\"").count(), 1, "a partner reads one topic: {partner}");
+        // Its own shipments (read) and the carriers' offers (write), nothing else.
+        assert_eq!(partner.matches("type: \"topic\"").count(), 2, "a partner has two topics: {partner}");
+        assert!(partner.contains("\"orelink.transport-offers.v1\""), "{partner}");
     }
 
     #[test]

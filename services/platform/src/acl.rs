@@ -300,7 +300,7 @@ mod tests {
         let b = bindings(&access::namespaced(&access::principals(&t), "ns."));
         assert!(b.windows(2).all(|w| w[0] < w[1]));
         let partner: Vec<&Binding> = b.iter().filter(|x| x.principal == "User:ns.partner-xijiang-shipping").collect();
-        assert_eq!(partner.len(), 4, "read+describe on its topic and its group prefix: {partner:?}");
+        assert_eq!(partner.len(), 7, "read+describe on its topic and its group prefix, write+describe on the offers, idempotent write: {partner:?}");
         assert!(b.iter().filter(|x| x.kind == ResourceKind::Cluster).all(|x| x.name == CLUSTER_NAME));
     }
 }

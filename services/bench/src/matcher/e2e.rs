@@ -22,8 +22,8 @@ pub struct E2eReport {
     pub matcher_output_to_read: Latency,
     pub allocations: usize,
     /// This process's CPU per event in the flat-out runs, in µs: the
-    /// sender and the reader (raw), or the sender, router and matcher
-    /// (matched). The broker's is not in it.
+    /// sender and the reader (raw), or the sender, the matcher role and the
+    /// reader of its outputs (matched). The broker's is not in it.
     pub raw_cpu_us_per_event: Option<f64>,
     pub e2e_cpu_us_per_event: Option<f64>,
     /// Share of the machine's cores busy (everything on it, the broker

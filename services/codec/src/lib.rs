@@ -174,6 +174,13 @@ impl Codec {
     /// Decodes and validates one value of `topic` (on a topic of several
     /// records, whichever of them its schema id names).
     pub async fn decode(&self, topic: &str, payload: Option<&[u8]>) -> Result<Record, DecodeError> {
+        Ok(self.decode_if(topic, payload, |_| true).await?.expect("every record is wanted"))
+    }
+
+    /// [`Codec::decode`] of only the records `wanted` (by full name): another
+    /// record the topic carries is `None`, told by its schema id alone,
+    /// without decoding its body (a reader of one record of several).
+    pub async fn decode_if(&self, topic: &str, payload: Option<&[u8]>, wanted: impl Fn(&str) -> bool) -> Result<Option<Record>, DecodeError> {
         let refuse = |class, reason: String| DecodeError::Refused(Refusal { class, reason });
         let spec = self.spec_of(topic).ok_or_else(|| refuse(ErrorClass::WrongRecord, format!("topic {topic} carries no contract record")))?;
         let carries = |record: &str| spec.records().find(|r| *r == record);
@@ -187,6 +194,9 @@ impl Codec {
             },
             None => self.reader_for(id, topic, spec).await?,
         };
+        if !wanted(record) {
+            return Ok(None);
+        }
         let body = match &*reader {
             Decoder::Direct => Body::Direct(body),
             Decoder::Resolve(reader) => {
@@ -201,7 +211,7 @@ impl Codec {
             }
         };
         let direct = matches!(body, Body::Direct(_));
-        self.to_record(record, body).map_err(|r| match r.class {
+        self.to_record(record, body).map(Some).map_err(|r| match r.class {
             ErrorClass::Undecodable if direct => DecodeError::Refused(Refusal { reason: format!("Avro body does not decode with schema id {id}: {}", r.reason), ..r }),
             _ => DecodeError::Refused(r),
         })

@@ -14,7 +14,7 @@
 
 use crate::metrics::Metrics;
 use crate::ops::{Body, Op, op_of};
-use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
+use orelink_codec::{Codec, DecodeError, Refusal, SourceRef};
 use orelink_domain::ErrorClass;
 use orelink_domain::Topology;
 use orelink_platform::dlq::DeadLetters;
@@ -411,10 +411,12 @@ impl Materialiser {
             refused: None,
         };
         let mut delay = Duration::from_millis(200);
+        // Of the market topic, only capacity is the view's: its orders and
+        // shares are passed over by their schema id, undecoded.
+        let market = m.topic() == self.market;
         loop {
-            match self.codec.decode(m.topic(), m.payload()).await {
-                Ok(r) if m.topic() == self.market && !matches!(r, Record::Capacity(_)) => return (op_of(t, m.offset(), None, &self.topology), source),
-                Ok(r) => return (op_of(t, m.offset(), Some(&r), &self.topology), source),
+            match self.codec.decode_if(m.topic(), m.payload(), |record| !market || record == "orelink.v1.CapacityEvent").await {
+                Ok(r) => return (op_of(t, m.offset(), r.as_ref(), &self.topology), source),
                 Err(DecodeError::Refused(r)) => {
                     tracing::debug!(topic = m.topic(), offset = m.offset(), reason = %r, "skipped");
                     if self.dead_letters_for.iter().any(|t| t == m.topic()) {

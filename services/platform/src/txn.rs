@@ -71,6 +71,27 @@ pub fn commit<C: ProducerContext + 'static>(producer: &ThreadedProducer<C>, time
     }
 }
 
+/// Whether `e` says the cluster could not be reached or answered in time
+/// (worth asking again), not that the request itself is wrong.
+pub fn unreachable(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::NetworkException
+                | C::CoordinatorNotAvailable
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+        )
+    )
+}
+
 /// Moves the consumer back to the committed offsets of its assignment, so
 /// whatever was read after them is read again.
 pub fn rewind<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> Result<(), KafkaError> {
@@ -117,5 +138,14 @@ mod tests {
         for code in [RDKafkaErrorCode::MessageTimedOut, RDKafkaErrorCode::NotCoordinator, RDKafkaErrorCode::InvalidTransactionalState] {
             assert!(!fenced(&KafkaError::Flush(code)), "{code:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_out_of_reach_is_unreachable_and_a_wrong_request_is_not() {
+        // What a lost node's committed-offset read failed with.
+        assert!(unreachable(&KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)));
+        assert!(unreachable(&KafkaError::ConsumerCommit(RDKafkaErrorCode::CoordinatorNotAvailable)));
+        assert!(!unreachable(&KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed)));
+        assert!(!unreachable(&KafkaError::ConsumerCommit(RDKafkaErrorCode::FencedInstanceId)));
     }
 }

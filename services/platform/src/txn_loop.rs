@@ -255,9 +255,23 @@ impl TxnLoop {
         // When the round's first message was read, for the linger of an idle pipeline.
         let mut first_at: Option<Instant> = None;
         let (batch_max, batch_wait) = (settings.batch_max, settings.batch_wait);
+        // A rewind needs the group's committed offsets; while the cluster
+        // cannot answer (a node lost, its coordinator moving) it waits and
+        // asks again, as every infrastructure error is retried, rather than
+        // stopping the role.
         let rewind = |transform: &mut T, consumer: &BaseConsumer<Ctx>| {
             transform.aborted();
-            txn::rewind(consumer)
+            let mut backoff = settings.retry_backoff;
+            loop {
+                match txn::rewind(consumer) {
+                    Err(e) if txn::unreachable(&e) && !cancel.is_cancelled() => {
+                        tracing::warn!(error = %e, "the committed offsets could not be read to rewind; retrying");
+                        wait(cancel, backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    other => return other,
+                }
+            }
         };
         let result = loop {
             let stopping = cancel.is_cancelled();

@@ -86,7 +86,7 @@ impl Routing {
 
 impl Transform for Routing {
     fn apply(&mut self, m: &BorrowedMessage<'_>, out: &mut Vec<txn_loop::Record>) -> Result<(), Step> {
-        let span = tracing::info_span!("route", partition = m.partition(), offset = m.offset());
+        let span = tracing::debug_span!("route", partition = m.partition(), offset = m.offset());
         let _guard = span.enter();
         let trace = telemetry::hop(&span, TraceContext::from_headers(m.headers()));
         let decoded = match self.rt.block_on(self.codec.decode(m.topic(), m.payload())) {

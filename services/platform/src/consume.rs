@@ -286,7 +286,7 @@ impl ConsumeLoop {
                 }
             };
             let parent = TraceContext::from_headers(msg.headers());
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 "consume",
                 topic = msg.topic(),
                 partition = msg.partition(),

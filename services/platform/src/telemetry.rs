@@ -77,19 +77,33 @@ pub fn init_with_traces(log: &LogSettings, telemetry: &TelemetrySettings, servic
     }
 }
 
-type Filtered = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
-type Boxed = Box<dyn Layer<Filtered> + Send + Sync>;
+type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The filter `log.level` (or RUST_LOG) names.
+fn level_filter(settings: &LogSettings) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level))
+}
+
+/// Whether `meta` is one of the hub's per-event hop spans (`match`,
+/// `consume`, ...). They are at debug level: the log shows them only at
+/// debug, so at the default level an event pays no span, while an exporter
+/// takes them at any level (a trace needs every hop).
+fn hop_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && *meta.level() <= tracing::Level::DEBUG && meta.target().starts_with("orelink")
+}
 
 fn install(settings: &LogSettings, otel: Option<Boxed>) -> bool {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    use tracing_subscriber::filter::FilterExt;
     let fmt: Boxed = if settings.format == "json" {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(level_filter(settings)).boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(level_filter(settings)).boxed()
     };
+    // Each layer has its own filter: the log's level does not decide what is exported.
+    let otel = otel.map(|l| -> Boxed { l.with_filter(level_filter(settings).or(tracing_subscriber::filter::filter_fn(hop_span))).boxed() });
     // A second init (tests, `run all`) keeps the first subscriber.
     let layers: Vec<Boxed> = otel.into_iter().chain([fmt]).collect();
-    tracing_subscriber::registry().with(filter).with(layers).try_init().is_ok()
+    tracing_subscriber::registry().with(layers).try_init().is_ok()
 }
 
 /// The context a hop writes on what it produces, `span` being the hop's span.

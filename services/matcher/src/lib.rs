@@ -63,28 +63,43 @@ pub enum MatcherError {
 }
 
 /// Runs both stages until `cancel`; returns when both have drained and committed.
+///
+/// The processor runs `matcher.threads` times, each thread its own member of
+/// the processor group with its own transactional producer (as Kafka
+/// Streams' `num.stream.threads`): the group spreads the market topic's
+/// partitions over them, and since every book belongs to one partition they
+/// share nothing. One thread's work per event is the matcher's bottleneck
+/// (`docs/benchmarks.md`).
 pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<MatcherStats, MatcherError> {
     let codec = orelink_platform::codec(&cfg, &reference).map_err(|e| MatcherError::Router(e.to_string()))?;
     let router = router_loop(&cfg, codec.clone(), reference.catalog.clone()).map_err(|e| MatcherError::Router(e.to_string()))?;
-    let processor = Processor::new(&cfg, codec, &reference, tokio::runtime::Handle::current())?;
-    let c = cancel.clone();
-    let stage2 = std::thread::Builder::new()
-        .name("matcher-processor".into())
-        .spawn(move || {
-            // However the processor ends (done, failed, panicked), the router stops too.
-            let _stop_router = c.clone().drop_guard();
-            processor.run(&c)
-        })
-        .expect("spawning the processor thread");
-    let r1 = router.run(cancel.clone()).await;
-    // And when the router ends first, the processor stops.
-    cancel.cancel();
-    let r2 = tokio::task::spawn_blocking(move || stage2.join()).await;
-    let router = r1.map_err(MatcherError::Router)?;
-    match r2 {
-        Ok(Ok(r)) => Ok(MatcherStats { router, processor: r? }),
-        _ => Err(MatcherError::Router("the processor thread panicked".into())),
+    let mut stage2 = Vec::new();
+    for thread in 0..cfg.matcher.threads.max(1) {
+        let processor = Processor::new(&cfg, thread, codec.clone(), &reference, tokio::runtime::Handle::current())?;
+        let c = cancel.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("matcher-process{thread}"))
+            .spawn(move || {
+                // However a processor ends (done, failed, panicked), the role stops.
+                let _stop = c.clone().drop_guard();
+                processor.run(&c)
+            })
+            .expect("spawning a processor thread");
+        stage2.push(handle);
     }
+    let r1 = router.run(cancel.clone()).await;
+    // And when the router ends first, the processors stop.
+    cancel.cancel();
+    let r2 = tokio::task::spawn_blocking(move || stage2.into_iter().map(|h| h.join()).collect::<Vec<_>>()).await;
+    let router = r1.map_err(MatcherError::Router)?;
+    let mut processor = ProcessorStats::default();
+    for r in r2.map_err(|_| MatcherError::Router("the processor threads could not be joined".into()))? {
+        match r {
+            Ok(r) => processor.add(&r?),
+            Err(_) => return Err(MatcherError::Router("a processor thread panicked".into())),
+        }
+    }
+    Ok(MatcherStats { router, processor })
 }
 
 /// The processor's group, per namespace.

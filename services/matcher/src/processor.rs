@@ -72,8 +72,33 @@ pub struct ProcessorStats {
     pub replayed: u64,
 }
 
+impl ProcessorStats {
+    /// Adds another thread's counts.
+    pub fn add(&mut self, o: &ProcessorStats) {
+        self.transactions += o.transactions;
+        self.events += o.events;
+        self.allocations += o.allocations;
+        self.dead_lettered += o.dead_lettered;
+        self.aborts += o.aborts;
+        self.snapshots += o.snapshots;
+        self.restores += o.restores;
+        self.restores_from_snapshot += o.restores_from_snapshot;
+        self.replayed += o.replayed;
+    }
+}
+
+/// The instance name of processor thread `thread`: the instance itself for
+/// the first (so one thread keeps the ids a single-threaded matcher had),
+/// `<instance>-t<n>` for the others. Each names a transactional id and a
+/// static group member, so it must be stable across restarts.
+pub fn thread_instance(instance: &str, thread: usize) -> String {
+    if thread == 0 { instance.to_owned() } else { format!("{instance}-t{thread}") }
+}
+
 impl Processor {
-    pub fn new(cfg: &Config, codec: Arc<Codec>, reference: &Reference, rt: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
+    /// Processor thread `thread` of the role (see [`thread_instance`]).
+    pub fn new(cfg: &Config, thread: usize, codec: Arc<Codec>, reference: &Reference, rt: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
+        let instance = thread_instance(&cfg.matcher.instance(), thread);
         let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
         let input_topic = codec.topic(topics::MARKET);
         let settings = txn_loop::Settings {
@@ -88,8 +113,8 @@ impl Processor {
         };
         let producer = cfg
             .kafka
-            .transactional_config("matcher", &format!("{}orelink-matcher-{}", cfg.namespace, cfg.matcher.instance()), txn_timeout);
-        let txn = TxnLoop::new(&cfg.kafka.member_config("matcher", &crate::processor_group(cfg), &cfg.matcher.instance()), producer.clone().set("linger.ms", "0"), settings)?;
+            .transactional_config("matcher", &format!("{}orelink-matcher-{instance}", cfg.namespace), txn_timeout);
+        let txn = TxnLoop::new(&cfg.kafka.member_config("matcher", &crate::processor_group(cfg), &instance), producer.clone().set("linger.ms", "0"), settings)?;
         let snapshot_topic = codec.topic(topics::MATCHER_SNAPSHOTS);
         let snapshots = match cfg.matcher.snapshot_every {
             0 => None,

@@ -86,6 +86,9 @@ pub struct ConsumerSettings {
 #[serde(deny_unknown_fields)]
 pub struct MatcherSettings {
     pub instance_id: String,
+    /// Processor threads, each a member of the group with its own share of
+    /// the market topic's partitions.
+    pub threads: usize,
     pub batch_max: usize,
     pub batch_wait_ms: u64,
     pub transaction_timeout_ms: u64,
@@ -436,6 +439,9 @@ impl Config {
         }
         if self.matcher.batch_max == 0 || self.matcher.transaction_timeout_ms < 1_000 {
             p.push("matcher.batch_max must be > 0 and matcher.transaction_timeout_ms at least 1000".into());
+        }
+        if !(1..=64).contains(&self.matcher.threads) {
+            p.push(format!("matcher.threads is {}: from 1 to 64 (more than the market topic's partitions leaves threads idle)", self.matcher.threads));
         }
         if self.matcher.dedup_horizon_ms < 60_000 {
             p.push(format!("matcher.dedup_horizon_ms is {}: at least 60000 (a minute of log time)", self.matcher.dedup_horizon_ms));

@@ -16,6 +16,9 @@ const BUYER: &str = "91450100MA5L0ABC1X";
 const KEY_BUYER: &str = "key-nanning-buyer";
 const KEY_PROVIDER: &str = "key-baise-provider";
 const KEY_FUZZ: &str = "key-fuzz";
+const KEY_BARGES: &str = "key-xijiang-barges";
+/// Xijiang River Shipping's carrier id (`topology/partners.toml`).
+const BARGES: &str = "91450400MA5L0XJS2M";
 
 fn keys_file(dir: &std::path::Path) -> std::path::PathBuf {
     let d = orelink_gateway::keys::digest;
@@ -44,10 +47,18 @@ sites = ["nanning-jiangnan-processing"]
 carrier = "91450600MA5L0BGL1P"
 rate_per_s = 100000
 burst = 100000
+
+[[key]]
+id = "xijiang-barges"
+sha256 = "{}"
+carrier = "{BARGES}"
+rate_per_s = 100
+burst = 100
 "#,
         d(KEY_BUYER),
         d(KEY_PROVIDER),
-        d(KEY_FUZZ)
+        d(KEY_FUZZ),
+        d(KEY_BARGES)
     );
     let path = dir.join("keys.toml");
     std::fs::write(&path, text).unwrap();
@@ -183,6 +194,71 @@ async fn accepted_events_are_in_kafka_once_and_keys_bind_identities() {
     sorted.sort();
     assert_eq!(sorted, ["evt-ord-10", "evt-ord-11", "evt-ord-7", "evt-ord-7b"], "{ids:?}");
 
+    cancel.cancel();
+    gw.await.unwrap();
+}
+
+/// A barge on the Youjiang and Xijiang, Baise to Nanning, next week.
+fn barge_offer(n: u32) -> Value {
+    json!({
+        "event_id": format!("evt-off-{n}"), "event_time": 1_795_000_000_000i64, "offer_id": format!("OFF-{n}"),
+        "kind": "OFFERED", "carrier_id": BARGES, "mode": "RIVER", "from_cluster": "baise", "to_cluster": "nanning",
+        "capacity_kg": 1_500_000, "available_from": 1_795_100_000_000i64, "available_until": 1_795_700_000_000i64,
+        "price_cny_per_t": 62, "transit_hours": 40,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_carrier_posts_its_own_offers_and_no_one_else_posts_them() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let (addr, gw) = start(&env, dir.path(), cancel.clone()).await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let offers = env.topic(topics::TRANSPORT_OFFERS);
+
+    let offer = barge_offer(1);
+    let (status, _, body) = post(addr, "/v1/transport-offers", Some(KEY_BARGES), &offer, None).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["topic"].as_str(), Some(offers.as_str()));
+    // Its withdrawal, in a batch.
+    let mut withdrawn = barge_offer(1);
+    withdrawn["event_id"] = json!("evt-off-1w");
+    withdrawn["kind"] = json!("WITHDRAWN");
+    let (status, _, body) = post(addr, "/v1/batch", Some(KEY_BARGES), &json!({"events": [{"kind": "transport_offer", "event": withdrawn}]}), None).await;
+    assert_eq!(status, 202, "{body}");
+
+    // Not as another carrier, not with an enterprise's key.
+    let mut rail = barge_offer(2);
+    rail["carrier_id"] = json!("91450100MA5L0RLF3K");
+    rail["mode"] = json!("RAIL");
+    let (status, _, body) = post(addr, "/v1/transport-offers", Some(KEY_BARGES), &rail, None).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    let (status, _, body) = post(addr, "/v1/transport-offers", Some(KEY_BUYER), &barge_offer(3), None).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "{body}");
+    // Every problem at once: no room, no transit, a window that ends before it starts, a lane to nowhere.
+    let mut bad = barge_offer(4);
+    bad["capacity_kg"] = json!(0);
+    bad["transit_hours"] = json!(0);
+    bad["available_until"] = json!(1_795_000_000_000i64);
+    bad["to_cluster"] = json!("guilin");
+    let (status, _, body) = post(addr, "/v1/transport-offers", Some(KEY_BARGES), &bad, None).await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["problems"].as_array().unwrap().iter().map(|p| p["field"].as_str().unwrap()).collect();
+    for f in ["capacity_kg", "transit_hours", "available_until", "to_cluster"] {
+        assert!(fields.contains(&f), "{f} not reported: {body}");
+    }
+
+    // In Kafka: the offer and its withdrawal, on the lane's key, and nothing refused.
+    let msgs = env.read_topic(&offers).await;
+    assert_eq!(msgs.len(), 2);
+    for (m, kind) in msgs.iter().zip(["OFFERED", "WITHDRAWN"]) {
+        assert_eq!(m.key(), Some(&b"baise>nanning"[..]));
+        let Record::TransportOffer(o) = codec.decode(&offers, m.payload()).await.unwrap() else { panic!("not an offer") };
+        assert_eq!((o.offer_id.as_str(), o.carrier_id.as_str(), o.capacity.to_wire()), ("OFF-1", BARGES, 1_500_000));
+        assert_eq!(serde_json::to_value(o.kind).unwrap(), json!(kind));
+    }
     cancel.cancel();
     gw.await.unwrap();
 }

@@ -255,6 +255,8 @@ pub(crate) fn sites_of(kind: Kind, event: &Value) -> Vec<&str> {
         Kind::Inventory | Kind::Capacity => &["site_id"],
         Kind::Order => &["destination_site"],
         Kind::Shipment => &["from_site", "to_site"],
+        // Not a site's: no route of the relay takes one, so it speaks for no site.
+        Kind::TransportOffer => &[],
     };
     fields.iter().filter_map(|f| event[*f].as_str()).collect()
 }
@@ -394,9 +396,8 @@ fn forward(
     let avro = avro_documents(reference);
     // The site's own progress topic: its principal can write no other site's.
     let progress_topic = format!("{}{}", cfg.namespace, topics::edge_progress(&site));
-    // The transaction's outputs, one per kind of event, in `Kind::ALL`'s order.
-    // The transaction's outputs: one per kind of event, in `Kind::ALL`'s order, then the dead letters.
-    let outputs: Vec<String> = Kind::ALL.iter().map(|k| codec.topic(k.topic())).chain([codec.dlq_topic()]).collect();
+    // The transaction's outputs: one per kind of event, in `Kind::SITE`'s order, then the dead letters.
+    let outputs: Vec<String> = Kind::SITE.iter().map(|k| codec.topic(k.topic())).chain([codec.dlq_topic()]).collect();
     let dead_file = std::path::Path::new(&cfg.edge.dir).join(DEAD_LETTERS_FILE);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EdgeError::Http)?;
     let txn_timeout = Duration::from_secs(30);
@@ -471,7 +472,7 @@ fn forward(
                     }
                 };
                 let payload = rt.block_on(parsed.encode(codec)).map_err(|e| EdgeError::Config(e.to_string()))?;
-                let output = Kind::ALL.iter().position(|k| *k == parsed.kind).expect("every kind has an output");
+                let output = Kind::SITE.iter().position(|k| *k == parsed.kind).expect("every kind has an output");
                 records.push(txn_loop::Record { output, key: Arc::from(parsed.key.as_str()), payload, trace: entry.traceparent.as_deref().and_then(TraceContext::parse).unwrap_or_else(TraceContext::root) });
             }
             for r in &refused {
@@ -511,7 +512,7 @@ fn forward(
 }
 
 /// The transaction output index of `orelink.dlq.v1` (after the four kinds).
-const DLQ_OUTPUT: usize = Kind::ALL.len();
+const DLQ_OUTPUT: usize = Kind::SITE.len();
 
 /// Where a relay keeps, beside its queue, every event it dead-lettered (JSON lines).
 pub const DEAD_LETTERS_FILE: &str = "dead-letters.jsonl";

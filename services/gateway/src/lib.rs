@@ -1,8 +1,9 @@
 //! orelink-gateway: HTTP/JSON ingest of the contract's events for enterprises
 //! without Kafka clients.
 //!
-//! `POST /v1/orders`, `/v1/capacity`, `/v1/inventory`, `/v1/shipments` (one
-//! event, the Avro record's fields as JSON) and `/v1/batch` (many). A request
+//! `POST /v1/orders`, `/v1/capacity`, `/v1/inventory`, `/v1/shipments`,
+//! a carrier's `/v1/transport-offers` (one event, the Avro record's fields
+//! as JSON) and `/v1/batch` (many). A request
 //! is checked against the Avro schema, the catalog and the topology, every
 //! problem reported in one JSON body (422); an API key binds the caller to its
 //! identity, so it cannot publish as another buyer, provider, site or carrier
@@ -146,6 +147,7 @@ fn owned_by(event: &Parsed, who: &KeySpec) -> Result<(), ApiError> {
         WireEvent::Capacity(w) if who.enterprise.as_deref() != Some(w.provider_id.as_str()) => forbid(format!("capacity as provider {}", w.provider_id)),
         WireEvent::Inventory(w) if !who.sites.contains(&w.site_id) => forbid(format!("inventory of site {}", w.site_id)),
         WireEvent::Shipment(w) if who.carrier.as_deref() != Some(w.carrier_id.as_str()) => forbid(format!("shipments as carrier {}", w.carrier_id)),
+        WireEvent::TransportOffer(w) if who.carrier.as_deref() != Some(w.carrier_id.as_str()) => forbid(format!("transport offers as carrier {}", w.carrier_id)),
         _ => Ok(()),
     }
 }
@@ -169,7 +171,7 @@ pub struct AppState {
     max_body: usize,
     idem_ttl: u64,
     timeout: Duration,
-    accepted: [AtomicU64; 4],
+    accepted: [AtomicU64; Kind::ALL.len()],
     cfg: Config,
     /// Open subscription streams; bounded by gateway.max_streams.
     streams: Arc<tokio::sync::Semaphore>,
@@ -457,7 +459,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// The `kind` label of each kind, in `Kind::ALL`'s order.
-const KIND_LABELS: [&str; 4] = ["order", "capacity", "inventory", "shipment"];
+const KIND_LABELS: [&str; Kind::ALL.len()] = ["order", "capacity", "inventory", "shipment", "transport_offer"];
 
 async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, orelink_platform::metrics::CONTENT_TYPE)], orelink_platform::metrics::render())

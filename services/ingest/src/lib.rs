@@ -10,7 +10,7 @@ pub mod csv;
 pub mod schema;
 
 use orelink_codec::Codec;
-use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, ShipmentEvent, wire};
+use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, ShipmentEvent, TransportOffer, wire};
 use orelink_domain::topology::topics;
 use orelink_platform::Reference;
 use serde_json::Value;
@@ -35,21 +35,25 @@ impl Rejection {
     }
 }
 
-/// The Avro schema documents of the four kinds, by record name.
+/// The Avro schema documents of the kinds, by record name.
 pub type Documents = std::collections::BTreeMap<&'static str, Value>;
 
-/// The four kinds of event an enterprise may send.
+/// The kinds of event a caller may send: an enterprise's four, and a carrier's offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Order,
     Capacity,
     Inventory,
     Shipment,
+    TransportOffer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Order, Kind::Capacity, Kind::Inventory, Kind::Shipment];
+    pub const ALL: [Kind; 5] = [Kind::Order, Kind::Capacity, Kind::Inventory, Kind::Shipment, Kind::TransportOffer];
+    /// What a site's edge relay forwards: its enterprise's events (a carrier's
+    /// offers come from the carrier, not from a site).
+    pub const SITE: [Kind; 4] = [Kind::Order, Kind::Capacity, Kind::Inventory, Kind::Shipment];
     /// Where the hub's doors write this kind: orders and capacity straight to
     /// the market topic (the matcher's one order per family), the rest to
     /// their contract topics.
@@ -58,6 +62,7 @@ impl Kind {
             Kind::Order | Kind::Capacity => topics::MARKET,
             Kind::Inventory => topics::INVENTORY,
             Kind::Shipment => topics::SHIPMENTS,
+            Kind::TransportOffer => topics::TRANSPORT_OFFERS,
         }
     }
     /// The Avro record's full name.
@@ -67,6 +72,7 @@ impl Kind {
             Kind::Capacity => "orelink.v1.CapacityEvent",
             Kind::Inventory => "orelink.v1.InventoryEvent",
             Kind::Shipment => "orelink.v1.ShipmentEvent",
+            Kind::TransportOffer => "orelink.v1.TransportOffer",
         }
     }
     pub fn path(self) -> &'static str {
@@ -75,6 +81,7 @@ impl Kind {
             Kind::Capacity => "/v1/capacity",
             Kind::Inventory => "/v1/inventory",
             Kind::Shipment => "/v1/shipments",
+            Kind::TransportOffer => "/v1/transport-offers",
         }
     }
 }
@@ -87,6 +94,7 @@ pub enum WireEvent {
     Capacity(wire::CapacityEvent),
     Inventory(wire::InventoryEvent),
     Shipment(wire::ShipmentEvent),
+    TransportOffer(wire::TransportOffer),
 }
 
 /// A checked event: its kind, id, Kafka key and record.
@@ -98,7 +106,7 @@ pub struct Parsed {
     pub wire: WireEvent,
 }
 
-/// The Avro schema documents of the four kinds, by record name.
+/// The Avro schema documents of the kinds, by record name.
 pub fn avro_documents(reference: &Reference) -> Documents {
     Kind::ALL
         .iter()
@@ -145,6 +153,11 @@ pub fn parse(reference: &Reference, avro: &Documents, kind: Kind, value: &Value,
             ShipmentEvent::validate(&w, &r).map_err(|e| invalid(e.problems))?;
             (w.event_id.clone(), w.shipment_id.clone(), WireEvent::Shipment(w))
         }
+        Kind::TransportOffer => {
+            let w: wire::TransportOffer = de(value, at)?;
+            let o = TransportOffer::validate(&w, &r).map_err(|e| invalid(e.problems))?;
+            (w.event_id.clone(), o.lane().key(), WireEvent::TransportOffer(w))
+        }
     };
     Ok(Parsed { kind, event_id, key, wire })
 }
@@ -159,6 +172,7 @@ impl Parsed {
             WireEvent::Capacity(w) => codec.encode_as(&topic, self.kind.record(), w).await,
             WireEvent::Inventory(w) => codec.encode(&topic, w).await,
             WireEvent::Shipment(w) => codec.encode(&topic, w).await,
+            WireEvent::TransportOffer(w) => codec.encode(&topic, w).await,
         }
     }
 }

@@ -47,6 +47,7 @@ pub async fn run(cfg: &Config, reference: &Reference, seed: u64, start_ms: i64, 
             SimRecord::Capacity(w) => codec.encode_as(&deployed, "orelink.v1.CapacityEvent", w).await?,
             SimRecord::Inventory(w) => codec.encode(&deployed, w).await?,
             SimRecord::Shipment(w) => codec.encode(&deployed, w).await?,
+            SimRecord::TransportOffer(w) => codec.encode(&deployed, w).await?,
             SimRecord::Garbage(b) => b.clone(),
         };
         let delivery = producer.send_result(FutureRecord::to(&deployed).key(&key).payload(&bytes)).map_err(|(e, _)| e)?;

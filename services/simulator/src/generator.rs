@@ -1,6 +1,6 @@
 //! The pure, seeded event generator.
 
-use orelink_domain::events::{CapacityKind, OrderKind, ShipmentStatus, wire};
+use orelink_domain::events::{CapacityKind, OrderKind, ShipmentStatus, TransportOfferKind, wire};
 use orelink_domain::freight::Network;
 use orelink_domain::ids::UnifiedSocialCreditCode;
 use orelink_domain::topology::{Topology, TransportMode, topics};
@@ -85,6 +85,32 @@ pub const FLOWS: [Flow; 8] = [
     Flow { cluster: "hechi", family: "SB-INGOT", tonnes_per_year: 30_000, lot_t: PART_LOAD, source: "estimate: no public figure found; Nandan is China's second antimony producer" },
 ];
 
+/// A carrier's quote against the hub's planning freight for the route
+/// (`topology/freight.toml`, itself within 2024-2025's public ranges), in
+/// percent: spot road and rail rates in Guangxi move some 15 % either way
+/// with the season (the sugarcane harvest, December to April, takes
+/// Guangxi's trucks and wagons) and the return load.
+const OFFER_PRICE_PCT: (i64, i64) = (85, 115);
+/// A carrier's stated transit against the planning transit, in percent:
+/// never faster than the route's handling plus distance at the mode's speed,
+/// up to 30 % slower (waits at rail yards and river locks).
+const OFFER_TRANSIT_PCT: (i64, i64) = (100, 130);
+
+/// Room one offer makes, in tonnes, by the mode's units: a road haulier
+/// offers a few trucks (2-8 loads of the family's lot), a railway a block of
+/// wagons (4-10 lots of 60-70 t), a Xijiang barge 1,000-2,000 t (the river's
+/// 1,000-t and 2,000-t class vessels), a coaster 3,000-5,000 t. For the
+/// families shipped in part loads the same counts apply to their lots.
+fn offer_room_t(mode: TransportMode, lot_t: (i64, i64), rng: &mut Xorshift) -> i64 {
+    let mut between = |(lo, hi): (i64, i64)| lo + rng.below((hi - lo + 1) as u64) as i64;
+    match mode {
+        TransportMode::Road => between((2, 8)) * between(lot_t),
+        TransportMode::Rail => between((4, 10)) * between(WAGON),
+        TransportMode::River => between((1_000, 2_000)),
+        TransportMode::Sea => between((3_000, 5_000)),
+    }
+}
+
 /// An order asks for this share of a lot (percent), so demand (orders drawn
 /// 30 times in 100, capacity 20) matches supply: 20 / 30 of it, a little less.
 const ORDER_SHARE: (i64, i64) = (50, 80);
@@ -136,6 +162,7 @@ pub enum SimRecord {
     Capacity(wire::CapacityEvent),
     Inventory(wire::InventoryEvent),
     Shipment(wire::ShipmentEvent),
+    TransportOffer(wire::TransportOffer),
     /// Bytes that are not an event at all (a misconfigured legacy exporter).
     Garbage(Vec<u8>),
 }
@@ -185,6 +212,8 @@ pub struct Generator {
     orders: Vec<OpenOrder>,
     capacities: Vec<wire::CapacityEvent>,
     shipments: Vec<Shipment>,
+    /// Carriers' offers not withdrawn yet.
+    offers: Vec<wire::TransportOffer>,
     carriers: Vec<(String, Vec<TransportMode>)>,
     sites: Vec<(String, f64, f64, Vec<TransportMode>)>,
     network: Network,
@@ -241,6 +270,7 @@ impl Generator {
             orders: Vec::new(),
             capacities: Vec::new(),
             shipments: Vec::new(),
+            offers: Vec::new(),
             carriers,
             sites,
             network: Network::new(topology),
@@ -480,6 +510,59 @@ impl Generator {
         Some(SimEvent { topic: topics::SHIPMENTS, key: w.shipment_id.clone(), record: SimRecord::Shipment(w), malformed: false })
     }
 
+    /// A carrier offers room on a lane its trade uses, or (one time in six)
+    /// withdraws an offer it made. The lane is a flow's: a family drawn by
+    /// its lots a year, a producer and a buyer of it; the mode is one the
+    /// two sites share (`topology/freight.toml`), the carrier one that runs
+    /// it. Prices and transits are the carrier's quote around the hub's
+    /// planning figure for that route ([`OFFER_PRICE_PCT`],
+    /// [`OFFER_TRANSIT_PCT`]); room comes in the mode's units
+    /// ([`offer_room_t`]). Offers come 5 times in 100 events, a quarter of
+    /// the capacity declarations, each room for about five lots: some 25 %
+    /// more than the flows need, so most allocations find a carrier and a
+    /// few (a lane's offers taken, a deadline too near) do not.
+    fn offer(&mut self) -> Option<SimEvent> {
+        if !self.offers.is_empty() && self.rng.below(6) == 0 {
+            let i = self.rng.below(self.offers.len() as u64) as usize;
+            let mut w = self.offers.swap_remove(i);
+            w.event_id = self.event_id("owd");
+            w.event_time = self.now;
+            w.kind = TransportOfferKind::Withdrawn;
+            let key = format!("{}>{}", w.from_cluster, w.to_cluster);
+            return Some(SimEvent { topic: topics::TRANSPORT_OFFERS, key, record: SimRecord::TransportOffer(w), malformed: false });
+        }
+        let family = self.family();
+        let (from, to) = (self.firm_of(false, family), self.firm_of(true, family));
+        let (fs, ts) = (self.network.site_index(&from.site)?, self.network.site_index(&to.site)?);
+        let carried: Vec<_> = self.network.routes(fs, ts).iter().filter(|r| self.carriers.iter().any(|(_, m)| m.contains(&r.mode))).copied().collect();
+        let route = *carried.get(self.rng.below(carried.len().max(1) as u64) as usize)?;
+        let runs: Vec<String> = self.carriers.iter().filter(|(_, m)| m.contains(&route.mode)).map(|(c, _)| c.clone()).collect();
+        let carrier = runs[self.rng.below(runs.len() as u64) as usize].clone();
+        let room_t = offer_room_t(route.mode, flow(family).lot_t, &mut self.rng);
+        let price = (route.freight_cny_per_t as i64 * self.between(OFFER_PRICE_PCT) / 100).max(1);
+        let transit = ((route.transit_hours as i64 * self.between(OFFER_TRANSIT_PCT) + 99) / 100).max(1);
+        let available_from = self.now + self.between((0, 48)) * HOUR;
+        let id = self.event_id("off");
+        let w = wire::TransportOffer {
+            event_id: id.clone(),
+            event_time: self.now,
+            offer_id: format!("OFF-{}", &id[8..]),
+            kind: TransportOfferKind::Offered,
+            carrier_id: carrier,
+            mode: route.mode,
+            from_cluster: from.cluster.clone(),
+            to_cluster: to.cluster.clone(),
+            capacity_kg: room_t * 1_000,
+            available_from,
+            available_until: available_from + self.between((1, 14)) * DAY,
+            price_cny_per_t: price,
+            transit_hours: transit,
+        };
+        self.offers.push(w.clone());
+        let key = format!("{}>{}", w.from_cluster, w.to_cluster);
+        Some(SimEvent { topic: topics::TRANSPORT_OFFERS, key, record: SimRecord::TransportOffer(w), malformed: false })
+    }
+
     /// Something the hub must refuse: the DLQ's daily bread.
     fn malformed(&mut self) -> SimEvent {
         let mut e = match self.rng.below(4) {
@@ -532,7 +615,8 @@ impl Iterator for Generator {
                 56..=58 => self.amend_or_cancel(true),
                 59..=61 => self.withdraw(),
                 62..=79 => Some(self.inventory()),
-                _ => self.shipment(),
+                80..=94 => self.shipment(),
+                _ => self.offer(),
             };
             if e.is_some() {
                 return e;
@@ -544,7 +628,7 @@ impl Iterator for Generator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Lookup, ShipmentEvent};
+    use orelink_domain::events::{CapacityEvent, InventoryEvent, OrderEvent, Lookup, ShipmentEvent, TransportOffer};
     use std::collections::BTreeMap;
 
     const START: i64 = 1_796_083_200_000; // 2026-12-01T00:00:00Z
@@ -574,6 +658,7 @@ mod tests {
                 SimRecord::Capacity(w) => CapacityEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
                 SimRecord::Inventory(w) => InventoryEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
                 SimRecord::Shipment(w) => ShipmentEvent::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
+                SimRecord::TransportOffer(w) => TransportOffer::validate(w, &r).map(|_| ()).map_err(|e| e.reason()),
                 SimRecord::Garbage(_) => Err("garbage".into()),
             };
             assert_eq!(ok.is_err(), e.malformed, "{e:?}: {ok:?}");
@@ -581,8 +666,8 @@ mod tests {
             *per_topic.entry(e.topic).or_default() += 1;
         }
         // Every topic gets traffic, and about 2 % is malformed.
-        for t in [topics::MARKET, topics::INVENTORY, topics::SHIPMENTS] {
-            assert!(per_topic.get(t).copied().unwrap_or(0) > 1_000, "{per_topic:?}");
+        for t in [topics::MARKET, topics::INVENTORY, topics::SHIPMENTS, topics::TRANSPORT_OFFERS] {
+            assert!(per_topic.get(t).copied().unwrap_or(0) > 500, "{per_topic:?}");
         }
         assert!((200..=600).contains(&malformed), "{malformed}");
     }
@@ -613,6 +698,34 @@ mod tests {
         assert!(declared.is_empty(), "declared outside the flows: {declared:?}");
         assert!(order_value < 393_700_000_000, "orders worth {order_value} CNY a year at their caps");
         assert!(order_value > 50_000_000_000, "orders worth only {order_value} CNY a year: demand no longer follows supply");
+    }
+
+    /// Carriers offer room on the lanes the flows use, by modes they run:
+    /// over a simulated year, a quarter of it times four, somewhat more
+    /// room than the flows' tonnes, and the lanes among them.
+    #[test]
+    fn carriers_offer_room_on_the_lanes_of_the_flows() {
+        let topology = Topology::embedded();
+        let year_events = (365 * 86_400_000 / STEP_MS) as usize;
+        let mut offered: BTreeMap<(String, TransportMode), i64> = BTreeMap::new();
+        let mut withdrawn = 0;
+        for e in generator(11).take(year_events / 4) {
+            let SimRecord::TransportOffer(w) = e.record else { continue };
+            let partner = topology.partner_by_carrier(&w.carrier_id).expect("a partner's carrier");
+            assert!(partner.modes.contains(&w.mode), "{} does not run {:?}", partner.id, w.mode);
+            assert_eq!(e.key, format!("{}>{}", w.from_cluster, w.to_cluster));
+            match w.kind {
+                TransportOfferKind::Offered => *offered.entry((e.key, w.mode)).or_default() += 4 * w.capacity_kg / 1_000,
+                TransportOfferKind::Withdrawn => withdrawn += 1,
+            }
+        }
+        let total: i64 = offered.values().sum();
+        let flows: i64 = FLOWS.iter().map(|f| f.tonnes_per_year).sum();
+        assert!((flows..=2 * flows).contains(&total), "{total} t a year offered against flows of {flows} t: {offered:?}");
+        assert!(withdrawn > 100, "{withdrawn}");
+        for lane in [("baise>nanning", TransportMode::Road), ("hechi>nanning", TransportMode::Rail), ("fangchenggang>nanning", TransportMode::Road)] {
+            assert!(offered.get(&(lane.0.to_owned(), lane.1)).is_some_and(|t| *t > 0), "no offers on {lane:?}: {offered:?}");
+        }
     }
 
     #[test]

@@ -97,14 +97,14 @@ const OFFER_PRICE_PCT: (i64, i64) = (85, 115);
 const OFFER_TRANSIT_PCT: (i64, i64) = (100, 130);
 
 /// Room one offer makes, in tonnes, by the mode's units: a road haulier
-/// offers a few trucks (2-8 loads of the family's lot), a railway a block of
+/// offers a few trucks (3-10 loads of the family's lot), a railway a block of
 /// wagons (4-10 lots of 60-70 t), a Xijiang barge 1,000-2,000 t (the river's
 /// 1,000-t and 2,000-t class vessels), a coaster 3,000-5,000 t. For the
 /// families shipped in part loads the same counts apply to their lots.
 fn offer_room_t(mode: TransportMode, lot_t: (i64, i64), rng: &mut Xorshift) -> i64 {
     let mut between = |(lo, hi): (i64, i64)| lo + rng.below((hi - lo + 1) as u64) as i64;
     match mode {
-        TransportMode::Road => between((2, 8)) * between(lot_t),
+        TransportMode::Road => between((3, 10)) * between(lot_t),
         TransportMode::Rail => between((4, 10)) * between(WAGON),
         TransportMode::River => between((1_000, 2_000)),
         TransportMode::Sea => between((3_000, 5_000)),
@@ -216,6 +216,8 @@ pub struct Generator {
     offers: Vec<wire::TransportOffer>,
     carriers: Vec<(String, Vec<TransportMode>)>,
     sites: Vec<(String, f64, f64, Vec<TransportMode>)>,
+    /// Each site's cluster, in the order of `sites`.
+    site_clusters: Vec<String>,
     network: Network,
 }
 
@@ -259,6 +261,7 @@ impl Generator {
         let ladders = catalog.families().iter().map(|f| (f.family.clone(), f.grades.clone())).collect();
         let carriers = topology.partners.iter().map(|p| (p.carrier_id.clone(), p.modes.clone())).collect();
         let sites = topology.sites().map(|s| (s.id.to_string(), s.lat, s.lon, s.modes.clone())).collect();
+        let site_clusters = topology.sites().map(|s| s.cluster.as_ref().map(|c| c.to_string()).unwrap_or_default()).collect();
         Generator {
             rng,
             now: start_ms,
@@ -273,6 +276,7 @@ impl Generator {
             offers: Vec::new(),
             carriers,
             sites,
+            site_clusters,
             network: Network::new(topology),
         }
     }
@@ -512,15 +516,18 @@ impl Generator {
 
     /// A carrier offers room on a lane its trade uses, or (one time in six)
     /// withdraws an offer it made. The lane is a flow's: a family drawn by
-    /// its lots a year, a producer and a buyer of it; the mode is one the
-    /// two sites share (`topology/freight.toml`), the carrier one that runs
-    /// it. Prices and transits are the carrier's quote around the hub's
-    /// planning figure for that route ([`OFFER_PRICE_PCT`],
-    /// [`OFFER_TRANSIT_PCT`]); room comes in the mode's units
-    /// ([`offer_room_t`]). Offers come 5 times in 100 events, a quarter of
-    /// the capacity declarations, each room for about five lots: some 25 %
-    /// more than the flows need, so most allocations find a carrier and a
-    /// few (a lane's offers taken, a deadline too near) do not.
+    /// its lots a year, a producer and a buyer of it. Offers are between
+    /// clusters, so the mode is any a carrier runs between a site of each
+    /// that has it (the firm's own site if it does, else its cluster's port
+    /// or railhead: a Xijiang barge runs Pingguo or Tiandong to Nanning's
+    /// Niuwan port); within a cluster, road and rail only. Prices and
+    /// transits are the carrier's quote around the hub's planning figure for
+    /// that route ([`OFFER_PRICE_PCT`], [`OFFER_TRANSIT_PCT`]); room comes
+    /// in the mode's units ([`offer_room_t`]). Offers come 5 times in 100
+    /// events, a quarter of the capacity declarations: over a simulated
+    /// year about the flows' tonnes (6 % more with seed 11), spread over
+    /// lanes and modes as trade spreads, so most allocations find a carrier
+    /// and some (a lane's offers taken, a deadline too near) do not.
     fn offer(&mut self) -> Option<SimEvent> {
         if !self.offers.is_empty() && self.rng.below(6) == 0 {
             let i = self.rng.below(self.offers.len() as u64) as usize;
@@ -533,9 +540,15 @@ impl Generator {
         }
         let family = self.family();
         let (from, to) = (self.firm_of(false, family), self.firm_of(true, family));
-        let (fs, ts) = (self.network.site_index(&from.site)?, self.network.site_index(&to.site)?);
-        let carried: Vec<_> = self.network.routes(fs, ts).iter().filter(|r| self.carriers.iter().any(|(_, m)| m.contains(&r.mode))).copied().collect();
-        let route = *carried.get(self.rng.below(carried.len().max(1) as u64) as usize)?;
+        let modes: Vec<TransportMode> = TransportMode::ALL
+            .into_iter()
+            .filter(|m| self.carriers.iter().any(|(_, run)| run.contains(m)))
+            .filter(|m| from.cluster != to.cluster || matches!(m, TransportMode::Road | TransportMode::Rail))
+            .filter(|m| self.site_for(&from, *m).is_some() && self.site_for(&to, *m).is_some())
+            .collect();
+        let mode = *modes.get(self.rng.below(modes.len().max(1) as u64) as usize)?;
+        let (a, b) = (self.site_for(&from, mode)?, self.site_for(&to, mode)?);
+        let route = *self.network.routes(self.network.site_index(a)?, self.network.site_index(b)?).iter().find(|r| r.mode == mode)?;
         let runs: Vec<String> = self.carriers.iter().filter(|(_, m)| m.contains(&route.mode)).map(|(c, _)| c.clone()).collect();
         let carrier = runs[self.rng.below(runs.len() as u64) as usize].clone();
         let room_t = offer_room_t(route.mode, flow(family).lot_t, &mut self.rng);
@@ -561,6 +574,14 @@ impl Generator {
         self.offers.push(w.clone());
         let key = format!("{}>{}", w.from_cluster, w.to_cluster);
         Some(SimEvent { topic: topics::TRANSPORT_OFFERS, key, record: SimRecord::TransportOffer(w), malformed: false })
+    }
+
+    /// Where `firm`'s goods take `mode`: its own site if the site has it,
+    /// else the first site of its cluster that does.
+    fn site_for(&self, firm: &Firm, mode: TransportMode) -> Option<&str> {
+        let has = |i: usize| self.sites[i].3.contains(&mode);
+        let own = self.sites.iter().position(|s| s.0 == firm.site).filter(|&i| has(i));
+        own.or_else(|| (0..self.sites.len()).find(|&i| self.site_clusters[i] == firm.cluster && has(i))).map(|i| self.sites[i].0.as_str())
     }
 
     /// Something the hub must refuse: the DLQ's daily bread.
@@ -723,7 +744,7 @@ mod tests {
         let flows: i64 = FLOWS.iter().map(|f| f.tonnes_per_year).sum();
         assert!((flows..=2 * flows).contains(&total), "{total} t a year offered against flows of {flows} t: {offered:?}");
         assert!(withdrawn > 100, "{withdrawn}");
-        for lane in [("baise>nanning", TransportMode::Road), ("hechi>nanning", TransportMode::Rail), ("fangchenggang>nanning", TransportMode::Road)] {
+        for lane in [("baise>nanning", TransportMode::Road), ("baise>nanning", TransportMode::River), ("hechi>nanning", TransportMode::Rail), ("fangchenggang>nanning", TransportMode::Road)] {
             assert!(offered.get(&(lane.0.to_owned(), lane.1)).is_some_and(|t| *t > 0), "no offers on {lane:?}: {offered:?}");
         }
     }

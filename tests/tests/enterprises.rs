@@ -223,6 +223,7 @@ async fn an_enterprise_publishes_its_own_events_only_and_reads_its_own_allocatio
             energy_kwh_per_t: Some(13_300),
             summary: "test".into(),
         },
+        pick_up: None, deliver_by: None,
     };
     env.produce(&allocations, "AL-INGOT", &codec.encode(&allocations, &a).await.unwrap()).await;
     let mine = env.topic(&topics::enterprise_allocations(PINGGUO));

@@ -137,6 +137,7 @@ async fn absurd(codec: &Codec, topic: &str, contract: &str) -> Vec<u8> {
                     energy_kwh_per_t: Some(i64::MAX),
                     summary: String::new(),
                 },
+                pick_up: None, deliver_by: None,
             };
             codec.encode(topic, &a).await.unwrap()
         }

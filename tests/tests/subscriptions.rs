@@ -108,6 +108,7 @@ fn allocation(n: u32, buyer: &str) -> wire::Allocation {
             energy_kwh_per_t: Some(13_500),
             summary: "test".into(),
         },
+        pick_up: None, deliver_by: None,
     }
 }
 

@@ -130,6 +130,7 @@ fn every_contract_record_matches_apache_avro() {
                     energy_kwh_per_t: (i % 2 == 1).then_some(13_200),
                     summary: "a sentence, with ünïcode 铝".into(),
                 },
+                pick_up: Some(1_795_000_000_000), deliver_by: Some(1_795_600_000_000),
             },
         );
     }

@@ -129,6 +129,7 @@ fn an_allocation_is_copied_to_each_declared_enterprise_it_names_once() {
                 energy_kwh_per_t: None,
                 summary: "test".into(),
             },
+            pick_up: None, deliver_by: None,
         })
     };
     let copy_of = |id: &str| outputs.iter().position(|o| *o == format!("t.{}", topics::enterprise_allocations(id))).unwrap();

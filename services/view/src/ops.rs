@@ -188,6 +188,7 @@ mod tests {
                     rank: 1, home_cluster: true, requested_product_code: "AL-INGOT-AL99.70".into(), landed_cost_cny_per_t: 20_000,
                     distance_km: 0, transit_hours: 0, mode: orelink_domain::TransportMode::Road, energy_kwh_per_t: e, summary: String::new(),
                 },
+                pick_up: None, deliver_by: None,
             };
             let v = serde_json::to_value(op_of("t:0".into(), 0, Some(&Record::Allocation(a)), &topology)).unwrap();
             for field in ["q", "ekwh", "at"] {

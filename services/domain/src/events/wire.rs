@@ -112,6 +112,12 @@ pub struct Allocation {
     pub destination_site: String,
     pub decided_at: i64,
     pub explanation: Explanation,
+    /// When the goods can leave (contract rule 1's dispatch), for booking.
+    #[serde(default)]
+    pub pick_up: Option<i64>,
+    /// The order's deadline, for booking.
+    #[serde(default)]
+    pub deliver_by: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -76,6 +76,8 @@ impl Book {
                 energy_kwh_per_t: c.energy.map(|e| e as i64),
                 summary,
             },
+            pick_up: Some(c.available_from.max(o.event_time)),
+            deliver_by: Some(o.deliver_by),
         }
     }
 }

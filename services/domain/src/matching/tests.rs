@@ -112,6 +112,8 @@ fn home_capacity_fills_an_order_with_explanation() {
     assert!(a.explanation.home_cluster && a.explanation.rank == 1);
     assert_eq!(a.explanation.requested_product_code, "AL-INGOT-AL99.70");
     assert_eq!(a.decided_at, T0 + 1);
+    // For booking: it leaves when both the capacity and the order are there, due by the order's deadline.
+    assert_eq!((a.pick_up, a.deliver_by), (Some(T0 + 1), Some(T0 + 240 * HOUR)));
     assert!(a.explanation.summary.contains("baise-pingguo-smelter"), "{}", a.explanation.summary);
     assert_eq!(e.summary().open_orders, 0);
     assert_eq!(e.summary().open_capacity_kg, 700_000);

@@ -47,12 +47,8 @@ pub use router::router_loop;
 use orelink_platform::{Config, Reference};
 use tokio_util::sync::CancellationToken;
 
-/// Headers of a routed market record: the contract topic it was first
-/// written to, and its partition and offset there (decimal), for its dead
-/// letter. What a door writes to the market directly carries none.
-pub const SOURCE_HEADER: &str = "orelink-source";
-pub const SOURCE_PARTITION_HEADER: &str = "orelink-source-partition";
-pub const SOURCE_OFFSET_HEADER: &str = "orelink-source-offset";
+/// Headers of a routed market record (where it was first written), shared with the booker.
+pub use orelink_platform::consume::{SOURCE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MatcherError {

@@ -8,7 +8,8 @@
 //! dropped and restored again the same way. Books are snapshotted as a round
 //! is sealed and published once it has committed.
 
-use crate::{SOURCE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
+use crate::SOURCE_HEADER;
+use orelink_platform::consume::source_of;
 use orelink_codec::{Codec, DecodeError, Record, Refusal, SourceRef};
 use orelink_domain::events::ErrorClass;
 use orelink_domain::freight::Network;
@@ -411,15 +412,6 @@ fn decide_logged(engine: &mut Engine, input: &Input, log_ms: Option<i64>, out: &
         Some(t) => engine.decide_at(input, t, out),
         None => engine.decide(input, out),
     }
-}
-
-/// Where a routed market message was first written: its deployed source
-/// topic, partition and offset, from the router's headers (`None` for what
-/// a door wrote to the market directly).
-fn source_of<M: Message>(codec: &Codec, m: &M) -> Option<(String, i32, i64)> {
-    let header = |name: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value)).map(String::from_utf8_lossy);
-    let topic = codec.topic(&header(SOURCE_HEADER)?);
-    Some((topic, header(SOURCE_PARTITION_HEADER)?.parse().ok()?, header(SOURCE_OFFSET_HEADER)?.parse().ok()?))
 }
 
 /// Replays partition `p` of the market topic from the start up to `upto` (exclusive).

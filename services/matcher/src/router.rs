@@ -10,15 +10,13 @@
 //! processor, which dead-letters inside its transaction with the source
 //! topic, partition and offset that this hop carries in headers.
 
-use crate::{SOURCE_HEADER, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER};
 use orelink_codec::{Codec, Refusal, SourceRef};
 use orelink_domain::catalog::Catalog;
 use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::Config;
-use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, OnRevoke, loop_consumer};
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, OnRevoke, forwarded_headers, loop_consumer};
 use orelink_platform::dlq::DeadLetters;
-use rdkafka::message::Header;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::future::Future;
 use std::pin::Pin;
@@ -78,13 +76,7 @@ impl Handler for Forward {
         };
         // The router's own span is the parent of the matcher's.
         let source = ev.topic.strip_prefix(&self.namespace).unwrap_or(&ev.topic);
-        let (partition, offset) = (ev.partition.to_string(), ev.offset.to_string());
-        let headers = ev
-            .trace
-            .to_headers()
-            .insert(Header { key: SOURCE_HEADER, value: Some(source.as_bytes()) })
-            .insert(Header { key: SOURCE_PARTITION_HEADER, value: Some(partition.as_bytes()) })
-            .insert(Header { key: SOURCE_OFFSET_HEADER, value: Some(offset.as_bytes()) });
+        let headers = forwarded_headers(&ev.trace, source, ev.partition, ev.offset);
         let payload = ev.value.as_deref().unwrap_or_default();
         let mut record = FutureRecord::to(&self.topic).key(family).payload(payload).headers(headers);
         loop {

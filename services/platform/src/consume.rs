@@ -25,6 +25,35 @@ use std::time::Duration;
 use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 
+/// Headers of a record a router forwards into a role's ordered input (the
+/// matcher's market topic, the booker's lanes): the contract topic it was
+/// first written to (without the deployment's namespace), and its partition
+/// and offset there (decimal), so its dead letter names where it came from.
+/// What a door writes to such a topic directly carries none.
+pub const SOURCE_HEADER: &str = "orelink-source";
+pub const SOURCE_PARTITION_HEADER: &str = "orelink-source-partition";
+pub const SOURCE_OFFSET_HEADER: &str = "orelink-source-offset";
+
+/// The headers of a forwarded record: `trace` (the router's span) and where it came from.
+pub fn forwarded_headers(trace: &TraceContext, source: &str, partition: i32, offset: i64) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::Header;
+    let (partition, offset) = (partition.to_string(), offset.to_string());
+    trace
+        .to_headers()
+        .insert(Header { key: SOURCE_HEADER, value: Some(source.as_bytes()) })
+        .insert(Header { key: SOURCE_PARTITION_HEADER, value: Some(partition.as_bytes()) })
+        .insert(Header { key: SOURCE_OFFSET_HEADER, value: Some(offset.as_bytes()) })
+}
+
+/// Where a forwarded record was first written: its deployed source topic,
+/// partition and offset, from [`forwarded_headers`] (`None` without them).
+pub fn source_of<M: Message>(codec: &Codec, m: &M) -> Option<(String, i32, i64)> {
+    use rdkafka::message::Headers;
+    let header = |name: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value)).map(String::from_utf8_lossy);
+    let topic = codec.topic(&header(SOURCE_HEADER)?);
+    Some((topic, header(SOURCE_PARTITION_HEADER)?.parse().ok()?, header(SOURCE_OFFSET_HEADER)?.parse().ok()?))
+}
+
 /// One event for a role: decoded and validated, unless the role takes them undecoded.
 #[derive(Debug, Clone)]
 pub struct Inbound {

@@ -40,6 +40,8 @@ pub enum Record {
     /// Internal: written by the matcher only, so checked for shape and plausible values only.
     OrderStatus(wire::OrderStatus),
     TransportOffer(TransportOffer),
+    /// Internal: written by the booker only, checked for shape and plausible values.
+    Booking(wire::Booking),
 }
 
 /// Why an event cannot be used; it goes to the dead-letter topic.
@@ -382,6 +384,11 @@ fn to_record(record: &str, value: Body<'_>, r: &Lookup<'_>) -> Result<Record, Re
             Record::OrderStatus(w)
         }
         "orelink.v1.TransportOffer" => Record::TransportOffer(TransportOffer::validate(&de(value)?, r)?),
+        "orelink.v1.Booking" => {
+            let w: wire::Booking = de(value)?;
+            orelink_domain::events::validate_booking(&w, r)?;
+            Record::Booking(w)
+        }
         other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
     })
 }

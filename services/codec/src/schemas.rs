@@ -22,7 +22,7 @@ pub struct SchemaProblem {
     pub message: String,
 }
 
-const EMBEDDED: [(&str, &str); 9] = [
+const EMBEDDED: [(&str, &str); 10] = [
     ("OrderEvent.avsc", include_str!("../../../schemas/OrderEvent.avsc")),
     ("CapacityEvent.avsc", include_str!("../../../schemas/CapacityEvent.avsc")),
     ("InventoryEvent.avsc", include_str!("../../../schemas/InventoryEvent.avsc")),
@@ -32,6 +32,7 @@ const EMBEDDED: [(&str, &str); 9] = [
     ("DeadLetter.avsc", include_str!("../../../schemas/DeadLetter.avsc")),
     ("OrderStatus.avsc", include_str!("../../../schemas/OrderStatus.avsc")),
     ("TransportOffer.avsc", include_str!("../../../schemas/TransportOffer.avsc")),
+    ("Booking.avsc", include_str!("../../../schemas/Booking.avsc")),
 ];
 
 impl Schemas {

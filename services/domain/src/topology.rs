@@ -299,6 +299,11 @@ pub mod topics {
     pub const MARKET: &str = "orelink.market.v1";
     /// Internal: snapshots of the matcher's books.
     pub const MATCHER_SNAPSHOTS: &str = "orelink.matcher-snapshots.v1";
+    /// Internal: each lane's allocations and carriers' offers in the one
+    /// order the booker applies them (key: lane).
+    pub const LANES: &str = "orelink.lanes.v1";
+    /// The booker's bookings and unbooked remainders (key: lane).
+    pub const BOOKINGS: &str = "orelink.bookings.v1";
     pub const CONTRACT: [&str; 7] = [ORDERS, CAPACITY, INVENTORY, SHIPMENTS, ALLOCATIONS, SHARED_ORDERS, DLQ];
 
     pub fn partner(partner_id: &str) -> String {
@@ -570,7 +575,7 @@ mod tests {
     use super::*;
 
     fn records() -> BTreeSet<String> {
-        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus", "TransportOffer"]
+        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus", "TransportOffer", "Booking"]
             .iter()
             .map(|r| format!("orelink.v1.{r}"))
             .collect()

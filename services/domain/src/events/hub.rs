@@ -18,6 +18,31 @@ pub fn validate_allocation(w: &wire::Allocation, r: &Lookup) -> Result<(), Rejec
     c.take(PricePerTonne::parse("price_cny_per_t", w.price_cny_per_t));
     c.take(PricePerTonne::parse_charge("freight_cny_per_t", w.freight_cny_per_t));
     c.take(Millis::parse("decided_at", w.decided_at));
+    if let Some(t) = w.pick_up {
+        c.take(Millis::parse("pick_up", t));
+    }
+    if let Some(t) = w.deliver_by {
+        c.take(Millis::parse("deliver_by", t));
+    }
+    c.finish(|| Some(()))
+}
+
+/// The booker's record, checked for shape and plausible values like an allocation.
+pub fn validate_booking(w: &wire::Booking, r: &Lookup) -> Result<(), Rejection> {
+    let mut c = Check::new();
+    c.take(AllocationId::parse(&*w.allocation_id));
+    c.cluster(r, "from_cluster", &w.from_cluster);
+    c.cluster(r, "to_cluster", &w.to_cluster);
+    c.take(Kg::parse_positive("quantity_kg", w.quantity_kg));
+    c.take(Millis::parse("pick_up", w.pick_up));
+    c.take(Millis::parse("decided_at", w.decided_at));
+    c.take(PricePerTonne::parse_charge("planning_freight_cny_per_t", w.planning_freight_cny_per_t));
+    c.rule(w.booked == (w.offer_id.is_some() && w.carrier_id.is_some() && w.mode.is_some() && w.arrival.is_some() && w.price_cny_per_t.is_some()), "booked", || {
+        "a booked part names its offer, carrier, mode, arrival and price; an unbooked one none of them".into()
+    });
+    if let Some(p) = w.price_cny_per_t {
+        c.take(PricePerTonne::parse_charge("price_cny_per_t", p));
+    }
     c.finish(|| Some(()))
 }
 

@@ -120,6 +120,30 @@ pub struct Allocation {
     pub deliver_by: Option<i64>,
 }
 
+/// Part of an allocation booked onto an offer, or its unbooked remainder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub booking_id: String,
+    pub allocation_id: String,
+    pub from_cluster: String,
+    pub to_cluster: String,
+    pub booked: bool,
+    #[serde(default)]
+    pub offer_id: Option<String>,
+    #[serde(default)]
+    pub carrier_id: Option<String>,
+    #[serde(default)]
+    pub mode: Option<TransportMode>,
+    pub quantity_kg: i64,
+    pub pick_up: i64,
+    #[serde(default)]
+    pub arrival: Option<i64>,
+    #[serde(default)]
+    pub price_cny_per_t: Option<i64>,
+    pub planning_freight_cny_per_t: i64,
+    pub decided_at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SharedOrder {
     pub event_id: String,

@@ -15,13 +15,14 @@ pub struct AllStats {
     pub share: orelink_share::ShareStats,
     pub view: orelink_view::Applied,
     pub fanout: orelink_fanout::FanoutStats,
+    pub booker: orelink_booker::Stats,
 }
 
 /// Called with the view's address each time it binds.
 pub type OnBound = Arc<Mutex<Option<Box<dyn FnOnce(SocketAddr) + Send>>>>;
 
-/// Runs the matcher, the share role, the fanout, the enterprises' door and
-/// the view (and the gateway and webhooks where configured) until `cancel`.
+/// Runs the matcher, the booker, the share role, the fanout, the
+/// enterprises' door and the view (and the gateway and webhooks where configured) until `cancel`.
 /// Each role drains and commits on the way out. Fails only on a
 /// configuration error, such as a role without its own principal (every
 /// such role is named at once), unless `as_admin`.
@@ -46,6 +47,8 @@ pub async fn run_all(
     }
     let mut fanout_cfg = as_role("fanout");
     fanout_cfg.matcher.instance_id = mcfg.matcher.instance_id.clone();
+    let mut booker_cfg = as_role("booker");
+    booker_cfg.matcher.instance_id = mcfg.matcher.instance_id.clone();
     let mut enterprises_cfg = as_role("enterprises");
     enterprises_cfg.matcher.instance_id = mcfg.matcher.instance_id.clone();
     let (share_cfg, view_cfg) = (as_role("share"), as_role("view"));
@@ -67,6 +70,7 @@ pub async fn run_all(
     }
 
     let matcher = role!("matcher", mcfg, |c, r, t| orelink_matcher::run(c, r, t).await);
+    let booker = role!("booker", booker_cfg, |c, r, t| orelink_booker::run(c, r, t).await);
     let share = role!("share", share_cfg, |c, r, t| orelink_share::run(&c, &r, t).await);
     let fanout = role!("fanout", fanout_cfg, |c, r, t| orelink_fanout::run(&c, &r, t).await);
     let enterprises = role!("enterprises", enterprises_cfg, |c, r, t| orelink_enterprises::run(&c, &r, t).await);
@@ -110,6 +114,7 @@ pub async fn run_all(
         share: settle(share.await, &mut fatal).unwrap_or_default(),
         view: settle(view.await, &mut fatal).unwrap_or_default(),
         fanout: settle(fanout.await, &mut fatal).unwrap_or_default(),
+        booker: settle(booker.await, &mut fatal).unwrap_or_default(),
     };
     match fatal {
         Some(f) => Err(f),

@@ -167,7 +167,7 @@ pub async fn run(
         let run_for = duration.unwrap_or(Duration::from_secs(u64::MAX / 4));
         tokio::spawn(async move { orelink_simulator::run(&cfg, &reference, seed, start_ms, rate, run_for, stop).await })
     };
-    progress(&format!("running: the matcher, the share role, the fanout, the view, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
+    progress(&format!("running: the matcher, the booker, the share role, the fanout, the view, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
     progress(&format!("dashboard: {dashboard}"));
     progress(&format!("the same workload again: --seed {seed} --start-ms {start_ms}"));
     println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "shared", "DLQ", "lag");
@@ -217,8 +217,17 @@ pub async fn run(
     let stats = hub.await??;
     counter.stop();
     progress(&format!(
-        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view; {} shipments routed to their carriers",
-        sim_stats.events, sim_stats.malformed, stats.matcher.processor.allocations, stats.share.shared, stats.share.withdrawn, last.dead_letters, stats.view.applied, stats.fanout.routed
+        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view; {} shipments planned by the booker on carriers' offers ({} booking records, unbooked remainders included); {} shipments routed to their carriers",
+        sim_stats.events,
+        sim_stats.malformed,
+        stats.matcher.processor.allocations,
+        stats.share.shared,
+        stats.share.withdrawn,
+        last.dead_letters,
+        stats.view.applied,
+        stats.booker.processor.planned,
+        stats.booker.processor.bookings,
+        stats.fanout.routed
     ));
     let failures = health.report();
     if failures.is_empty() {

@@ -166,6 +166,8 @@ enum Role {
     Registry,
     /// Matches orders with capacity, exactly once.
     Matcher,
+    /// Books allocations onto carriers' offers and plans the shipments, exactly once.
+    Booker,
     /// Shares unfilled remainders across clusters by policy.
     Share,
     /// Materialises the operators' view into Redis; serves the API and dashboard.
@@ -400,7 +402,7 @@ async fn run(role: Role, config: Option<PathBuf>, as_admin: bool) -> Result<()> 
     };
     // The roles without an HTTP server of their own serve /metrics here.
     let _metrics = match role {
-        Role::Matcher | Role::Share | Role::Fanout | Role::Enterprises | Role::Webhooks | Role::All if !cfg.telemetry.metrics_listen.is_empty() => {
+        Role::Matcher | Role::Booker | Role::Share | Role::Fanout | Role::Enterprises | Role::Webhooks | Role::All if !cfg.telemetry.metrics_listen.is_empty() => {
             Some(metrics_server::start(&cfg.telemetry.metrics_listen, cancel.clone()).await?)
         }
         _ => None,
@@ -423,6 +425,11 @@ async fn run(role: Role, config: Option<PathBuf>, as_admin: bool) -> Result<()> 
             let r = reference(&cfg)?;
             let stats = orelink_matcher::run(cfg, r, cancel).await?;
             tracing::info!(?stats, "matcher stopped");
+        }
+        Role::Booker => {
+            let r = reference(&cfg)?;
+            let stats = orelink_booker::run(cfg, r, cancel).await?;
+            tracing::info!(?stats, "booker stopped");
         }
         Role::Share => {
             let r = reference(&cfg)?;

@@ -66,6 +66,7 @@ pub trait RoleError: std::fmt::Display + Send + 'static {
 }
 
 impl RoleError for orelink_matcher::MatcherError {}
+impl RoleError for orelink_booker::BookerError {}
 impl RoleError for orelink_share::ShareError {}
 impl RoleError for orelink_view::ViewError {
     fn fatal(&self) -> bool {

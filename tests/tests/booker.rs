@@ -2,7 +2,10 @@
 //! their lane become PLANNED shipments on the carrier's partner topic
 //! (through the fanout) exactly once, split where one offer is too small;
 //! a withdrawn or too-slow offer is never used; what no offer carries is a
-//! booking record of its own.
+//! booking record of its own. And the booker killed with SIGKILL mid-stream
+//! and restarted, or handing its lanes from one instance to another: the
+//! committed bookings are what a replay of the lanes topic through the pure
+//! engine makes, nothing lost or doubled.
 
 use orelink_codec::Record;
 use orelink_domain::TransportMode;
@@ -18,6 +21,10 @@ const HOUR: i64 = 3_600_000;
 const TRUCKS: &str = "91451200MA5L0GYH4H";
 
 fn offer(id: &str, kind: TransportOfferKind, kg: i64, price: i64, transit_hours: i64) -> wire::TransportOffer {
+    offer_on(id, kind, ("baise", "nanning"), kg, price, transit_hours, T0)
+}
+
+fn offer_on(id: &str, kind: TransportOfferKind, (from, to): (&str, &str), kg: i64, price: i64, transit_hours: i64, from_ms: i64) -> wire::TransportOffer {
     wire::TransportOffer {
         event_id: format!("evt-{id}-{kind:?}"),
         event_time: T0,
@@ -25,11 +32,11 @@ fn offer(id: &str, kind: TransportOfferKind, kg: i64, price: i64, transit_hours:
         kind,
         carrier_id: TRUCKS.into(),
         mode: TransportMode::Road,
-        from_cluster: "baise".into(),
-        to_cluster: "nanning".into(),
+        from_cluster: from.into(),
+        to_cluster: to.into(),
         capacity_kg: kg,
-        available_from: T0,
-        available_until: T0 + 72 * HOUR,
+        available_from: from_ms,
+        available_until: from_ms + 72 * HOUR,
         price_cny_per_t: price,
         transit_hours,
     }
@@ -37,20 +44,34 @@ fn offer(id: &str, kind: TransportOfferKind, kg: i64, price: i64, transit_hours:
 
 /// 90 t of Baise aluminium for Nanning, leaving in an hour, due in ten days.
 fn allocation() -> wire::Allocation {
+    allocation_on("ALC-ORD-BK-1-1", ("baise", "nanning"), 90_000, T0 + HOUR, T0 + 240 * HOUR)
+}
+
+/// A site of each cluster, for an allocation's ends.
+fn site_of(cluster: &str) -> &'static str {
+    match cluster {
+        "baise" => "baise-pingguo-smelter",
+        "hechi" => "hechi-jinchengjiang-smelter",
+        "fangchenggang" => "fcg-qisha-copper",
+        _ => "nanning-jiangnan-processing",
+    }
+}
+
+fn allocation_on(id: &str, (from, to): (&str, &str), kg: i64, pick_up: i64, deliver_by: i64) -> wire::Allocation {
     wire::Allocation {
-        allocation_id: "ALC-ORD-BK-1-1".into(),
+        allocation_id: id.into(),
         order_id: "ORD-BK-1".into(),
         capacity_id: "CAP-BK-1".into(),
-        order_cluster: "nanning".into(),
-        capacity_cluster: "baise".into(),
+        order_cluster: to.into(),
+        capacity_cluster: from.into(),
         buyer_id: "91450100MA5L0ABC1X".into(),
         provider_id: "91451000MA5L0PRV1Y".into(),
         product_code: "AL-INGOT-AL99.70".into(),
-        quantity_kg: 90_000,
+        quantity_kg: kg,
         price_cny_per_t: 20_400,
         freight_cny_per_t: 120,
-        from_site: "baise-pingguo-smelter".into(),
-        destination_site: "nanning-jiangnan-processing".into(),
+        from_site: site_of(from).into(),
+        destination_site: site_of(to).into(),
         decided_at: T0,
         explanation: wire::Explanation {
             rank: 1,
@@ -63,8 +84,8 @@ fn allocation() -> wire::Allocation {
             energy_kwh_per_t: None,
             summary: "test".into(),
         },
-        pick_up: Some(T0 + HOUR),
-        deliver_by: Some(T0 + 240 * HOUR),
+        pick_up: Some(pick_up),
+        deliver_by: Some(deliver_by),
     }
 }
 
@@ -158,4 +179,195 @@ async fn an_allocation_is_booked_onto_fitting_offers_and_planned_on_the_carriers
     let stats = booker.await.unwrap().unwrap();
     assert_eq!((stats.processor.planned, stats.processor.bookings, stats.processor.dead_lettered), (2, 3, 0), "{stats:?}");
     fanout.await.unwrap().unwrap();
+}
+
+const LANES: [(&str, &str); 5] = [("baise", "nanning"), ("baise", "baise"), ("hechi", "nanning"), ("fangchenggang", "nanning"), ("hechi", "hechi")];
+
+/// A seeded stream of offers, withdrawals and allocations on five lanes:
+/// (contract topic, key, record).
+fn lane_workload(n: usize) -> Vec<(&'static str, String, Result<wire::TransportOffer, wire::Allocation>)> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let (mut out, mut offered) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let lane = LANES[next(LANES.len() as u64) as usize];
+        let key = format!("{}>{}", lane.0, lane.1);
+        let at = T0 + next(96) as i64 * HOUR;
+        match next(20) {
+            0..=7 => {
+                let o = offer_on(&format!("OFF-{i}"), TransportOfferKind::Offered, lane, (20 + next(180) as i64) * 1_000, 50 + next(100) as i64, 4 + next(56) as i64, at);
+                offered.push(o.clone());
+                out.push((topics::TRANSPORT_OFFERS, key, Ok(o)));
+            }
+            8 if !offered.is_empty() => {
+                let mut o = offered.swap_remove(next(offered.len() as u64) as usize);
+                o.kind = TransportOfferKind::Withdrawn;
+                o.event_id = format!("{}-w", o.event_id);
+                let key = format!("{}>{}", o.from_cluster, o.to_cluster);
+                out.push((topics::TRANSPORT_OFFERS, key, Ok(o)));
+            }
+            _ => {
+                let a = allocation_on(&format!("ALC-ORD-BK-{i}-1"), lane, (10 + next(70) as i64) * 1_000, at, at + (24 + next(176) as i64) * HOUR);
+                out.push((topics::ALLOCATIONS, "AL-INGOT".into(), Err(a)));
+            }
+        }
+    }
+    out
+}
+
+/// Per lane, the bookings (id, booked, kg, offer) in the order written.
+type ByLane = std::collections::BTreeMap<String, Vec<(String, bool, i64, Option<String>)>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_stream_books_what_a_replay_books() {
+    use std::process::{Command, Stdio};
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let log = std::env::temp_dir().join(format!("orelink-booker-crash-{}.log", env.ns.trim_end_matches('.')));
+    let start = || {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        orelink_tests::KillOnDrop(
+            Command::new(orelink_tests::orelink_bin())
+                .args(["run", "booker"])
+                .envs(env.process_env("crash"))
+                // Kafka's default: a restart that waited for its dead predecessor would stall 45 s.
+                .env("ORELINK__KAFKA__SESSION_TIMEOUT_MS", "45000")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .expect("orelink starts"),
+        )
+    };
+    let mut booker = start();
+    let producing = produce_lanes(&env, &codec, 4_000);
+    // Kill it once it has committed bookings and while input still arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env.written(topics::BOOKINGS).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no bookings before the kill; see {}", log.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!producing.is_finished(), "the kill must happen mid-stream");
+    booker.kill();
+    let at_kill = env.written(topics::BOOKINGS).await;
+    let mut booker = start();
+    producing.await.unwrap();
+    let lanes = env.topic(topics::LANES);
+    env.wait_caught_up(&orelink_booker::router_group(&env.cfg), &[env.topic(topics::ALLOCATIONS), env.topic(topics::TRANSPORT_OFFERS)], Duration::from_secs(120)).await;
+    env.wait_caught_up(&orelink_booker::processor_group(&env.cfg), std::slice::from_ref(&lanes), Duration::from_secs(120)).await;
+    // Graceful stop: SIGTERM, drain, commit, exit 0.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(booker.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = booker.0.wait().unwrap();
+    assert!(status.success(), "the restarted booker did not exit cleanly ({status}); see {}", log.display());
+
+    assert_bookings_equal_a_replay(&env, &codec, at_kill.max(1)).await;
+    let _ = std::fs::remove_file(&log);
+}
+
+/// The committed bookings, per lane, are what a replay of the lanes topic
+/// (each partition in order, through a fresh engine) makes; more than
+/// `at_least` of them, booked parts and unbooked remainders both.
+async fn assert_bookings_equal_a_replay(env: &TestEnv, codec: &std::sync::Arc<orelink_codec::Codec>, at_least: i64) {
+    use rdkafka::Message;
+    // The replay: each lanes partition in order through a fresh engine.
+    let lanes = env.topic(topics::LANES);
+    let input = env.read_topic(&lanes).await;
+    let (codec2, rt) = (codec.clone(), tokio::runtime::Handle::current());
+    let expected: ByLane = tokio::task::spawn_blocking(move || {
+        let (mut books, mut want) = (std::collections::BTreeMap::new(), ByLane::new());
+        for m in &input {
+            let Ok(read) = orelink_booker::read_of(&codec2, &rt, m) else { continue };
+            let book = books.entry(m.partition()).or_insert_with(orelink_domain::booking::Booker::new);
+            let mut outputs = Vec::new();
+            let (input, allocation) = match &read {
+                orelink_booker::Read::Allocation(a) => (orelink_domain::booking::Input::Allocation(orelink_domain::booking::ToBook {
+                    allocation_id: a.allocation_id.clone(),
+                    lane: orelink_domain::booking::Lane::new(&a.capacity_cluster, &a.order_cluster),
+                    quantity_kg: a.quantity_kg,
+                    pick_up: a.pick_up.unwrap(),
+                    deliver_by: a.deliver_by.unwrap(),
+                }), Some(a)),
+                orelink_booker::Read::Offer(i) => (i.clone(), None),
+            };
+            book.apply(&input, &mut outputs);
+            if let Some(a) = allocation {
+                for (lane, b) in orelink_booker::render(a, &outputs).1 {
+                    want.entry(lane.key()).or_default().push((b.booking_id, b.booked, b.quantity_kg, b.offer_id));
+                }
+            }
+        }
+        want
+    })
+    .await
+    .unwrap();
+    let bookings = env.topic(topics::BOOKINGS);
+    let mut actual = ByLane::new();
+    for m in env.read_topic(&bookings).await {
+        let Record::Booking(b) = codec.decode(&bookings, m.payload()).await.unwrap() else { panic!("not a booking") };
+        actual.entry(String::from_utf8_lossy(m.key().unwrap()).into_owned()).or_default().push((b.booking_id, b.booked, b.quantity_kg, b.offer_id));
+    }
+    let total: usize = expected.values().map(Vec::len).sum();
+    assert!(total as i64 > at_least, "{total} bookings, not more than {at_least}");
+    assert!(expected.values().flatten().any(|b| b.1) && expected.values().flatten().any(|b| !b.1), "both booked parts and unbooked remainders");
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (lane, want) in &expected {
+        let got = &actual[lane];
+        assert_eq!(got.len(), want.len(), "{lane}: {} committed, {} from the replay", got.len(), want.len());
+        assert!(got == want, "{lane}: committed bookings differ from the replay");
+    }
+}
+
+/// Produces [`lane_workload`] of `n` records, 100 every 100 ms, in the background.
+fn produce_lanes(env: &TestEnv, codec: &std::sync::Arc<orelink_codec::Codec>, n: usize) -> tokio::task::JoinHandle<()> {
+    let (codec, env) = (codec.clone(), env.clone());
+    tokio::spawn(async move {
+        let producer = env.producer();
+        for chunk in lane_workload(n).chunks(100) {
+            for (topic, key, record) in chunk {
+                let topic = env.topic(topic);
+                let bytes = match record {
+                    Ok(o) => codec.encode(&topic, o).await.unwrap(),
+                    Err(a) => codec.encode(&topic, a).await.unwrap(),
+                };
+                producer.send(rdkafka::producer::FutureRecord::to(&topic).key(key).payload(&bytes), Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_the_lanes_and_hand_over_without_loss_or_duplicates() {
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let a = tokio::spawn(orelink_booker::run(env.role_config("booker", "a"), env.reference.clone(), stop_a.clone()));
+    let b = tokio::spawn(orelink_booker::run(env.role_config("booker", "b"), env.reference.clone(), stop_b.clone()));
+    let producing = produce_lanes(&env, &codec, 4_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while env.written(topics::BOOKINGS).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no bookings");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Instance a leaves mid-stream: it drains and commits, and b takes its lanes over.
+    assert!(!producing.is_finished(), "the handover must happen mid-stream");
+    stop_a.cancel();
+    let a = a.await.unwrap().unwrap();
+    let at_handover = env.written(topics::BOOKINGS).await;
+    producing.await.unwrap();
+    env.wait_caught_up(&orelink_booker::router_group(&env.cfg), &[env.topic(topics::ALLOCATIONS), env.topic(topics::TRANSPORT_OFFERS)], Duration::from_secs(120)).await;
+    env.wait_caught_up(&orelink_booker::processor_group(&env.cfg), &[env.topic(topics::LANES)], Duration::from_secs(120)).await;
+    stop_b.cancel();
+    let b = b.await.unwrap().unwrap();
+    assert!(a.processor.events > 0 && b.processor.events > 0, "both instances booked: {a:?} {b:?}");
+    assert_bookings_equal_a_replay(&env, &codec, at_handover.max(1)).await;
 }

@@ -26,7 +26,7 @@ mod processor;
 mod router;
 
 pub use orelink_platform::consume::LoopStats;
-pub use processor::{BookerStats, Processor, ProcessorError, render};
+pub use processor::{BookerStats, Processor, ProcessorError, Read, read_of, render};
 pub use router::router_loop;
 
 use orelink_platform::{Config, Reference};

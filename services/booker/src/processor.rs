@@ -13,33 +13,18 @@ use orelink_domain::topology::topics;
 use orelink_platform::consume::{SOURCE_HEADER, source_of};
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
-use orelink_platform::txn_loop::{self, Part, Step, Transform, TxnLoop, TxnLoopError};
+use orelink_platform::txn_loop::{self, LoopRoleError, Part, Step, Transform, TxnLoop};
 use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessorError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("fatal transaction error: {0}")]
-    Fatal(String),
-}
-
-impl From<TxnLoopError> for ProcessorError {
-    fn from(e: TxnLoopError) -> Self {
-        match e {
-            TxnLoopError::Kafka(k) => ProcessorError::Kafka(k),
-            TxnLoopError::Fatal(f) => ProcessorError::Fatal(f),
-        }
-    }
-}
+/// The processor's error: the loop's, shared with the other loop roles.
+pub type ProcessorError = LoopRoleError;
 
 /// The loop's outputs, in this order.
 const SHIPMENTS: usize = 0;
@@ -132,7 +117,7 @@ struct Booking {
 /// since its booked parts are rendered with its sites and planning freight.
 #[derive(Debug, Clone)]
 pub enum Read {
-    Allocation(wire::Allocation),
+    Allocation(Box<wire::Allocation>),
     Offer(booking::Input),
 }
 
@@ -241,7 +226,7 @@ pub fn read_of<M: Message>(codec: &Codec, rt: &tokio::runtime::Handle, m: &M) ->
         match rt.block_on(codec.decode(&topic, m.payload())) {
             Ok(Record::Allocation(a)) => {
                 let lane = Lane::new(&a.capacity_cluster, &a.order_cluster);
-                break (Read::Allocation(a), lane);
+                break (Read::Allocation(Box::new(a)), lane);
             }
             Ok(Record::TransportOffer(o)) => break (Read::Offer(o.to_booking()), o.lane()),
             Ok(other) => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("not an allocation or a transport offer: {other:?}") }),
@@ -347,36 +332,13 @@ pub fn replay(config: &rdkafka::ClientConfig, topic: &str, p: i32, upto: i64, co
     if upto <= low {
         return Ok((book, 0));
     }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(low))?;
-    consumer.assign(&tpl)?;
-    let (mut n, mut outputs) = (0u64, Vec::new());
-    loop {
-        match consumer.poll(Duration::from_secs(5)) {
-            Some(Ok(m)) => {
-                if m.offset() >= upto {
-                    break;
-                }
-                if let Ok(read) = read_of(codec, rt, &m) {
-                    book.apply(&read.input(), &mut outputs);
-                    outputs.clear();
-                }
-                n += 1;
-                if m.offset() + 1 >= upto {
-                    break;
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None => {
-                // With read_committed, offsets of aborted or control records are skipped.
-                let pos = consumer.position()?;
-                let at = pos.find_partition(topic, p).and_then(|e| if let Offset::Offset(o) = e.offset() { Some(o) } else { None });
-                if at.is_some_and(|o| o >= upto) {
-                    break;
-                }
-            }
+    let mut outputs = Vec::new();
+    let n = txn_loop::replay_partition(&consumer, topic, p, low, upto, |m| {
+        if let Ok(read) = read_of(codec, rt, m) {
+            book.apply(&read.input(), &mut outputs);
+            outputs.clear();
         }
-    }
+    })?;
     Ok((book, n))
 }
 

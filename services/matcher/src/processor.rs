@@ -22,7 +22,6 @@ use orelink_platform::{Config, Reference};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -466,10 +465,6 @@ pub fn replay(
     if upto <= low {
         return Ok((engine, 0));
     }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(low.max(from)))?;
-    consumer.assign(&tpl)?;
-    let mut n = 0u64;
     // A replay needs the engine's state, not its records: decisions are dropped unrendered.
     let mut decisions = Vec::new();
     // Decoded events wait a few deep, so that the engine prefetches what each will look up.
@@ -481,33 +476,13 @@ pub fn replay(
             decisions.clear();
         }
     };
-    loop {
-        match consumer.poll(Duration::from_secs(5)) {
-            Some(Ok(m)) => {
-                if m.offset() >= upto {
-                    break;
-                }
-                if let Some(input) = decode(codec, rt, &m.detach()) {
-                    engine.prefetch(&input);
-                    ahead.push_back((input, m.timestamp().to_millis()));
-                    replay(&mut engine, &mut ahead, PREFETCH_AHEAD);
-                }
-                n += 1;
-                if m.offset() + 1 >= upto {
-                    break;
-                }
-            }
-            Some(Err(e)) => return Err(e.into()),
-            None => {
-                // Nothing more to read: with read_committed, offsets of aborted or control records are skipped.
-                let pos = consumer.position()?;
-                let at = pos.find_partition(topic, p).and_then(|e| if let Offset::Offset(o) = e.offset() { Some(o) } else { None });
-                if at.is_some_and(|o| o >= upto) {
-                    break;
-                }
-            }
+    let n = txn_loop::replay_partition(&consumer, topic, p, low.max(from), upto, |m| {
+        if let Some(input) = decode(codec, rt, m) {
+            engine.prefetch(&input);
+            ahead.push_back((input, m.timestamp().to_millis()));
+            replay(&mut engine, &mut ahead, PREFETCH_AHEAD);
         }
-    }
+    })?;
     replay(&mut engine, &mut ahead, 0);
     Ok((engine, n))
 }

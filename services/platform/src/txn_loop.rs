@@ -410,6 +410,46 @@ impl TxnLoop {
     }
 }
 
+/// Reads partition `p` of `topic` from offset `from` up to `upto`
+/// (exclusive) with `consumer` (a reader's: read_committed, no group
+/// joined), handing each message to `f`: how a transform rebuilds what it
+/// derived from a partition after an assignment or an abort (a replay).
+/// Offsets of aborted records and of transaction markers are never
+/// delivered, so the end is also found from the consumer's position. The
+/// number of messages read.
+pub fn replay_partition(consumer: &BaseConsumer, topic: &str, p: i32, from: i64, upto: i64, mut f: impl FnMut(&BorrowedMessage<'_>)) -> Result<u64, KafkaError> {
+    if upto <= from {
+        return Ok(0);
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(from))?;
+    consumer.assign(&tpl)?;
+    let mut n = 0u64;
+    loop {
+        match consumer.poll(Duration::from_secs(5)) {
+            Some(Ok(m)) => {
+                if m.offset() >= upto {
+                    break;
+                }
+                f(&m);
+                n += 1;
+                if m.offset() + 1 >= upto {
+                    break;
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                let pos = consumer.position()?;
+                let at = pos.find_partition(topic, p).and_then(|e| if let rdkafka::Offset::Offset(o) = e.offset() { Some(o) } else { None });
+                if at.is_some_and(|o| o >= upto) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// A consumer of the loop's inputs in its group, its rebalances told to the loop.
 fn subscribe(config: &ClientConfig, rebalances: &Arc<Rebalances>, settings: &Settings) -> Result<BaseConsumer<Ctx>, KafkaError> {
     let consumer: BaseConsumer<Ctx> = config.create_with_context(Ctx(rebalances.clone()))?;

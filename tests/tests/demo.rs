@@ -32,10 +32,11 @@ async fn the_demo_runs_matches_dead_letters_and_stops_cleanly() {
     let numbers: Vec<u64> = done.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     // "done: N events simulated (M malformed), A allocations committed by the matcher,
     //  S orders shared across clusters and W shares withdrawn, D dead letters; V events applied to the operators' view;
-    //  P shipments planned by the booker on carriers' offers (B booking records, unbooked remainders included);
-    //  R shipments routed to their carriers"
-    let [events, malformed, allocations, shared, _withdrawn, dead, view, planned, bookings, routed] = numbers[..] else { panic!("unexpected summary: {done}") };
+    //  P shipments planned by the booker on carriers' offers (B booking records, unbooked remainders included;
+    //  read back: K parts booked, U t unbooked); R shipments routed to their carriers"
+    let [events, malformed, allocations, shared, _withdrawn, dead, view, planned, bookings, _booked, _unbooked_t, routed] = numbers[..] else { panic!("unexpected summary: {done}") };
     assert!(bookings > 0 && bookings >= planned, "the booker booked nothing: {done}");
+    assert!(stdout.lines().next().is_some_and(|h| h.contains("booked") && h.contains("unbooked t")), "no booking columns:\n{stdout}");
     assert!(routed > 0, "no shipment reached a partner: {done}");
     assert!(view > 0, "the view applied nothing: {done}");
     assert!(events > 1_000 && malformed > 0, "{done}");

@@ -16,16 +16,23 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Counts allocations by reading them (read_committed): on a transactional
-/// topic the offsets also count commit markers, so watermarks would overstate.
-struct AllocationCounter {
+/// What a [`Counter`] makes of one record: whether it counts, and kilograms to add.
+type Weigh = Box<dyn Fn(&[u8]) -> (bool, i64) + Send>;
+
+/// Counts a topic's records by reading them (read_committed): on a
+/// transactional topic the offsets also count commit markers, so
+/// watermarks would overstate. Only this run's, from the current ends.
+struct Counter {
     count: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    kg: std::sync::Arc<std::sync::atomic::AtomicI64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
-impl AllocationCounter {
-    fn start(cfg: &Config) -> Result<AllocationCounter> {
+impl Counter {
+    /// Counts every record of `contract` topic, or, with `weigh`, those it
+    /// counts, adding up the kilograms it gives.
+    fn start(cfg: &Config, contract: &str, weigh: Option<Weigh>) -> Result<Counter> {
         use std::sync::atomic::Ordering;
         let consumer: BaseConsumer = cfg
             .kafka
@@ -34,8 +41,7 @@ impl AllocationCounter {
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .create()?;
-        // Count from the current end of every partition: this run's allocations only.
-        let topic = format!("{}{}", cfg.namespace, topics::ALLOCATIONS);
+        let topic = format!("{}{contract}", cfg.namespace);
         let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for p in md.topics().iter().flat_map(|t| t.partitions()) {
@@ -44,20 +50,28 @@ impl AllocationCounter {
         }
         consumer.assign(&tpl)?;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let kg = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, st) = (count.clone(), stop.clone());
+        let (c, w, st) = (count.clone(), kg.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
+            use rdkafka::Message;
             while !st.load(Ordering::Relaxed) {
-                if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-                    c.fetch_add(1, Ordering::Relaxed);
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    let (counts, add) = weigh.as_ref().map_or((true, 0), |f| f(m.payload().unwrap_or_default()));
+                    c.fetch_add(i64::from(counts), Ordering::Relaxed);
+                    w.fetch_add(add, Ordering::Relaxed);
                 }
             }
         });
-        Ok(AllocationCounter { count, stop, thread })
+        Ok(Counter { count, kg, stop, thread })
     }
 
     fn get(&self) -> i64 {
         self.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn kg(&self) -> i64 {
+        self.kg.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn stop(self) {
@@ -66,11 +80,28 @@ impl AllocationCounter {
     }
 }
 
+/// Bookings as the demo shows them: a booked part counts; an unbooked
+/// remainder adds its kilograms. Decoded through the registry on the
+/// counter's thread.
+fn weigh_bookings(cfg: &Config, reference: &Reference) -> Result<Weigh> {
+    let codec = orelink_platform::codec(cfg, reference)?;
+    let topic = format!("{}{}", cfg.namespace, topics::BOOKINGS);
+    let rt = tokio::runtime::Handle::current();
+    Ok(Box::new(move |payload: &[u8]| match rt.block_on(codec.decode(&topic, Some(payload))) {
+        Ok(orelink_codec::Record::Booking(b)) if b.booked => (true, 0),
+        Ok(orelink_codec::Record::Booking(b)) => (false, b.quantity_kg),
+        _ => (false, 0),
+    }))
+}
+
 /// Figures read from the broker.
 #[derive(Debug, Default, Clone, Copy)]
 struct Figures {
     events_in: i64,
     allocations: i64,
+    /// Parts of allocations booked onto carriers' offers, and the tonnes no offer carried.
+    booked: i64,
+    unbooked_t: i64,
     /// Shares and withdrawals published by the share role.
     shared: i64,
     dead_letters: i64,
@@ -95,6 +126,8 @@ fn figures(cfg: &Config, c: &BaseConsumer) -> Result<Figures> {
         // The market topic holds the doors' orders and capacity and, routed in, the shares.
         events_in: ([topics::MARKET, topics::ORDERS, topics::CAPACITY, topics::INVENTORY, topics::SHIPMENTS].iter().map(|t| sum(t)).sum::<i64>() - sum(topics::SHARED_ORDERS)).max(0),
         allocations: 0,
+        booked: 0,
+        unbooked_t: 0,
         shared: sum(topics::SHARED_ORDERS),
         dead_letters: sum(topics::DLQ),
         lag,
@@ -137,7 +170,8 @@ pub async fn run(
     }
 
     let roles = CancellationToken::new();
-    let counter = AllocationCounter::start(&cfg)?;
+    let counter = Counter::start(&cfg, topics::ALLOCATIONS, None)?;
+    let bookings = Counter::start(&cfg, topics::BOOKINGS, Some(weigh_bookings(&cfg, &reference)?))?;
     // One client for the figures, kept for the whole run.
     let probe: std::sync::Arc<BaseConsumer> = std::sync::Arc::new(
         cfg.kafka.client_config("demo-probe").set("group.id", orelink_matcher::processor_group(&cfg)).create()?,
@@ -170,7 +204,7 @@ pub async fn run(
     progress(&format!("running: the matcher, the booker, the share role, the fanout, the view, and the simulator at {rate} events/s (seed {seed}); Ctrl-C stops"));
     progress(&format!("dashboard: {dashboard}"));
     progress(&format!("the same workload again: --seed {seed} --start-ms {start_ms}"));
-    println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "shared", "DLQ", "lag");
+    println!("{:>8} {:>10} {:>9} {:>12} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6}", "time", "events in", "in/s", "allocations", "alloc/s", "booked", "unbooked t", "shared", "DLQ", "lag");
     let started = Instant::now();
     let mut last = Figures::default();
     let mut last_at = Instant::now();
@@ -184,14 +218,18 @@ pub async fn run(
         let (c, p) = (cfg.clone(), probe.clone());
         let mut f = tokio::task::spawn_blocking(move || figures(&c, &p)).await??;
         f.allocations = counter.get();
+        f.booked = bookings.get();
+        f.unbooked_t = bookings.kg() / 1_000;
         let dt = last_at.elapsed().as_secs_f64();
         println!(
-            "{:>7.0}s {:>10} {:>9.0} {:>12} {:>9.0} {:>8} {:>8} {:>6}",
+            "{:>7.0}s {:>10} {:>9.0} {:>12} {:>9.0} {:>8} {:>10} {:>8} {:>8} {:>6}",
             started.elapsed().as_secs_f64(),
             f.events_in,
             (f.events_in - last.events_in) as f64 / dt,
             f.allocations,
             (f.allocations - last.allocations) as f64 / dt,
+            f.booked,
+            f.unbooked_t,
             f.shared,
             f.dead_letters,
             f.lag
@@ -216,8 +254,10 @@ pub async fn run(
     roles.cancel();
     let stats = hub.await??;
     counter.stop();
+    let (booked, unbooked_t) = (bookings.get(), bookings.kg() / 1_000);
+    bookings.stop();
     progress(&format!(
-        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view; {} shipments planned by the booker on carriers' offers ({} booking records, unbooked remainders included); {} shipments routed to their carriers",
+        "done: {} events simulated ({} malformed), {} allocations committed by the matcher, {} orders shared across clusters and {} shares withdrawn, {} dead letters; {} events applied to the operators' view; {} shipments planned by the booker on carriers' offers ({} booking records, unbooked remainders included; read back: {} parts booked, {} t unbooked); {} shipments routed to their carriers",
         sim_stats.events,
         sim_stats.malformed,
         stats.matcher.processor.allocations,
@@ -227,6 +267,8 @@ pub async fn run(
         stats.view.applied,
         stats.booker.processor.planned,
         stats.booker.processor.bookings,
+        booked,
+        unbooked_t,
         stats.fanout.routed
     ));
     let failures = health.report();

@@ -64,8 +64,9 @@ pub enum MatcherError {
 /// the processor group with its own transactional producer (as Kafka
 /// Streams' `num.stream.threads`): the group spreads the market topic's
 /// partitions over them, and since every book belongs to one partition they
-/// share nothing. One thread's work per event is the matcher's bottleneck
-/// (`docs/benchmarks.md`).
+/// share nothing. With the broker on the same two cores a second thread
+/// added nothing (`docs/benchmarks.md`); more pay where the matcher has
+/// cores of its own.
 pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<MatcherStats, MatcherError> {
     let codec = orelink_platform::codec(&cfg, &reference).map_err(|e| MatcherError::Router(e.to_string()))?;
     let router = router_loop(&cfg, codec.clone(), reference.catalog.clone()).map_err(|e| MatcherError::Router(e.to_string()))?;

@@ -12,9 +12,9 @@ use orelink_domain::booking::Lane;
 use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::Config;
-use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, OnRevoke, Pending, forwarded_headers, loop_consumer};
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, Pending, flush_on_revoke, forward, forwarded_headers, loop_consumer};
 use orelink_platform::dlq::DeadLetters;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -60,40 +60,22 @@ impl Handler for Forward {
         let source = ev.topic.strip_prefix(&self.namespace).unwrap_or(&ev.topic);
         let headers = forwarded_headers(&ev.trace, source, ev.partition, ev.offset);
         let payload = ev.value.as_deref().unwrap_or_default();
-        let mut record = FutureRecord::to(&self.topic).key(&key).payload(payload).headers(headers);
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    return Ok(Done::Later(Box::pin(async move {
-                        match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(HandleError::Fatal(format!("forwarding to the lanes topic failed: {e}"))),
-                            Err(_) => Err(HandleError::Fatal("the producer went away".into())),
-                        }
-                    })));
-                }
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    // Backpressure: the local queue is full until the broker catches up.
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(HandleError::Retriable(e.to_string())),
+        let record = FutureRecord::to(&self.topic).key(&key).payload(payload).headers(headers);
+        let delivery = forward(&self.producer, record).await?;
+        Ok(Done::Later(Box::pin(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((e, _))) => Err(HandleError::Fatal(format!("forwarding to the lanes topic failed: {e}"))),
+                Err(_) => Err(HandleError::Fatal("the producer went away".into())),
             }
-        }
+        })))
     }
 }
 
 /// The router of this deployment, subscribed and ready to run.
 pub fn router_loop(cfg: &Config, codec: Arc<Codec>) -> Result<Router, rdkafka::error::KafkaError> {
     let producer: FutureProducer = cfg.kafka.producer_config("booker-router").set("linger.ms", "2").create()?;
-    // Before partitions move, everything forwarded so far reaches the broker:
-    // the next owner's re-forwards then come strictly after, and are ignored.
-    let flushing = producer.clone();
-    let on_revoke: OnRevoke = Arc::new(move || {
-        if let Err(e) = flushing.flush(Duration::from_secs(30)) {
-            tracing::error!(error = %e, "flush on revoke failed; the next owner may reorder this partition's records");
-        }
-    });
+    let on_revoke = flush_on_revoke(producer.clone());
     let inputs: Vec<String> = [topics::ALLOCATIONS, topics::TRANSPORT_OFFERS].iter().map(|t| codec.topic(t)).collect();
     let consumer = loop_consumer(
         &cfg.kafka.member_config("booker-router", &crate::router_group(cfg), &cfg.matcher.instance()),

@@ -15,9 +15,9 @@ use orelink_domain::catalog::Catalog;
 use orelink_domain::events::ErrorClass;
 use orelink_domain::topology::topics;
 use orelink_platform::Config;
-use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, OnRevoke, forwarded_headers, loop_consumer};
+use orelink_platform::consume::{Backoff, ConsumeLoop, Done, HandleError, Handler, Inbound, LoopStats, flush_on_revoke, forward, forwarded_headers, loop_consumer};
 use orelink_platform::dlq::DeadLetters;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -78,18 +78,8 @@ impl Handler for Forward {
         let source = ev.topic.strip_prefix(&self.namespace).unwrap_or(&ev.topic);
         let headers = forwarded_headers(&ev.trace, source, ev.partition, ev.offset);
         let payload = ev.value.as_deref().unwrap_or_default();
-        let mut record = FutureRecord::to(&self.topic).key(family).payload(payload).headers(headers);
-        loop {
-            match self.producer.send_result(record) {
-                Ok(delivery) => return Ok(Done::Later(Forwarded(delivery))),
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
-                    // Backpressure: the local queue is full until the broker catches up.
-                    record = r;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => return Err(HandleError::Retriable(e.to_string())),
-            }
-        }
+        let record = FutureRecord::to(&self.topic).key(family).payload(payload).headers(headers);
+        Ok(Done::Later(Forwarded(forward(&self.producer, record).await?)))
     }
 }
 
@@ -104,14 +94,7 @@ pub fn router_loop(cfg: &Config, codec: Arc<Codec>, catalog: Arc<Catalog>) -> Re
         // alternating runs; p99 within the spread).
         .set("linger.ms", "2")
         .create()?;
-    // Before partitions move, everything forwarded so far reaches the broker:
-    // the next owner's re-forwards then come strictly after, and are deduplicated.
-    let flushing = producer.clone();
-    let on_revoke: OnRevoke = Arc::new(move || {
-        if let Err(e) = flushing.flush(Duration::from_secs(30)) {
-            tracing::error!(error = %e, "flush on revoke failed; the next owner may reorder this partition's events");
-        }
-    });
+    let on_revoke = flush_on_revoke(producer.clone());
     let inputs: Vec<String> = [topics::ORDERS, topics::CAPACITY, topics::SHARED_ORDERS].iter().map(|t| codec.topic(t)).collect();
     let consumer = loop_consumer(
         &cfg.kafka.member_config("matcher-router", &crate::router_group(cfg), &cfg.matcher.instance()),

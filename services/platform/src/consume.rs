@@ -54,6 +54,37 @@ pub fn source_of<M: Message>(codec: &Codec, m: &M) -> Option<(String, i32, i64)>
     Some((topic, header(SOURCE_PARTITION_HEADER)?.parse().ok()?, header(SOURCE_OFFSET_HEADER)?.parse().ok()?))
 }
 
+/// Produces `record` for a router, waiting while librdkafka's local queue is
+/// full (backpressure until the broker catches up); its delivery report.
+pub async fn forward<K, P>(producer: &rdkafka::producer::FutureProducer, mut record: rdkafka::producer::FutureRecord<'_, K, P>) -> Result<rdkafka::producer::DeliveryFuture, HandleError>
+where
+    K: rdkafka::message::ToBytes + ?Sized + Sync,
+    P: rdkafka::message::ToBytes + ?Sized + Sync,
+{
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(HandleError::Retriable(e.to_string())),
+        }
+    }
+}
+
+/// A router's revocation hook: everything forwarded so far reaches the
+/// broker before its partitions move, so the next owner's re-forwards come
+/// strictly after (and are ignored as repeats downstream).
+pub fn flush_on_revoke(producer: rdkafka::producer::FutureProducer) -> OnRevoke {
+    use rdkafka::producer::Producer;
+    Arc::new(move || {
+        if let Err(e) = producer.flush(Duration::from_secs(30)) {
+            tracing::error!(error = %e, "flush on revoke failed; the next owner may reorder this partition's records");
+        }
+    })
+}
+
 /// One event for a role: decoded and validated, unless the role takes them undecoded.
 #[derive(Debug, Clone)]
 pub struct Inbound {

@@ -201,6 +201,9 @@ struct Shipment {
 
 pub struct Generator {
     rng: Xorshift,
+    /// The run's seed and start, which place demand's shocks (`demand`).
+    seed: u64,
+    start_ms: i64,
     now: i64,
     n: u64,
     /// Tags every id with the run (seed and start): two runs never share an
@@ -264,6 +267,8 @@ impl Generator {
         let site_clusters = topology.sites().map(|s| s.cluster.as_ref().map(|c| c.to_string()).unwrap_or_default()).collect();
         Generator {
             rng,
+            seed,
+            start_ms,
             now: start_ms,
             n: 0,
             run: run_tag(seed, start_ms),
@@ -343,7 +348,9 @@ impl Generator {
         let grades = self.grades(family).to_vec();
         // Buyers mostly ask for the standard (lower) grades; some need the top ones.
         let rank = if self.rng.below(10) < 7 { self.rng.below(grades.len().div_ceil(2) as u64) as usize } else { self.rng.below(grades.len() as u64) as usize };
-        let tonnes = (self.between(flow(family).lot_t) * self.between(ORDER_SHARE) / 100).max(1);
+        let base = self.between(flow(family).lot_t) * self.between(ORDER_SHARE) / 100;
+        // Demand's trend, week, working day and shocks (`demand`) shape the tonnes.
+        let tonnes = ((base as f64 * crate::demand::factor(self.seed, self.start_ms, family, &buyer.cluster, self.now)).round() as i64).max(1);
         let price = m.1 + m.2 * rank as i64;
         // A cap somewhat above spot: room for freight, sometimes too tight.
         let cap = price + price * self.between((-2, 6)) / 100 + self.between((0, 400));
@@ -719,6 +726,33 @@ mod tests {
         assert!(declared.is_empty(), "declared outside the flows: {declared:?}");
         assert!(order_value < 393_700_000_000, "orders worth {order_value} CNY a year at their caps");
         assert!(order_value > 50_000_000_000, "orders worth only {order_value} CNY a year: demand no longer follows supply");
+    }
+
+    /// The orders carry the week and the working day `demand` intends:
+    /// over eight simulated weeks, Sunday's tonnes against a working day's,
+    /// and working hours' against the night's, within a fifth of the
+    /// intended ratios.
+    #[test]
+    fn orders_follow_the_intended_week_and_day() {
+        let start = 1_798_761_600_000; // 2027-01-01 00:00 UTC, a Friday
+        let mut g = Generator::new(&Topology::embedded(), &Catalog::embedded(), 9, start);
+        let (mut by_weekday, mut by_hour) = ([0f64; 7], [0f64; 24]);
+        for e in g.by_ref().take((56 * 86_400_000 / STEP_MS) as usize) {
+            if let SimRecord::Order(w) = &e.record {
+                if !e.malformed && w.kind == OrderKind::Placed {
+                    let local = w.event_time + 8 * 3_600_000;
+                    by_weekday[((local.div_euclid(86_400_000) + 3) % 7) as usize] += w.quantity_kg as f64;
+                    by_hour[(local.rem_euclid(86_400_000) / 3_600_000) as usize] += w.quantity_kg as f64;
+                }
+            }
+        }
+        let workday = by_weekday[..5].iter().sum::<f64>() / 5.0;
+        let sunday = by_weekday[6] / workday;
+        let intended = crate::demand::WEEK[6] / crate::demand::WEEK[0];
+        assert!((sunday / intended - 1.0).abs() < 0.2, "Sunday {sunday:.2} of a working day, intended {intended:.2}");
+        let (day, night) = (by_hour[8..18].iter().sum::<f64>() / 10.0, (by_hour[..8].iter().sum::<f64>() + by_hour[18..].iter().sum::<f64>()) / 14.0);
+        let intended = crate::demand::IN_HOURS / crate::demand::OUT_OF_HOURS;
+        assert!((day / night / intended - 1.0).abs() < 0.2, "working hours {:.2} of the night's, intended {intended:.2}", day / night);
     }
 
     /// Carriers offer room on the lanes the flows use, by modes they run:

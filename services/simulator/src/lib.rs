@@ -13,8 +13,10 @@
 //! 450100); prices are late-2026 Chinese spot levels; energy intensities are
 //! typical for each process, and missing for a share of small firms whose
 //! sites are not metered (the policy paper: sensor coverage under 20 % in key
-//! processes).
+//! processes). Demand has a trend, a week, a working day and seeded shocks
+//! ([`demand`]), for forecasts to find.
 
+pub mod demand;
 mod generator;
 mod edge;
 

@@ -3,7 +3,10 @@
 //! each order's tonnes, so forecasts of the simulated Guangxi have something
 //! real to find and can be checked against what was intended. Over a week
 //! the weekly and daily factors average 1, so the calibrated yearly volumes
-//! hold; these are the generator's intentions, not published figures.
+//! hold; these are the generator's intentions, not published figures. On
+//! the supply side, seeded smelter outages cut what one cluster declares of
+//! one family for a few days ([`outage`]): the capacity gaps an outlook
+//! should warn of.
 
 const DAY: i64 = 86_400_000;
 const HOUR: i64 = 3_600_000;
@@ -74,6 +77,30 @@ pub fn factor(seed: u64, start_ms: i64, family: &str, cluster: &str, t_ms: i64) 
     let (f, c, from) = shock(seed, start_ms, k);
     let shocked = f == family && c == cluster && (from..from + SHOCK_DAYS * DAY).contains(&t_ms);
     trend * WEEK[weekday] * daily * if shocked { SHOCK_FACTOR } else { 1.0 }
+}
+
+/// Every this many simulated days one producing cluster's family has an outage ...
+pub const OUTAGE_EVERY_DAYS: i64 = 60;
+/// ... lasting this long, in which its producers declare this share of their lots.
+pub const OUTAGE_DAYS: i64 = 5;
+pub const OUTAGE_SHARE: f64 = 0.2;
+
+/// Where outages fall: the large smelters and refineries.
+const OUTAGES: [(&str, &str); 4] = [("AL-INGOT", "baise"), ("AL2O3-SGA", "baise"), ("ZN-INGOT", "hechi"), ("CU-CATHODE", "fangchenggang")];
+
+/// The outage of period `k` (from `start_ms`): its family, cluster and start.
+pub fn outage_of(seed: u64, start_ms: i64, k: i64) -> (&'static str, &'static str, i64) {
+    let h = mix(!seed ^ (k as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let (family, cluster) = OUTAGES[(h % OUTAGES.len() as u64) as usize];
+    let offset = ((h >> 8) % (OUTAGE_EVERY_DAYS - OUTAGE_DAYS) as u64) as i64;
+    (family, cluster, start_ms + (k * OUTAGE_EVERY_DAYS + offset) * DAY)
+}
+
+/// Whether producers of `family` in `cluster` are in an outage at `t_ms`.
+pub fn outage(seed: u64, start_ms: i64, family: &str, cluster: &str, t_ms: i64) -> bool {
+    let k = (t_ms - start_ms).div_euclid(OUTAGE_EVERY_DAYS * DAY);
+    let (f, c, from) = outage_of(seed, start_ms, k);
+    f == family && c == cluster && (from..from + OUTAGE_DAYS * DAY).contains(&t_ms)
 }
 
 #[cfg(test)]

@@ -381,7 +381,11 @@ impl Generator {
         // Producers declare their better grades.
         let rank = grades.len() - 1 - self.rng.below(grades.len().div_ceil(2) as u64) as usize;
         let lot = flow(family).lot_t;
-        let tonnes = self.between(lot);
+        let mut tonnes = self.between(lot);
+        // A smelter outage (`demand::outage`): its cluster declares a fraction of its lots.
+        if crate::demand::outage(self.seed, self.start_ms, family, &firm.cluster, self.now) {
+            tonnes = ((tonnes as f64 * crate::demand::OUTAGE_SHARE).round() as i64).max(1);
+        }
         let price = m.1 + m.2 * rank as i64;
         let from = self.now + self.between((0, 7)) * DAY;
         let id = self.event_id("cap");
@@ -753,6 +757,31 @@ mod tests {
         let (day, night) = (by_hour[8..18].iter().sum::<f64>() / 10.0, (by_hour[..8].iter().sum::<f64>() + by_hour[18..].iter().sum::<f64>()) / 14.0);
         let intended = crate::demand::IN_HOURS / crate::demand::OUT_OF_HOURS;
         assert!((day / night / intended - 1.0).abs() < 0.2, "working hours {:.2} of the night's, intended {intended:.2}", day / night);
+    }
+
+    /// In a smelter outage its cluster declares a fifth of its usual
+    /// tonnes of the family: the first outage of a seeded run, against the
+    /// same days a week before, within 0.1 of the intended share.
+    #[test]
+    fn an_outage_cuts_what_its_cluster_declares() {
+        let start = 1_798_761_600_000;
+        let (family, cluster, from) = crate::demand::outage_of(4, start, 0);
+        let days = crate::demand::OUTAGE_DAYS * 86_400_000;
+        let (mut during, mut before) = (0i64, 0i64);
+        for e in Generator::new(&Topology::embedded(), &Catalog::embedded(), 4, start).take(((from + days - start) / STEP_MS) as usize + 1) {
+            if let SimRecord::Capacity(w) = &e.record {
+                if !e.malformed && w.kind == CapacityKind::Declared && e.key == family && w.cluster == cluster {
+                    if (from..from + days).contains(&w.event_time) {
+                        during += w.quantity_kg;
+                    } else if (from - 7 * 86_400_000..from - 7 * 86_400_000 + days).contains(&w.event_time) {
+                        before += w.quantity_kg;
+                    }
+                }
+            }
+        }
+        assert!(before > 0, "{family} {cluster}: nothing declared the week before");
+        let share = during as f64 / before as f64;
+        assert!((share - crate::demand::OUTAGE_SHARE).abs() < 0.1, "{family} in {cluster}: {share:.2} of the week before's tonnes");
     }
 
     /// Carriers offer room on the lanes the flows use, by modes they run:

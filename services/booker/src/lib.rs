@@ -60,7 +60,7 @@ pub fn router_group(cfg: &Config) -> String {
 pub async fn run(cfg: Config, reference: Reference, cancel: CancellationToken) -> Result<Stats, BookerError> {
     let codec = orelink_platform::codec(&cfg, &reference).map_err(|e| BookerError::Router(e.to_string()))?;
     let router = router_loop(&cfg, codec.clone()).map_err(|e| BookerError::Router(e.to_string()))?;
-    let processor = Processor::new(&cfg, codec, &reference, tokio::runtime::Handle::current())?;
+    let processor = Processor::new(&cfg, codec, tokio::runtime::Handle::current())?;
     let c = cancel.clone();
     let stage2 = std::thread::Builder::new()
         .name("booker-process".into())

@@ -14,7 +14,7 @@ use orelink_platform::consume::{SOURCE_HEADER, source_of};
 use orelink_platform::telemetry;
 use orelink_platform::trace::TraceContext;
 use orelink_platform::txn_loop::{self, LoopRoleError, Part, Step, Transform, TxnLoop};
-use orelink_platform::{Config, Reference};
+use orelink_platform::Config;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -52,7 +52,7 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(cfg: &Config, codec: Arc<Codec>, _reference: &Reference, rt: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
+    pub fn new(cfg: &Config, codec: Arc<Codec>, rt: tokio::runtime::Handle) -> Result<Processor, ProcessorError> {
         let txn_timeout = Duration::from_millis(cfg.matcher.transaction_timeout_ms);
         let input_topic = codec.topic(topics::LANES);
         let settings = txn_loop::Settings {
@@ -346,6 +346,7 @@ pub fn replay(config: &rdkafka::ClientConfig, topic: &str, p: i32, upto: i64, co
 mod tests {
     use super::*;
     use orelink_domain::TransportMode;
+    use orelink_platform::Reference;
 
     fn allocation() -> wire::Allocation {
         wire::Allocation {

@@ -352,11 +352,20 @@ async fn two_instances_share_the_lanes_and_hand_over_without_loss_or_duplicates(
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let a = tokio::spawn(orelink_booker::run(env.role_config("booker", "a"), env.reference.clone(), stop_a.clone()));
     let b = tokio::spawn(orelink_booker::run(env.role_config("booker", "b"), env.reference.clone(), stop_b.clone()));
-    let producing = produce_lanes(&env, &codec, 4_000);
+    let producing = produce_lanes(&env, &codec, 8_000);
+    // Both instances hold lanes partitions, and a has committed on one of its own.
+    let (group, lanes) = (orelink_booker::processor_group(&env.cfg), env.topic(topics::LANES));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while env.written(topics::BOOKINGS).await == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no bookings");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        let mine = env.group_assignment(&group, &lanes).await.filter(|m| m.len() == 2).and_then(|m| m.into_iter().find(|(id, _)| id.ends_with("-a-booker")).map(|(_, p)| p));
+        if let Some(mine) = mine {
+            let committed = env.committed(&group, &lanes).await;
+            if mine.iter().any(|p| committed.get(p).is_some_and(|o| *o > 0)) {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "instance a never committed on a lanes partition of its own");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Instance a leaves mid-stream: it drains and commits, and b takes its lanes over.
     assert!(!producing.is_finished(), "the handover must happen mid-stream");

@@ -5,9 +5,17 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
-/// `orelink <args>` as a newcomer runs it: none of the developer's settings, this stack's home and ports.
-fn orelink(home: &Path, ports: [u16; 4], args: &[&str]) -> Output {
+/// How long the demo (stack up, a 15 s run, a clean stop) may take before it
+/// counts as hung; far more than it takes on a loaded machine.
+const DEMO_DEADLINE: Duration = Duration::from_secs(300);
+
+/// `orelink <args>` as a newcomer runs it: none of the developer's settings,
+/// this stack's home and ports. A run that outlives `deadline` is stopped
+/// (SIGINT, then SIGKILL) and fails the test with what it printed, so a hang
+/// names its stage instead of stalling the suite.
+fn orelink(home: &Path, ports: [u16; 4], args: &[&str], deadline: Duration) -> Output {
     let mut cmd = Command::new(orelink_tests::orelink_bin());
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ORELINK")) {
         cmd.env_remove(k);
@@ -15,13 +23,60 @@ fn orelink(home: &Path, ports: [u16; 4], args: &[&str]) -> Output {
     for ((var, _), port) in orelink_stack::PORT_VARS.iter().zip(ports) {
         cmd.env(var, port.to_string());
     }
-    cmd.args(args)
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = cmd
+        .args(args)
         .env("ORELINK_HOME", home)
         .env("ORELINK__VIEW__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
-        .output()
-        .expect("orelink runs")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("orelink runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let read = |p: &Path| std::fs::read(p).unwrap_or_default();
+    match status {
+        Some(status) => Output { status, stdout: read(&out_path), stderr: read(&err_path) },
+        None => {
+            // SAFETY: signalling our own child, which has not been reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            let stopped = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                child.try_wait().unwrap().is_some()
+            });
+            if !stopped {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            // The stack the demo brought up goes too (not again if this was the stack's own stop).
+            if args.first() != Some(&"stack") {
+                let _ = orelink_down(home, ports);
+            }
+            panic!(
+                "`orelink {}` did not end within {deadline:?} (after SIGINT it {}):\n{}\n{}",
+                args.join(" "),
+                if stopped { "stopped" } else { "had to be killed" },
+                String::from_utf8_lossy(&read(&out_path)),
+                String::from_utf8_lossy(&read(&err_path))
+            );
+        }
+    }
+}
+
+/// `orelink stack down --purge` for this stack.
+fn orelink_down(home: &Path, ports: [u16; 4]) -> Output {
+    orelink(home, ports, &["stack", "down", "--purge"], Duration::from_secs(120))
 }
 
 /// Processes whose environment names this home (the stack's own, the demo).
@@ -39,10 +94,10 @@ fn processes_of(home: &Path) -> usize {
 fn the_first_demo_on_a_purged_stack_matches_and_exits_0() {
     let home = tempfile::tempdir().unwrap();
     let ports = orelink_tests::free_ports::<4>();
-    let out = orelink(home.path(), ports, &["demo", "--duration", "15s", "--rate", "300"]);
+    let out = orelink(home.path(), ports, &["demo", "--duration", "15s", "--rate", "300"], DEMO_DEADLINE);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Whatever happened, the stack this test made goes away.
-    let down = orelink(home.path(), ports, &["stack", "down", "--purge"]);
+    let down = orelink_down(home.path(), ports);
     assert!(out.status.success(), "the first demo failed ({}):\n{stdout}\n{stderr}", out.status);
     assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
     let done = stderr.lines().find(|l| l.contains("[demo] done:")).unwrap_or_else(|| panic!("no summary:\n{stderr}"));

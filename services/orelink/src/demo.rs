@@ -16,6 +16,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// How long the simulator, then the roles, may take to drain and commit once told to stop.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
 /// What a [`Counter`] makes of one record: whether it counts, and kilograms to add.
 type Weigh = Box<dyn Fn(&[u8]) -> (bool, i64) + Send>;
 
@@ -250,9 +253,19 @@ pub async fn run(
     }
     progress("stopping: simulator, then the roles (drain and commit)");
     sim_stop.cancel();
-    let sim_stats = sim.await??;
+    // A stop that hangs is an error naming what hangs, never a demo that runs on.
+    let sim_stats = match tokio::time::timeout(STOP_GRACE, sim).await {
+        Ok(r) => r??,
+        Err(_) => {
+            roles.cancel();
+            anyhow::bail!("the simulator did not stop within {} s (its last deliveries)", STOP_GRACE.as_secs());
+        }
+    };
     roles.cancel();
-    let stats = hub.await??;
+    let stats = match tokio::time::timeout(STOP_GRACE, hub).await {
+        Ok(r) => r??,
+        Err(_) => anyhow::bail!("roles did not stop within {} s of being told to: {}", STOP_GRACE.as_secs(), health.still_running().join(", ")),
+    };
     counter.stop();
     let (booked, unbooked_t) = (bookings.get(), bookings.kg() / 1_000);
     bookings.stop();

@@ -25,6 +25,8 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 pub struct RoleHealth {
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Whether its supervisor is still running it (or waiting to restart it).
+    pub running: bool,
 }
 
 /// Every supervised role's health, shared with whoever reports it.
@@ -42,6 +44,15 @@ impl Health {
         h.failures += 1;
         h.last_error = Some(error);
         h.failures
+    }
+
+    fn set_running(&self, role: &'static str, running: bool) {
+        self.0.lock().expect("health lock").entry(role).or_default().running = running;
+    }
+
+    /// The roles whose supervisors have not returned: after a stop, the ones that hang.
+    pub fn still_running(&self) -> Vec<&'static str> {
+        self.snapshot().into_iter().filter(|(_, h)| h.running).map(|(role, _)| role).collect()
     }
 
     /// One line per role that has failed, e.g. `view failed 2 times, last: redis: ...`.
@@ -110,6 +121,15 @@ where
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
+    // Marks the role stopped however supervision ends.
+    struct Running(Health, &'static str);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.set_running(self.1, false);
+        }
+    }
+    health.set_running(role, true);
+    let _running = Running(health.clone(), role);
     let mut backoff = FIRST_BACKOFF;
     loop {
         let started = Instant::now();
@@ -189,6 +209,7 @@ mod tests {
         assert_eq!(h.failures, 2);
         assert_eq!(h.last_error.as_deref(), Some("panicked: poison"));
         assert_eq!(health.report().len(), 1);
+        assert!(health.still_running().is_empty(), "its supervisor returned");
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,7 +4,9 @@
 //   node dashboard.mjs <base-url> <token> <expected-allocation-id> <screenshot.png>
 //
 // 1. Loads the dashboard with the token; waits until it has rendered data.
-// 2. Checks the figures it shows against the API's answers for the same cluster.
+// 2. Checks the figures it shows against the API's answers for the same cluster,
+//    and the lane map: sites placed by their coordinates, the Baise -> Nanning
+//    lane drawn with the tonnes booked on it, its row with the API's figures.
 // 3. Prints "READY <hub allocations>" and waits for the allocation the caller
 //    is about to cause: the page must show it (live, through SSE) without a reload.
 // 4. Saves a screenshot and prints a JSON summary as the last line.
@@ -67,6 +69,37 @@ try {
   if (!(await text("period-range")).includes("全部")) fail("the range does not name the period: " + (await text("period-range")));
   await page.waitForSelector("#series circle", { timeout: 10000 }).catch(() => fail("no series drawn for the period"));
   checks["declared (7 days, then all)"] = `${declared.week} -> ${declared.all}`;
+
+  // The carriers' lanes: the map and the table show what /api/v1/lanes says.
+  const lanes = await api("/api/v1/lanes");
+  const bn = lanes.lanes.find((l) => l.lane === "baise>nanning");
+  if (!bn || !(bn.booked_kg > 0)) fail("the API has no bookings on baise>nanning: " + JSON.stringify(lanes.lanes));
+  const sel = (attr, v) => `[${attr}="${v}"]`;
+  await page.waitForSelector(`path${sel("data-lane", "baise>nanning")}`, { timeout: 10000 }).catch(() => fail("the map draws no baise>nanning lane"));
+  const label = (await page.textContent(`text${sel("data-lane-label", "baise>nanning")}`)).trim();
+  if (label !== tonnes(bn.booked_kg)) fail(`the lane's label shows ${JSON.stringify(label)}, the API has ${tonnes(bn.booked_kg)} booked`);
+  const cell = async (f) => (await page.textContent(`tr${sel("data-lane", "baise>nanning")} td[data-f=${f}]`)).trim();
+  const cny = (x) => (x == null ? "—" : x.toFixed(0));
+  const row = {
+    offered: tonnes(bn.offered_kg).replace(" t", ""),
+    booked: tonnes(bn.booked_kg).replace(" t", ""),
+    remaining: tonnes(bn.remaining_kg).replace(" t", ""),
+    unbooked: `${bn.unbooked} · ${tonnes(bn.unbooked_kg)}`,
+    "booked-cny": cny(bn.booked_cny_per_t),
+    "planning-cny": cny(bn.planning_cny_per_t),
+  };
+  for (const [f, want] of Object.entries(row)) {
+    const got = await cell(f);
+    if (got !== want) fail(`lane baise>nanning, ${f}: the page shows ${JSON.stringify(got)}, the API says ${JSON.stringify(want)}`);
+  }
+  // Sites where their coordinates put them: every site drawn, Baise west of
+  // Nanning, Fangchenggang (the coast) south of it, Hechi north.
+  const sites = lanes.clusters.reduce((n, c) => n + c.sites.length, 0);
+  if ((await page.$$("#lane-map circle[data-site]")).length !== sites) fail(`the map draws ${(await page.$$("#lane-map circle[data-site]")).length} sites, the topology has ${sites}`);
+  const pos = async (c) => page.$eval(`#lane-map text${sel("data-cluster-label", c)}`, (e) => [Number(e.getAttribute("x")), Number(e.getAttribute("y"))]);
+  const [b, n, f, h] = [await pos("baise"), await pos("nanning"), await pos("fangchenggang"), await pos("hechi")];
+  if (!(b[0] < n[0] && f[1] > n[1] && h[1] < n[1])) fail(`clusters misplaced: baise ${b}, nanning ${n}, fangchenggang ${f}, hechi ${h}`);
+  checks["lane baise>nanning"] = `${label} booked; ${JSON.stringify(row)}`;
 
   console.log(`READY ${hubAllocations}`);
   // Live update: the new allocation's row and the larger count, without reloading.

@@ -1,9 +1,12 @@
 //! The operators' dashboard end to end in headless Chromium (Debian's
 //! `chromium`, driven by playwright-core from `tests/browser/`): it loads,
-//! shows the numbers the API returns, and shows a new allocation live. The
-//! screenshot is kept in `tests/artifacts/dashboard.png`.
+//! shows the numbers the API returns, draws the carriers' lanes between the
+//! clusters placed by their coordinates with the tonnes the booker booked,
+//! and shows a new allocation live. The screenshot is kept in
+//! `tests/artifacts/dashboard.png`.
 
-use orelink_domain::events::{CapacityKind, OrderKind, wire};
+use orelink_domain::TransportMode;
+use orelink_domain::events::{CapacityKind, OrderKind, TransportOfferKind, wire};
 use orelink_domain::topology::topics;
 use orelink_tests::{TestEnv, repo_root};
 use std::process::Stdio;
@@ -30,6 +33,67 @@ fn order(id: &str, kg: i64) -> wire::OrderEvent {
     }
 }
 
+const T0: i64 = 1_795_000_000_000;
+const HOUR: i64 = 3_600_000;
+
+/// Room on the Baise -> Nanning road from Guiyun Road Haulage (`topology/partners.toml`).
+fn offer(id: &str, kg: i64, price: i64, transit_hours: i64) -> wire::TransportOffer {
+    wire::TransportOffer {
+        event_id: format!("evt-{id}"),
+        event_time: T0,
+        offer_id: id.into(),
+        kind: TransportOfferKind::Offered,
+        carrier_id: "91451200MA5L0GYH4H".into(),
+        mode: TransportMode::Road,
+        from_cluster: "baise".into(),
+        to_cluster: "nanning".into(),
+        capacity_kg: kg,
+        available_from: T0,
+        available_until: T0 + 72 * HOUR,
+        price_cny_per_t: price,
+        transit_hours,
+    }
+}
+
+/// Baise aluminium for Nanning, as the matcher decides it, leaving in an hour.
+fn cross_cluster_allocation(id: &str, kg: i64, deliver_by: i64) -> wire::Allocation {
+    wire::Allocation {
+        allocation_id: id.into(),
+        order_id: format!("ORD-{id}"),
+        capacity_id: "CAP-DASH-BAISE".into(),
+        order_cluster: "nanning".into(),
+        capacity_cluster: "baise".into(),
+        buyer_id: "91450100MA5L0ABC1X".into(),
+        provider_id: "91451000MA5L0PRV1Y".into(),
+        product_code: "AL-INGOT-AL99.70".into(),
+        quantity_kg: kg,
+        price_cny_per_t: 20_400,
+        freight_cny_per_t: 120,
+        from_site: "baise-pingguo-smelter".into(),
+        destination_site: "nanning-jiangnan-processing".into(),
+        decided_at: T0,
+        explanation: wire::Explanation {
+            rank: 1,
+            home_cluster: false,
+            requested_product_code: "AL-INGOT-AL99.70".into(),
+            landed_cost_cny_per_t: 20_520,
+            distance_km: 250,
+            transit_hours: 10,
+            mode: TransportMode::Road,
+            energy_kwh_per_t: None,
+            summary: "test".into(),
+        },
+        pick_up: Some(T0 + HOUR),
+        deliver_by: Some(deliver_by),
+    }
+}
+
+async fn lane(addr: std::net::SocketAddr, key: &str) -> Option<serde_json::Value> {
+    let r = reqwest::Client::new().get(format!("http://{addr}/api/v1/lanes")).bearer_auth(TOKEN).send().await.unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["lanes"].as_array().unwrap().iter().find(|l| l["lane"] == key).cloned()
+}
+
 async fn allocations_of(addr: std::net::SocketAddr, order: &str) -> usize {
     let r = reqwest::Client::new().get(format!("http://{addr}/api/v1/orders/{order}/allocations")).bearer_auth(TOKEN).send().await.unwrap();
     if r.status() == 404 {
@@ -53,6 +117,7 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
     let cancel = CancellationToken::new();
     let matcher = tokio::spawn(orelink_matcher::run(env.role_config("matcher", "dashboard"), env.reference.clone(), cancel.clone()));
+    let booker = tokio::spawn(orelink_booker::run(env.role_config("booker", "dashboard"), env.reference.clone(), cancel.clone()));
     let mut cfg = env.as_role("view");
     cfg.view.listen = "127.0.0.1:0".into();
     cfg.view.operator_token_digests = orelink_platform::config::sha256_hex(TOKEN);
@@ -98,7 +163,7 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     };
     env.produce(&ct, "AL-INGOT", &codec.encode(&ct, &early).await.unwrap()).await;
     env.produce(&ct, "AL-INGOT", &codec.encode(&ct, &cap).await.unwrap()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     // The router reads capacity and orders independently: send the order once the capacity is in the book.
     while env.read_topic(&env.topic(topics::MARKET)).await.is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "the capacity never reached the matcher");
@@ -116,10 +181,46 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
         reserved_kg: 250_000,
     };
     env.produce(&it, "nanning-jiangnan-processing/AL-INGOT-AL99.70", &codec.encode(&it, &stock).await.unwrap()).await;
+    let mut view = view;
+    if view.is_finished() {
+        panic!("the view stopped: {:?}", (&mut view).await);
+    }
     while allocations_of(addr, "ORD-DASH-A").await == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the first allocation never reached the view");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Carriers' room from Baise to Nanning (a cheap and a dearer truck, and a
+    // barge too slow for anything), then two allocations of that lane: 80 t
+    // due in ten days (60 t on the cheap offer, 20 t on the dearer one) and
+    // 15 t due before any offer arrives (unbooked).
+    let offers = env.topic(topics::TRANSPORT_OFFERS);
+    for o in [offer("OFF-DASH-CHEAP", 60_000, 100, 8), offer("OFF-DASH-DEAR", 50_000, 110, 8), offer("OFF-DASH-SLOW", 200_000, 60, 400)] {
+        env.produce(&offers, "baise>nanning", &codec.encode(&offers, &o).await.unwrap()).await;
+    }
+    let lanes = env.topic(topics::LANES);
+    while env.read_topic(&lanes).await.iter().filter(|r| rdkafka::Message::key(*r) == Some(&b"baise>nanning"[..])).count() < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the offers never reached the lanes topic");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at = env.topic(topics::ALLOCATIONS);
+    for a in [cross_cluster_allocation("ALC-DASH-LANE-1", 80_000, T0 + 240 * HOUR), cross_cluster_allocation("ALC-DASH-LANE-2", 15_000, T0 + 5 * HOUR)] {
+        env.produce(&at, "AL-INGOT", &codec.encode(&at, &a).await.unwrap()).await;
+    }
+    let want = |l: &serde_json::Value| {
+        (l["booked_kg"].as_i64(), l["unbooked_kg"].as_i64(), l["booked_parts"].as_i64(), l["unbooked"].as_i64()) == (Some(80_000), Some(15_000), Some(2), Some(1))
+    };
+    let booked = loop {
+        match lane(addr, "baise>nanning").await {
+            Some(l) if want(&l) => break l,
+            other => assert!(tokio::time::Instant::now() < deadline, "the lane's bookings never reached the view: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Room: 310 t offered, 80 t of it booked; freight 60 t at 100 and 20 t at 110 CNY/t against the planning 120.
+    assert_eq!((booked["offers"].as_i64(), booked["offered_kg"].as_i64(), booked["remaining_kg"].as_i64()), (Some(3), Some(310_000), Some(230_000)), "{booked}");
+    assert_eq!((booked["booked_cny_per_t"].as_f64(), booked["planning_cny_per_t"].as_f64()), (Some(102.5), Some(120.0)), "{booked}");
+    assert_eq!(booked["modes"], serde_json::json!(["ROAD"]));
+
     // Let the order's status land too, so the page and the API see one state.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -164,9 +265,11 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     assert_eq!(summary["before"], before);
     assert!(summary["after"].as_i64().unwrap() > before, "{summary}");
     assert!(summary["explanation"].as_str().unwrap().contains("nanning-jiangnan-processing"), "{summary}");
+    assert!(summary["checked"].as_array().unwrap().iter().any(|c| c == "lane baise>nanning"), "{summary}");
     assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "no screenshot at {}", shot.display());
 
     cancel.cancel();
     matcher.await.unwrap().unwrap();
+    booker.await.unwrap().unwrap();
     view.await.unwrap().unwrap();
 }

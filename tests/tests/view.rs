@@ -335,3 +335,113 @@ async fn closed_orders_and_capacity_leave_redis_and_their_numbers_stay() {
     hub.cancel();
     matcher.await.unwrap().unwrap();
 }
+
+/// Carriers' lanes in the view: offers from `orelink.transport-offers.v1` and
+/// bookings from `orelink.bookings.v1`, read independently, so bookings may
+/// come before the offers they use and withdrawals before their offers. The
+/// lane's figures are the same whatever the order: bookings first (one of
+/// them twice, at two offsets), then the offers, a withdrawal and an offer
+/// whose window ended before the lane's latest event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lane_figures_add_up_whatever_order_offers_and_bookings_arrive_in() {
+    use orelink_domain::TransportMode;
+    use orelink_domain::events::{TransportOfferKind, wire};
+    const T0: i64 = 1_795_000_000_000;
+    const HOUR: i64 = 3_600_000;
+    let _alone = REDIS_WIPES.lock().await;
+    let env = TestEnv::new().await;
+    env.apply().await;
+    let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
+    let stop = CancellationToken::new();
+    let (view, bound) = start_view(&env, stop.clone());
+    let addr = bound.await.unwrap();
+
+    let booking = |id: &str, offer: Option<&str>, kg: i64, price: i64, planning: i64, at: i64| wire::Booking {
+        booking_id: id.into(),
+        allocation_id: format!("ALC-{id}"),
+        from_cluster: "baise".into(),
+        to_cluster: "nanning".into(),
+        booked: offer.is_some(),
+        offer_id: offer.map(str::to_owned),
+        carrier_id: offer.map(|_| "91451200MA5L0GYH4H".to_owned()),
+        mode: offer.map(|_| TransportMode::Road),
+        quantity_kg: kg,
+        pick_up: at,
+        arrival: offer.map(|_| at + 8 * HOUR),
+        price_cny_per_t: offer.map(|_| price),
+        planning_freight_cny_per_t: planning,
+        decided_at: at,
+    };
+    let offer = |id: &str, kind: TransportOfferKind, (from, to): (&str, &str), kg: i64, until: i64| wire::TransportOffer {
+        event_id: format!("evt-{id}-{kind:?}"),
+        event_time: T0,
+        offer_id: id.into(),
+        kind,
+        carrier_id: "91451200MA5L0GYH4H".into(),
+        mode: TransportMode::Road,
+        from_cluster: from.into(),
+        to_cluster: to.into(),
+        capacity_kg: kg,
+        available_from: T0 - HOUR,
+        available_until: until,
+        price_cny_per_t: 100,
+        transit_hours: 8,
+    };
+    let bookings = env.topic(topics::BOOKINGS);
+    let x1 = codec.encode(&bookings, &booking("BKG-X-1", Some("OFF-A"), 40_000, 100, 120, T0)).await.unwrap();
+    for bytes in [
+        x1.clone(),
+        x1,
+        codec.encode(&bookings, &booking("BKG-X-2", Some("OFF-B"), 20_000, 110, 120, T0)).await.unwrap(),
+        codec.encode(&bookings, &booking("UNB-X", None, 15_000, 0, 120, T0)).await.unwrap(),
+        // Three hours on: offer C's window has ended by then.
+        codec.encode(&bookings, &booking("BKG-Y-1", Some("OFF-A"), 10_000, 100, 130, T0 + 3 * HOUR)).await.unwrap(),
+    ] {
+        env.produce(&bookings, "baise>nanning", &bytes).await;
+    }
+    let offers = env.topic(topics::TRANSPORT_OFFERS);
+    let bn = ("baise", "nanning");
+    for o in [
+        offer("OFF-B", TransportOfferKind::Withdrawn, bn, 50_000, T0 + 72 * HOUR),
+        offer("OFF-A", TransportOfferKind::Offered, bn, 60_000, T0 + 72 * HOUR),
+        offer("OFF-B", TransportOfferKind::Offered, bn, 50_000, T0 + 72 * HOUR),
+        offer("OFF-C", TransportOfferKind::Offered, bn, 200_000, T0 + 2 * HOUR),
+        offer("OFF-D", TransportOfferKind::Offered, ("hechi", "nanning"), 30_000, T0 + 72 * HOUR),
+    ] {
+        let key = format!("{}>{}", o.from_cluster, o.to_cluster);
+        env.produce(&offers, &key, &codec.encode(&offers, &o).await.unwrap()).await;
+    }
+
+    // 310 t offered, B withdrawn after 20 t, C past its window: A's 10 t left.
+    // Booked 70 t: 40 t and 10 t at 100 CNY/t, 20 t at 110, against 120, 120 and 130 planned.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let lanes = loop {
+        let body = api(addr, "/api/v1/lanes").await;
+        let l = body["lanes"].as_array().unwrap().iter().find(|l| l["lane"] == "baise>nanning").cloned();
+        if l.as_ref().is_some_and(|l| l["offers"] == 3 && l["withdrawn"] == 1 && l["booked_parts"] == 3 && l["unbooked"] == 1) && body["lanes"].as_array().unwrap().len() == 2 {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the view never applied the lanes' records: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let l = lanes["lanes"].as_array().unwrap().iter().find(|l| l["lane"] == "baise>nanning").unwrap();
+    let n = |f: &str| l[f].as_i64().unwrap_or_else(|| panic!("{f} in {l}"));
+    assert_eq!((n("offered_kg"), n("booked_kg"), n("remaining_kg"), n("unbooked_kg")), (310_000, 70_000, 10_000, 15_000), "{l}");
+    let per_t = |f: &str| l[f].as_f64().unwrap();
+    assert!((per_t("booked_cny_per_t") - 7_200.0 / 70.0).abs() < 1e-9, "{l}");
+    assert!((per_t("planning_cny_per_t") - 8_500.0 / 70.0).abs() < 1e-9, "{l}");
+    assert_eq!((l["from_cluster"].as_str(), l["to_cluster"].as_str(), &l["modes"]), (Some("baise"), Some("nanning"), &serde_json::json!(["ROAD"])));
+    // The map's clusters, at the centre of their sites.
+    let clusters = lanes["clusters"].as_array().unwrap();
+    assert_eq!(clusters.len(), env.reference.topology.clusters.len());
+    assert!(clusters.iter().all(|c| c["sites"].as_array().is_some_and(|s| !s.is_empty()) && c["lat"].as_f64().is_some_and(|lat| (20.0..27.0).contains(&lat))));
+
+    // Baise's operators see the lanes from or to Baise only.
+    let (status, baise) = get_as(addr, "/api/v1/lanes", BAISE_TOKEN).await;
+    assert_eq!(status, 200);
+    let seen: Vec<&str> = baise["lanes"].as_array().unwrap().iter().map(|l| l["lane"].as_str().unwrap()).collect();
+    assert_eq!(seen, ["baise>nanning"]);
+
+    stop.cancel();
+    view.await.unwrap();
+}

@@ -104,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/orders/{order_id}/allocations", get(order_allocations))
         .route("/api/v1/allocations/latest", get(latest_allocations))
         .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/lanes", get(lanes))
         .route("/api/v1/dead-letters", get(dead_letters))
         .route("/api/v1/stream", get(stream))
         .layer(middleware::from_fn_with_state(state.clone(), authorise));
@@ -132,7 +133,7 @@ async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     resp
 }
 
-pub(crate) const ROUTES: [&str; 15] = [
+pub(crate) const ROUTES: [&str; 16] = [
     "/api/v1/clusters",
     "/api/v1/clusters/{cluster}",
     "/api/v1/cells",
@@ -141,6 +142,7 @@ pub(crate) const ROUTES: [&str; 15] = [
     "/api/v1/orders/{order_id}/allocations",
     "/api/v1/allocations/latest",
     "/api/v1/timeseries",
+    "/api/v1/lanes",
     "/api/v1/dead-letters",
     "/api/v1/stream",
     "/",
@@ -380,6 +382,26 @@ async fn timeseries(State(state): State<Arc<AppState>>, Extension(scope): Extens
     let period = period_of(&q.period, &q.since)?;
     let (covered, points) = state.store.series_over(&c, &f, period).await?;
     Ok(Json(json!({"cluster": c, "family": f, "period": covered, "points_kg": points})))
+}
+
+/// Carriers' lanes: each lane's offers, bookings and freight against the
+/// planning figure (a scoped token sees the lanes from or to its clusters),
+/// and the clusters with their sites' coordinates for the map.
+async fn lanes(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>) -> ApiResult<serde_json::Value> {
+    let lanes: Vec<crate::store::LaneFigures> =
+        state.store.lanes().await?.into_iter().filter(|l| scope.sees(&l.from_cluster) || scope.sees(&l.to_cluster)).collect();
+    let clusters: Vec<serde_json::Value> = state
+        .topology
+        .clusters
+        .iter()
+        .map(|c| {
+            let n = c.sites.len().max(1) as f64;
+            let (lat, lon) = (c.sites.iter().map(|s| s.lat).sum::<f64>() / n, c.sites.iter().map(|s| s.lon).sum::<f64>() / n);
+            let sites: Vec<serde_json::Value> = c.sites.iter().map(|s| json!({"id": s.id.as_str(), "name": s.name, "name_zh": s.name_zh, "kind": s.kind, "lat": s.lat, "lon": s.lon})).collect();
+            json!({"id": c.id.as_str(), "name": c.name, "name_zh": c.name_zh, "lat": lat, "lon": lon, "sites": sites})
+        })
+        .collect();
+    Ok(Json(json!({"lanes": lanes, "clusters": clusters, "clock_ms": state.store.clock().await?})))
 }
 
 async fn dead_letters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {

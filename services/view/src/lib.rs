@@ -14,6 +14,9 @@
 //! instances change nothing twice. Redis is a cache: `orelink view rebuild`
 //! (or a FLUSHALL, which the running role notices) recomputes it from Kafka.
 
+// The OpenAPI document is one json! literal, deeper than the default limit.
+#![recursion_limit = "256"]
+
 pub mod http;
 pub mod materialise;
 pub mod metrics;

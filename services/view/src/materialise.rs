@@ -5,9 +5,9 @@
 //!
 //! Bad input never stops it. A record that does not decode or validate is
 //! dead-lettered here when the view is the only role that reads its topic
-//! (`DEAD_LETTERS_FOR`: inventory, allocations, dead letters); elsewhere its
+//! (`DEAD_LETTERS_FOR`: inventory, allocations, bookings, dead letters); elsewhere its
 //! other reader dead-letters it (the router orders, capacity and shares, the
-//! share role order statuses) and the view only skips it. A record the script
+//! share role order statuses, the booker's router carriers' offers) and the view only skips it. A record the script
 //! cannot apply is found by the script itself, dead-lettered with the
 //! script's reason, and passed over; the rest of its batch goes on. Only
 //! Redis or Kafka being unreachable is retried, and those never skip a record.
@@ -36,11 +36,13 @@ pub const SCRIPT: &str = include_str!("view.lua");
 /// market topic, where the doors write it and the router forwards what
 /// Kafka clients write to `orelink.capacity.v1`, so each declaration counts
 /// once; the market's orders and routed shares are skipped (demand comes
-/// from the matcher's statuses, shares from their own topic).
-pub const INPUTS: [&str; 6] = [topics::MARKET, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::INVENTORY, topics::DLQ];
+/// from the matcher's statuses, shares from their own topic). Carriers'
+/// offers and the booker's bookings make the lanes' figures.
+pub const INPUTS: [&str; 8] =
+    [topics::MARKET, topics::ORDER_STATUS, topics::ALLOCATIONS, topics::SHARED_ORDERS, topics::INVENTORY, topics::DLQ, topics::TRANSPORT_OFFERS, topics::BOOKINGS];
 
 /// Inputs whose bad records no other hub role dead-letters.
-pub const DEAD_LETTERS_FOR: [&str; 3] = [topics::INVENTORY, topics::ALLOCATIONS, topics::DLQ];
+pub const DEAD_LETTERS_FOR: [&str; 4] = [topics::INVENTORY, topics::ALLOCATIONS, topics::BOOKINGS, topics::DLQ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterialiseError {

@@ -47,6 +47,7 @@ pub fn document() -> Value {
             "/api/v1/orders/{order_id}/allocations": {"get": op("An order's status and allocations with their explanations", vec![param("order_id", "path", true, "Order id")], "OrderAllocations")},
             "/api/v1/allocations/latest": {"get": op("Latest allocations across the hub, newest first", vec![limit_q()], "Allocations")},
             "/api/v1/timeseries": {"get": op("kg of demand placed, capacity declared and allocated over event time: without a period, per minute of the last 24 h (minute_kg); with one, points_kg per minute (24h), hour (7d) or day (since, all)", [vec![cluster_q(), param("family", "query", true, "Product family, e.g. AL-INGOT")], period_q()].concat(), "Series")},
+            "/api/v1/lanes": {"get": op("Carriers' lanes: per lane, room offered, booked and remaining, unbooked allocations, and booked freight per tonne against the planning figure; with the clusters and their sites' coordinates for the map", vec![], "Lanes")},
             "/api/v1/dead-letters": {"get": op("Dead letters by error class", vec![], "DeadLetters")},
             "/api/v1/stream": {"get": {
                 "summary": "Server-sent events: one `change` event per batch applied to the view (count and new allocations)",
@@ -94,6 +95,22 @@ pub fn document() -> Value {
                     "minute_kg": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}},
                     "points_kg": {"type": "object", "description": "[slot_start_ms, kg] per series, the slot being period.resolution", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}},
                     "period": {"$ref": "#/components/schemas/Period"}}},
+                "Lanes": {"type": "object", "properties": {
+                    "lanes": {"type": "array", "items": {"$ref": "#/components/schemas/Lane"}},
+                    "clusters": {"type": "array", "items": {"type": "object", "description": "A cluster at the centre of its sites (WGS84 degrees), with its sites", "properties": {
+                        "id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"},
+                        "sites": {"type": "array", "items": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "name_zh": {"type": "string"}, "kind": {"type": "string"}, "lat": {"type": "number"}, "lon": {"type": "number"}}}}
+                    }}},
+                    "clock_ms": {"type": ["integer", "null"]}
+                }},
+                "Lane": {"type": "object", "description": "Counts since the first event; remaining_kg is the room of offers neither withdrawn nor past their window at the lane's latest event", "properties": {
+                    "lane": {"type": "string", "description": "<from_cluster>><to_cluster>"}, "from_cluster": {"type": "string"}, "to_cluster": {"type": "string"},
+                    "modes": {"type": "array", "items": {"type": "string"}},
+                    "offers": {"type": "integer"}, "offered_kg": {"type": "integer"}, "withdrawn": {"type": "integer"},
+                    "booked_parts": {"type": "integer"}, "booked_kg": {"type": "integer"}, "remaining_kg": {"type": "integer"},
+                    "unbooked": {"type": "integer"}, "unbooked_kg": {"type": "integer"},
+                    "booked_cny_per_t": {"type": ["number", "null"]}, "planning_cny_per_t": {"type": ["number", "null"]}
+                }},
                 "DeadLetters": {"type": "object", "properties": {"by_class": {"type": "object", "additionalProperties": {"type": "integer"}}}}
             }
         }

@@ -31,6 +31,14 @@ pub enum Body {
     Sh { f: String, ord: String, kind: &'static str, origin: String, targets: Vec<String>, j: String },
     /// A site's stock of one product (`p`), in its site's cluster (`c`).
     Inv { site: String, c: String, f: String, p: String, oh: i64, rs: i64, at: i64 },
+    /// A carrier's offer (`O`) or its withdrawal (`W`) on lane `l`: room
+    /// `cap` (kg) until `upto` (`until` is a word of Lua's), by `mode`.
+    Off { l: String, id: String, kind: &'static str, cap: i64, upto: i64, mode: &'static str, at: i64 },
+    /// A part of an allocation booked onto offer `off` (`b` = 1), or its
+    /// unbooked remainder (`b` = 0), on lane `l`; `cny` the freight it costs
+    /// at the offer's price and `pcny` at the planning figure (CNY), -1 when
+    /// unknown or past what the script adds exactly.
+    Bk { l: String, id: String, off: String, b: i64, q: i64, cny: i64, pcny: i64, at: i64 },
     /// A dead letter, counted by class.
     Dl { class: &'static str },
     /// Input the view does not use, or cannot decode: only the offset moves.
@@ -44,6 +52,18 @@ fn energy_kwh(kwh_per_t: Option<i64>, kg: i64) -> i64 {
         .and_then(|e| e.checked_mul(kg))
         .and_then(|x| x.checked_add(500))
         .map(|x| x / 1000)
+        .unwrap_or(-1)
+}
+
+/// CNY/t times kg, in CNY (rounded); -1 when unknown or not exact in the script.
+fn cost_cny(cny_per_t: Option<i64>, kg: i64) -> i64 {
+    const EXACT: i64 = 1 << 53;
+    cny_per_t
+        .filter(|p| *p >= 0)
+        .and_then(|p| p.checked_mul(kg))
+        .and_then(|x| x.checked_add(500))
+        .map(|x| x / 1000)
+        .filter(|c| *c < EXACT)
         .unwrap_or(-1)
 }
 
@@ -114,6 +134,28 @@ pub fn op_of(t: String, o: i64, record: Option<&Record>, topology: &Topology) ->
             },
             // Validation found the site in this topology; a site outside every cluster holds no stock here.
             None => Body::Skip {},
+        },
+        Some(Record::TransportOffer(o)) => Body::Off {
+            l: o.lane().key(),
+            id: o.offer_id.clone(),
+            kind: match o.kind {
+                orelink_domain::events::TransportOfferKind::Offered => "O",
+                orelink_domain::events::TransportOfferKind::Withdrawn => "W",
+            },
+            cap: o.capacity.to_wire(),
+            upto: o.available_until.0,
+            mode: o.mode.as_str(),
+            at: o.event_time.0,
+        },
+        Some(Record::Booking(b)) => Body::Bk {
+            l: orelink_domain::booking::Lane::new(&b.from_cluster, &b.to_cluster).key(),
+            id: b.booking_id.clone(),
+            off: b.offer_id.clone().unwrap_or_default(),
+            b: i64::from(b.booked),
+            q: b.quantity_kg,
+            cny: if b.booked { cost_cny(b.price_cny_per_t, b.quantity_kg) } else { -1 },
+            pcny: cost_cny(Some(b.planning_freight_cny_per_t), b.quantity_kg),
+            at: b.decided_at,
         },
         Some(Record::DeadLetter(d)) => Body::Dl { class: d.error_class.as_str() },
         _ => Body::Skip {},

@@ -240,6 +240,58 @@ pub fn date_of(z: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// One lane's carriers' offers and bookings (from the offers and bookings topics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LaneFigures {
+    /// `<from>><to>`.
+    pub lane: String,
+    pub from_cluster: String,
+    pub to_cluster: String,
+    /// Modes the lane's offers came by.
+    pub modes: Vec<String>,
+    /// Offers made and the room they offered (kg), and withdrawals.
+    pub offers: i64,
+    pub offered_kg: i64,
+    pub withdrawn: i64,
+    /// Parts of allocations booked onto offers, and their kilograms.
+    pub booked_parts: i64,
+    pub booked_kg: i64,
+    /// Room left on offers that are neither withdrawn nor past their window
+    /// at the lane's latest event.
+    pub remaining_kg: i64,
+    /// Allocations (or their remainders) no offer could carry.
+    pub unbooked: i64,
+    pub unbooked_kg: i64,
+    /// Freight of the booked parts at the offers' prices and at the
+    /// matcher's planning figure, per tonne; null before any booking.
+    pub booked_cny_per_t: Option<f64>,
+    pub planning_cny_per_t: Option<f64>,
+}
+
+impl LaneFigures {
+    fn from_hash(lane: &str, h: &BTreeMap<String, i64>, modes: Vec<String>) -> Option<LaneFigures> {
+        let (from, to) = lane.split_once('>')?;
+        let g = |k: &str| h.get(k).copied().unwrap_or(0);
+        let per_t = |cny: i64| (g("costed_kg") > 0).then(|| cny as f64 * 1000.0 / g("costed_kg") as f64);
+        Some(LaneFigures {
+            lane: lane.to_owned(),
+            from_cluster: from.to_owned(),
+            to_cluster: to.to_owned(),
+            modes,
+            offers: g("offers"),
+            offered_kg: g("offered_kg"),
+            withdrawn: g("withdrawn"),
+            booked_parts: g("parts"),
+            booked_kg: g("booked_kg"),
+            remaining_kg: g("room_kg").max(0),
+            unbooked: g("unbooked"),
+            unbooked_kg: g("unbooked_kg"),
+            booked_cny_per_t: per_t(g("booked_cny")),
+            planning_cny_per_t: per_t(g("planning_cny")),
+        })
+    }
+}
+
 pub struct Store {
     redis: ConnectionManager,
     prefix: String,
@@ -462,6 +514,32 @@ impl Store {
             }
         }
         Ok((covered, out))
+    }
+
+    /// Every lane the view has seen an offer or a booking on, sorted by key.
+    pub async fn lanes(&self) -> RedisResult<Vec<LaneFigures>> {
+        let mut con = self.redis.clone();
+        let mut keys: Vec<String> = redis::cmd("SMEMBERS").arg(self.key("lanes")).query_async(&mut con).await?;
+        keys.sort();
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("HGETALL").arg(self.key(&format!("lane:{k}")));
+            pipe.cmd("SMEMBERS").arg(self.key(&format!("lanem:{k}")));
+        }
+        let replies: Vec<redis::Value> = pipe.query_async(&mut con).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (k, pair) in keys.iter().zip(replies.chunks(2)) {
+            let h: BTreeMap<String, i64> = redis::from_redis_value(pair[0].clone())?;
+            let mut modes: Vec<String> = redis::from_redis_value(pair[1].clone())?;
+            modes.sort();
+            if let Some(l) = LaneFigures::from_hash(k, &h, modes) {
+                out.push(l);
+            }
+        }
+        Ok(out)
     }
 
     /// Dead letters counted by error class.

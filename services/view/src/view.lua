@@ -282,6 +282,118 @@ apply.inv = function(op)
   return true
 end
 
+-- Carriers' lanes. Per lane (`lane:<from>><to>`): offers and the room they
+-- offered, withdrawals, parts booked and their kilograms, unbooked
+-- remainders, the freight of the booked parts at the offers' prices and at
+-- the planning figure, and `room_kg`: what live offers still have. An
+-- offer's room counts while it is offered, not withdrawn and its window has
+-- not ended by the lane's latest event time; each event changes the lane by
+-- the difference it makes to its offer's room, so offers, withdrawals and
+-- bookings may arrive in any order across their topics.
+local function lagg(lane, field, delta)
+  if delta ~= 0 then
+    redis.call('HINCRBY', P .. 'lane:' .. lane, field, d(delta))
+  end
+end
+
+local function offer_room(h)
+  if num(h.seen) == 1 and num(h.w) ~= 1 and num(h.x) ~= 1 then
+    return math.max(num(h.cap) - num(h.bk), 0)
+  end
+  return 0
+end
+
+-- An offer with no room left, withdrawn or past its window is closed: its
+-- record expires and it leaves the lane's window index.
+local function settle_offer(lane, id, key, h)
+  if num(h.seen) == 1 and offer_room(h) == 0 then
+    redis.call('ZREM', P .. 'lanew:' .. lane, id)
+    redis.call('PEXPIRE', key, RETAIN)
+  end
+end
+
+-- Offers of the lane whose window ended before the lane's clock (the
+-- latest event time it has seen, `at` included) stop counting, a few per
+-- event; an offer applied after a later event of its lane is swept at once.
+local function sweep_lane(lane, at)
+  local key = P .. 'lane:' .. lane
+  local seen = num(redis.call('HGET', key, 'clock'))
+  if at > seen then
+    redis.call('HSET', key, 'clock', d(at))
+  else
+    at = seen
+  end
+  local ended = redis.call('ZRANGEBYSCORE', P .. 'lanew:' .. lane, '-inf', '(' .. d(at), 'LIMIT', 0, 20)
+  for _, id in ipairs(ended) do
+    local key = P .. 'off:' .. id
+    local h = hget_all(key)
+    local before = offer_room(h)
+    h.x = 1
+    redis.call('HSET', key, 'x', 1)
+    lagg(lane, 'room_kg', offer_room(h) - before)
+    settle_offer(lane, id, key, h)
+  end
+end
+
+apply.off = function(op)
+  int(op, 'cap'); int(op, 'upto'); int(op, 'at')
+  local key = P .. 'off:' .. op.id
+  local h = hget_all(key)
+  local before = offer_room(h)
+  if op.kind == 'O' then
+    if num(h.seen) == 1 then return false end
+    h.seen, h.cap = 1, op.cap
+    redis.call('HSET', key, 'seen', 1, 'cap', d(op.cap), 'until', d(op.upto), 'l', op.l, 'mode', op.mode)
+    lagg(op.l, 'offers', 1)
+    lagg(op.l, 'offered_kg', op.cap)
+    redis.call('SADD', P .. 'lanem:' .. op.l, op.mode)
+    if offer_room(h) > 0 then
+      redis.call('ZADD', P .. 'lanew:' .. op.l, d(op.upto), op.id)
+    end
+  else
+    if num(h.w) == 1 then return false end
+    h.w = 1
+    redis.call('HSET', key, 'w', 1, 'l', op.l)
+    lagg(op.l, 'withdrawn', 1)
+  end
+  lagg(op.l, 'room_kg', offer_room(h) - before)
+  -- (A withdrawal seen before its offer keeps its record until the offer comes.)
+  settle_offer(op.l, op.id, key, h)
+  sweep_lane(op.l, op.at)
+  redis.call('SADD', P .. 'lanes', op.l)
+  clock(op.at)
+  return true
+end
+
+apply.bk = function(op)
+  int(op, 'b'); int(op, 'q'); int(op, 'cny'); int(op, 'pcny'); int(op, 'at')
+  -- The booker writes each booking once; a record at a new offset with a
+  -- booking id seen within the retention is a duplicate.
+  if not redis.call('SET', P .. 'bkg:' .. op.id, 1, 'NX', 'PX', RETAIN) then return false end
+  if op.b == 1 then
+    lagg(op.l, 'parts', 1)
+    lagg(op.l, 'booked_kg', op.q)
+    if op.cny >= 0 and op.pcny >= 0 then
+      lagg(op.l, 'booked_cny', op.cny)
+      lagg(op.l, 'planning_cny', op.pcny)
+      lagg(op.l, 'costed_kg', op.q)
+    end
+    local key = P .. 'off:' .. op.off
+    local h = hget_all(key)
+    local before = offer_room(h)
+    h.bk = num(h.bk) + op.q
+    redis.call('HSET', key, 'bk', d(h.bk), 'l', op.l)
+    lagg(op.l, 'room_kg', offer_room(h) - before)
+    settle_offer(op.l, op.off, key, h)
+  else
+    lagg(op.l, 'unbooked', 1)
+    lagg(op.l, 'unbooked_kg', op.q)
+  end
+  sweep_lane(op.l, op.at)
+  redis.call('SADD', P .. 'lanes', op.l)
+  return true
+end
+
 apply.dl = function(op)
   redis.call('HINCRBY', P .. 'dlq', op.class, 1)
   return true

@@ -8,6 +8,7 @@
 //! - `view`: materialisation throughput and API latency.
 
 pub mod matcher;
+pub mod outlook;
 pub mod view;
 
 pub use matcher::{e2e, failover, floor, recovery, restore, soak};

@@ -96,6 +96,24 @@ pub(crate) enum BenchWhich {
         #[arg(long)]
         json: bool,
     },
+    /// The demand outlook backtested on a seeded simulation (no broker):
+    /// per family, MASE beside the seasonal-naive baseline's, and the share of
+    /// hours within the 80 % interval, over rolling origins.
+    Outlook {
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+        /// Simulated days (at least 21: two weeks of history and one ahead).
+        #[arg(long, default_value_t = 91)]
+        days: u64,
+        /// Hours between forecast origins.
+        #[arg(long, default_value_t = 24)]
+        every: usize,
+        /// The simulated clock's start (ms since the epoch); 2027-01-04 00:00 UTC, a Monday, by default.
+        #[arg(long, default_value_t = 1_799_020_800_000)]
+        start_ms: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Time to restore a matcher book from its input.
     Restore {
         #[arg(long, default_value_t = 1_000_000)]
@@ -246,6 +264,28 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 println!("horizon {} ms, {:.1} ms of log time per event, life {} events", rep.horizon_ms, rep.ms_per_event, rep.life);
                 println!("RSS from {} events to the end       {}", rep.flat_from, pct(rep.rss_change_pct));
                 println!("snapshot from {} events to the end  {}", rep.flat_from, pct(rep.snapshot_change_pct));
+            }
+        }
+        BenchWhich::Outlook { seed, days, every, start_ms, json } => {
+            anyhow::ensure!(days >= 21, "--days {days}: a backtest needs at least 21 simulated days");
+            anyhow::ensure!(every >= 1, "--every must be at least 1 hour");
+            let rep = orelink_bench::outlook::run(seed, start_ms, days, every)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!("{} simulated days (seed {}), origins every {} h, 7-day horizon, 80 % interval; {:.1} s", rep.days, rep.seed, rep.origins_every_hours, rep.seconds);
+                println!("{:<12} {:>12} {:>8} {:>8} {:>11} {:>9}", "family", "t/h (mean)", "origins", "MASE", "naive MASE", "coverage");
+                for f in &rep.families {
+                    println!(
+                        "{:<12} {:>12.1} {:>8} {:>8.3} {:>11.3} {:>8.1}%",
+                        f.family,
+                        f.mean_kg_per_hour / 1000.0,
+                        f.backtest.origins,
+                        f.backtest.mase,
+                        f.backtest.naive_mase,
+                        f.coverage * 100.0
+                    );
+                }
             }
         }
         BenchWhich::Restore { events, json } => {

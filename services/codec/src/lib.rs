@@ -42,6 +42,7 @@ pub enum Record {
     TransportOffer(TransportOffer),
     /// Internal: written by the booker only, checked for shape and plausible values.
     Booking(wire::Booking),
+    Alert(wire::Alert),
 }
 
 /// Why an event cannot be used; it goes to the dead-letter topic.
@@ -388,6 +389,11 @@ fn to_record(record: &str, value: Body<'_>, r: &Lookup<'_>) -> Result<Record, Re
             let w: wire::Booking = de(value)?;
             orelink_domain::events::validate_booking(&w, r)?;
             Record::Booking(w)
+        }
+        "orelink.v1.Alert" => {
+            let w: wire::Alert = de(value)?;
+            orelink_domain::events::validate_alert(&w, r)?;
+            Record::Alert(w)
         }
         other => return Err(Refusal { class: ErrorClass::WrongRecord, reason: format!("no decoder for {other}") }),
     })

@@ -22,7 +22,7 @@ pub struct SchemaProblem {
     pub message: String,
 }
 
-const EMBEDDED: [(&str, &str); 10] = [
+const EMBEDDED: [(&str, &str); 11] = [
     ("OrderEvent.avsc", include_str!("../../../schemas/OrderEvent.avsc")),
     ("CapacityEvent.avsc", include_str!("../../../schemas/CapacityEvent.avsc")),
     ("InventoryEvent.avsc", include_str!("../../../schemas/InventoryEvent.avsc")),
@@ -33,6 +33,7 @@ const EMBEDDED: [(&str, &str); 10] = [
     ("OrderStatus.avsc", include_str!("../../../schemas/OrderStatus.avsc")),
     ("TransportOffer.avsc", include_str!("../../../schemas/TransportOffer.avsc")),
     ("Booking.avsc", include_str!("../../../schemas/Booking.avsc")),
+    ("Alert.avsc", include_str!("../../../schemas/Alert.avsc")),
 ];
 
 impl Schemas {

@@ -304,6 +304,8 @@ pub mod topics {
     pub const LANES: &str = "orelink.lanes.v1";
     /// The booker's bookings and unbooked remainders (key: lane).
     pub const BOOKINGS: &str = "orelink.bookings.v1";
+    /// Capacity-gap alerts of the view's outlook (key: `<cluster>|<family>`).
+    pub const ALERTS: &str = "orelink.alerts.v1";
     pub const CONTRACT: [&str; 7] = [ORDERS, CAPACITY, INVENTORY, SHIPMENTS, ALLOCATIONS, SHARED_ORDERS, DLQ];
 
     pub fn partner(partner_id: &str) -> String {
@@ -575,7 +577,7 @@ mod tests {
     use super::*;
 
     fn records() -> BTreeSet<String> {
-        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus", "TransportOffer", "Booking"]
+        ["OrderEvent", "CapacityEvent", "InventoryEvent", "ShipmentEvent", "Allocation", "SharedOrder", "DeadLetter", "OrderStatus", "TransportOffer", "Booking", "Alert"]
             .iter()
             .map(|r| format!("orelink.v1.{r}"))
             .collect()

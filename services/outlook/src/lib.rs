@@ -23,6 +23,11 @@ pub const WEEK: usize = 168;
 pub const HORIZON: usize = WEEK;
 /// The interval the outlook gives: 80 % of outcomes are meant to fall inside.
 pub const LEVEL: f64 = 0.8;
+/// The calibration changes the model's interval by at most this factor
+/// either way: a level shift inside the calibration week makes its errors
+/// look many half-widths wide, and an interval widened by that would say
+/// nothing.
+pub const MAX_WIDENING: f64 = 4.0;
 /// A forecast needs two weeks of history: MSTL estimates a weekly pattern from at least two of them.
 pub const MIN_HISTORY: usize = 2 * WEEK;
 
@@ -59,7 +64,8 @@ impl Forecast {
 /// to spare, the interval is calibrated on it (split conformal): the model
 /// is fitted without the last week, the last week's errors are measured in
 /// half-widths of that fit's interval, and the final interval is the
-/// `level` quantile of those errors times the final fit's half-widths.
+/// `level` quantile of those errors (within [1/`MAX_WIDENING`,
+/// `MAX_WIDENING`]) times the final fit's half-widths.
 /// Demand is never negative, so neither is the forecast or its interval.
 pub fn forecast(history: &[f64], horizon: usize, level: f64) -> Result<Forecast, OutlookError> {
     if history.len() < MIN_HISTORY {
@@ -71,7 +77,7 @@ pub fn forecast(history: &[f64], horizon: usize, level: f64) -> Result<Forecast,
         let (p, h) = mstl(fit, WEEK, level)?;
         let mut scores: Vec<f64> = actual.iter().zip(p.iter().zip(&h)).map(|(y, (p, h))| (y - p).abs() / h.max(f64::EPSILON)).collect();
         scores.sort_by(f64::total_cmp);
-        scores[((scores.len() as f64 * level).ceil() as usize).clamp(1, scores.len()) - 1]
+        scores[((scores.len() as f64 * level).ceil() as usize).clamp(1, scores.len()) - 1].clamp(1.0 / MAX_WIDENING, MAX_WIDENING)
     } else {
         1.0
     };

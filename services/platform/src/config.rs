@@ -115,6 +115,8 @@ pub struct ViewSettings {
     /// time: its numbers stay in the totals, but the entity itself leaves
     /// Redis, so the view grows with what is open, not with history.
     pub closed_retention_ms: i64,
+    /// Hours of event time between two refits of the demand outlook (1 to 168).
+    pub outlook_refit_hours: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +453,9 @@ impl Config {
         }
         if self.view.batch_max == 0 {
             p.push("view.batch_max must be > 0".into());
+        }
+        if !(1..=168).contains(&self.view.outlook_refit_hours) {
+            p.push(format!("view.outlook_refit_hours is {}: expected 1 to 168 (a week)", self.view.outlook_refit_hours));
         }
         if self.view.closed_retention_ms < 60_000 {
             p.push(format!("view.closed_retention_ms is {}: at least 60000 (a minute)", self.view.closed_retention_ms));

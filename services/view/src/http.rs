@@ -105,6 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/allocations/latest", get(latest_allocations))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/lanes", get(lanes))
+        .route("/api/v1/outlook", get(outlook))
         .route("/api/v1/dead-letters", get(dead_letters))
         .route("/api/v1/stream", get(stream))
         .layer(middleware::from_fn_with_state(state.clone(), authorise));
@@ -133,7 +134,7 @@ async fn measure(State(state): State<Arc<AppState>>, req: Request, next: Next) -
     resp
 }
 
-pub(crate) const ROUTES: [&str; 16] = [
+pub(crate) const ROUTES: [&str; 17] = [
     "/api/v1/clusters",
     "/api/v1/clusters/{cluster}",
     "/api/v1/cells",
@@ -143,6 +144,7 @@ pub(crate) const ROUTES: [&str; 16] = [
     "/api/v1/allocations/latest",
     "/api/v1/timeseries",
     "/api/v1/lanes",
+    "/api/v1/outlook",
     "/api/v1/dead-letters",
     "/api/v1/stream",
     "/",
@@ -402,6 +404,29 @@ async fn lanes(State(state): State<Arc<AppState>>, Extension(scope): Extension<S
         })
         .collect();
     Ok(Json(json!({"lanes": lanes, "clusters": clusters, "clock_ms": state.store.clock().await?})))
+}
+
+/// A cluster's demand outlook: per family (or the one asked for), the last
+/// week of hourly demand, the next 7 days of demand and declared capacity
+/// with their 80 % intervals, the gap, and the open capacity-gap alert.
+async fn outlook(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
+    let c = required_cluster(&state, &scope, &q)?;
+    if let Some(f) = &q.family
+        && !state.families.contains(f)
+    {
+        return Err(ApiError::NotFound(format!("no product family {f:?}")));
+    }
+    let cells: Vec<String> = state
+        .store
+        .cells()
+        .await?
+        .iter()
+        .filter(|x| x.cluster == c && q.family.as_ref().is_none_or(|f| *f == x.family))
+        .map(|x| format!("{}|{}", x.cluster, x.family))
+        .collect();
+    let outlooks = state.store.outlooks(&cells).await?;
+    let alerts: Vec<&serde_json::Value> = outlooks.iter().filter_map(|o| o.get("alert").filter(|a| !a.is_null())).collect();
+    Ok(Json(json!({"cluster": c, "outlooks": outlooks, "alerts": alerts})))
 }
 
 async fn dead_letters(State(state): State<Arc<AppState>>) -> ApiResult<serde_json::Value> {

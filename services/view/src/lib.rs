@@ -22,6 +22,7 @@ pub mod materialise;
 pub mod metrics;
 mod openapi;
 pub mod ops;
+pub mod outlook;
 pub mod store;
 
 pub use materialise::Applied;
@@ -43,6 +44,8 @@ pub enum ViewError {
     Materialise(#[from] materialise::MaterialiseError),
     #[error("http: {0}")]
     Http(#[from] std::io::Error),
+    #[error("writing a capacity-gap alert: {0}")]
+    Alerts(String),
 }
 
 async fn connect(cfg: &Config) -> Result<redis::aio::ConnectionManager, ViewError> {
@@ -86,11 +89,13 @@ pub async fn run_with(cfg: &Config, reference: &Reference, cancel: CancellationT
         let app = http::router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(async move { c.cancelled().await }).await })
     };
+    let refitter = tokio::spawn(outlook::Refitter::new(cfg, codec.clone(), redis.clone())?.run(cancel.clone()));
     let materialiser = Materialiser::new(cfg, reference, codec, redis, changes, metrics).await?;
     let ready_state = state.clone();
     let result = materialiser.run(cancel.clone(), None, move || ready_state.ready.store(true, Ordering::Relaxed)).await;
     // However the materialiser ends, the server stops too.
     cancel.cancel();
+    let _ = refitter.await;
     let served = server.await;
     let applied = result?;
     match served {

@@ -48,6 +48,7 @@ pub fn document() -> Value {
             "/api/v1/allocations/latest": {"get": op("Latest allocations across the hub, newest first", vec![limit_q()], "Allocations")},
             "/api/v1/timeseries": {"get": op("kg of demand placed, capacity declared and allocated over event time: without a period, per minute of the last 24 h (minute_kg); with one, points_kg per minute (24h), hour (7d) or day (since, all)", [vec![cluster_q(), param("family", "query", true, "Product family, e.g. AL-INGOT")], period_q()].concat(), "Series")},
             "/api/v1/lanes": {"get": op("Carriers' lanes: per lane, room offered, booked and remaining, unbooked allocations, and booked freight per tonne against the planning figure; with the clusters and their sites' coordinates for the map", vec![], "Lanes")},
+            "/api/v1/outlook": {"get": op("A cluster's demand outlook per family (or the one asked for): the last week of hourly demand, the next 7 days of demand and declared capacity with 80 % intervals, refitted each view.outlook_refit_hours of event time, the capacity gap and the open alert", vec![cluster_q(), param("family", "query", false, "Product family, e.g. AL-INGOT")], "Outlook")},
             "/api/v1/dead-letters": {"get": op("Dead letters by error class", vec![], "DeadLetters")},
             "/api/v1/stream": {"get": {
                 "summary": "Server-sent events: one `change` event per batch applied to the view (count and new allocations)",
@@ -95,6 +96,11 @@ pub fn document() -> Value {
                     "minute_kg": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}},
                     "points_kg": {"type": "object", "description": "[slot_start_ms, kg] per series, the slot being period.resolution", "additionalProperties": {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}]}}},
                     "period": {"$ref": "#/components/schemas/Period"}}},
+                "Outlook": {"type": "object", "properties": {
+                    "cluster": {"type": "string"},
+                    "outlooks": {"type": "array", "items": {"type": "object", "description": "One family's: origin_ms (the refit's event time), history_hours, history [[hour_ms, kg]], demand and declared forecasts ({level, point, lower, upper}, hourly kg from the origin), outlook {demand_kg, remaining_kg, expected_kg}, gap_kg, alert (orelink.v1.Alert as JSON, or null), or a reason there is none"}},
+                    "alerts": {"type": "array", "items": {"type": "object", "description": "The open capacity-gap alerts (orelink.v1.Alert as JSON)"}}
+                }},
                 "Lanes": {"type": "object", "properties": {
                     "lanes": {"type": "array", "items": {"$ref": "#/components/schemas/Lane"}},
                     "clusters": {"type": "array", "items": {"type": "object", "description": "A cluster at the centre of its sites (WGS84 degrees), with its sites", "properties": {

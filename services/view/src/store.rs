@@ -542,6 +542,11 @@ impl Store {
         Ok(out)
     }
 
+    /// The refitted outlooks of `cells` (`cluster|family`), as stored.
+    pub async fn outlooks(&self, cells: &[String]) -> RedisResult<Vec<serde_json::Value>> {
+        crate::outlook::stored(&self.redis, &self.prefix, cells).await
+    }
+
     /// Dead letters counted by error class.
     pub async fn dead_letters(&self) -> RedisResult<BTreeMap<String, i64>> {
         let mut con = self.redis.clone();

@@ -75,7 +75,7 @@ local HOUR_MS, CST_MS = 3600000, 28800000
 local function series(cell, name, at, delta)
   if delta == 0 then return end
   bucket(P .. 'ts:' .. cell .. ':' .. name, math.floor(at / 60000), delta, DAY_MIN, 60, 120)
-  bucket(P .. 'tsh:' .. cell .. ':' .. name, math.floor(at / HOUR_MS), delta, 8 * 24, 24, 48)
+  bucket(P .. 'tsh:' .. cell .. ':' .. name, math.floor(at / HOUR_MS), delta, 8 * 7 * 24, 24, 48)
   redis.call('HINCRBY', P .. 'tsa:' .. cell .. ':' .. name, d(math.floor((at + CST_MS) / 86400000)), d(delta))
 end
 

@@ -46,6 +46,22 @@ pub fn validate_booking(w: &wire::Booking, r: &Lookup) -> Result<(), Rejection> 
     c.finish(|| Some(()))
 }
 
+/// A capacity-gap alert: its cell exists and its numbers are within the contract's bounds.
+pub fn validate_alert(w: &wire::Alert, r: &Lookup) -> Result<(), Rejection> {
+    let mut c = Check::new();
+    c.take(EventId::parse(&*w.alert_id));
+    c.cluster(r, "cluster", &w.cluster);
+    c.rule(r.catalog.families().iter().any(|f| f.family == w.family), "family", || format!("{} is no product family of the catalog", w.family));
+    c.take(Millis::parse("opened_at", w.opened_at));
+    c.take(Millis::parse("at", w.at));
+    c.rule(w.at >= w.opened_at, "at", || "is before opened_at".into());
+    c.rule((1..=24 * 366).contains(&w.horizon_hours), "horizon_hours", || format!("is {}", w.horizon_hours));
+    for (field, kg) in [("demand_kg", w.demand_kg), ("remaining_kg", w.remaining_kg), ("expected_kg", w.expected_kg)] {
+        c.take(Kg::parse(field, kg));
+    }
+    c.finish(|| Some(()))
+}
+
 /// The matcher's order status, checked for shape and plausible values like
 /// an allocation: what reads it (share, view) never sees numbers no event admits.
 pub fn validate_order_status(w: &wire::OrderStatus, r: &Lookup) -> Result<(), Rejection> {

@@ -112,7 +112,7 @@ mod transport_offer;
 
 pub use capacity::CapacityEvent;
 pub use check::Rejection;
-pub use hub::{validate_allocation, validate_booking, validate_order_status};
+pub use hub::{validate_alert, validate_allocation, validate_booking, validate_order_status};
 pub use inventory::InventoryEvent;
 pub use order::OrderEvent;
 pub use shared_order::SharedOrder;

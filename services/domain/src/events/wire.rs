@@ -120,6 +120,29 @@ pub struct Allocation {
     pub deliver_by: Option<i64>,
 }
 
+/// A capacity gap's episode raised or cleared (the view's outlook).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub alert_id: String,
+    pub kind: AlertKind,
+    pub cluster: String,
+    pub family: String,
+    pub opened_at: i64,
+    pub at: i64,
+    pub horizon_hours: i32,
+    pub demand_kg: i64,
+    pub remaining_kg: i64,
+    pub expected_kg: i64,
+    pub gap_kg: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertKind {
+    Raised,
+    Cleared,
+}
+
 /// Part of an allocation booked onto an offer, or its unbooked remainder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Booking {

@@ -280,12 +280,12 @@ async fn assert_bookings_equal_a_replay(env: &TestEnv, codec: &std::sync::Arc<or
     // The replay: each lanes partition in order through a fresh engine.
     let lanes = env.topic(topics::LANES);
     let input = env.read_topic(&lanes).await;
-    let (codec2, rt) = (codec.clone(), tokio::runtime::Handle::current());
+    let (codec2, rt, horizon_ms) = (codec.clone(), tokio::runtime::Handle::current(), env.cfg.matcher.dedup_horizon_ms);
     let expected: ByLane = tokio::task::spawn_blocking(move || {
         let (mut books, mut want) = (std::collections::BTreeMap::new(), ByLane::new());
         for m in &input {
             let Ok(read) = orelink_booker::read_of(&codec2, &rt, m) else { continue };
-            let book = books.entry(m.partition()).or_insert_with(orelink_domain::booking::Booker::new);
+            let book = books.entry(m.partition()).or_insert_with(|| orelink_domain::booking::Booker::with_horizon(horizon_ms));
             let mut outputs = Vec::new();
             let (input, allocation) = match &read {
                 orelink_booker::Read::Allocation(a) => (orelink_domain::booking::Input::Allocation(orelink_domain::booking::ToBook {
@@ -297,7 +297,7 @@ async fn assert_bookings_equal_a_replay(env: &TestEnv, codec: &std::sync::Arc<or
                 }), Some(a)),
                 orelink_booker::Read::Offer(i) => (i.clone(), None),
             };
-            book.apply(&input, &mut outputs);
+            book.apply(&input, orelink_booker::log_ms(m), &mut outputs);
             if let Some(a) = allocation {
                 for (lane, b) in orelink_booker::render(a, &outputs).1 {
                     want.entry(lane.key()).or_default().push((b.booking_id, b.booked, b.quantity_kg, b.offer_id));

@@ -21,12 +21,18 @@
 //!    consumed offsets. A partition's engine is restored by replaying the
 //!    lanes topic up to the committed offset, so a restarted or rebalanced
 //!    booker continues exactly where the last committed transaction ended.
+//!
+//! Memory follows what is open: the engine forgets ids and ended offers
+//! after the dedup horizon (`matcher.dedup_horizon_ms`) of the lanes
+//! topic's log time, which a replay reads alike. A restore still replays
+//! the lanes topic from its start (kept for it): snapshots, as the
+//! matcher's, would bound that too.
 
 mod processor;
 mod router;
 
 pub use orelink_platform::consume::LoopStats;
-pub use processor::{BookerStats, Processor, ProcessorError, Read, read_of, render};
+pub use processor::{BookerStats, Processor, ProcessorError, Read, log_ms, read_of, render};
 pub use router::router_loop;
 
 use orelink_platform::{Config, Reference};

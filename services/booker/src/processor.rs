@@ -77,6 +77,7 @@ impl Processor {
             books: BTreeMap::new(),
             outputs: Vec::new(),
             stats: BookerStats::default(),
+            horizon_ms: cfg.matcher.dedup_horizon_ms,
         };
         Ok(Processor { txn, booking })
     }
@@ -109,6 +110,9 @@ struct Booking {
     restore_config: rdkafka::ClientConfig,
     books: BTreeMap<i32, Booker>,
     outputs: Vec<booking::Output>,
+    /// The dedup horizon (`matcher.dedup_horizon_ms`): ids are remembered, and
+    /// ended offers kept, this long in the lanes topic's log time.
+    horizon_ms: i64,
     /// Restores (the loop counts the rest).
     stats: BookerStats,
 }
@@ -268,7 +272,7 @@ impl Transform for Booking {
         let _guard = span.enter();
         let book = self.books.get_mut(&p).expect("restored above");
         self.outputs.clear();
-        book.apply(&read.input(), &mut self.outputs);
+        book.apply(&read.input(), log_ms(m), &mut self.outputs);
         let Read::Allocation(a) = &read else {
             for o in &self.outputs {
                 if let booking::Output::Ignored { reason } = o {
@@ -310,7 +314,7 @@ impl Booking {
     /// offset `upto`: the input before it rebuilds its book.
     fn restore(&mut self, p: i32, upto: i64) -> Result<(), KafkaError> {
         let started = Instant::now();
-        let (book, n) = replay(&self.restore_config, &self.input_topic, p, upto, &self.codec, &self.rt)?;
+        let (book, n) = replay(&self.restore_config, &self.input_topic, p, upto, self.horizon_ms, &self.codec, &self.rt)?;
         tracing::info!(partition = p, replayed = n, upto, elapsed_ms = started.elapsed().as_millis() as u64, "booking book restored");
         self.stats.restores += 1;
         self.stats.replayed += n;
@@ -319,11 +323,17 @@ impl Booking {
     }
 }
 
+/// A lanes record's log-append time, which ages the books (the same on a
+/// replay); a record without one ages nothing.
+pub fn log_ms<M: Message>(m: &M) -> i64 {
+    m.timestamp().to_millis().unwrap_or(i64::MIN)
+}
+
 /// Partition `p` of the lanes topic applied from its start up to `upto`
 /// (exclusive) to a new engine; what the live processor refused is skipped
 /// here too. Also how a test replays the input to compare.
-pub fn replay(config: &rdkafka::ClientConfig, topic: &str, p: i32, upto: i64, codec: &Codec, rt: &tokio::runtime::Handle) -> Result<(Booker, u64), KafkaError> {
-    let mut book = Booker::new();
+pub fn replay(config: &rdkafka::ClientConfig, topic: &str, p: i32, upto: i64, horizon_ms: i64, codec: &Codec, rt: &tokio::runtime::Handle) -> Result<(Booker, u64), KafkaError> {
+    let mut book = Booker::with_horizon(horizon_ms);
     if upto <= 0 {
         return Ok((book, 0));
     }
@@ -335,7 +345,7 @@ pub fn replay(config: &rdkafka::ClientConfig, topic: &str, p: i32, upto: i64, co
     let mut outputs = Vec::new();
     let n = txn_loop::replay_partition(&consumer, topic, p, low, upto, |m| {
         if let Ok(read) = read_of(codec, rt, m) {
-            book.apply(&read.input(), &mut outputs);
+            book.apply(&read.input(), log_ms(m), &mut outputs);
             outputs.clear();
         }
     })?;
@@ -398,10 +408,10 @@ mod tests {
     fn an_allocation_split_over_two_offers_is_two_planned_shipments_and_its_remainder_a_booking() {
         let mut book = Booker::new();
         let mut out = Vec::new();
-        book.apply(&offer("OFF-A", 40_000, 110), &mut out);
-        book.apply(&offer("OFF-B", 30_000, 100), &mut out);
+        book.apply(&offer("OFF-A", 40_000, 110), 1_795_000_000_000, &mut out);
+        book.apply(&offer("OFF-B", 30_000, 100), 1_795_000_000_000, &mut out);
         let a = allocation();
-        book.apply(&booking::Input::Allocation(to_book(&a)), &mut out);
+        book.apply(&booking::Input::Allocation(to_book(&a)), 1_795_000_000_000, &mut out);
         let (shipments, bookings) = render(&a, &out);
         // The cheaper offer first.
         let parts: Vec<_> = shipments.iter().map(|s| (s.shipment_id.as_str(), s.quantity_kg, s.status)).collect();

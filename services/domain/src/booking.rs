@@ -12,6 +12,13 @@
 //!
 //! Each lane keeps its open offers ranked (price, transit, arrival), so an
 //! allocation walks them in rank order and stops once it is carried.
+//!
+//! Memory follows what is open (contract v1.1, "Duplicates and memory"):
+//! each input comes with its log-append time; a repeated offer id or
+//! allocation id is ignored within the dedup horizon, kept in two
+//! generations of one horizon each, and an offer whose window ended a
+//! horizon ago leaves its lane's book. A replay reading the same log times
+//! decides the same.
 
 use crate::topology::TransportMode;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -121,14 +128,64 @@ struct LaneBook {
     by_seq: HashMap<u64, OfferState>,
 }
 
-/// The books of every lane.
+/// The default dedup horizon: 7 days, as the matcher's.
+pub const DEFAULT_HORIZON_MS: i64 = 7 * 24 * HOUR_MS;
+
+/// Ids remembered for at least one horizon and at most two: the current
+/// window's and the previous one's, windows counted in log time.
 #[derive(Default)]
+struct Generations {
+    window: i64,
+    current: HashSet<String>,
+    previous: HashSet<String>,
+}
+
+impl Generations {
+    fn contains(&self, id: &str) -> bool {
+        self.current.contains(id) || self.previous.contains(id)
+    }
+
+    fn insert(&mut self, id: String) -> bool {
+        !self.previous.contains(&id) && self.current.insert(id)
+    }
+
+    /// Moves to `window`; ids of windows before the previous one are forgotten.
+    fn advance(&mut self, window: i64) {
+        if window == self.window + 1 {
+            self.previous = std::mem::take(&mut self.current);
+        } else if window > self.window {
+            self.previous.clear();
+            self.current.clear();
+        } else {
+            return;
+        }
+        self.window = window;
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// The books of every lane.
 pub struct Booker {
     lanes: BTreeMap<Lane, LaneBook>,
-    /// Offer id -> (lane, its arrival sequence): offers are named once.
+    /// Open offer id -> (lane, its arrival sequence): offers are named once.
     offers: HashMap<String, (Lane, u64)>,
-    booked: HashSet<String>,
+    /// Ids of offers that left the books (full, withdrawn or ended), and of
+    /// allocations booked, within the horizon.
+    closed_offers: Generations,
+    booked: Generations,
     seq: u64,
+    horizon_ms: i64,
+    /// The horizon window of the latest input's log time.
+    window: Option<i64>,
+}
+
+impl Default for Booker {
+    fn default() -> Self {
+        Booker::with_horizon(DEFAULT_HORIZON_MS)
+    }
 }
 
 impl Booker {
@@ -136,8 +193,31 @@ impl Booker {
         Booker::default()
     }
 
-    /// Applies one input; appends what it caused to `out`.
-    pub fn apply(&mut self, input: &Input, out: &mut Vec<Output>) {
+    /// A booker whose dedup horizon is `horizon_ms` (at least 1 ms).
+    pub fn with_horizon(horizon_ms: i64) -> Booker {
+        Booker {
+            lanes: BTreeMap::new(),
+            offers: HashMap::new(),
+            closed_offers: Generations::default(),
+            booked: Generations::default(),
+            seq: 0,
+            horizon_ms: horizon_ms.max(1),
+            window: None,
+        }
+    }
+
+    /// Open offers, offer ids and allocation ids remembered: what memory holds.
+    pub fn held(&self) -> (usize, usize, usize) {
+        (self.lanes.values().map(|l| l.by_seq.len()).sum(), self.offers.len() + self.closed_offers.len(), self.booked.len())
+    }
+
+    /// Applies one input, read at log-append time `at_ms`; appends what it caused to `out`.
+    pub fn apply(&mut self, input: &Input, at_ms: i64, out: &mut Vec<Output>) {
+        let window = at_ms.div_euclid(self.horizon_ms);
+        if self.window.is_none_or(|w| window > w) {
+            self.window = Some(window);
+            self.age(window, at_ms);
+        }
         match input {
             Input::Offered(o) => self.offered(o, out),
             Input::Withdrawn { lane, offer_id } => self.withdrawn(lane, offer_id, out),
@@ -145,8 +225,32 @@ impl Booker {
         }
     }
 
+    /// A new window: the id generations move on, and offers whose window
+    /// ended more than a horizon before `at_ms` leave their lanes.
+    fn age(&mut self, window: i64, at_ms: i64) {
+        self.closed_offers.advance(window);
+        self.booked.advance(window);
+        let cutoff = at_ms.saturating_sub(self.horizon_ms);
+        for book in self.lanes.values_mut() {
+            let ended: Vec<u64> = book.by_seq.iter().filter(|(_, s)| s.offer.available_until < cutoff).map(|(seq, _)| *seq).collect();
+            for seq in ended {
+                let s = book.by_seq.remove(&seq).expect("listed");
+                book.ranked.remove(&(s.offer.price_cny_per_t, s.offer.transit_hours, seq));
+                self.offers.remove(&s.offer.offer_id);
+                self.closed_offers.insert(s.offer.offer_id);
+            }
+        }
+        self.lanes.retain(|_, b| !b.by_seq.is_empty());
+    }
+
+    /// An offer leaves the books (full or withdrawn); its id is remembered for the horizon.
+    fn close(&mut self, offer_id: &str) {
+        self.offers.remove(offer_id);
+        self.closed_offers.insert(offer_id.to_owned());
+    }
+
     fn offered(&mut self, o: &Offer, out: &mut Vec<Output>) {
-        if self.offers.contains_key(&o.offer_id) {
+        if self.offers.contains_key(&o.offer_id) || self.closed_offers.contains(&o.offer_id) {
             // The first offer of an id stands; a repeat (a producer's retry) changes nothing.
             return out.push(Output::Ignored { reason: "offer id already offered" });
         }
@@ -162,26 +266,29 @@ impl Booker {
     }
 
     fn withdrawn(&mut self, lane: &Lane, offer_id: &str, out: &mut Vec<Output>) {
-        let Some((l, seq)) = self.offers.get(offer_id) else {
-            return out.push(Output::Ignored { reason: "withdrawal of an unknown offer" });
+        let Some((l, seq)) = self.offers.get(offer_id).cloned() else {
+            let reason = if self.closed_offers.contains(offer_id) { "offer already withdrawn or full" } else { "withdrawal of an unknown offer" };
+            return out.push(Output::Ignored { reason });
         };
-        if l != lane {
+        if &l != lane {
             return out.push(Output::Ignored { reason: "withdrawal names another lane than the offer's" });
         }
-        let Some(book) = self.lanes.get_mut(lane) else { return };
-        match book.by_seq.remove(seq) {
-            Some(s) => {
-                book.ranked.remove(&(s.offer.price_cny_per_t, s.offer.transit_hours, *seq));
+        if let Some(book) = self.lanes.get_mut(lane)
+            && let Some(s) = book.by_seq.remove(&seq)
+        {
+            book.ranked.remove(&(s.offer.price_cny_per_t, s.offer.transit_hours, seq));
+            if book.by_seq.is_empty() {
+                self.lanes.remove(lane);
             }
-            None => out.push(Output::Ignored { reason: "offer already withdrawn or full" }),
         }
+        self.close(offer_id);
     }
 
     fn book(&mut self, a: &ToBook, out: &mut Vec<Output>) {
         if a.quantity_kg <= 0 {
             return out.push(Output::Ignored { reason: "nothing to carry" });
         }
-        if !self.booked.insert(a.allocation_id.clone()) {
+        if self.booked.contains(&a.allocation_id) || !self.booked.insert(a.allocation_id.clone()) {
             return out.push(Output::Ignored { reason: "allocation already booked" });
         }
         let mut need = a.quantity_kg;
@@ -214,9 +321,18 @@ impl Booker {
                 }
             }
             // A full offer leaves the ranking: it can carry nothing more.
+            let mut closed = Vec::new();
             for rank in full {
                 book.ranked.remove(&rank);
-                book.by_seq.remove(&rank.2);
+                if let Some(s) = book.by_seq.remove(&rank.2) {
+                    closed.push(s.offer.offer_id);
+                }
+            }
+            if book.by_seq.is_empty() {
+                self.lanes.remove(&a.lane);
+            }
+            for id in closed {
+                self.close(&id);
             }
         }
         if need > 0 {
@@ -261,13 +377,63 @@ mod tests {
         let mut b = Booker::new();
         let mut out = Vec::new();
         for i in inputs {
-            b.apply(i, &mut out);
+            b.apply(i, T0, &mut out);
         }
         out
     }
 
     fn booked(out: &[Output]) -> Vec<(String, String, i64)> {
         out.iter().filter_map(|o| if let Output::Booked(b) = o { Some((b.allocation_id.clone(), b.offer_id.clone(), b.quantity_kg)) } else { None }).collect()
+    }
+
+    /// Within the horizon a repeated allocation or offer id changes nothing;
+    /// two horizons on (log time) the ids are forgotten and count as new.
+    #[test]
+    fn repeats_are_ignored_within_the_horizon_and_forgotten_after_two() {
+        let lane = Lane::new("baise", "nanning");
+        let mut b = Booker::with_horizon(DAY);
+        let mut out = Vec::new();
+        let far = |id: &str| Offer { available_until: T0 + 100 * DAY, ..offer(id, &lane, 1_000_000, 100, 8) };
+        b.apply(&Input::Offered(far("O1")), T0, &mut out);
+        b.apply(&Input::Allocation(alloc("A1", &lane, 10_000)), T0, &mut out);
+        b.apply(&Input::Allocation(alloc("A1", &lane, 10_000)), T0 + DAY / 2, &mut out);
+        b.apply(&Input::Withdrawn { lane: lane.clone(), offer_id: "O1".into() }, T0 + DAY, &mut out);
+        b.apply(&Input::Offered(far("O1")), T0 + DAY + 1, &mut out);
+        assert_eq!(booked(&out).len(), 1, "{out:?}");
+        assert_eq!(out.iter().filter(|o| matches!(o, Output::Ignored { .. })).count(), 2, "the repeated allocation and the repeated offer: {out:?}");
+        out.clear();
+        b.apply(&Input::Offered(far("O1")), T0 + 3 * DAY, &mut out);
+        b.apply(&Input::Allocation(alloc("A1", &lane, 10_000)), T0 + 3 * DAY, &mut out);
+        assert_eq!(booked(&out), [("A1".into(), "O1".into(), 10_000)], "ids two horizons old are new again");
+    }
+
+    /// A year of offers and allocations, a horizon a day: what the booker
+    /// holds follows what is open (offers of the last few days, ids of the
+    /// last two horizons), not the year behind it.
+    #[test]
+    fn memory_follows_what_is_open_not_history() {
+        let lane = Lane::new("hechi", "nanning");
+        let mut b = Booker::with_horizon(DAY);
+        let mut out = Vec::new();
+        let mut peak = (0, 0, 0);
+        for day in 0..365i64 {
+            for n in 0..50i64 {
+                let at = T0 + day * DAY + n * (DAY / 50);
+                let o = Offer { available_from: at, available_until: at + 2 * DAY, ..offer(&format!("O-{day}-{n}"), &lane, 30_000, 100, 8) };
+                b.apply(&Input::Offered(o), at, &mut out);
+                let a = ToBook { pick_up: at + HOUR_MS, deliver_by: at + 3 * DAY, ..alloc(&format!("A-{day}-{n}"), &lane, 10_000) };
+                b.apply(&Input::Allocation(a), at, &mut out);
+                out.clear();
+            }
+            let h = b.held();
+            if day >= 30 {
+                peak = (peak.0.max(h.0), peak.1.max(h.1), peak.2.max(h.2));
+            }
+        }
+        // 50 a day: open offers are those of the last four days (a two-day
+        // window and the horizon after it); offer ids are theirs and those
+        // closed in the last two horizons; allocation ids of two or three days.
+        assert!(peak.0 <= 5 * 50 && peak.1 <= peak.0 + 3 * 50 && peak.2 <= 3 * 50, "held {peak:?}");
     }
 
     #[test]
@@ -420,7 +586,7 @@ mod tests {
             let mut b = Booker::new();
             for (n, i) in inputs.iter().enumerate() {
                 let mut o = Vec::new();
-                b.apply(i, &mut o);
+                b.apply(i, T0, &mut o);
                 match i {
                     Input::Offered(x) => { offers.entry(x.offer_id.clone()).or_insert_with(|| x.clone()); }
                     // A withdrawal counts once its offer is known, on its own lane.

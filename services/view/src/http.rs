@@ -212,6 +212,10 @@ fn known_cluster(state: &AppState, id: &str) -> Result<(), ApiError> {
     state.topology.cluster(id).map(|_| ()).ok_or_else(|| ApiError::NotFound(format!("no cluster {id:?}")))
 }
 
+fn known_family(state: &AppState, f: &str) -> Result<(), ApiError> {
+    if state.families.iter().any(|x| x == f) { Ok(()) } else { Err(ApiError::NotFound(format!("no product family {f:?}"))) }
+}
+
 /// `?period=24h|7d|all` or `?since=YYYY-MM-DD`: the event-time period the
 /// `in_period` totals cover (declared, allocated, demand placed); the other
 /// figures are the state as of the view's clock, or since the first event.
@@ -375,9 +379,7 @@ async fn latest_allocations(State(state): State<Arc<AppState>>, Extension(scope)
 async fn timeseries(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
     let c = required_cluster(&state, &scope, &q)?;
     let f = q.family.clone().ok_or_else(|| ApiError::BadRequest("family is required".into()))?;
-    if !state.families.contains(&f) {
-        return Err(ApiError::NotFound(format!("no product family {f:?}")));
-    }
+    known_family(&state, &f)?;
     if q.period.is_none() && q.since.is_none() {
         return Ok(Json(json!({"cluster": c, "family": f, "minute_kg": state.store.series(&c, &f).await?})));
     }
@@ -411,10 +413,8 @@ async fn lanes(State(state): State<Arc<AppState>>, Extension(scope): Extension<S
 /// with their 80 % intervals, the gap, and the open capacity-gap alert.
 async fn outlook(State(state): State<Arc<AppState>>, Extension(scope): Extension<Scope>, Query(q): Query<ClusterQuery>) -> ApiResult<serde_json::Value> {
     let c = required_cluster(&state, &scope, &q)?;
-    if let Some(f) = &q.family
-        && !state.families.contains(f)
-    {
-        return Err(ApiError::NotFound(format!("no product family {f:?}")));
+    if let Some(f) = &q.family {
+        known_family(&state, f)?;
     }
     let cells: Vec<String> = state
         .store

@@ -316,10 +316,10 @@ end
 -- latest event time it has seen, `at` included) stop counting, a few per
 -- event; an offer applied after a later event of its lane is swept at once.
 local function sweep_lane(lane, at)
-  local key = P .. 'lane:' .. lane
-  local seen = num(redis.call('HGET', key, 'clock'))
+  local lane_key = P .. 'lane:' .. lane
+  local seen = num(redis.call('HGET', lane_key, 'clock'))
   if at > seen then
-    redis.call('HSET', key, 'clock', d(at))
+    redis.call('HSET', lane_key, 'clock', d(at))
   else
     at = seen
   end

@@ -51,7 +51,7 @@ pub fn validate_alert(w: &wire::Alert, r: &Lookup) -> Result<(), Rejection> {
     let mut c = Check::new();
     c.take(EventId::parse(&*w.alert_id));
     c.cluster(r, "cluster", &w.cluster);
-    c.rule(r.catalog.families().iter().any(|f| f.family == w.family), "family", || format!("{} is no product family of the catalog", w.family));
+    c.rule(r.catalog.has_family(&w.family), "family", || format!("{} is no product family of the catalog", w.family));
     c.take(Millis::parse("opened_at", w.opened_at));
     c.take(Millis::parse("at", w.at));
     c.rule(w.at >= w.opened_at, "at", || "is before opened_at".into());

@@ -10,25 +10,16 @@
 // 3. Prints "READY <hub allocations>" and waits for the allocation the caller
 //    is about to cause: the page must show it (live, through SSE) without a reload.
 // 4. Saves a screenshot and prints a JSON summary as the last line.
-import { chromium } from "playwright-core";
+import { apiOf, fail, openPage } from "./common.mjs";
 
 const [base, token, expected, shot] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const fail = (msg) => { console.error("FAIL " + msg); process.exit(1); };
-
-const api = async (path) => {
-  const r = await fetch(base + path, { headers: { Authorization: "Bearer " + token } });
-  if (!r.ok) fail(`${path}: ${r.status}`);
-  return r.json();
-};
+const api = apiOf(base, token);
 const tonnes = (kg) => (kg / 1000).toLocaleString("en-US", { maximumFractionDigits: 0 }) + " t";
 const pct = (x) => (x == null ? "—" : (x * 100).toFixed(1) + "%");
 const days = (d) => (d == null ? "—" : d.toFixed(1) + " d");
 
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
+const { browser, page } = await openPage();
 try {
-  const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-  page.on("console", (m) => { if (m.type() === "error") console.error("page: " + m.text()); });
   await page.goto(`${base}/?token=${encodeURIComponent(token)}&cluster=nanning`);
   await page.waitForSelector("body[data-loaded=true]", { timeout: 20000 });
 

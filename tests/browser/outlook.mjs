@@ -7,22 +7,14 @@
 // the forecast line and its 80 % band, its 7-day summary must carry the API's
 // tonnes, and every open alert of the API must be listed. Prints a JSON
 // summary as the last line.
-import { chromium } from "playwright-core";
+import { apiOf, fail, openPage } from "./common.mjs";
 
 const [base, token, cluster, family, shot] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const fail = (msg) => { console.error("FAIL " + msg); process.exit(1); };
-const api = async (path) => {
-  const r = await fetch(base + path, { headers: { Authorization: "Bearer " + token } });
-  if (!r.ok) fail(`${path}: ${r.status}`);
-  return r.json();
-};
+const api = apiOf(base, token);
 const t = (kg) => (kg / 1000).toLocaleString("en-US", { maximumFractionDigits: 0 });
 
-const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
+const { browser, page } = await openPage();
 try {
-  const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-  page.on("console", (m) => { if (m.type() === "error") console.error("page: " + m.text()); });
   await page.goto(`${base}/?token=${encodeURIComponent(token)}&cluster=${cluster}&family=${family}`);
   await page.waitForSelector("body[data-loaded=true]", { timeout: 20000 });
   await page.waitForSelector("[data-testid=outlook-band]", { timeout: 20000 }).catch(() => fail("no outlook band drawn"));

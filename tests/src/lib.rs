@@ -220,6 +220,96 @@ pub fn order_wire(n: u32) -> orelink_domain::events::wire::OrderEvent {
     }
 }
 
+/// The browser checks' driver folder (`tests/browser`, playwright-core
+/// installed) and Debian's Chromium (`$CHROMIUM` to use another); each must
+/// be there.
+pub fn browser() -> (PathBuf, String) {
+    let dir = repo_root().join("tests/browser");
+    assert!(dir.join("node_modules/playwright-core").is_dir(), "playwright-core is not installed: run `npm ci --prefix tests/browser` (tests/run does)");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium (.ci/run does)");
+    (dir, chromium)
+}
+
+/// Where a test keeps `name` (a screenshot) for people to look at: `tests/artifacts/`.
+pub fn artifact(name: &str) -> PathBuf {
+    let dir = repo_root().join("tests/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Guiyun Road Haulage (`topology/partners.toml`): a carrier partner.
+pub const TRUCKS: &str = "91451200MA5L0GYH4H";
+/// The event time the carriers' fixtures below are stamped with.
+pub const FIXTURE_MS: i64 = 1_795_000_000_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// A site of each cluster, for an allocation's ends.
+pub fn site_of(cluster: &str) -> &'static str {
+    match cluster {
+        "baise" => "baise-pingguo-smelter",
+        "hechi" => "hechi-jinchengjiang-smelter",
+        "fangchenggang" => "fcg-qisha-copper",
+        _ => "nanning-jiangnan-processing",
+    }
+}
+
+/// A road offer from `TRUCKS` of `kg` on lane `from>to` at `price` CNY/t,
+/// `transit_hours` long, open for 72 hours from `from_ms`.
+pub fn offer_wire(id: &str, kind: orelink_domain::events::TransportOfferKind, (from, to): (&str, &str), kg: i64, price: i64, transit_hours: i64, from_ms: i64) -> orelink_domain::events::wire::TransportOffer {
+    orelink_domain::events::wire::TransportOffer {
+        event_id: format!("evt-{id}-{kind:?}"),
+        event_time: FIXTURE_MS,
+        offer_id: id.into(),
+        kind,
+        carrier_id: TRUCKS.into(),
+        mode: orelink_domain::TransportMode::Road,
+        from_cluster: from.into(),
+        to_cluster: to.into(),
+        capacity_kg: kg,
+        available_from: from_ms,
+        available_until: from_ms + 72 * HOUR_MS,
+        price_cny_per_t: price,
+        transit_hours,
+    }
+}
+
+/// An allocation of `kg` of aluminium from cluster `from` to `to`, as the
+/// matcher decides it (by road, planning freight 120 CNY/t), leaving at
+/// `pick_up`, due by `deliver_by`.
+pub fn allocation_wire(id: &str, (from, to): (&str, &str), kg: i64, pick_up: i64, deliver_by: i64) -> orelink_domain::events::wire::Allocation {
+    use orelink_domain::events::wire;
+    wire::Allocation {
+        allocation_id: id.into(),
+        order_id: format!("ORD-{id}"),
+        capacity_id: format!("CAP-{id}"),
+        order_cluster: to.into(),
+        capacity_cluster: from.into(),
+        buyer_id: "91450100MA5L0ABC1X".into(),
+        provider_id: "91451000MA5L0PRV1Y".into(),
+        product_code: "AL-INGOT-AL99.70".into(),
+        quantity_kg: kg,
+        price_cny_per_t: 20_400,
+        freight_cny_per_t: 120,
+        from_site: site_of(from).into(),
+        destination_site: site_of(to).into(),
+        decided_at: FIXTURE_MS,
+        explanation: wire::Explanation {
+            rank: 1,
+            home_cluster: from == to,
+            requested_product_code: "AL-INGOT-AL99.70".into(),
+            landed_cost_cny_per_t: 20_520,
+            distance_km: 250,
+            transit_hours: 10,
+            mode: orelink_domain::TransportMode::Road,
+            energy_kwh_per_t: None,
+            summary: "test".into(),
+        },
+        pick_up: Some(pick_up),
+        deliver_by: Some(deliver_by),
+    }
+}
+
 /// A capacity declaration of `kg` at `price` CNY/t, `CAP-<n>` at `site` of `cluster`.
 pub fn capacity_wire(n: u32, site: &str, cluster: &str, product: &str, kg: i64, price: i64) -> orelink_domain::events::wire::CapacityEvent {
     orelink_domain::events::wire::CapacityEvent {

@@ -8,85 +8,22 @@
 //! engine makes, nothing lost or doubled.
 
 use orelink_codec::Record;
-use orelink_domain::TransportMode;
 use orelink_domain::events::{ShipmentStatus, TransportOfferKind, wire};
 use orelink_domain::topology::topics;
-use orelink_tests::TestEnv;
+use orelink_tests::{TRUCKS, TestEnv, allocation_wire, offer_wire};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const T0: i64 = 1_795_000_000_000;
+const T0: i64 = orelink_tests::FIXTURE_MS;
 const HOUR: i64 = 3_600_000;
-/// Guiyun Road Haulage (`topology/partners.toml`).
-const TRUCKS: &str = "91451200MA5L0GYH4H";
 
 fn offer(id: &str, kind: TransportOfferKind, kg: i64, price: i64, transit_hours: i64) -> wire::TransportOffer {
-    offer_on(id, kind, ("baise", "nanning"), kg, price, transit_hours, T0)
-}
-
-fn offer_on(id: &str, kind: TransportOfferKind, (from, to): (&str, &str), kg: i64, price: i64, transit_hours: i64, from_ms: i64) -> wire::TransportOffer {
-    wire::TransportOffer {
-        event_id: format!("evt-{id}-{kind:?}"),
-        event_time: T0,
-        offer_id: id.into(),
-        kind,
-        carrier_id: TRUCKS.into(),
-        mode: TransportMode::Road,
-        from_cluster: from.into(),
-        to_cluster: to.into(),
-        capacity_kg: kg,
-        available_from: from_ms,
-        available_until: from_ms + 72 * HOUR,
-        price_cny_per_t: price,
-        transit_hours,
-    }
+    offer_wire(id, kind, ("baise", "nanning"), kg, price, transit_hours, T0)
 }
 
 /// 90 t of Baise aluminium for Nanning, leaving in an hour, due in ten days.
 fn allocation() -> wire::Allocation {
-    allocation_on("ALC-ORD-BK-1-1", ("baise", "nanning"), 90_000, T0 + HOUR, T0 + 240 * HOUR)
-}
-
-/// A site of each cluster, for an allocation's ends.
-fn site_of(cluster: &str) -> &'static str {
-    match cluster {
-        "baise" => "baise-pingguo-smelter",
-        "hechi" => "hechi-jinchengjiang-smelter",
-        "fangchenggang" => "fcg-qisha-copper",
-        _ => "nanning-jiangnan-processing",
-    }
-}
-
-fn allocation_on(id: &str, (from, to): (&str, &str), kg: i64, pick_up: i64, deliver_by: i64) -> wire::Allocation {
-    wire::Allocation {
-        allocation_id: id.into(),
-        order_id: "ORD-BK-1".into(),
-        capacity_id: "CAP-BK-1".into(),
-        order_cluster: to.into(),
-        capacity_cluster: from.into(),
-        buyer_id: "91450100MA5L0ABC1X".into(),
-        provider_id: "91451000MA5L0PRV1Y".into(),
-        product_code: "AL-INGOT-AL99.70".into(),
-        quantity_kg: kg,
-        price_cny_per_t: 20_400,
-        freight_cny_per_t: 120,
-        from_site: site_of(from).into(),
-        destination_site: site_of(to).into(),
-        decided_at: T0,
-        explanation: wire::Explanation {
-            rank: 1,
-            home_cluster: false,
-            requested_product_code: "AL-INGOT-AL99.70".into(),
-            landed_cost_cny_per_t: 20_520,
-            distance_km: 250,
-            transit_hours: 10,
-            mode: TransportMode::Road,
-            energy_kwh_per_t: None,
-            summary: "test".into(),
-        },
-        pick_up: Some(pick_up),
-        deliver_by: Some(deliver_by),
-    }
+    allocation_wire("ALC-ORD-BK-1-1", ("baise", "nanning"), 90_000, T0 + HOUR, T0 + 240 * HOUR)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -200,7 +137,7 @@ fn lane_workload(n: usize) -> Vec<(&'static str, String, Result<wire::TransportO
         let at = T0 + next(96) as i64 * HOUR;
         match next(20) {
             0..=7 => {
-                let o = offer_on(&format!("OFF-{i}"), TransportOfferKind::Offered, lane, (20 + next(180) as i64) * 1_000, 50 + next(100) as i64, 4 + next(56) as i64, at);
+                let o = offer_wire(&format!("OFF-{i}"), TransportOfferKind::Offered, lane, (20 + next(180) as i64) * 1_000, 50 + next(100) as i64, 4 + next(56) as i64, at);
                 offered.push(o.clone());
                 out.push((topics::TRANSPORT_OFFERS, key, Ok(o)));
             }
@@ -212,7 +149,7 @@ fn lane_workload(n: usize) -> Vec<(&'static str, String, Result<wire::TransportO
                 out.push((topics::TRANSPORT_OFFERS, key, Ok(o)));
             }
             _ => {
-                let a = allocation_on(&format!("ALC-ORD-BK-{i}-1"), lane, (10 + next(70) as i64) * 1_000, at, at + (24 + next(176) as i64) * HOUR);
+                let a = allocation_wire(&format!("ALC-ORD-BK-{i}-1"), lane, (10 + next(70) as i64) * 1_000, at, at + (24 + next(176) as i64) * HOUR);
                 out.push((topics::ALLOCATIONS, "AL-INGOT".into(), Err(a)));
             }
         }

@@ -5,10 +5,9 @@
 //! and shows a new allocation live. The screenshot is kept in
 //! `tests/artifacts/dashboard.png`.
 
-use orelink_domain::TransportMode;
 use orelink_domain::events::{CapacityKind, OrderKind, TransportOfferKind, wire};
 use orelink_domain::topology::topics;
-use orelink_tests::{TestEnv, repo_root};
+use orelink_tests::{TestEnv, allocation_wire, offer_wire};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -33,59 +32,17 @@ fn order(id: &str, kg: i64) -> wire::OrderEvent {
     }
 }
 
-const T0: i64 = 1_795_000_000_000;
+const T0: i64 = orelink_tests::FIXTURE_MS;
 const HOUR: i64 = 3_600_000;
 
-/// Room on the Baise -> Nanning road from Guiyun Road Haulage (`topology/partners.toml`).
+/// Room on the Baise -> Nanning road.
 fn offer(id: &str, kg: i64, price: i64, transit_hours: i64) -> wire::TransportOffer {
-    wire::TransportOffer {
-        event_id: format!("evt-{id}"),
-        event_time: T0,
-        offer_id: id.into(),
-        kind: TransportOfferKind::Offered,
-        carrier_id: "91451200MA5L0GYH4H".into(),
-        mode: TransportMode::Road,
-        from_cluster: "baise".into(),
-        to_cluster: "nanning".into(),
-        capacity_kg: kg,
-        available_from: T0,
-        available_until: T0 + 72 * HOUR,
-        price_cny_per_t: price,
-        transit_hours,
-    }
+    offer_wire(id, TransportOfferKind::Offered, ("baise", "nanning"), kg, price, transit_hours, T0)
 }
 
 /// Baise aluminium for Nanning, as the matcher decides it, leaving in an hour.
 fn cross_cluster_allocation(id: &str, kg: i64, deliver_by: i64) -> wire::Allocation {
-    wire::Allocation {
-        allocation_id: id.into(),
-        order_id: format!("ORD-{id}"),
-        capacity_id: "CAP-DASH-BAISE".into(),
-        order_cluster: "nanning".into(),
-        capacity_cluster: "baise".into(),
-        buyer_id: "91450100MA5L0ABC1X".into(),
-        provider_id: "91451000MA5L0PRV1Y".into(),
-        product_code: "AL-INGOT-AL99.70".into(),
-        quantity_kg: kg,
-        price_cny_per_t: 20_400,
-        freight_cny_per_t: 120,
-        from_site: "baise-pingguo-smelter".into(),
-        destination_site: "nanning-jiangnan-processing".into(),
-        decided_at: T0,
-        explanation: wire::Explanation {
-            rank: 1,
-            home_cluster: false,
-            requested_product_code: "AL-INGOT-AL99.70".into(),
-            landed_cost_cny_per_t: 20_520,
-            distance_km: 250,
-            transit_hours: 10,
-            mode: TransportMode::Road,
-            energy_kwh_per_t: None,
-            summary: "test".into(),
-        },
-        pick_up: Some(T0 + HOUR),
-        deliver_by: Some(deliver_by),
-    }
+    allocation_wire(id, ("baise", "nanning"), kg, T0 + HOUR, deliver_by)
 }
 
 async fn lane(addr: std::net::SocketAddr, key: &str) -> Option<serde_json::Value> {
@@ -104,13 +61,7 @@ async fn allocations_of(addr: std::net::SocketAddr, order: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
-    let browser_dir = repo_root().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run `npm ci --prefix tests/browser` (tests/run does)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "{chromium} is missing: apt-get install chromium (.ci/run does)");
+    let (browser_dir, chromium) = orelink_tests::browser();
 
     let env = TestEnv::new().await;
     env.apply().await;
@@ -224,9 +175,7 @@ async fn the_dashboard_shows_the_api_numbers_and_updates_live() {
     // Let the order's status land too, so the page and the API see one state.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let artifacts = repo_root().join("tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
-    let shot = artifacts.join("dashboard.png");
+    let shot = orelink_tests::artifact("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let mut node = tokio::process::Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))

@@ -68,14 +68,10 @@ async fn outlook(addr: std::net::SocketAddr) -> serde_json::Value {
 /// `tests/browser/outlook.mjs` in headless Chromium against the view at
 /// `addr`: its JSON summary. The screenshot is kept in `tests/artifacts/outlook.png`.
 async fn browser_check(addr: std::net::SocketAddr) -> serde_json::Value {
-    let browser_dir = orelink_tests::repo_root().join("tests/browser");
-    assert!(browser_dir.join("node_modules/playwright-core").is_dir(), "playwright-core is not installed: run `npm ci --prefix tests/browser` (tests/run does)");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let artifacts = orelink_tests::repo_root().join("tests/artifacts");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let (browser_dir, chromium) = orelink_tests::browser();
     let run = tokio::process::Command::new("node")
         .arg(browser_dir.join("outlook.mjs"))
-        .args([&format!("http://{addr}"), TOKEN, "nanning", "AL-INGOT", artifacts.join("outlook.png").to_str().unwrap()])
+        .args([&format!("http://{addr}"), TOKEN, "nanning", "AL-INGOT", orelink_tests::artifact("outlook.png").to_str().unwrap()])
         .env("CHROMIUM", &chromium)
         .kill_on_drop(true)
         .output();

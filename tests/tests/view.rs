@@ -363,7 +363,7 @@ async fn lane_figures_add_up_whatever_order_offers_and_bookings_arrive_in() {
         to_cluster: "nanning".into(),
         booked: offer.is_some(),
         offer_id: offer.map(str::to_owned),
-        carrier_id: offer.map(|_| "91451200MA5L0GYH4H".to_owned()),
+        carrier_id: offer.map(|_| orelink_tests::TRUCKS.to_owned()),
         mode: offer.map(|_| TransportMode::Road),
         quantity_kg: kg,
         pick_up: at,
@@ -372,20 +372,9 @@ async fn lane_figures_add_up_whatever_order_offers_and_bookings_arrive_in() {
         planning_freight_cny_per_t: planning,
         decided_at: at,
     };
-    let offer = |id: &str, kind: TransportOfferKind, (from, to): (&str, &str), kg: i64, until: i64| wire::TransportOffer {
-        event_id: format!("evt-{id}-{kind:?}"),
-        event_time: T0,
-        offer_id: id.into(),
-        kind,
-        carrier_id: "91451200MA5L0GYH4H".into(),
-        mode: TransportMode::Road,
-        from_cluster: from.into(),
-        to_cluster: to.into(),
-        capacity_kg: kg,
-        available_from: T0 - HOUR,
+    let offer = |id: &str, kind: TransportOfferKind, lane: (&str, &str), kg: i64, until: i64| wire::TransportOffer {
         available_until: until,
-        price_cny_per_t: 100,
-        transit_hours: 8,
+        ..orelink_tests::offer_wire(id, kind, lane, kg, 100, 8, T0 - HOUR)
     };
     let bookings = env.topic(topics::BOOKINGS);
     let x1 = codec.encode(&bookings, &booking("BKG-X-1", Some("OFF-A"), 40_000, 100, 120, T0)).await.unwrap();

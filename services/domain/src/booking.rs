@@ -588,7 +588,9 @@ mod tests {
                 let mut o = Vec::new();
                 b.apply(i, T0, &mut o);
                 match i {
-                    Input::Offered(x) => { offers.entry(x.offer_id.clone()).or_insert_with(|| x.clone()); }
+                    // An offer with no room is ignored, so a later one of its id stands.
+                    Input::Offered(x) if x.capacity_kg > 0 => { offers.entry(x.offer_id.clone()).or_insert_with(|| x.clone()); }
+                    Input::Offered(_) => {}
                     // A withdrawal counts once its offer is known, on its own lane.
                     Input::Withdrawn { offer_id, lane } if offers.get(offer_id).is_some_and(|x| &x.lane == lane) => { withdrawn_at.entry(offer_id.clone()).or_insert(n); }
                     Input::Withdrawn { .. } => {}

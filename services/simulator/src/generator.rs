@@ -69,8 +69,8 @@ pub struct Flow {
 }
 
 /// A heavy truck under GB 1589-2016 (six axles, 49 t gross) carries 30-33 t;
-/// a C70 rail wagon 60-70 t; tin and antimony ingots, worth some ten times
-/// a tonne of zinc, go out in part loads of a few one-tonne bundles.
+/// a C70 rail wagon 60-70 t; tin and antimony ingots, a tonne worth
+/// six to twelve of zinc, go out in part loads of a few one-tonne bundles.
 const TRUCK: (i64, i64) = (30, 33);
 const WAGON: (i64, i64) = (60, 70);
 const PART_LOAD: (i64, i64) = (2, 8);

@@ -86,6 +86,24 @@ pub const FLOWS: [Flow; 8] = [
     Flow { cluster: "hechi", family: "SB-INGOT", tonnes_per_year: 9_400, lot_t: PART_LOAD, source: "Guangxi Huaxi Nonferrous (Nandan), 9,424 t of antimony concentrate in 2023 (company figures as summarised on Xueqiu)" },
 ];
 
+/// A cluster's yearly demand of a family, where a public figure gives it.
+/// Its buyers place that share of the family's orders; buyers in the other
+/// clusters the rest, by size. A family with no row here is bought by all
+/// its buyers by size alone.
+pub struct Demand {
+    pub cluster: &'static str,
+    pub family: &'static str,
+    pub tonnes_per_year: i64,
+    pub source: &'static str,
+}
+
+pub const DEMAND: [Demand; 1] = [Demand {
+    cluster: "nanning",
+    family: "AL-INGOT",
+    tonnes_per_year: 200_000,
+    source: "Guangxi Nannan Aluminium Processing's plate, strip and extrusion plant in Nanning's Jiangnan district, 200,000 t a year (Nanning's announcement of the project; the page read gives no year)",
+}];
+
 /// A carrier's quote against the hub's planning freight for the route
 /// (`topology/freight.toml`, itself within 2024-2025's public ranges), in
 /// percent: spot road and rail rates in Guangxi move some 15 % either way
@@ -322,12 +340,13 @@ impl Generator {
         FLOWS[0].family
     }
 
-    /// One of `firms` that deals in `family`, by size: the k-th of them
-    /// weighs 1/k (Zipf), so a few large smelters and mines carry most of
-    /// the flow and many small firms the rest.
-    fn firm_of(&mut self, buyer: bool, family: &str) -> Firm {
+    /// One of `firms` that deals in `family` and that `keep` keeps, by
+    /// size: the k-th of them weighs 1/k (Zipf), so a few large smelters and
+    /// mines carry most of the flow and many small firms the rest.
+    fn firm_where(&mut self, buyer: bool, family: &str, keep: impl Fn(&Firm) -> bool) -> Firm {
         let firms = if buyer { &self.buyers } else { &self.producers };
-        let dealing: Vec<usize> = firms.iter().enumerate().filter(|(_, f)| f.families.contains(&family)).map(|(i, _)| i).collect();
+        let dealing: Vec<usize> = firms.iter().enumerate().filter(|(_, f)| f.families.contains(&family) && keep(f)).map(|(i, _)| i).collect();
+        assert!(!dealing.is_empty(), "no {} of {family} among the simulated firms", if buyer { "buyer" } else { "producer" });
         let weight = |k: usize| 1_000_000 / (k as u64 + 1);
         let mut draw = self.rng.below((0..dealing.len()).map(weight).sum());
         let mut chosen = dealing[0];
@@ -342,9 +361,25 @@ impl Generator {
         firms[chosen].clone()
     }
 
+    fn producer_of(&mut self, family: &str) -> Firm {
+        self.firm_where(false, family, |_| true)
+    }
+
+    /// A buyer of `family`: in the cluster of its [`DEMAND`] row for that
+    /// row's share of the family's flow, otherwise elsewhere.
+    fn buyer_of(&mut self, family: &str) -> Firm {
+        match DEMAND.iter().find(|d| d.family == family) {
+            Some(d) => {
+                let inside = (self.rng.below(1_000_000) as i64) < d.tonnes_per_year * 1_000_000 / flow(family).tonnes_per_year;
+                self.firm_where(true, family, |f| (f.cluster == d.cluster) == inside)
+            }
+            None => self.firm_where(true, family, |_| true),
+        }
+    }
+
     fn order(&mut self) -> SimEvent {
         let family = self.family();
-        let buyer = self.firm_of(true, family);
+        let buyer = self.buyer_of(family);
         let m = Self::market(family);
         let grades = self.grades(family).to_vec();
         // Buyers mostly ask for the standard (lower) grades; some need the top ones.
@@ -376,7 +411,7 @@ impl Generator {
 
     fn capacity(&mut self) -> SimEvent {
         let family = self.family();
-        let firm = self.firm_of(false, family);
+        let firm = self.producer_of(family);
         let m = Self::market(family);
         let grades = self.grades(family).to_vec();
         // Producers declare their better grades.
@@ -551,7 +586,7 @@ impl Generator {
             return Some(SimEvent { topic: topics::TRANSPORT_OFFERS, key, record: SimRecord::TransportOffer(w), malformed: false });
         }
         let family = self.family();
-        let (from, to) = (self.firm_of(false, family), self.firm_of(true, family));
+        let (from, to) = (self.producer_of(family), self.buyer_of(family));
         let modes: Vec<TransportMode> = TransportMode::ALL
             .into_iter()
             .filter(|m| self.carriers.iter().any(|(_, run)| run.contains(m)))
@@ -706,21 +741,26 @@ mod tests {
     }
 
     /// Guangxi's size: one simulated year (seeded) declares each cluster's
-    /// yearly flow of each family within 30 % of its figure in `FLOWS`, and
-    /// places orders worth (at their price caps) less than the whole
-    /// industry's 393.7 bn CNY output value of 2024 (the seed). With
-    /// `--nocapture` it prints the README's calibration column.
+    /// yearly flow of each family within 30 % of its figure in `FLOWS`, its
+    /// orders take each `DEMAND` row's tonnes within 30 %, and they are worth
+    /// (at their price caps) less than the whole industry's 393.7 bn CNY
+    /// output value of 2024 (the seed). With `--nocapture` it prints the
+    /// README's calibration column and every cluster's orders.
     #[test]
     fn a_simulated_year_is_the_size_of_guangxi() {
         let year_events = (365 * 86_400_000 / STEP_MS) as usize;
         let mut declared: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut ordered: BTreeMap<(String, String), i64> = BTreeMap::new();
         let mut order_value = 0i128;
         for e in generator(5).take(year_events) {
             match e.record {
                 SimRecord::Capacity(w) if !e.malformed && w.kind == CapacityKind::Declared => {
                     *declared.entry((w.cluster.clone(), e.key.clone())).or_default() += w.quantity_kg / 1_000;
                 }
-                SimRecord::Order(w) if !e.malformed && w.kind == OrderKind::Placed => order_value += w.quantity_kg as i128 * w.max_price_cny_per_t as i128 / 1_000,
+                SimRecord::Order(w) if !e.malformed && w.kind == OrderKind::Placed => {
+                    *ordered.entry((w.cluster.clone(), e.key.clone())).or_default() += w.quantity_kg / 1_000;
+                    order_value += w.quantity_kg as i128 * w.max_price_cny_per_t as i128 / 1_000;
+                }
                 _ => {}
             }
         }
@@ -729,6 +769,14 @@ mod tests {
             eprintln!("{} {}: figure {} t, simulated year {got} t", f.cluster, f.family, f.tonnes_per_year);
             let off = (got - f.tonnes_per_year) as f64 / f.tonnes_per_year as f64;
             assert!(off.abs() <= 0.3, "{} {}: {got} t a year, the figure is {} t ({})", f.cluster, f.family, f.tonnes_per_year, f.source);
+        }
+        for ((cluster, family), t) in &ordered {
+            eprintln!("{cluster} {family}: ordered {t} t");
+        }
+        for d in &DEMAND {
+            let got = ordered.get(&(d.cluster.to_owned(), d.family.to_owned())).copied().unwrap_or(0);
+            let off = (got - d.tonnes_per_year) as f64 / d.tonnes_per_year as f64;
+            assert!(off.abs() <= 0.3, "{} orders {got} t of {} a year, the figure is {} t ({})", d.cluster, d.family, d.tonnes_per_year, d.source);
         }
         eprintln!("orders placed: {order_value} CNY at their caps");
         assert!(declared.is_empty(), "declared outside the flows: {declared:?}");

@@ -21,4 +21,4 @@ mod generator;
 mod edge;
 
 pub use edge::{SimStats, run};
-pub use generator::{FLOWS, Flow, Generator, STEP_MS, SimEvent, SimRecord};
+pub use generator::{DEMAND, Demand, FLOWS, Flow, Generator, STEP_MS, SimEvent, SimRecord};

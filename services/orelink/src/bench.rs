@@ -274,16 +274,18 @@ pub(crate) async fn run(which: BenchWhich, config: Option<PathBuf>) -> Result<()
                 println!("{}", serde_json::to_string_pretty(&rep)?);
             } else {
                 println!("{} simulated days (seed {}), origins every {} h, 7-day horizon, 80 % interval; {:.1} s", rep.days, rep.seed, rep.origins_every_hours, rep.seconds);
-                println!("{:<12} {:>12} {:>8} {:>8} {:>11} {:>9}", "family", "t/h (mean)", "origins", "MASE", "naive MASE", "coverage");
+                println!("{:<12} {:>12} {:>8} {:>8} {:>11} {:>9} {:>9} {:>9}", "family", "t/h (mean)", "origins", "MASE", "naive MASE", "coverage", "7d total", "naive");
                 for f in &rep.families {
                     println!(
-                        "{:<12} {:>12.1} {:>8} {:>8.3} {:>11.3} {:>8.1}%",
+                        "{:<12} {:>12.1} {:>8} {:>8.3} {:>11.3} {:>8.1}% {:>8.1}% {:>8.1}%",
                         f.family,
                         f.mean_kg_per_hour / 1000.0,
                         f.backtest.origins,
                         f.backtest.mase,
                         f.backtest.naive_mase,
-                        f.coverage * 100.0
+                        f.coverage * 100.0,
+                        f.backtest.total_error * 100.0,
+                        f.backtest.naive_total_error * 100.0
                     );
                 }
             }

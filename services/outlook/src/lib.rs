@@ -119,8 +119,10 @@ fn mae(a: &[f64], b: &[f64]) -> f64 {
 
 /// Scores over rolling origins: MASE of the model and of the seasonal-naive
 /// baseline (each origin's errors over its horizon scaled by its history's
-/// naive scale, then averaged), and how many outcomes fell within the
-/// model's interval.
+/// naive scale, then averaged), how many outcomes fell within the model's
+/// interval, and the error of the horizon's total, which is what a
+/// capacity-gap alert compares with supply: |forecast total - actual
+/// total| / actual total, averaged over the origins with any demand.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Backtest {
     pub origins: usize,
@@ -128,6 +130,9 @@ pub struct Backtest {
     pub naive_mase: f64,
     pub inside: usize,
     pub outcomes: usize,
+    pub total_error: f64,
+    pub naive_total_error: f64,
+    pub totalled: usize,
 }
 
 impl Backtest {
@@ -141,6 +146,14 @@ impl Backtest {
         self.mase = (self.mase * k + mae(point, actual) / scale) / (k + 1.0);
         self.naive_mase = (self.naive_mase * k + mae(&naive, actual) / scale) / (k + 1.0);
         self.origins += 1;
+        let total = actual.iter().sum::<f64>();
+        if total > 0.0 {
+            let t = self.totalled as f64;
+            let off = |f: &[f64]| (f.iter().sum::<f64>() - total).abs() / total;
+            self.total_error = (self.total_error * t + off(point)) / (t + 1.0);
+            self.naive_total_error = (self.naive_total_error * t + off(&naive)) / (t + 1.0);
+            self.totalled += 1;
+        }
         self.inside += actual.iter().zip(f.lower.iter().zip(&f.upper)).filter(|(y, (lo, hi))| lo <= y && y <= hi).count();
         self.outcomes += n;
     }
@@ -256,6 +269,18 @@ mod tests {
         let mut b = Backtest::default();
         b.add(&y, &[0.0, 1.0, 2.0, 3.0], &f);
         assert_eq!(b.origins, 0, "an origin whose history has no naive error cannot be scaled");
+    }
+
+    #[test]
+    fn the_horizon_total_is_scored_against_what_followed() {
+        // Last week's first hour was a spike; what follows is flat.
+        let history: Vec<f64> = (0..2 * WEEK).map(|t| if t == WEEK { 5.0 } else { 1.0 }).collect();
+        let f = Forecast { level: LEVEL, point: vec![2.0, 2.0, 0.0, 0.0], lower: vec![0.0; 4], upper: vec![3.0; 4] };
+        let mut b = Backtest::default();
+        b.add(&history, &[1.0; 4], &f);
+        assert_eq!((b.totalled, b.total_error, b.naive_total_error), (1, 0.0, 1.0), "forecast total 4 against 4; last week's 8 against 4: {b:?}");
+        b.add(&history, &[0.0; 4], &f);
+        assert_eq!(b.totalled, 1, "a horizon without demand has no relative total error: {b:?}");
     }
 
     #[test]

@@ -200,6 +200,7 @@ impl Refitter {
 }
 
 fn alert_of(cluster: &str, family: &str, e: &Episode, kind: AlertKind, at: i64, o: &Outlook) -> Alert {
+    let (demand, remaining, expected) = (o.demand_kg.round() as i64, o.remaining_kg.round() as i64, o.expected_kg.round() as i64);
     Alert {
         alert_id: format!("GAP-{cluster}-{family}-{}", e.since_ms),
         kind,
@@ -208,10 +209,11 @@ fn alert_of(cluster: &str, family: &str, e: &Episode, kind: AlertKind, at: i64, 
         opened_at: e.since_ms,
         at,
         horizon_hours: HORIZON as i32,
-        demand_kg: o.demand_kg.round() as i64,
-        remaining_kg: o.remaining_kg.round() as i64,
-        expected_kg: o.expected_kg.round() as i64,
-        gap_kg: o.gap_kg().round() as i64,
+        demand_kg: demand,
+        remaining_kg: remaining,
+        expected_kg: expected,
+        // From the rounded figures, so the alert's numbers add up.
+        gap_kg: demand - remaining - expected,
     }
 }
 

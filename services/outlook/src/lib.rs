@@ -4,7 +4,8 @@
 //! Pure and deterministic (no Kafka, Redis or HTTP; the same series give the
 //! same forecast): an hourly series of event time in, a forecast of the next
 //! hours with an 80 % interval out ([`forecast`]: MSTL with daily and weekly
-//! seasonality and an ETS trend, from `augurs`); the scores a backtest
+//! seasonality and an ETS trend, from `augurs`, its week's level halfway to
+//! the last four weeks' mean); the scores a backtest
 //! reports against a seasonal-naive baseline ([`Backtest`]); and the
 //! capacity-gap episodes that alerts are made of ([`Episode::step`]). The
 //! view keeps the series and calls these at its edge; `orelink bench outlook`
@@ -30,6 +31,9 @@ pub const LEVEL: f64 = 0.8;
 pub const MAX_WIDENING: f64 = 4.0;
 /// A forecast needs two weeks of history: MSTL estimates a weekly pattern from at least two of them.
 pub const MIN_HISTORY: usize = 2 * WEEK;
+/// The slow estimate of the week's demand is the mean of (at most) this many
+/// last whole weeks; see [`forecast`].
+pub const RECENT_WEEKS: usize = 4;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OutlookError {
@@ -66,15 +70,23 @@ impl Forecast {
 /// half-widths of that fit's interval, and the final interval is the
 /// `level` quantile of those errors (within [1/`MAX_WIDENING`,
 /// `MAX_WIDENING`]) times the final fit's half-widths.
+///
+/// The point's level is a combination: MSTL's shape, scaled so that its
+/// next week's total is the mean of MSTL's own total and the mean weekly
+/// total of the last [`RECENT_WEEKS`] whole weeks. MSTL's trend follows the
+/// last hours, which for a family of a few orders a day makes its week's
+/// total as noisy as last week's; the weeks' mean is steadier but follows a
+/// real change of level only over four weeks; half of each follows a change
+/// at half its size in the first week (`docs/benchmarks.md`, 2026-12-06).
 /// Demand is never negative, so neither is the forecast or its interval.
 pub fn forecast(history: &[f64], horizon: usize, level: f64) -> Result<Forecast, OutlookError> {
     if history.len() < MIN_HISTORY {
         return Err(OutlookError::TooShort { have: history.len(), need: MIN_HISTORY });
     }
-    let (point, half) = mstl(history, horizon, level)?;
+    let (point, half) = leveled(history, horizon, level)?;
     let scale = if history.len() >= MIN_HISTORY + WEEK {
         let (fit, actual) = history.split_at(history.len() - WEEK);
-        let (p, h) = mstl(fit, WEEK, level)?;
+        let (p, h) = leveled(fit, WEEK, level)?;
         let mut scores: Vec<f64> = actual.iter().zip(p.iter().zip(&h)).map(|(y, (p, h))| (y - p).abs() / h.max(f64::EPSILON)).collect();
         scores.sort_by(f64::total_cmp);
         scores[((scores.len() as f64 * level).ceil() as usize).clamp(1, scores.len()) - 1].clamp(1.0 / MAX_WIDENING, MAX_WIDENING)
@@ -88,6 +100,30 @@ pub fn forecast(history: &[f64], horizon: usize, level: f64) -> Result<Forecast,
         upper: point.iter().zip(&half).map(|(p, h)| clamp(p + scale * h)).collect(),
         point: point.into_iter().map(clamp).collect(),
     })
+}
+
+/// MSTL's point forecast, non-negative and at the combined level (see
+/// [`forecast`]), and MSTL's half-widths at `level`. The level is set on a
+/// whole week of forecast, whatever the horizon, so a shorter horizon is the
+/// start of the week's forecast.
+fn leveled(history: &[f64], horizon: usize, level: f64) -> Result<(Vec<f64>, Vec<f64>), OutlookError> {
+    let (mut point, mut half) = mstl(history, horizon.max(WEEK), level)?;
+    for p in &mut point {
+        *p = if p.is_finite() { p.max(0.0) } else { 0.0 };
+    }
+    let model = point[..WEEK].iter().sum::<f64>();
+    let weeks = (history.len() / WEEK).min(RECENT_WEEKS);
+    let recent = history[history.len() - weeks * WEEK..].iter().sum::<f64>() / weeks as f64;
+    let target = (model + recent) / 2.0;
+    if model > 0.0 {
+        point.iter_mut().for_each(|p| *p *= target / model);
+    } else {
+        // No shape to scale: the target spread evenly.
+        point.iter_mut().for_each(|p| *p = target / WEEK as f64);
+    }
+    point.truncate(horizon);
+    half.truncate(horizon);
+    Ok((point, half))
 }
 
 /// MSTL's point forecast and the half-widths of its interval at `level`.
@@ -253,6 +289,21 @@ mod tests {
     fn the_same_history_gives_the_same_forecast() {
         let y = seasonal(3, 50.0);
         assert_eq!(forecast(&y, 48, LEVEL).unwrap(), forecast(&y, 48, LEVEL).unwrap());
+    }
+
+    #[test]
+    fn the_weeks_total_is_half_the_models_and_half_the_last_four_weeks() {
+        // Five weeks: the first is left out, three at the pattern, the last at three times it.
+        let mut y = seasonal(5, 20.0);
+        y[4 * WEEK..].iter_mut().for_each(|v| *v *= 3.0);
+        let recent = y[WEEK..].iter().sum::<f64>() / 4.0;
+        let (p, _) = mstl(&y, WEEK, LEVEL).unwrap();
+        let model = p.iter().map(|v| v.max(0.0)).sum::<f64>();
+        let f = forecast(&y, HORIZON, LEVEL).unwrap();
+        assert!((f.total() - (model + recent) / 2.0).abs() < 1e-6 * recent, "{} against ({model} + {recent}) / 2", f.total());
+        assert!(recent < f.total() && f.total() < model, "a rise is followed, at half its size: {recent} < {} < {model}", f.total());
+        let day = forecast(&y, DAY, LEVEL).unwrap();
+        assert_eq!((&day.point[..], &day.lower[..], &day.upper[..]), (&f.point[..DAY], &f.lower[..DAY], &f.upper[..DAY]), "a day's forecast is the week's first day");
     }
 
     #[test]

@@ -257,8 +257,11 @@ async fn assert_bookings_equal_a_replay(env: &TestEnv, codec: &std::sync::Arc<or
     assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
     for (lane, want) in &expected {
         let got = &actual[lane];
-        assert_eq!(got.len(), want.len(), "{lane}: {} committed, {} from the replay", got.len(), want.len());
-        assert!(got == want, "{lane}: committed bookings differ from the replay");
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
+            let extra: Vec<_> = got.iter().filter(|w| !want.contains(w)).collect();
+            panic!("{lane}: {} committed, {} from the replay; not committed: {missing:?}; not in the replay: {extra:?}", got.len(), want.len());
+        }
     }
 }
 
@@ -283,6 +286,9 @@ fn produce_lanes(env: &TestEnv, codec: &std::sync::Arc<orelink_codec::Codec>, n:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_share_the_lanes_and_hand_over_without_loss_or_duplicates() {
+    // The bookers' restores and stops, shown if the test fails (`RUST_LOG` overrides).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     let env = TestEnv::new().await;
     env.apply().await;
     let codec = orelink_platform::codec(&env.cfg, &env.reference).unwrap();
@@ -306,8 +312,10 @@ async fn two_instances_share_the_lanes_and_hand_over_without_loss_or_duplicates(
     }
     // Instance a leaves mid-stream: it drains and commits, and b takes its lanes over.
     assert!(!producing.is_finished(), "the handover must happen mid-stream");
+    eprintln!("before a stops: assignment {:?}, committed {:?}", env.group_assignment(&group, &lanes).await, env.committed(&group, &lanes).await);
     stop_a.cancel();
     let a = a.await.unwrap().unwrap();
+    eprintln!("after a stopped: committed {:?}", env.committed(&group, &lanes).await);
     let at_handover = env.written(topics::BOOKINGS).await;
     producing.await.unwrap();
     env.wait_caught_up(&orelink_booker::router_group(&env.cfg), &[env.topic(topics::ALLOCATIONS), env.topic(topics::TRANSPORT_OFFERS)], Duration::from_secs(120)).await;

@@ -93,13 +93,17 @@ pub fn forecast(history: &[f64], horizon: usize, level: f64) -> Result<Forecast,
     } else {
         1.0
     };
-    let clamp = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
     Ok(Forecast {
         level,
-        lower: point.iter().zip(&half).map(|(p, h)| clamp(p - scale * h)).collect(),
-        upper: point.iter().zip(&half).map(|(p, h)| clamp(p + scale * h)).collect(),
-        point: point.into_iter().map(clamp).collect(),
+        lower: point.iter().zip(&half).map(|(p, h)| non_negative(p - scale * h)).collect(),
+        upper: point.iter().zip(&half).map(|(p, h)| non_negative(p + scale * h)).collect(),
+        point: point.into_iter().map(non_negative).collect(),
     })
+}
+
+/// Demand is never negative; a fit that diverged says nothing.
+fn non_negative(x: f64) -> f64 {
+    if x.is_finite() { x.max(0.0) } else { 0.0 }
 }
 
 /// MSTL's point forecast, non-negative and at the combined level (see
@@ -108,9 +112,7 @@ pub fn forecast(history: &[f64], horizon: usize, level: f64) -> Result<Forecast,
 /// start of the week's forecast.
 fn leveled(history: &[f64], horizon: usize, level: f64) -> Result<(Vec<f64>, Vec<f64>), OutlookError> {
     let (mut point, mut half) = mstl(history, horizon.max(WEEK), level)?;
-    for p in &mut point {
-        *p = if p.is_finite() { p.max(0.0) } else { 0.0 };
-    }
+    point.iter_mut().for_each(|p| *p = non_negative(*p));
     let model = point[..WEEK].iter().sum::<f64>();
     let weeks = (history.len() / WEEK).min(RECENT_WEEKS);
     let recent = history[history.len() - weeks * WEEK..].iter().sum::<f64>() / weeks as f64;
